@@ -1,0 +1,86 @@
+//! Command-line definitions only; each subcommand calls into its module.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::datastore;
+
+#[derive(Parser)]
+#[command(name = "k8s", about = "A lightweight Kubernetes distribution in one binary", version = crate::version::VERSION)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print the version of k8s and of the parts it carries.
+    Version,
+    /// Serve the etcd v3 API from SQLite (the single-node datastore).
+    Datastore(DatastoreArgs),
+}
+
+#[derive(Args)]
+pub struct DatastoreArgs {
+    /// Directory holding the database file.
+    #[arg(long, default_value = "/var/lib/k8s/datastore")]
+    pub data_dir: PathBuf,
+    /// unix:///path.sock, http://HOST:PORT or https://HOST:PORT; repeatable.
+    #[arg(long = "listen", required = true)]
+    pub listen: Vec<datastore::Listen>,
+    /// Server certificate (PEM) for https listeners.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Key of --cert-file (PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to; enables client auth.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// How often idle watchers that asked for progress hear it (etcd: 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub watch_progress_notify_interval: std::time::Duration,
+}
+
+impl DatastoreArgs {
+    pub fn into_config(self) -> datastore::Config {
+        datastore::Config {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            cert_file: self.cert_file,
+            key_file: self.key_file,
+            trusted_ca_file: self.trusted_ca_file,
+            tuning: datastore::Tuning { progress_notify_interval: self.watch_progress_notify_interval },
+        }
+    }
+}
+
+/// Durations as `500ms`, `10s`, `5m` or `1h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s}: expected a number with a unit, e.g. 10s"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1_000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{s}: the unit must be ms, s, m or h")),
+    };
+    if ms == 0 {
+        return Err(format!("{s}: must be more than zero"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("10m").unwrap().as_secs(), 600);
+        assert_eq!(super::parse_duration("250ms").unwrap().as_millis(), 250);
+        assert!(super::parse_duration("10").is_err());
+        assert!(super::parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! The embedded datastore: etcd's v3 gRPC API over SQLite, the single-node
+//! default (as kine is for k3s).
+//!
+//! Layout: `schema` (the file), `query` (reads), `apply` (writes inside a
+//! transaction), `writer` (the one writer thread, group commit), `reader`
+//! (the read pool), `watch` (streams fed by the writer), `lease`,
+//! `compact`, `service` (the gRPC services) and `server` (listeners, TLS).
+
+mod apply;
+mod compact;
+mod errors;
+mod keyrange;
+mod lease;
+pub mod pb;
+mod query;
+mod reader;
+mod schema;
+mod server;
+mod service;
+mod watch;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch as tokio_watch};
+
+pub use schema::OpenError;
+pub use server::{serve, Config, Listen};
+pub use service::ETCD_VERSION as ETCD_API_VERSION;
+
+use lease::Leases;
+use reader::Readers;
+use writer::{Batch, Progress, Writer, WriterHandle};
+
+/// Batches a stream may fall behind before it catches up from the database.
+const HUB_CAPACITY: usize = 4_096;
+
+/// Knobs with etcd's defaults, settable for tests.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub progress_notify_interval: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY }
+    }
+}
+
+/// Identity reported in response headers and the member list.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids {
+    pub cluster: u64,
+    pub member: u64,
+}
+
+/// One open datastore: what the gRPC services share.
+pub struct Store {
+    writer: WriterHandle,
+    readers: Arc<Readers>,
+    hub: broadcast::Sender<Arc<Batch>>,
+    leases: Arc<Leases>,
+    progress: Arc<Progress>,
+    physical: tokio_watch::Receiver<i64>,
+    ids: Ids,
+    data_dir: PathBuf,
+    tuning: Tuning,
+    client_urls: Vec<String>,
+}
+
+impl Store {
+    /// Opens the database in `data_dir` and starts the writer and the
+    /// lease-expiry task. Needs a tokio runtime.
+    pub fn open(data_dir: PathBuf, tuning: Tuning, client_urls: Vec<String>)
+        -> Result<Arc<Store>, OpenError> {
+        let conn = schema::open_writer(&data_dir)?;
+        let path = schema::db_path(&data_dir);
+        let sqlite = |source| OpenError::Sqlite { path: path.clone(), source };
+        let ids = Ids { cluster: identity(&conn, "cluster_id").map_err(sqlite)?, member: identity(&conn, "member_id").map_err(sqlite)? };
+        let (hub, _) = broadcast::channel(HUB_CAPACITY);
+        let leases = Arc::new(Leases::default());
+        let progress = Arc::new(Progress::default());
+        let (physical_tx, physical) = tokio_watch::channel(0);
+        let writer = Writer::new(conn, hub.clone(), leases.clone(), progress.clone(), physical_tx)
+            .map_err(sqlite)?
+            .spawn()
+            .map_err(|e| OpenError::DataDir(data_dir.clone(), e))?;
+        let store = Arc::new(Store {
+            writer,
+            readers: Arc::new(Readers::new(data_dir.clone())),
+            hub,
+            leases,
+            progress,
+            physical,
+            ids,
+            data_dir,
+            tuning,
+            client_urls,
+        });
+        tokio::spawn(expire_leases(Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.ids.cluster,
+            member_id: self.ids.member,
+            revision,
+            raft_term: 1,
+        }
+    }
+}
+
+/// Reads a random id kept in `meta`, creating it on first use.
+fn identity(conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<u64> {
+    if let Some(id) = schema::meta_get(conn, name)? {
+        return Ok(id as u64);
+    }
+    let mut bytes = [0u8; 8];
+    // Ids only need to differ between clusters; the clock is the fallback.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        bytes = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64).to_le_bytes();
+    }
+    let id = (u64::from_le_bytes(bytes) >> 1).max(1) as i64;
+    schema::meta_set(conn, name, id)?;
+    Ok(id as u64)
+}
+
+/// Revokes leases whose deadline passed; their keys' deletions reach
+/// watchers like any other delete.
+async fn expire_leases(store: std::sync::Weak<Store>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        for id in store.leases.expired() {
+            if let Err(e) = store.writer.submit(writer::Op::LeaseExpire(id)).await {
+                tracing::warn!(lease = id, error = %e.message(), "cannot expire lease yet");
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Reads over a SQLite connection: ranges at the newest or a past revision,
+//! the comparisons of a Txn, and history for watches. The same functions run
+//! on reader connections and inside the writer's transaction (so a Txn sees
+//! its own earlier writes, as in etcd).
+
+use rusqlite::{params_from_iter, Connection, Row};
+use tonic::Status;
+
+use super::errors;
+use super::keyrange::KeyRange;
+use super::pb::{compare, range_request, Compare, Event, EventType, KeyValue, RangeRequest, RangeResponse};
+
+/// The revisions a read is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct Revs {
+    pub current: i64,
+    pub compacted: i64,
+}
+
+pub fn revs(conn: &Connection) -> rusqlite::Result<Revs> {
+    Ok(Revs {
+        current: super::schema::meta_get(conn, "rev")?.unwrap_or(0),
+        compacted: super::schema::meta_get(conn, "compact_rev")?.unwrap_or(0),
+    })
+}
+
+/// Which version of the store a read looks at.
+#[derive(Clone, Copy)]
+enum At {
+    Latest,
+    Rev(i64),
+}
+
+/// Columns 0..=4 of every key read, then the log id (5) and the value (6).
+const KV_COLUMNS: &str = "l.key, l.create_rev, l.rev, l.version, l.lease, l.id";
+
+fn kv_from_row(row: &Row, value_col: Option<usize>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue {
+        key: row.get(0)?,
+        create_revision: row.get(1)?,
+        mod_revision: row.get(2)?,
+        version: row.get(3)?,
+        lease: row.get(4)?,
+        value: match value_col {
+            Some(col) => row.get(col)?,
+            None => Vec::new(),
+        },
+    })
+}
+
+/// SQL fragment selecting the rows of `kr` visible at `at`, with its params.
+/// It yields `l` as the matching log row.
+fn visible_rows(kr: &KeyRange, at: At) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let (start, end) = kr.bounds();
+    let mut params = vec![Value::Blob(start.to_vec())];
+    let key_cond = |col: &str| match end {
+        Some(_) => format!("{col} >= ?1 AND {col} < ?2"),
+        None => format!("{col} >= ?1"),
+    };
+    let sql = match at {
+        At::Latest => format!("kv JOIN log l ON l.id = kv.id WHERE {}", key_cond("kv.key")),
+        At::Rev(_) => {
+            let n = if end.is_some() { 3 } else { 2 };
+            format!(
+                "(SELECT max(id) AS mid FROM log WHERE {} AND rev <= ?{n} GROUP BY key) m
+                 JOIN log l ON l.id = m.mid WHERE l.deleted = 0",
+                key_cond("key")
+            )
+        }
+    };
+    if let Some(end) = end {
+        params.push(Value::Blob(end));
+    }
+    if let At::Rev(rev) = at {
+        params.push(Value::Integer(rev));
+    }
+    (sql, params)
+}
+
+fn fetch(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_value: bool)
+    -> rusqlite::Result<Vec<KeyValue>> {
+    Ok(fetch_with_ids(conn, kr, at, limit, with_value)?.into_iter().map(|(_, kv)| kv).collect())
+}
+
+fn fetch_with_ids(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_value: bool)
+    -> rusqlite::Result<Vec<(i64, KeyValue)>> {
+    if kr.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (from, params) = visible_rows(kr, at);
+    let value = if with_value { ", l.value" } else { "" };
+    let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    let sql = format!("SELECT {KV_COLUMNS}{value} FROM {from} ORDER BY l.key{limit}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let value_col = with_value.then_some(6);
+    let rows = stmt.query_map(params_from_iter(params), |r| Ok((r.get(5)?, kv_from_row(r, value_col)?)))?;
+    rows.collect()
+}
+
+fn count(conn: &Connection, kr: &KeyRange, at: At) -> rusqlite::Result<i64> {
+    if kr.is_empty() {
+        return Ok(0);
+    }
+    let (from, params) = visible_rows(kr, at);
+    let sql = format!("SELECT count(*) FROM {from}");
+    conn.prepare_cached(&sql)?.query_row(params_from_iter(params), |r| r.get(0))
+}
+
+/// Live keys in a range at the newest revision.
+pub fn latest(conn: &Connection, kr: &KeyRange) -> rusqlite::Result<Vec<KeyValue>> {
+    fetch(conn, kr, At::Latest, None, true)
+}
+
+/// Live keys in a range with the log id of their newest version.
+pub fn latest_with_ids(conn: &Connection, kr: &KeyRange) -> rusqlite::Result<Vec<(i64, KeyValue)>> {
+    fetch_with_ids(conn, kr, At::Latest, None, true)
+}
+
+/// etcd's Range, including its limit/sort/filter rules: when sorting or
+/// filtering, everything is fetched first and the limit applies afterwards;
+/// `count` is the size of the whole range, unaffected by limit and filters.
+pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs) -> Result<RangeResponse, Status> {
+    if req.key.is_empty() {
+        return Err(errors::empty_key());
+    }
+    let rev = if req.revision <= 0 { revs.current } else { req.revision };
+    if rev > revs.current {
+        return Err(errors::future_rev());
+    }
+    if rev < revs.compacted {
+        return Err(errors::compacted());
+    }
+    let at = if rev == revs.current { At::Latest } else { At::Rev(rev) };
+    let kr = KeyRange::new(&req.key, &req.range_end);
+    let storage = |e: rusqlite::Error| errors::storage(&e);
+    let mut resp = RangeResponse::default();
+    if req.count_only {
+        resp.count = count(conn, &kr, at).map_err(storage)?;
+        return Ok(resp);
+    }
+
+    let order = sort_order(req);
+    let filtered = req.min_mod_revision != 0 || req.max_mod_revision != 0
+        || req.min_create_revision != 0 || req.max_create_revision != 0;
+    let fetch_limit = (req.limit > 0 && order.is_none() && !filtered).then(|| req.limit + 1);
+    let mut kvs = fetch(conn, &kr, at, fetch_limit, !req.keys_only).map_err(storage)?;
+    resp.count = match fetch_limit {
+        Some(n) if kvs.len() as i64 >= n => count(conn, &kr, at).map_err(storage)?,
+        _ => kvs.len() as i64,
+    };
+    if filtered {
+        kvs.retain(|kv| passes_filters(req, kv));
+    }
+    if let Some((target, descending)) = order {
+        sort(&mut kvs, target, descending);
+    }
+    if req.limit > 0 && kvs.len() as i64 > req.limit {
+        kvs.truncate(req.limit as usize);
+        resp.more = true;
+    }
+    resp.kvs = kvs;
+    Ok(resp)
+}
+
+/// `None` when the natural key order already answers the request.
+fn sort_order(req: &RangeRequest) -> Option<(range_request::SortTarget, bool)> {
+    use range_request::{SortOrder, SortTarget};
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    match SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None) {
+        SortOrder::None if target == SortTarget::Key => None,
+        SortOrder::None | SortOrder::Ascend => {
+            (target != SortTarget::Key).then_some((target, false))
+        }
+        SortOrder::Descend => Some((target, true)),
+    }
+}
+
+fn sort(kvs: &mut [KeyValue], target: range_request::SortTarget, descending: bool) {
+    use range_request::SortTarget::*;
+    kvs.sort_by(|a, b| {
+        let ord = match target {
+            Key => a.key.cmp(&b.key),
+            Version => a.version.cmp(&b.version),
+            Create => a.create_revision.cmp(&b.create_revision),
+            Mod => a.mod_revision.cmp(&b.mod_revision),
+            Value => a.value.cmp(&b.value),
+        };
+        if descending { ord.reverse() } else { ord }
+    });
+}
+
+fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    let above = |min: i64, v: i64| min == 0 || v >= min;
+    let below = |max: i64, v: i64| max == 0 || v <= max;
+    above(req.min_mod_revision, kv.mod_revision)
+        && below(req.max_mod_revision, kv.mod_revision)
+        && above(req.min_create_revision, kv.create_revision)
+        && below(req.max_create_revision, kv.create_revision)
+}
+
+/// A Txn guard: every key in the compare's range must satisfy it; a missing
+/// key compares as a zero KeyValue, except that a value compare fails.
+pub fn compare(conn: &Connection, c: &Compare) -> rusqlite::Result<bool> {
+    let kr = KeyRange::new(&c.key, &c.range_end);
+    let kvs = latest(conn, &kr)?;
+    let target = compare::CompareTarget::try_from(c.target).unwrap_or(compare::CompareTarget::Version);
+    if kvs.is_empty() {
+        return Ok(target != compare::CompareTarget::Value && compare_kv(c, &KeyValue::default()));
+    }
+    Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    use compare::{CompareResult, CompareTarget, TargetUnion};
+    let int = |v: i64| match &c.target_union {
+        Some(TargetUnion::Version(x) | TargetUnion::CreateRevision(x)
+            | TargetUnion::ModRevision(x) | TargetUnion::Lease(x)) => v.cmp(x),
+        _ => v.cmp(&0),
+    };
+    let ord = match CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version) {
+        CompareTarget::Version => int(kv.version),
+        CompareTarget::Create => int(kv.create_revision),
+        CompareTarget::Mod => int(kv.mod_revision),
+        CompareTarget::Lease => int(kv.lease),
+        CompareTarget::Value => match &c.target_union {
+            Some(TargetUnion::Value(v)) => kv.value.as_slice().cmp(v.as_slice()),
+            _ => kv.value.as_slice().cmp(&[]),
+        },
+    };
+    use std::cmp::Ordering::*;
+    match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ord == Equal,
+        CompareResult::NotEqual => ord != Equal,
+        CompareResult::Greater => ord == Greater,
+        CompareResult::Less => ord == Less,
+    }
+}
+
+/// Keys attached to a lease.
+pub fn lease_keys(conn: &Connection, lease: i64) -> rusqlite::Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached("SELECT key FROM kv WHERE lease = ?1 ORDER BY key")?;
+    let rows = stmt.query_map([lease], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// History events with revisions in `[from, to]` for keys in `kr`, in
+/// order, each with its previous version when that is still kept. Pages
+/// hold at most `limit` events; pass the returned cursor to get the next
+/// page (None: this was the last).
+pub fn history(conn: &Connection, kr: &KeyRange, from: i64, to: i64, after: i64, limit: usize)
+    -> rusqlite::Result<(Vec<Event>, Option<i64>)> {
+    use rusqlite::types::Value;
+    let (start, end) = kr.bounds();
+    let mut params = vec![
+        Value::Integer(from),
+        Value::Integer(to),
+        Value::Integer(after),
+        Value::Blob(start.to_vec()),
+    ];
+    let mut key_cond = "l.key >= ?4".to_string();
+    if let Some(end) = end {
+        key_cond.push_str(" AND l.key < ?5");
+        params.push(Value::Blob(end));
+    }
+    let sql = format!(
+        "SELECT l.key, l.create_rev, l.rev, l.version, l.lease, l.value, l.deleted,
+                p.key, p.create_rev, p.rev, p.version, p.lease, p.value, l.id
+         FROM log l LEFT JOIN log p ON p.id = l.prev_id
+         WHERE l.rev >= ?1 AND l.rev <= ?2 AND l.id > ?3 AND {key_cond}
+         ORDER BY l.id LIMIT {limit}"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut last_id = after;
+    let rows = stmt.query_map(params_from_iter(params), |r| {
+        Ok((r.get::<_, i64>(13)?, event_from_row(r)?))
+    })?;
+    let mut events = Vec::new();
+    for row in rows {
+        let (id, ev) = row?;
+        last_id = id;
+        events.push(ev);
+    }
+    let cursor = (events.len() == limit).then_some(last_id);
+    Ok((events, cursor))
+}
+
+fn event_from_row(r: &Row) -> rusqlite::Result<Event> {
+    let deleted: bool = r.get(6)?;
+    let kv = if deleted {
+        KeyValue { key: r.get(0)?, mod_revision: r.get(2)?, ..Default::default() }
+    } else {
+        kv_from_row(r, Some(5))?
+    };
+    let prev_kv = match r.get::<_, Option<Vec<u8>>>(7)? {
+        Some(key) => Some(KeyValue {
+            key,
+            create_revision: r.get(8)?,
+            mod_revision: r.get(9)?,
+            version: r.get(10)?,
+            lease: r.get(11)?,
+            value: r.get(12)?,
+        }),
+        None => None,
+    };
+    let kind = if deleted { EventType::Delete } else { EventType::Put };
+    Ok(Event { r#type: kind as i32, kv: Some(kv), prev_kv })
+}

@@ -1,0 +1,59 @@
+//! Reads run on a small pool of read-only connections on tokio's blocking
+//! threads, each inside one read transaction so that the revision and the
+//! rows it returns come from the same snapshot.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+use tonic::Status;
+
+use super::errors;
+use super::schema;
+
+/// Connections kept for reuse; more are opened under load and dropped.
+const KEEP: usize = 8;
+
+pub struct Readers {
+    data_dir: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub fn new(data_dir: PathBuf) -> Readers {
+        Readers { data_dir, idle: Mutex::new(Vec::new()) }
+    }
+
+    pub async fn with<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Status> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.run(f))
+            .await
+            .map_err(|e| Status::internal(format!("read task failed: {e}")))?
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Status>) -> Result<T, Status> {
+        let conn = match self.idle.lock().unwrap().pop() {
+            Some(c) => c,
+            None => schema::open_reader(&self.data_dir)
+                .map_err(|e| Status::unavailable(e.to_string()))?,
+        };
+        let result = (|| {
+            conn.execute_batch("BEGIN").map_err(|e| errors::storage(&e))?;
+            let out = f(&conn);
+            conn.execute_batch("COMMIT").map_err(|e| errors::storage(&e))?;
+            out
+        })();
+        if result.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < KEEP {
+            idle.push(conn);
+        }
+        result
+    }
+}

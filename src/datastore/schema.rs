@@ -1,0 +1,191 @@
+//! The SQLite file behind the datastore: opening, durability settings and
+//! the schema.
+//!
+//! Two tables hold keys. `log` is the history: one row per change, in
+//! revision order, which watches replay and point-in-time reads use. `kv`
+//! holds one row per live key pointing at its latest `log` row, so reading
+//! the newest value of a key or a prefix never scans history (the slow
+//! `GROUP BY MAX(id)` of kine).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("{path} is read-only: the datastore needs to write it (check its permissions and the filesystem's mount options)")]
+    ReadOnly { path: PathBuf },
+    #[error("{path} is not a valid datastore database ({detail}); move it aside and restore a snapshot, or start with an empty data dir")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path} was written by a newer datastore (schema {found}, this binary knows {known}); run the newer binary")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("cannot open {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log (
+    id        INTEGER PRIMARY KEY,
+    rev       INTEGER NOT NULL,
+    key       BLOB    NOT NULL,
+    create_rev INTEGER NOT NULL,
+    version   INTEGER NOT NULL,
+    lease     INTEGER NOT NULL,
+    value     BLOB    NOT NULL,
+    deleted   INTEGER NOT NULL,
+    prev_id   INTEGER
+);
+CREATE INDEX IF NOT EXISTS log_key_id ON log (key, id);
+CREATE INDEX IF NOT EXISTS log_rev ON log (rev);
+CREATE TABLE IF NOT EXISTS kv (
+    key   BLOB PRIMARY KEY,
+    id    INTEGER NOT NULL,
+    lease INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS lease (
+    id  INTEGER PRIMARY KEY,
+    ttl INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("datastore.db")
+}
+
+/// Opens (creating if needed) the database for the single writer, checks its
+/// integrity and brings the schema up to date.
+pub fn open_writer(data_dir: &Path) -> Result<Connection, OpenError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| OpenError::DataDir(data_dir.into(), e))?;
+    let path = db_path(data_dir);
+    let err = |source: rusqlite::Error| classify(&path, source);
+    let conn = Connection::open(&path).map_err(err)?;
+    // auto_vacuum must be chosen before the first table exists; INCREMENTAL
+    // lets compaction hand freed pages back to the filesystem in small steps.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(err)?;
+    tune(&conn).map_err(err)?;
+    check_integrity(&conn, &path)?;
+    migrate(&conn, &path)?;
+    Ok(conn)
+}
+
+/// A connection for concurrent reads; WAL mode gives each read transaction
+/// a consistent snapshot while the writer goes on.
+pub fn open_reader(data_dir: &Path) -> Result<Connection, OpenError> {
+    let path = db_path(data_dir);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;")
+        .map_err(|e| classify(&path, e))?;
+    Ok(conn)
+}
+
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL with synchronous=FULL fsyncs the log on every commit: an
+    // acknowledged write survives kill -9 and power loss. The writer groups
+    // concurrent writes into one commit so the fsync is shared.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // WAL needs shared memory; without it durability and concurrent
+        // reads are not what we promise.
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode is {mode}, not wal (does the filesystem support shared memory?)"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -32768;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = 67108864;
+         PRAGMA wal_autocheckpoint = 1000;",
+    )
+}
+
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    if verdict != "ok" {
+        return Err(OpenError::Corrupt { path: path.into(), detail: verdict });
+    }
+    Ok(())
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let err = |source: rusqlite::Error| classify(path, source);
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::TooNew { path: path.into(), found, known: SCHEMA_VERSION });
+    }
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(err)?;
+    Ok(())
+}
+
+fn classify(path: &Path, source: rusqlite::Error) -> OpenError {
+    use rusqlite::ErrorCode::*;
+    match source.sqlite_error_code() {
+        Some(ReadOnly) | Some(CannotOpen) if is_read_only(path) => {
+            OpenError::ReadOnly { path: path.into() }
+        }
+        Some(DatabaseCorrupt) | Some(NotADatabase) => {
+            OpenError::Corrupt { path: path.into(), detail: source.to_string() }
+        }
+        _ => OpenError::Sqlite { path: path.into(), source },
+    }
+}
+
+fn is_read_only(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let target = if path.exists() { path } else { path.parent().unwrap_or(path) };
+    let Ok(c_path) = std::ffi::CString::new(target.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // access(2) also reports a read-only mount, which permission bits do not.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) != 0 }
+}
+
+/// Small integers kept in `meta`.
+pub fn meta_get(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional()
+}
+
+pub fn meta_set(conn: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        rusqlite::params![name, value],
+    )?;
+    Ok(())
+}
+
+/// Allocated bytes of the database file and the bytes in use.
+pub fn sizes(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok((pages * size, (pages - free) * size))
+}
+
+/// A consistent copy of the whole store in a temporary file next to it
+/// (removed when the returned path is dropped), with its revision.
+pub fn snapshot(data_dir: &Path) -> anyhow::Result<(tempfile::TempPath, i64)> {
+    let src = open_reader(data_dir)?;
+    let file = tempfile::Builder::new().prefix(".snapshot-").tempfile_in(data_dir)?.into_temp_path();
+    let mut dst = Connection::open(&file)?;
+    // One backup step copies every page under a single read transaction.
+    rusqlite::backup::Backup::new(&src, &mut dst)?.step(-1)?;
+    let rev = meta_get(&dst, "rev")?.unwrap_or(0);
+    drop(dst);
+    Ok((file, rev))
+}

@@ -1,0 +1,39 @@
+//! `k8s`: a lightweight Kubernetes distribution in one binary.
+
+mod cli;
+mod datastore;
+mod signals;
+mod version;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("K8S_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: cli::Command) -> anyhow::Result<()> {
+    match command {
+        cli::Command::Version => {
+            version::print();
+            Ok(())
+        }
+        cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
