@@ -19,6 +19,22 @@ pub enum Command {
     Version,
     /// Serve the etcd v3 API from SQLite (the single-node datastore).
     Datastore(DatastoreArgs),
+    /// Run the carried kubectl, with the admin kubeconfig by default.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Attach a payload (tar.zst of components) to a k8s executable: `make dist`.
+    #[command(hide = true)]
+    AttachPayload {
+        #[arg(long)]
+        exe: PathBuf,
+        #[arg(long)]
+        payload: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]

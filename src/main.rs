@@ -2,6 +2,8 @@
 
 mod cli;
 mod datastore;
+mod kubectl;
+mod payload;
 mod signals;
 mod version;
 
@@ -26,10 +28,9 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
-        cli::Command::Version => {
-            version::print();
-            Ok(())
-        }
+        cli::Command::Version => Ok(version::print()?),
+        cli::Command::Kubectl { args } => kubectl::exec(args),
+        cli::Command::AttachPayload { exe, payload, out } => payload::attach(&exe, &payload, &out),
         cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
     }
 }

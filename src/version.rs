@@ -1,8 +1,27 @@
-//! Version information.
+//! `k8s version`: our version and that of every part we carry.
+
+use crate::payload::{Payload, PayloadError};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub fn print() {
+pub fn print() -> Result<(), PayloadError> {
     println!("k8s {VERSION}");
-    println!("datastore: etcd v3 API {} over SQLite {}", crate::datastore::ETCD_API_VERSION, rusqlite::version());
+    println!(
+        "datastore: etcd v3 API {} over SQLite {}",
+        crate::datastore::ETCD_API_VERSION,
+        rusqlite::version()
+    );
+    let Some(payload) = Payload::of_current_exe()? else {
+        println!("components: none attached (plain cargo build; `make dist` builds dist/k8s)");
+        return Ok(());
+    };
+    let manifest = payload.manifest()?;
+    println!("kubernetes: {}", manifest.kubernetes_version);
+    for part in manifest.parts.iter().filter(|p| p.kind != "link") {
+        match &part.image {
+            Some(image) => println!("  image {image}"),
+            None => println!("  {:<26} {}", part.name, part.version),
+        }
+    }
+    Ok(())
 }
