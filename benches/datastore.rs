@@ -1,1 +1,970 @@
-fn main() {}
+//! `cargo bench --bench datastore`: `k8s datastore` (SQLite) against real
+//! etcd, side by side on the same disk, under the same workloads.
+//!
+//! Both servers start fresh in temporary directories under `BENCH_DIR`
+//! (default /var/tmp), listen on loopback only, and are killed when the
+//! benchmark ends, however it ends (kill on drop, and PR_SET_PDEATHSIG in
+//! case this process itself is killed). See benches/README.md.
+//!
+//! Environment:
+//! - `BENCH_DIR`    where the data directories go (default /var/tmp)
+//! - `BENCH_SCALE`  multiplies operation counts (default 1; 0.1 for a quick run)
+//! - `K8S_BIN`      the `k8s` binary (default: the one cargo just built,
+//!   target/release/k8s)
+//! - `ETCD_BIN`     the etcd binary (default `etcd` from PATH)
+//! - `BENCH_ONLY`   comma-separated workload numbers to run, e.g. `1,4`
+//!   (workload 2 and 3 need the keys workload 1 writes; 2 runs 1 first)
+
+use std::future::Future;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, LeaseClient,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+};
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+struct Config {
+    bench_dir: PathBuf,
+    scale: f64,
+    k8s_bin: PathBuf,
+    etcd_bin: PathBuf,
+    only: Option<Vec<u32>>,
+}
+
+impl Config {
+    fn from_env() -> Result<Config> {
+        let scale = match std::env::var("BENCH_SCALE") {
+            Ok(s) => s.parse::<f64>().with_context(|| format!("BENCH_SCALE={s} is not a number"))?,
+            Err(_) => 1.0,
+        };
+        if !(scale > 0.0 && scale <= 100.0) {
+            bail!("BENCH_SCALE must be in (0, 100], got {scale}");
+        }
+        let k8s_bin = std::env::var_os("K8S_BIN").map(PathBuf::from).unwrap_or_else(|| {
+            option_env!("CARGO_BIN_EXE_k8s")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/k8s"))
+        });
+        let only = std::env::var("BENCH_ONLY").ok().map(|s| {
+            s.split(',').filter_map(|p| p.trim().parse::<u32>().ok()).collect::<Vec<_>>()
+        });
+        Ok(Config {
+            bench_dir: std::env::var_os("BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into()),
+            scale,
+            k8s_bin,
+            etcd_bin: std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| "etcd".into()),
+            only,
+        })
+    }
+
+    /// An operation count scaled by BENCH_SCALE, at least `min`.
+    fn n(&self, base: u64, min: u64) -> u64 {
+        ((base as f64 * self.scale).round() as u64).max(min)
+    }
+
+    fn wants(&self, w: u32) -> bool {
+        self.only.as_ref().map_or(true, |o| o.contains(&w) || (w == 1 && (o.contains(&2) || o.contains(&3))))
+    }
+}
+
+/// Keys in the put/range workloads: 10k at scale 1, a multiple of 100.
+fn kv_keys(cfg: &Config) -> u64 {
+    (cfg.n(10_000, 200) / 100 * 100).min(99_900)
+}
+
+// ---------------------------------------------------------------------------
+// The servers
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    endpoint: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    spawned: Instant,
+    ready_after: Duration,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Spawns a child that dies with this thread (so a killed benchmark leaves
+/// no server behind). Call it from the main thread only: the death signal
+/// follows the thread that forked, not the process.
+fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("cannot start {:?}", cmd.get_program()))
+}
+
+impl Server {
+    fn etcd(cfg: &Config, root: &Path) -> Result<Server> {
+        let dir = root.join("etcd");
+        std::fs::create_dir_all(&dir)?;
+        let data_dir = dir.join("data");
+        let log = dir.join("etcd.log");
+        let (client, peer) = (free_port()?, free_port()?);
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut cmd = Command::new(&cfg.etcd_bin);
+        cmd.arg("--name").arg("bench")
+            .arg("--data-dir").arg(&data_dir)
+            .arg("--listen-client-urls").arg(&endpoint)
+            .arg("--advertise-client-urls").arg(&endpoint)
+            .arg("--listen-peer-urls").arg(&peer_url)
+            .arg("--initial-advertise-peer-urls").arg(&peer_url)
+            .arg("--initial-cluster").arg(format!("bench={peer_url}"))
+            .arg("--quota-backend-bytes").arg("8589934592")
+            .arg("--logger").arg("zap")
+            .arg("--log-outputs").arg("stderr")
+            .arg("--log-level").arg("warn");
+        let spawned = Instant::now();
+        let child = spawn(cmd, &log)?;
+        Ok(Server { name: "etcd", child, endpoint, data_dir, log, spawned, ready_after: Duration::ZERO })
+    }
+
+    fn ours(cfg: &Config, root: &Path) -> Result<Server> {
+        if !cfg.k8s_bin.exists() {
+            bail!("{} does not exist: run `cargo build --release` or set K8S_BIN", cfg.k8s_bin.display());
+        }
+        let dir = root.join("ours");
+        std::fs::create_dir_all(&dir)?;
+        let data_dir = dir.join("data");
+        let log = dir.join("datastore.log");
+        let endpoint = format!("http://127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(&cfg.k8s_bin);
+        cmd.arg("datastore").arg("--data-dir").arg(&data_dir).arg("--listen").arg(&endpoint);
+        cmd.env("K8S_LOG", "warn");
+        let spawned = Instant::now();
+        let child = spawn(cmd, &log)?;
+        Ok(Server { name: "ours", child, endpoint, data_dir, log, spawned, ready_after: Duration::ZERO })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Fails if the server process has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}); last log lines:\n{}", self.name, self.log_tail());
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.check_alive()?;
+            let attempt = async {
+                let mut c = Client::connect([&self.endpoint], Some(opts())).await?;
+                c.get("/bench/ready", None).await?;
+                anyhow::Ok(())
+            };
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(())) => {
+                    self.ready_after = self.spawned.elapsed();
+                    return Ok(());
+                }
+                _ if Instant::now() > deadline => {
+                    bail!("{} did not answer on {} within 30s; last log lines:\n{}", self.name, self.endpoint, self.log_tail())
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds the server has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(") ") else { return 0.0 };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (ticks(11) + ticks(12)) as f64 / hz
+    }
+}
+
+/// (allocated bytes, apparent bytes) of everything under `dir`.
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else { return total };
+    for e in entries.flatten() {
+        let Ok(md) = e.path().symlink_metadata() else { continue };
+        if md.is_dir() {
+            let (a, b) = disk_usage(&e.path());
+            total.0 += a;
+            total.1 += b;
+        } else {
+            total.0 += md.blocks() * 512;
+            total.1 += md.len();
+        }
+    }
+    total
+}
+
+fn opts() -> ConnectOptions {
+    ConnectOptions::new().with_connect_timeout(Duration::from_secs(5))
+}
+
+/// `n` independent clients: each its own HTTP/2 connection.
+async fn connect(endpoint: &str, n: usize) -> Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(Client::connect([endpoint], Some(opts())).await?);
+    }
+    Ok(clients)
+}
+
+fn kv(c: &Client) -> KvClient {
+    c.kv_client().max_decoding_message_size(256 << 20)
+}
+
+// ---------------------------------------------------------------------------
+// Measuring
+
+/// What one workload measured on one server.
+#[derive(Default, Clone)]
+struct Stat {
+    ops: u64,
+    secs: f64,
+    /// Latencies in microseconds.
+    lat: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    notes: Vec<String>,
+    /// Requested operations, when the time cap cut the run short.
+    capped: Option<u64>,
+}
+
+impl Stat {
+    fn rate(&self) -> f64 {
+        if self.secs > 0.0 { self.ops as f64 / self.secs } else { 0.0 }
+    }
+
+    fn pct(&mut self, p: f64) -> Option<u64> {
+        if self.lat.is_empty() {
+            return None;
+        }
+        self.lat.sort_unstable();
+        let idx = ((p * self.lat.len() as f64).ceil() as usize).clamp(1, self.lat.len()) - 1;
+        Some(self.lat[idx])
+    }
+
+    fn failed(e: anyhow::Error) -> Stat {
+        Stat { errors: 1, first_error: Some(format!("{e:#}")), ..Default::default() }
+    }
+}
+
+/// Operations handed out to workers until the count or the time runs out.
+struct Budget {
+    next: AtomicU64,
+    total: u64,
+    deadline: Instant,
+}
+
+impl Budget {
+    fn take(&self) -> Option<u64> {
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.total).then_some(i)
+    }
+}
+
+/// Runs `op` for operations 0..total over one worker per state, measuring
+/// each call (or the duration it returns).
+async fn drive<S, F, Fut>(states: Vec<S>, total: u64, limit: Duration, op: F) -> Stat
+where
+    S: Send + 'static,
+    F: Fn(S, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (S, Result<Option<Duration>>)> + Send + 'static,
+{
+    let budget = Arc::new(Budget { next: AtomicU64::new(0), total, deadline: Instant::now() + limit });
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for state in states {
+        let (budget, op) = (budget.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut state = state;
+            let (mut lat, mut errors, mut first_error) = (Vec::new(), 0u64, None);
+            while let Some(i) = budget.take() {
+                let t = Instant::now();
+                let (s, r) = op(state, i).await;
+                state = s;
+                match r {
+                    Ok(d) => lat.push(d.unwrap_or_else(|| t.elapsed()).as_micros() as u64),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut stat = Stat::default();
+    for t in tasks {
+        let (lat, errors, first_error) = t.await.expect("a benchmark worker panicked");
+        stat.lat.extend(lat);
+        stat.errors += errors;
+        if stat.first_error.is_none() {
+            stat.first_error = first_error;
+        }
+    }
+    stat.secs = start.elapsed().as_secs_f64();
+    stat.ops = stat.lat.len() as u64;
+    if stat.ops + stat.errors < total {
+        stat.capped = Some(total);
+    }
+    stat
+}
+
+/// Deterministic pseudo-random numbers (splitmix64), so both servers get
+/// the same sequence.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn value(len: usize, seed: u64) -> Vec<u8> {
+    (0..len as u64).map(|i| b'a' + (mix(seed ^ i) % 26) as u8).collect()
+}
+
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the benchmark started: a timestamp tasks can share.
+fn now_ns() -> u64 {
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn us(ns: u64) -> u64 {
+    ns / 1_000
+}
+
+// ---------------------------------------------------------------------------
+// Workloads. Each returns named rows; the same names for both servers.
+
+type Rows = Vec<(String, Stat)>;
+
+const WORKERS: usize = 16;
+
+fn kv_key(i: u64) -> String {
+    format!("/bench/kv/{i:05}")
+}
+
+/// 1. 256-byte puts over the key space from 16 clients.
+async fn w_put(cfg: &Config, ep: &str) -> Result<Rows> {
+    let keys = kv_keys(cfg);
+    let total = cfg.n(40_000, keys);
+    let clients = connect(ep, WORKERS).await?;
+    let val = Arc::new(value(256, 1));
+    let states: Vec<KvClient> = clients.iter().map(kv).collect();
+    let stat = drive(states, total, Duration::from_secs(60), move |mut kv, i| {
+        let val = val.clone();
+        async move {
+            let r = kv.put(kv_key(i % keys), val.to_vec(), None).await;
+            (kv, r.map(|_| None).map_err(Into::into))
+        }
+    })
+    .await;
+    Ok(vec![(format!("1. put 256 B, {keys} keys, {WORKERS} clients"), stat)])
+}
+
+/// 2. Ranges over the keys workload 1 wrote: random 100-key prefixes from
+/// 16 readers, and whole-prefix lists from 4.
+async fn w_range(cfg: &Config, ep: &str) -> Result<Rows> {
+    let keys = kv_keys(cfg);
+    let clients = connect(ep, WORKERS).await?;
+    let prefixes = keys / 100;
+    let states: Vec<KvClient> = clients.iter().map(kv).collect();
+    let small = drive(states, cfg.n(20_000, 500), Duration::from_secs(20), move |mut kv, i| async move {
+        let p = mix(i ^ 0xABCD) % prefixes;
+        let r = kv.get(format!("/bench/kv/{p:03}"), Some(GetOptions::new().with_prefix())).await;
+        let r = match r {
+            Ok(resp) if resp.kvs().len() == 100 => Ok(None),
+            Ok(resp) => Err(anyhow!("prefix {p:03}: expected 100 keys, got {}", resp.kvs().len())),
+            Err(e) => Err(e.into()),
+        };
+        (kv, r)
+    })
+    .await;
+    let states: Vec<KvClient> = clients.iter().take(4).map(kv).collect();
+    let full = drive(states, cfg.n(40, 8), Duration::from_secs(20), move |mut kv, _| async move {
+        let r = kv.get("/bench/kv/", Some(GetOptions::new().with_prefix())).await;
+        let r = match r {
+            Ok(resp) if resp.kvs().len() as u64 == keys => Ok(None),
+            Ok(resp) => Err(anyhow!("list: expected {keys} keys, got {}", resp.kvs().len())),
+            Err(e) => Err(e.into()),
+        };
+        (kv, r)
+    })
+    .await;
+    Ok(vec![
+        (format!("2a. range 100-key prefix, {WORKERS} readers"), small),
+        (format!("2b. list all {keys} keys, 4 readers"), full),
+    ])
+}
+
+/// 3. kube-apiserver's GuaranteedUpdate: Txn(mod_revision == known) then
+/// Put, else Get; on conflict retry with what the Get returned. The known
+/// revisions are shared, like the apiserver's watch cache.
+async fn w_cas(cfg: &Config, ep: &str) -> Result<Rows> {
+    const KEYS: u64 = 1_000;
+    let key = |i: u64| format!("/bench/cas/{i:04}");
+    let clients = connect(ep, WORKERS).await?;
+    // Seed the keys (not measured).
+    let seed_val = Arc::new(value(256, 2));
+    let seeded = drive(clients.iter().map(kv).collect(), KEYS, Duration::from_secs(60), move |mut kv, i| {
+        let v = seed_val.clone();
+        async move {
+            let r = kv.put(format!("/bench/cas/{i:04}"), v.to_vec(), None).await;
+            (kv, r.map(|_| None).map_err(Into::into))
+        }
+    })
+    .await;
+    if seeded.ops != KEYS {
+        bail!("seeding the CAS keys: {:?}", seeded.first_error);
+    }
+    let known: Arc<Vec<AtomicI64>> = Arc::new((0..KEYS).map(|_| AtomicI64::new(0)).collect());
+    let resp = kv(&clients[0]).get("/bench/cas/", Some(GetOptions::new().with_prefix())).await?;
+    for kv in resp.kvs() {
+        let i: usize = std::str::from_utf8(&kv.key()[11..])?.parse()?;
+        known[i].store(kv.mod_revision(), Ordering::Relaxed);
+    }
+    let conflicts = Arc::new(AtomicU64::new(0));
+    let val = Arc::new(value(256, 3));
+    let (k2, c2) = (known.clone(), conflicts.clone());
+    let stat = drive(clients.iter().map(kv).collect(), cfg.n(20_000, 500), Duration::from_secs(40), move |mut kv, i| {
+        let (known, conflicts, val) = (k2.clone(), c2.clone(), val.clone());
+        let k = mix(i ^ 0x5EED) % KEYS;
+        let name = key(k);
+        async move {
+            let r = async {
+                for _ in 0..1_000 {
+                    let rev = known[k as usize].load(Ordering::Relaxed);
+                    let txn = Txn::new()
+                        .when(vec![Compare::mod_revision(name.clone(), CompareOp::Equal, rev)])
+                        .and_then(vec![TxnOp::put(name.clone(), val.to_vec(), None)])
+                        .or_else(vec![TxnOp::get(name.clone(), None)]);
+                    let resp = kv.txn(txn).await?;
+                    if resp.succeeded() {
+                        let new = resp.header().map_or(0, |h| h.revision());
+                        known[k as usize].fetch_max(new, Ordering::Relaxed);
+                        return Ok(None);
+                    }
+                    conflicts.fetch_add(1, Ordering::Relaxed);
+                    let current = resp.op_responses().into_iter().find_map(|r| match r {
+                        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+                        _ => None,
+                    });
+                    let Some(current) = current else { bail!("{name}: conflict but the key is gone") };
+                    known[k as usize].fetch_max(current, Ordering::Relaxed);
+                }
+                bail!("{name}: 1000 conflicts in a row")
+            }
+            .await;
+            (kv, r)
+        }
+    })
+    .await;
+    let mut stat = stat;
+    stat.notes.push(format!("{} conflicts retried", conflicts.load(Ordering::Relaxed)));
+    Ok(vec![(format!("3. CAS update (Txn), 1k keys, {WORKERS} clients"), stat)])
+}
+
+/// 4. 100 watchers on one prefix over 4 connections; a writer puts N new
+/// keys, 8 in flight. Every event's delivery time at every watcher is
+/// compared with the time its put was sent and acknowledged.
+async fn w_watch(cfg: &Config, ep: &str) -> Result<Rows> {
+    const WATCHERS: usize = 100;
+    const WRITERS: usize = 8;
+    let prefix = "/bench/watch/";
+    let n = cfg.n(2_000, 100);
+    let conns = connect(ep, 4).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut watchers = Vec::new();
+    let mut tasks = Vec::new();
+    for w in 0..WATCHERS {
+        let mut c = conns[w % conns.len()].clone();
+        let (watcher, mut stream) = c.watch(prefix, Some(WatchOptions::new().with_prefix())).await?;
+        watchers.push(watcher);
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got: Vec<(u32, u64)> = Vec::with_capacity(n as usize);
+            let mut error = None;
+            while (got.len() as u64) < n {
+                tokio::select! {
+                    m = stream.message() => match m {
+                        Ok(Some(resp)) => {
+                            let t = now_ns();
+                            for ev in resp.events() {
+                                let Some(kv) = ev.kv() else { continue };
+                                let seq = std::str::from_utf8(&kv.key()[prefix.len()..]).ok().and_then(|s| s.parse().ok());
+                                if let Some(seq) = seq {
+                                    got.push((seq, t));
+                                }
+                            }
+                            if resp.canceled() {
+                                error = Some(format!("watch canceled: {}", resp.cancel_reason()));
+                                break;
+                            }
+                        }
+                        Ok(None) => { error = Some("watch stream ended".to_string()); break }
+                        Err(e) => { error = Some(e.to_string()); break }
+                    },
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            (got, error)
+        }));
+    }
+
+    let send: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let ack: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let val = Arc::new(value(256, 4));
+    let (s2, a2) = (send.clone(), ack.clone());
+    let first_send = now_ns();
+    let writer_conn = connect(ep, 1).await?;
+    let writer = drive(
+        (0..WRITERS).map(|_| kv(&writer_conn[0])).collect(),
+        n,
+        Duration::from_secs(40),
+        move |mut kv, i| {
+            let (send, ack, val) = (s2.clone(), a2.clone(), val.clone());
+            async move {
+                send[i as usize].store(now_ns(), Ordering::Relaxed);
+                let r = kv.put(format!("/bench/watch/{i:07}"), val.to_vec(), None).await;
+                ack[i as usize].store(now_ns(), Ordering::Relaxed);
+                (kv, r.map(|_| None).map_err(Into::into))
+            }
+        },
+    )
+    .await;
+    let written = writer.ops;
+
+    // Give watchers a bounded grace period to drain after the last ack.
+    let grace = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut results = Vec::new();
+    for mut t in tasks {
+        let r = tokio::select! {
+            r = &mut t => r?,
+            _ = tokio::time::sleep_until(grace) => {
+                let _ = stop_tx.send(true);
+                t.await?
+            }
+        };
+        results.push(r);
+    }
+    let _ = stop_tx.send(true);
+    drop(watchers);
+
+    let mut from_send = Stat::default();
+    let mut from_ack = Stat::default();
+    let (mut received, mut dups, mut early, mut last) = (0u64, 0u64, 0u64, first_send);
+    let mut errors = Vec::new();
+    for (got, error) in &results {
+        if let Some(e) = error {
+            errors.push(e.clone());
+        }
+        let mut seen = vec![false; n as usize];
+        for &(seq, t) in got {
+            let i = seq as usize;
+            if i >= seen.len() || seen[i] {
+                dups += 1;
+                continue;
+            }
+            seen[i] = true;
+            received += 1;
+            last = last.max(t);
+            let (s, a) = (send[i].load(Ordering::Relaxed), ack[i].load(Ordering::Relaxed));
+            from_send.lat.push(us(t.saturating_sub(s)));
+            if t < a {
+                early += 1;
+            }
+            from_ack.lat.push(us(t.saturating_sub(a)));
+        }
+    }
+    let expected = written * WATCHERS as u64;
+    from_send.ops = received;
+    from_send.secs = (last - first_send) as f64 / 1e9;
+    from_send.errors = expected.saturating_sub(received) + dups + writer.errors;
+    from_send.first_error = errors.first().cloned().or(writer.first_error.clone());
+    if expected > received {
+        from_send.notes.push(format!("{} of {expected} events missing", expected - received));
+    }
+    if dups > 0 {
+        from_send.notes.push(format!("{dups} duplicate events"));
+    }
+    from_ack.ops = written;
+    from_ack.secs = writer.secs;
+    from_ack.capped = writer.capped;
+    from_ack.notes.push(format!("{early} events delivered before the put's ack"));
+    Ok(vec![
+        (format!("4a. watch: {WATCHERS} watchers, events/s, send→delivery"), from_send),
+        (format!("4b. watch: writer puts/s ({WRITERS} in flight), ack→delivery"), from_ack),
+    ])
+}
+
+/// 5. Lease churn: grant a 2 s lease and attach a key to it, from 16
+/// clients; then let them all expire and time the keys' deletions (seen
+/// through a watch) against each lease's deadline.
+async fn w_lease(cfg: &Config, ep: &str) -> Result<Rows> {
+    let prefix = "/bench/lease/";
+    let n = cfg.n(2_000, 100);
+    let clients = connect(ep, WORKERS).await?;
+    let mut wc = clients[0].clone();
+    let (watcher, mut stream) = wc
+        .watch(prefix, Some(WatchOptions::new().with_prefix().with_filters([WatchFilterType::NoPut])))
+        .await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let deletions = tokio::spawn(async move {
+        let mut got: Vec<(u32, u64)> = Vec::with_capacity(n as usize);
+        while (got.len() as u64) < n {
+            tokio::select! {
+                m = stream.message() => match m {
+                    Ok(Some(resp)) => {
+                        let t = now_ns();
+                        for ev in resp.events() {
+                            if ev.event_type() != EventType::Delete { continue }
+                            let Some(kv) = ev.kv() else { continue };
+                            if let Some(seq) = std::str::from_utf8(&kv.key()[prefix.len()..]).ok().and_then(|s| s.parse().ok()) {
+                                got.push((seq, t));
+                            }
+                        }
+                    }
+                    _ => break,
+                },
+                _ = stop_rx.wait_for(|s| *s) => break,
+            }
+        }
+        got
+    });
+
+    // Deadline of each lease as the client sees it: grant ack + granted TTL.
+    let due: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let d2 = due.clone();
+    let val = Arc::new(value(256, 5));
+    let states: Vec<(LeaseClient, KvClient)> = clients.iter().map(|c| (c.lease_client(), kv(c))).collect();
+    let grants = drive(states, n, Duration::from_secs(30), move |(mut lc, mut kv), i| {
+        let (due, val) = (d2.clone(), val.clone());
+        async move {
+            let r = async {
+                let t = Instant::now();
+                let lease = lc.grant(2, None).await?;
+                let took = t.elapsed();
+                due[i as usize].store(now_ns() + lease.ttl() as u64 * 1_000_000_000, Ordering::Relaxed);
+                kv.put(format!("/bench/lease/{i:06}"), val.to_vec(), Some(PutOptions::new().with_lease(lease.id()))).await?;
+                Ok(Some(took))
+            }
+            .await;
+            ((lc, kv), r)
+        }
+    })
+    .await;
+    let granted = grants.ops;
+    let last_due = due.iter().map(|d| d.load(Ordering::Relaxed)).max().unwrap_or(0);
+
+    // Wait for every attached key to be deleted, at most 30 s past the last deadline.
+    let wait_until = Duration::from_nanos(last_due.saturating_sub(now_ns())) + Duration::from_secs(30);
+    let got = {
+        let mut deletions = deletions;
+        tokio::select! {
+            r = &mut deletions => r?,
+            _ = tokio::time::sleep(wait_until) => {
+                let _ = stop_tx.send(true);
+                deletions.await?
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    drop(watcher);
+    let left = kv(&clients[0])
+        .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
+        .await?
+        .count();
+
+    let mut lag = Stat::default();
+    let (mut first_del, mut last_del, mut early) = (u64::MAX, 0u64, 0u64);
+    for &(seq, t) in &got {
+        let d = due[seq as usize].load(Ordering::Relaxed);
+        if d == 0 {
+            continue; // a lease whose grant failed
+        }
+        if t < d {
+            early += 1;
+        }
+        lag.lat.push(us(t.saturating_sub(d)));
+        first_del = first_del.min(t);
+        last_del = last_del.max(t);
+    }
+    lag.ops = lag.lat.len() as u64;
+    lag.secs = if last_del > first_del { (last_del - first_del) as f64 / 1e9 } else { 0.0 };
+    if lag.ops > 0 {
+        lag.notes.push(format!(
+            "all gone {:.2} s after the last deadline",
+            last_del.saturating_sub(last_due) as f64 / 1e9
+        ));
+    }
+    if early > 0 {
+        lag.notes.push(format!("{early} deleted before the client-side deadline"));
+    }
+    if lag.ops < granted || left > 0 {
+        lag.errors = granted.saturating_sub(lag.ops).max(left as u64);
+        lag.notes.push(format!("{} of {granted} deletions not seen, {left} keys left", granted.saturating_sub(lag.ops)));
+    }
+    Ok(vec![
+        ("5a. lease grant (TTL 2 s) + attach a key, 16 clients; latency = grant".to_string(), grants),
+        ("5b. lease expiry: deletions/s, lag past deadline".to_string(), lag),
+    ])
+}
+
+// ---------------------------------------------------------------------------
+// Running and reporting
+
+struct Row {
+    name: String,
+    stats: [Stat; 2],
+}
+
+struct Cpu {
+    workload: String,
+    secs: [f64; 2],
+    ops: [u64; 2],
+}
+
+async fn run(cfg: &Config, servers: &mut [Server; 2]) -> Result<()> {
+    for s in servers.iter_mut() {
+        s.wait_ready().await?;
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut cpu: Vec<Cpu> = Vec::new();
+    let workloads: [(u32, &str); 5] =
+        [(1, "1. put"), (2, "2. range"), (3, "3. CAS"), (4, "4. watch"), (5, "5. lease")];
+    let total = Instant::now();
+    for (num, label) in workloads {
+        if !cfg.wants(num) {
+            continue;
+        }
+        let mut per: [Rows; 2] = [Vec::new(), Vec::new()];
+        let mut cpu_row = Cpu { workload: label.to_string(), secs: [0.0; 2], ops: [0; 2] };
+        // etcd first, then ours: both see the same history of workloads.
+        for idx in [1, 0] {
+            let s = &mut servers[idx];
+            s.check_alive()?;
+            let ep = s.endpoint.clone();
+            let before = s.cpu_seconds();
+            let t = Instant::now();
+            eprint!("{label:<10} {:<5} ... ", s.name);
+            let r = match num {
+                1 => w_put(cfg, &ep).await,
+                2 => w_range(cfg, &ep).await,
+                3 => w_cas(cfg, &ep).await,
+                4 => w_watch(cfg, &ep).await,
+                _ => w_lease(cfg, &ep).await,
+            };
+            cpu_row.secs[idx] = s.cpu_seconds() - before;
+            eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+            per[idx] = match r {
+                Ok(rows) => rows,
+                Err(e) => {
+                    eprintln!("  {label} on {} failed: {e:#}", s.name);
+                    vec![(format!("{label} (failed)"), Stat::failed(e))]
+                }
+            };
+            cpu_row.ops[idx] = per[idx].first().map_or(0, |(_, st)| st.ops);
+            s.check_alive()?;
+        }
+        // Pair rows by position; names come from whichever side has them.
+        let len = per[0].len().max(per[1].len());
+        for i in 0..len {
+            let name = per[0].get(i).or(per[1].get(i)).map(|(n, _)| n.clone()).unwrap_or_default();
+            let get = |side: usize| per[side].get(i).map(|(_, s)| s.clone()).unwrap_or_default();
+            rows.push(Row { name, stats: [get(0), get(1)] });
+        }
+        cpu.push(cpu_row);
+    }
+    let elapsed = total.elapsed();
+    report(cfg, servers, &mut rows, &cpu, elapsed);
+    Ok(())
+}
+
+fn fmt_lat(us: Option<u64>) -> String {
+    match us {
+        None => "–".into(),
+        Some(us) => {
+            let ms = us as f64 / 1000.0;
+            if ms < 10.0 {
+                format!("{ms:.2} ms")
+            } else if ms < 1000.0 {
+                format!("{ms:.1} ms")
+            } else {
+                format!("{ms:.0} ms")
+            }
+        }
+    }
+}
+
+fn fmt_ratio(a: f64, b: f64) -> String {
+    if a > 0.0 && b > 0.0 { format!("{:.2}", a / b) } else { "–".into() }
+}
+
+fn fmt_bytes(b: u64) -> String {
+    let mib = b as f64 / (1024.0 * 1024.0);
+    if mib >= 10.0 { format!("{mib:.0} MiB") } else { format!("{mib:.1} MiB") }
+}
+
+fn report(cfg: &Config, servers: &[Server; 2], rows: &mut [Row], cpu: &[Cpu], elapsed: Duration) {
+    let sh = |cmd: &str| {
+        Command::new("sh").arg("-c").arg(cmd).output().ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let etcd_version = sh(&format!("{} --version 2>/dev/null | head -1", cfg.etcd_bin.display()));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let fs = sh(&format!("df -T {} | awk 'NR==2 {{print $2\" on \"$1}}'", cfg.bench_dir.display()));
+    println!();
+    println!("## k8s datastore vs etcd");
+    println!();
+    println!(
+        "{cores} cores, data dirs in {} ({fs}), BENCH_SCALE={}, {etcd_version}, workloads took {:.0} s.",
+        cfg.bench_dir.display(), cfg.scale, elapsed.as_secs_f64()
+    );
+    println!("ours/etcd: above 1 means ours does more ops/s; below 1 means ours has lower latency.");
+    println!();
+    println!("| workload | ours ops/s | etcd ops/s | ours/etcd | ours p50 | etcd p50 | ours p99 | etcd p99 | p99 ours/etcd |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut notes = Vec::new();
+    for row in rows.iter_mut() {
+        let [o, e] = &mut row.stats;
+        let (o50, e50, o99, e99) = (o.pct(0.50), e.pct(0.50), o.pct(0.99), e.pct(0.99));
+        println!(
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            row.name, o.rate(), e.rate(), fmt_ratio(o.rate(), e.rate()),
+            fmt_lat(o50), fmt_lat(e50), fmt_lat(o99), fmt_lat(e99),
+            fmt_ratio(o99.unwrap_or(0) as f64, e99.unwrap_or(0) as f64),
+        );
+        for (side, st) in [("ours", &*o), ("etcd", &*e)] {
+            let mut bits = st.notes.clone();
+            if let Some(total) = st.capped {
+                bits.push(format!("time cap hit: {} of {total} ops", st.ops));
+            }
+            if st.errors > 0 {
+                bits.push(format!("{} errors, first: {}", st.errors, st.first_error.as_deref().unwrap_or("?")));
+            }
+            if !bits.is_empty() {
+                let short: String = row.name.split_whitespace().next().unwrap_or("").to_string();
+                notes.push(format!("- {short} {side}: {}", bits.join("; ")));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        println!();
+        for n in &notes {
+            println!("{n}");
+        }
+    }
+    println!();
+    println!("| server CPU per workload | ours CPU s | etcd CPU s | ours µs/op | etcd µs/op |");
+    println!("|---|---:|---:|---:|---:|");
+    for c in cpu {
+        let per_op = |i: usize| if c.ops[i] > 0 { format!("{:.0}", c.secs[i] * 1e6 / c.ops[i] as f64) } else { "–".into() };
+        println!("| {} | {:.2} | {:.2} | {} | {} |", c.workload, c.secs[0], c.secs[1], per_op(0), per_op(1));
+    }
+    println!();
+    println!("| resources after the workloads | ours | etcd | ours/etcd |");
+    println!("|---|---:|---:|---:|");
+    let rss = [servers[0].status_kib("VmRSS") * 1024, servers[1].status_kib("VmRSS") * 1024];
+    let hwm = [servers[0].status_kib("VmHWM") * 1024, servers[1].status_kib("VmHWM") * 1024];
+    let du = [disk_usage(&servers[0].data_dir), disk_usage(&servers[1].data_dir)];
+    let line = |what: &str, v: [u64; 2]| {
+        println!("| {what} | {} | {} | {} |", fmt_bytes(v[0]), fmt_bytes(v[1]), fmt_ratio(v[0] as f64, v[1] as f64));
+    };
+    line("RSS (VmRSS)", rss);
+    line("peak RSS (VmHWM)", hwm);
+    line("data dir, allocated on disk", [du[0].0, du[1].0]);
+    line("data dir, apparent size", [du[0].1, du[1].1]);
+    let cpu_total = [servers[0].cpu_seconds(), servers[1].cpu_seconds()];
+    println!("| CPU time, whole run | {:.1} s | {:.1} s | {} |", cpu_total[0], cpu_total[1], fmt_ratio(cpu_total[0], cpu_total[1]));
+    let ready = [servers[0].ready_after, servers[1].ready_after];
+    println!(
+        "| start to first answer | {:.0} ms | {:.0} ms | {} |",
+        ready[0].as_secs_f64() * 1e3, ready[1].as_secs_f64() * 1e3,
+        fmt_ratio(ready[0].as_secs_f64(), ready[1].as_secs_f64())
+    );
+}
+
+fn main() -> Result<()> {
+    let cfg = Config::from_env()?;
+    now_ns();
+    std::fs::create_dir_all(&cfg.bench_dir)
+        .with_context(|| format!("cannot create BENCH_DIR {}", cfg.bench_dir.display()))?;
+    let root = tempfile::Builder::new().prefix("k8s-datastore-bench-").tempdir_in(&cfg.bench_dir)?;
+    // Spawned here, on the main thread, which outlives every workload (see
+    // `spawn`). Declared after `root`, so they are killed before it is removed.
+    let mut servers = [Server::ours(&cfg, root.path())?, Server::etcd(&cfg, root.path())?];
+    eprintln!(
+        "benchmarking {} (pid {}) and {} (pid {}) under {}",
+        cfg.k8s_bin.display(), servers[0].pid(), cfg.etcd_bin.display(), servers[1].pid(), root.path().display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run(&cfg, &mut servers) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        }
+    });
+    drop(rt);
+    drop(servers);
+    drop(root);
+    result
+}

@@ -19,7 +19,7 @@ pub struct Revs {
 
 pub fn revs(conn: &Connection) -> rusqlite::Result<Revs> {
     Ok(Revs {
-        current: super::schema::meta_get(conn, "rev")?.unwrap_or(0),
+        current: super::schema::meta_get(conn, "rev")?.unwrap_or(1),
         compacted: super::schema::meta_get(conn, "compact_rev")?.unwrap_or(0),
     })
 }

@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+-- A new etcd is at revision 1 before its first write; clients (the
+-- apiserver among them) treat revision 0 as invalid.
+INSERT OR IGNORE INTO meta (name, value) VALUES ('rev', 1);
 ";
 
 pub fn db_path(data_dir: &Path) -> PathBuf {
