@@ -4,6 +4,7 @@ mod cli;
 mod datastore;
 mod kubectl;
 mod payload;
+mod pki;
 mod signals;
 mod version;
 
