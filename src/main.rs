@@ -1,6 +1,7 @@
 //! `k8s`: a lightweight Kubernetes distribution in one binary.
 
 mod cli;
+mod components;
 mod datastore;
 mod kubectl;
 mod payload;

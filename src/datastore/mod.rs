@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch as tokio_watch};
 
 pub use schema::OpenError;
-pub use server::{serve, Config, Listen};
+pub use server::{serve, start, Config, Listen, Running};
 pub use service::ETCD_VERSION as ETCD_API_VERSION;
 
 use lease::Leases;

@@ -54,6 +54,35 @@ pub struct Config {
 /// Opens the store, serves every listener until SIGINT or SIGTERM, then
 /// stops accepting and lets in-flight requests finish.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    crate::signals::terminated().await;
+    running.stop().await
+}
+
+/// A datastore serving in this process (`k8s server` runs it this way).
+pub struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: tokio::task::JoinSet<anyhow::Result<()>>,
+    sockets: Vec<PathBuf>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, removes sockets.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        tracing::info!("datastore stopping");
+        let _ = self.stop.send(true);
+        while let Some(res) = self.servers.join_next().await {
+            res??;
+        }
+        for path in &self.sockets {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+/// Binds every listener, opens the store and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
     let tls = tls_config(&config)?;
     let urls = config.listen.iter().map(url).collect();
     let mut bound = Vec::new();
@@ -89,18 +118,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
     tracing::info!(data_dir = %config.data_dir.display(), listen = ?config.listen.iter().map(url).collect::<Vec<_>>(), "datastore ready");
-    crate::signals::terminated().await;
-    tracing::info!("datastore stopping");
-    let _ = stop_tx.send(true);
-    while let Some(res) = servers.join_next().await {
-        res??;
-    }
-    for l in &config.listen {
-        if let Listen::Unix(path) = l {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-    Ok(())
+    let sockets = config
+        .listen
+        .iter()
+        .filter_map(|l| match l {
+            Listen::Unix(path) => Some(path.clone()),
+            Listen::Tcp { .. } => None,
+        })
+        .collect();
+    Ok(Running { stop: stop_tx, servers, sockets })
 }
 
 enum Bound {
