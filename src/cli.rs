@@ -17,6 +17,14 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of k8s and of the parts it carries.
     Version,
+    /// Run a server: datastore, control plane and (unless disabled) a node.
+    Server(ServerArgs),
+    /// Show the server's components and the node.
+    Status(DataDirArg),
+    /// Print the admin kubeconfig.
+    Kubeconfig,
+    /// Stop the server and remove everything it created.
+    Reset(ResetArgs),
     /// Serve the etcd v3 API from SQLite (the single-node datastore).
     Datastore(DatastoreArgs),
     /// Run the carried kubectl, with the admin kubeconfig by default.
@@ -35,6 +43,30 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Config file; its keys are these flags' names [default: /etc/k8s/config.yaml].
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: crate::server::Options,
+}
+
+#[derive(Args)]
+pub struct DataDirArg {
+    #[arg(long, default_value = "/var/lib/k8s")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Args)]

@@ -3,10 +3,18 @@
 mod cli;
 mod components;
 mod datastore;
+mod fsutil;
+mod kubeapi;
 mod kubectl;
+mod node;
 mod payload;
 mod pki;
+mod reset;
+mod server;
 mod signals;
+mod status;
+mod systemd;
+mod templates;
 mod version;
 
 use clap::Parser;
@@ -32,6 +40,16 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Version => Ok(version::print()?),
         cli::Command::Kubectl { args } => kubectl::exec(args),
+        cli::Command::Server(args) => {
+            let explicit = args.config.is_some();
+            let path = args.config.unwrap_or_else(|| server::config::DEFAULT_CONFIG.into());
+            let file = server::Options::from_file(&path, explicit)?;
+            let config = args.options.over(file).resolve()?;
+            runtime()?.block_on(server::run(config))
+        }
+        cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
+        cli::Command::Kubeconfig => status::print_kubeconfig(),
+        cli::Command::Reset(a) => reset::run(&a.data_dir.data_dir, a.yes),
         cli::Command::AttachPayload { exe, payload, out } => payload::attach(&exe, &payload, &out),
         cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
     }

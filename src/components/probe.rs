@@ -2,7 +2,6 @@
 //! (e.g. kube-apiserver's `/readyz`), trusting only the cluster CA and
 //! presenting a client certificate.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,14 +16,13 @@ pub struct HttpsProbe {
 }
 
 impl HttpsProbe {
-    pub fn new(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<HttpsProbe> {
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<HttpsProbe> {
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut read(ca)?.as_slice()) {
+        for c in rustls_pemfile::certs(&mut &ca[..]) {
             roots.add(c?)?;
         }
-        let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice()).collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())?
-            .with_context(|| format!("no private key in {}", key.display()))?;
+        let chain = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pemfile::private_key(&mut &key[..])?.context("no private key")?;
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)?;
@@ -36,7 +34,8 @@ impl HttpsProbe {
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         let name = ServerName::try_from(host.to_string())?;
         let mut tls = tokio_rustls::TlsConnector::from(self.config.clone()).connect(name, tcp).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        // HTTP/1.0: the answer is never chunked and ends when the server closes.
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
         tls.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();
         tls.read_to_end(&mut raw).await.or_else(|e| {
@@ -54,16 +53,12 @@ impl HttpsProbe {
     }
 }
 
-fn read(p: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-}
-
 /// Polls until GET returns 200, for at most `timeout`; the error carries the
 /// last answer so a stuck start says why.
 pub async fn http_ready(probe: &HttpsProbe, host: &str, port: u16, path: &str, timeout: Duration)
     -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = String::from("no answer yet");
+    let mut last;
     loop {
         match tokio::time::timeout(Duration::from_secs(5), probe.get(host, port, path)).await {
             Ok(Ok((200, _))) => return Ok(()),

@@ -84,23 +84,55 @@ pub struct TbsFields {
     pub issuer: Vec<u8>,
     pub subject: Vec<u8>,
     pub public_key: Vec<u8>,
+    /// The keyIdentifier of the authorityKeyIdentifier extension: names the
+    /// signing CA's key, which tells two CAs apart even when their subjects match.
+    pub authority_key_id: Option<Vec<u8>>,
 }
 
 /// Splits a DER certificate: SEQUENCE { tbs SEQUENCE { [0] version?, serial,
-/// signature, issuer, validity, subject, subjectPublicKeyInfo, … }, … }.
+/// signature, issuer, validity, subject, subjectPublicKeyInfo, …, [3] extensions? }, … }.
 pub fn tbs_fields(cert_der: &[u8]) -> Option<TbsFields> {
     let (_, cert, _) = next_element(cert_der)?;
     let (_, tbs, _) = next_element(contents(cert))?;
-    let mut rest = contents(tbs);
-    let mut fields = Vec::new();
-    while fields.len() < 7 && !rest.is_empty() {
-        let (tag, element, after) = next_element(rest)?;
-        fields.push((tag, element));
-        rest = after;
-    }
+    let fields = elements(contents(tbs))?;
     let skip = usize::from(fields.first()?.0 == 0xa0); // explicit version is optional (v1)
     let field = |i: usize| fields.get(skip + i).map(|(_, e)| e.to_vec());
-    Some(TbsFields { issuer: field(2)?, subject: field(4)?, public_key: field(5)? })
+    let extensions = fields.iter().find(|(tag, _)| *tag == 0xa3);
+    Some(TbsFields {
+        issuer: field(2)?,
+        subject: field(4)?,
+        public_key: field(5)?,
+        authority_key_id: extensions.and_then(|(_, e)| authority_key_id(contents(e))),
+    })
+}
+
+/// All elements of a constructed element's contents: (tag, whole element).
+fn elements(mut rest: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (tag, element, after) = next_element(rest)?;
+        out.push((tag, element));
+        rest = after;
+    }
+    Some(out)
+}
+
+/// In `Extensions ::= SEQUENCE OF SEQUENCE { extnID, critical?, extnValue OCTET STRING }`,
+/// the authorityKeyIdentifier (2.5.29.35) value `SEQUENCE { [0] keyIdentifier, … }`.
+fn authority_key_id(extensions: &[u8]) -> Option<Vec<u8>> {
+    const AKI_OID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x23];
+    let (_, list, _) = next_element(extensions)?;
+    for (_, extension) in elements(contents(list))? {
+        let parts = elements(contents(extension))?;
+        if parts.first()?.1 != AKI_OID {
+            continue;
+        }
+        let (tag, value) = *parts.last()?;
+        let (_, aki, _) = next_element(contents(value)).filter(|_| tag == 0x04)?;
+        let (id_tag, id, _) = next_element(contents(aki))?;
+        return (id_tag == 0x80).then(|| contents(id).to_vec());
+    }
+    None
 }
 
 #[cfg(test)]

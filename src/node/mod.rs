@@ -1,0 +1,207 @@
+//! The node part of a server (and, later, of an agent): containerd with
+//! the carried images, kubelet, kube-proxy and the pod network.
+
+pub mod host;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::components::{Spec, Supervisor};
+use crate::fsutil::write_if_changed;
+use crate::payload::Components;
+use crate::templates;
+
+/// Where the node keeps its files.
+pub struct Paths {
+    pub etc: PathBuf,
+    pub containerd_root: PathBuf,
+    pub containerd_state: PathBuf,
+    pub containerd_socket: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub ipam_dir: PathBuf,
+    pub logs: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path, run_dir: &Path) -> Paths {
+        let agent = data_dir.join("agent");
+        Paths {
+            etc: agent.join("etc"),
+            containerd_root: agent.join("containerd"),
+            containerd_state: run_dir.join("containerd"),
+            containerd_socket: run_dir.join("containerd/containerd.sock"),
+            cni_conf_dir: agent.join("etc/cni/net.d"),
+            ipam_dir: agent.join("cni-ipam"),
+            logs: data_dir.join("logs"),
+        }
+    }
+}
+
+/// What the node needs to know about the cluster and itself.
+pub struct Settings<'a> {
+    pub node_name: &'a str,
+    pub node_ip: IpAddr,
+    pub cluster_dns: IpAddr,
+    pub cluster_domain: &'a str,
+    pub cluster_cidr: &'a str,
+    pub client_ca: &'a Path,
+    pub kubelet_kubeconfig: &'a Path,
+    pub kubelet_cert: &'a Path,
+    pub kubelet_key: &'a Path,
+    pub kube_proxy_kubeconfig: &'a Path,
+    pub kubelet_extra_args: &'a [String],
+}
+
+/// Starts containerd (and imports the images), kubelet and kube-proxy.
+pub async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
+    host::prepare_network()?;
+    start_containerd(sup, c, p).await?;
+    import_images(c, p).await?;
+    start_kubelet(sup, c, p, s)?;
+    start_kube_proxy(sup, c, p, s)?;
+    Ok(())
+}
+
+fn path_env(c: &Components) -> (String, String) {
+    // containerd finds its shim and CNI plugins, kubelet and kube-proxy
+    // find nothing else there: the host's tools (iptables, mount) follow.
+    let host = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    ("PATH".into(), format!("{}:{host}", c.dir.join("bin").display()))
+}
+
+async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> anyhow::Result<()> {
+    let systemd_cgroup = host::cgroups() == host::Cgroups::V2 && host::systemd_is_init();
+    let pause = image_named(c, "pause")?;
+    let config = templates::render(templates::CONTAINERD, &[
+        ("root", &p.containerd_root.display().to_string()),
+        ("state", &p.containerd_state.display().to_string()),
+        ("socket", &p.containerd_socket.display().to_string()),
+        ("pause_image", &pause),
+        ("cni_bin_dir", &c.bin("cni").display().to_string()),
+        ("cni_conf_dir", &p.cni_conf_dir.display().to_string()),
+        ("runc", &c.bin("runc").display().to_string()),
+        ("systemd_cgroup", if systemd_cgroup { "true" } else { "false" }),
+    ]);
+    let file = p.etc.join("containerd.toml");
+    write_if_changed(&file, config.as_bytes(), 0o600)?;
+    std::fs::create_dir_all(&p.cni_conf_dir)?;
+    sup.start(Spec {
+        name: "containerd".into(),
+        program: c.bin("containerd"),
+        args: vec!["--config".into(), file.display().to_string()],
+        env: vec![path_env(c)],
+        log: p.logs.join("containerd.log"),
+    });
+    wait_for_socket(&p.containerd_socket, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("containerd did not start; see {}", p.logs.join("containerd.log").display()))
+}
+
+async fn wait_for_socket(path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::net::UnixStream::connect(path).await.is_err() {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{} did not appear within {timeout:?}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+fn image_named(c: &Components, name: &str) -> anyhow::Result<String> {
+    c.images()
+        .find(|(part, _)| part.name == name)
+        .and_then(|(part, _)| part.image.clone())
+        .with_context(|| format!("the payload has no {name} image"))
+}
+
+/// Imports the carried images into containerd's CRI namespace, skipping
+/// those already there (a restart costs one `ctr images ls`).
+async fn import_images(c: &Components, p: &Paths) -> anyhow::Result<()> {
+    let ctr = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(c.bin("ctr"));
+        cmd.arg("--address").arg(&p.containerd_socket).args(["--namespace", "k8s.io"]).args(args);
+        cmd
+    };
+    let listed = ctr(&["images", "ls", "--quiet"]).output().await.context("running ctr")?;
+    let present = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for (part, file) in c.images() {
+        let name = part.image.as_deref().unwrap_or(&part.name);
+        if present.lines().any(|l| l == name) {
+            continue;
+        }
+        let out = ctr(&["images", "import"]).arg(&file).output().await?;
+        if !out.status.success() {
+            bail!("importing {} into containerd failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        tracing::info!(image = name, "image imported");
+    }
+    Ok(())
+}
+
+fn start_kubelet(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
+    let v1 = host::cgroups() == host::Cgroups::V1;
+    if v1 {
+        tracing::warn!("this host uses cgroup v1; kubelet runs with failCgroupV1: false (cgroup v1 is deprecated upstream)");
+    }
+    let driver = if !v1 && host::systemd_is_init() { "systemd" } else { "cgroupfs" };
+    let resolv = host::resolv_conf(&p.etc.join("resolv.conf"))?;
+    let config = templates::render(templates::KUBELET, &[
+        ("client_ca", &s.client_ca.display().to_string()),
+        ("cgroup_driver", driver),
+        ("fail_cgroup_v1", if v1 { "false" } else { "true" }),
+        ("cluster_dns", &s.cluster_dns.to_string()),
+        ("cluster_domain", s.cluster_domain),
+        ("containerd_socket", &p.containerd_socket.display().to_string()),
+        ("resolv_conf", &resolv.display().to_string()),
+        ("tls_cert", &s.kubelet_cert.display().to_string()),
+        ("tls_key", &s.kubelet_key.display().to_string()),
+    ]);
+    let file = p.etc.join("kubelet-config.yaml");
+    write_if_changed(&file, config.as_bytes(), 0o600)?;
+    let mut args = vec![
+        format!("--config={}", file.display()),
+        format!("--kubeconfig={}", s.kubelet_kubeconfig.display()),
+        format!("--node-ip={}", s.node_ip),
+        format!("--hostname-override={}", s.node_name),
+    ];
+    args.extend(s.kubelet_extra_args.iter().map(|a| format!("--{a}")));
+    sup.start(Spec { name: "kubelet".into(), program: c.bin("kubelet"), args, env: vec![path_env(c)], log: p.logs.join("kubelet.log") });
+    Ok(())
+}
+
+fn start_kube_proxy(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
+    let config = templates::render(templates::KUBE_PROXY, &[
+        ("kubeconfig", &s.kube_proxy_kubeconfig.display().to_string()),
+        ("cluster_cidr", s.cluster_cidr),
+        ("node_name", s.node_name),
+    ]);
+    let file = p.etc.join("kube-proxy.yaml");
+    write_if_changed(&file, config.as_bytes(), 0o600)?;
+    sup.start(Spec {
+        name: "kube-proxy".into(),
+        program: c.bin("kube-proxy"),
+        args: vec![format!("--config={}", file.display())],
+        env: vec![path_env(c)],
+        log: p.logs.join("kube-proxy.log"),
+    });
+    Ok(())
+}
+
+/// Writes the CNI configuration for this node's pod CIDR (allocated by the
+/// controller-manager); containerd picks it up and the node turns Ready.
+pub fn write_pod_network(p: &Paths, pod_cidr: &str) -> anyhow::Result<()> {
+    let conf = templates::render(templates::CNI, &[
+        ("ipam_dir", &p.ipam_dir.display().to_string()),
+        ("pod_cidr", pod_cidr),
+    ]);
+    let file = p.cni_conf_dir.join("10-k8s.conflist");
+    if write_if_changed(&file, conf.as_bytes(), 0o644)? {
+        tracing::info!(pod_cidr, "pod network configured");
+    }
+    Ok(())
+}
+

@@ -1,0 +1,324 @@
+//! Certificates with rcgen: the CAs (created once, then only ever loaded),
+//! leaf certs (issued, checked against what is wanted, re-issued when not),
+//! and bare key pairs (the service-account key).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+use super::encoding::{pem_body, tbs_fields, TbsFields};
+use super::files::{read_optional, write_atomic, write_if_changed, PUBLIC, SECRET};
+use super::PkiError;
+
+/// How long certificates live and when they are renewed (tests shorten them).
+#[derive(Clone, Copy, Debug)]
+pub struct Lifetimes {
+    pub ca: Duration,
+    pub leaf: Duration,
+    /// A leaf with less than this left is re-issued.
+    pub renew_before: Duration,
+}
+
+impl Lifetimes {
+    /// k3s-like: CAs 10 years, leaves 1 year, renewed in their last 90 days.
+    pub const DEFAULT: Lifetimes =
+        Lifetimes { ca: Duration::days(3650), leaf: Duration::days(365), renew_before: Duration::days(90) };
+}
+
+/// Certificates start an hour in the past so a node whose clock is a little
+/// behind the server's does not reject them as "not yet valid".
+const BACKDATE: Duration = Duration::hours(1);
+
+/// What the CA's restore advice says (used where a CA file is bad or missing).
+const CA_FIX: &str = "restore the CA from a backup (or from another server of this cluster); it is never \
+                      regenerated because every certificate and kubeconfig of the cluster depends on it";
+
+/// A CA loaded from disk, ready to sign.
+pub struct Ca {
+    /// Rebuilt from the file for rcgen's signing API (same subject and key id, not the file's bytes).
+    cert: Certificate,
+    key: KeyPair,
+    /// The file's text, embedded in kubeconfigs.
+    pub pem: String,
+    /// The file's subject DER: what an issued cert's issuer must equal byte for byte.
+    subject: Vec<u8>,
+}
+
+/// What a leaf certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    Server,
+    Client,
+}
+
+/// The wanted content of a leaf certificate.
+#[derive(Clone, Debug)]
+pub struct LeafSpec {
+    pub common_name: String,
+    pub organization: Option<String>,
+    pub sans: Vec<SanType>,
+    pub usage: Usage,
+}
+
+impl LeafSpec {
+    pub fn client(common_name: &str, organization: Option<&str>) -> LeafSpec {
+        LeafSpec {
+            common_name: common_name.to_string(),
+            organization: organization.map(str::to_string),
+            sans: Vec::new(),
+            usage: Usage::Client,
+        }
+    }
+
+    pub fn server(common_name: &str, sans: Vec<SanType>) -> LeafSpec {
+        LeafSpec { sans, usage: Usage::Server, ..LeafSpec::client(common_name, None) }
+    }
+
+    /// For logs and errors.
+    pub fn describe(&self) -> String {
+        format!("the certificate for CN={}", self.common_name)
+    }
+
+    /// Everything but validity and serial: the part compared with an existing cert.
+    fn params(&self) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, self.common_name.as_str());
+        if let Some(org) = &self.organization {
+            params.distinguished_name.push(DnType::OrganizationName, org.as_str());
+        }
+        params.subject_alt_names = self.sans.clone();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![match self.usage {
+            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        params
+    }
+}
+
+/// Parses SANs: an IP literal becomes an IP SAN, anything else a DNS name.
+/// Duplicates are dropped (keeping the first), so re-ordering nothing changes.
+pub fn parse_sans(values: &[String], field: &str) -> Result<Vec<SanType>, PkiError> {
+    let mut sans: Vec<SanType> = Vec::new();
+    for value in values.iter().map(|v| v.trim()) {
+        let san = match value.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) if value.is_empty() || value.contains(char::is_whitespace) => {
+                return Err(PkiError::params(field, format!("{value:?} is not a DNS name or IP address")))
+            }
+            Err(_) => SanType::DnsName(value.try_into().map_err(|_| {
+                PkiError::params(field, format!("{value:?} is not a DNS name (only ASCII is allowed)"))
+            })?),
+        };
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    if sans.is_empty() {
+        return Err(PkiError::params(field, "is empty; give at least the node's IP address or hostname".into()));
+    }
+    Ok(sans)
+}
+
+/// Loads the CA at `cert_path`/`key_path`, creating it only when neither exists.
+/// `name` prefixes the CN, which gets the creation time (like k3s's
+/// `k3s-server-ca@<unix>`), so a different CA never has the same subject.
+pub fn ensure_ca(cert_path: &Path, key_path: &Path, name: &str, lt: &Lifetimes) -> Result<Ca, PkiError> {
+    match (read_optional(cert_path)?, read_optional(key_path)?) {
+        (Some(cert), Some(key)) => {
+            write_if_changed(key_path, key.as_bytes(), SECRET)?; // only corrects the mode
+            write_if_changed(cert_path, cert.as_bytes(), PUBLIC)?;
+            let ca = parse_ca(cert_path, cert, key_path, &key)?;
+            warn_if_expiring(cert_path, &ca, lt);
+            Ok(ca)
+        }
+        (Some(_), None) => {
+            Err(PkiError::invalid(key_path, format!("is missing but {} exists", cert_path.display()), CA_FIX))
+        }
+        // Only the key: creation was interrupted between the two writes (the key goes first).
+        (None, Some(key)) => create_ca(cert_path, key_path, name, load_key(key_path, &key, CA_FIX)?, lt),
+        (None, None) => {
+            let key = generate_key(name)?;
+            write_atomic(key_path, key.serialize_pem().as_bytes(), SECRET)?;
+            create_ca(cert_path, key_path, name, key, lt)
+        }
+    }
+}
+
+/// Loads an existing CA; a missing one is an error (only `ensure` creates CAs).
+pub fn load_ca(cert_path: &Path, key_path: &Path) -> Result<Ca, PkiError> {
+    let fix = "run `k8s server` once so it creates the cluster CA, or restore the CA from a backup";
+    let missing = |path: &Path| PkiError::invalid(path, "is missing".into(), fix);
+    let cert = read_optional(cert_path)?.ok_or_else(|| missing(cert_path))?;
+    let key = read_optional(key_path)?.ok_or_else(|| missing(key_path))?;
+    parse_ca(cert_path, cert, key_path, &key)
+}
+
+fn create_ca(cert_path: &Path, key_path: &Path, name: &str, key: KeyPair, lt: &Lifetimes) -> Result<Ca, PkiError> {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, format!("{name}@{}", now.unix_timestamp()));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - BACKDATE;
+    params.not_after = now + lt.ca;
+    params.serial_number = Some(random_serial()?);
+    let cert = params.self_signed(&key).map_err(|e| PkiError::generate(name, e))?;
+    write_atomic(cert_path, cert.pem().as_bytes(), PUBLIC)?;
+    tracing::info!(cert = %cert_path.display(), "created a new certificate authority");
+    parse_ca(cert_path, cert.pem(), key_path, &key.serialize_pem())
+}
+
+fn parse_ca(cert_path: &Path, pem: String, key_path: &Path, key_pem: &str) -> Result<Ca, PkiError> {
+    let key = load_key(key_path, key_pem, CA_FIX)?;
+    let (fields, params) = parse_cert(&pem)
+        .ok_or_else(|| PkiError::invalid(cert_path, "is not a PEM certificate rcgen can read".into(), CA_FIX))?;
+    if !matches!(params.is_ca, IsCa::Ca(_)) {
+        return Err(PkiError::invalid(cert_path, "is not a CA certificate (no CA basic constraint)".into(), CA_FIX));
+    }
+    if fields.public_key != key.public_key_der() {
+        let problem = format!("does not belong to {} (different public key)", cert_path.display());
+        return Err(PkiError::invalid(key_path, problem, CA_FIX));
+    }
+    let cert = params.self_signed(&key).map_err(|e| PkiError::generate(&cert_path.display().to_string(), e))?;
+    Ok(Ca { cert, key, pem, subject: fields.subject })
+}
+
+/// A CA is never renewed automatically; say so loudly while there is time to act.
+fn warn_if_expiring(cert_path: &Path, ca: &Ca, lt: &Lifetimes) {
+    let not_after = ca.cert.params().not_after;
+    if not_after - OffsetDateTime::now_utc() < lt.leaf {
+        tracing::warn!(cert = %cert_path.display(), %not_after, "certificate authority expires soon; rotate it");
+    }
+}
+
+/// Makes sure `cert_path`/`key_path` hold a current leaf for `spec` signed by
+/// `ca`; re-issues it (keeping a valid key, so only the cert file changes) when
+/// it is missing, different from `spec`, from another CA or expiring.
+/// Returns whether it was (re-)issued.
+pub fn ensure_leaf(
+    ca: &Ca,
+    spec: &LeafSpec,
+    cert_path: &Path,
+    key_path: &Path,
+    lt: &Lifetimes,
+) -> Result<bool, PkiError> {
+    let key_pem = read_optional(key_path)?;
+    let key = key_pem.as_deref().and_then(|pem| KeyPair::from_pem(pem).ok());
+    let cert_pem = read_optional(cert_path)?;
+    let reason = match (&key, &cert_pem) {
+        (Some(key), Some(cert)) => stale_reason(ca, spec, cert, key, lt),
+        (None, _) if key_pem.is_some() => Some("its key cannot be parsed".into()),
+        _ => Some("it does not exist".into()),
+    };
+    let Some(reason) = reason else {
+        write_if_changed(key_path, key_pem.unwrap_or_default().as_bytes(), SECRET)?; // only corrects modes
+        write_if_changed(cert_path, cert_pem.unwrap_or_default().as_bytes(), PUBLIC)?;
+        return Ok(false);
+    };
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let key = generate_key(&spec.describe())?;
+            write_atomic(key_path, key.serialize_pem().as_bytes(), SECRET)?;
+            key
+        }
+    };
+    write_atomic(cert_path, issue(ca, spec, &key, lt)?.as_bytes(), PUBLIC)?;
+    tracing::info!(cert = %cert_path.display(), %reason, "issued {}", spec.describe());
+    Ok(true)
+}
+
+/// Why an existing leaf cert no longer fits (`None`: it does).
+pub fn stale_reason(ca: &Ca, spec: &LeafSpec, cert_pem: &str, key: &KeyPair, lt: &Lifetimes) -> Option<String> {
+    let Some((fields, have)) = parse_cert(cert_pem) else {
+        return Some("it cannot be parsed".into());
+    };
+    let want = spec.params();
+    let sans = |p: &CertificateParams| p.subject_alt_names.iter().cloned().collect::<HashSet<_>>();
+    let expires_in = have.not_after - OffsetDateTime::now_utc();
+    if fields.public_key != key.public_key_der() {
+        Some("it does not match its key".into())
+    } else if fields.issuer != ca.subject || fields.authority_key_id.as_ref() != Some(&ca.cert.key_identifier()) {
+        Some("it was issued by another CA".into())
+    } else if have.distinguished_name != want.distinguished_name || have.extended_key_usages != want.extended_key_usages
+    {
+        Some("its subject or usage changed".into())
+    } else if sans(&have) != sans(&want) {
+        Some("its SANs changed".into())
+    } else if expires_in < lt.renew_before {
+        Some(format!("it expires on {}", have.not_after.date()))
+    } else {
+        None
+    }
+}
+
+/// Signs a new certificate for `key`; returns its PEM.
+pub fn issue(ca: &Ca, spec: &LeafSpec, key: &KeyPair, lt: &Lifetimes) -> Result<String, PkiError> {
+    let now = OffsetDateTime::now_utc();
+    let mut params = spec.params();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + lt.leaf;
+    // rcgen's default serial is a hash of the public key: a re-issue with the
+    // same key would repeat it, and serials must be unique per CA.
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(key, &ca.cert, &ca.key).map_err(|e| PkiError::generate(&spec.describe(), e))?;
+    Ok(cert.pem())
+}
+
+/// A key pair that lives for the cluster's life (the service-account signing
+/// key: a new one would invalidate every token); `pub_path` is derived from it.
+pub fn ensure_key_pair(key_path: &Path, pub_path: &Path) -> Result<(), PkiError> {
+    let key = match read_optional(key_path)? {
+        Some(pem) => {
+            write_if_changed(key_path, pem.as_bytes(), SECRET)?; // only corrects the mode
+            let fix = "restore it from a backup; a new key would invalidate every service-account token";
+            load_key(key_path, &pem, fix)?
+        }
+        None => {
+            let key = generate_key("the service-account key")?;
+            write_atomic(key_path, key.serialize_pem().as_bytes(), SECRET)?;
+            key
+        }
+    };
+    write_if_changed(pub_path, key.public_key_pem().as_bytes(), PUBLIC)?;
+    Ok(())
+}
+
+/// A fresh ECDSA P-256 key (rcgen's default algorithm).
+pub fn generate_key(what: &str) -> Result<KeyPair, PkiError> {
+    KeyPair::generate().map_err(|e| PkiError::generate(what, e))
+}
+
+fn load_key(path: &Path, pem: &str, fix: &str) -> Result<KeyPair, PkiError> {
+    KeyPair::from_pem(pem).map_err(|e| {
+        PkiError::invalid(path, format!("is not a PKCS#8 private key PEM (\"BEGIN PRIVATE KEY\"): {e}"), fix)
+    })
+}
+
+/// The raw fields (issuer, subject, key) and rcgen's reading (names, SANs, validity).
+fn parse_cert(pem: &str) -> Option<(TbsFields, CertificateParams)> {
+    let fields = tbs_fields(&pem_body(pem, "CERTIFICATE")?)?;
+    Some((fields, CertificateParams::from_ca_cert_pem(pem).ok()?))
+}
+
+/// 128 random bits, positive (top bit clear) as DER INTEGER serials must be.
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| PkiError::io(Path::new("/dev/urandom"), "read", e))?;
+    bytes[0] = bytes[0] & 0x7f | 0x40; // also keep the full 16 bytes (no leading zero)
+    Ok(SerialNumber::from_slice(&bytes))
+}

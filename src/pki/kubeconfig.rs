@@ -1,0 +1,140 @@
+//! Kubeconfigs with everything embedded (CA, client cert and key), the way
+//! k3s writes them: cluster "default", context "default", user = identity.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::KeyPair;
+use serde::{Deserialize, Serialize};
+
+use super::cert::{self, Lifetimes};
+use super::encoding::{base64_decode, base64_encode};
+use super::files::{create_dir, read_optional, write_if_changed, SECRET};
+use super::{Identity, Pki, PkiError};
+
+const NAME: &str = "default";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Kubeconfig {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    clusters: Vec<NamedCluster>,
+    contexts: Vec<NamedContext>,
+    #[serde(rename = "current-context")]
+    current_context: String,
+    users: Vec<NamedUser>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct NamedCluster {
+    name: String,
+    cluster: Cluster,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Cluster {
+    server: String,
+    #[serde(rename = "certificate-authority-data")]
+    certificate_authority_data: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct NamedContext {
+    name: String,
+    context: Context,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Context {
+    cluster: String,
+    user: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct NamedUser {
+    name: String,
+    user: User,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct User {
+    #[serde(rename = "client-certificate-data")]
+    client_certificate_data: String,
+    #[serde(rename = "client-key-data")]
+    client_key_data: String,
+}
+
+/// See [`super::ensure_kubeconfig`]; `lt` is injectable for tests.
+pub fn ensure(
+    pki: &Pki,
+    identity: Identity,
+    node_name: &str,
+    server_url: &str,
+    dir: &Path,
+    lt: &Lifetimes,
+) -> Result<PathBuf, PkiError> {
+    if !server_url.starts_with("https://") {
+        return Err(PkiError::params("server_url", format!("{server_url:?} must be an https:// URL")));
+    }
+    let spec = identity.spec(node_name)?;
+    let ca = cert::load_ca(&pki.ca_cert(), &pki.ca_key())?;
+    create_dir(dir, 0o755)?;
+    let path = identity.kubeconfig_path(dir);
+    // The kubeconfig is the only copy of its client cert: reuse it while it still fits.
+    let existing = read_optional(&path)?.and_then(|text| client_credentials(&text, identity.name()));
+    let reusable = existing.filter(|(cert_pem, key_pem)| {
+        KeyPair::from_pem(key_pem).is_ok_and(|key| cert::stale_reason(&ca, &spec, cert_pem, &key, lt).is_none())
+    });
+    let (cert_pem, key_pem) = match reusable {
+        Some(credentials) => credentials,
+        None => {
+            let key = cert::generate_key(&spec.describe())?;
+            let cert_pem = cert::issue(&ca, &spec, &key, lt)?;
+            tracing::info!(kubeconfig = %path.display(), "issued {}", spec.describe());
+            (cert_pem, key.serialize_pem())
+        }
+    };
+    let text = render(server_url, &ca.pem, identity.name(), &cert_pem, &key_pem)?;
+    // Also covers a changed server URL or CA: the text differs, the file is rewritten.
+    write_if_changed(&path, text.as_bytes(), SECRET)?;
+    Ok(path)
+}
+
+fn render(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str) -> Result<String, PkiError> {
+    let config = Kubeconfig {
+        api_version: "v1".into(),
+        kind: "Config".into(),
+        clusters: vec![NamedCluster {
+            name: NAME.into(),
+            cluster: Cluster { server: server.into(), certificate_authority_data: base64_encode(ca_pem.as_bytes()) },
+        }],
+        contexts: vec![NamedContext {
+            name: NAME.into(),
+            context: Context { cluster: NAME.into(), user: user.into() },
+        }],
+        current_context: NAME.into(),
+        users: vec![NamedUser {
+            name: user.into(),
+            user: User {
+                client_certificate_data: base64_encode(cert_pem.as_bytes()),
+                client_key_data: base64_encode(key_pem.as_bytes()),
+            },
+        }],
+    };
+    serde_yaml::to_string(&config).map_err(|e| PkiError::params("kubeconfig", format!("cannot render: {e}")))
+}
+
+/// The PEM cert and key of `user` in a kubeconfig we wrote (`None` if anything is off).
+fn client_credentials(text: &str, user: &str) -> Option<(String, String)> {
+    let config: Kubeconfig = serde_yaml::from_str(text).ok()?;
+    let user = config.users.into_iter().find(|u| u.name == user)?.user;
+    let decode = |data: &str| String::from_utf8(base64_decode(data)?).ok();
+    Some((decode(&user.client_certificate_data)?, decode(&user.client_key_data)?))
+}

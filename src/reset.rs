@@ -1,0 +1,160 @@
+//! `k8s reset`: stops the server and removes what it created: processes
+//! (including containers), mounts, the pod network's interfaces and
+//! iptables rules, the unit, the data dir and /etc/k8s.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::server::layout::{Layout, RUN_DIR};
+use crate::server::status;
+
+const UNIT: &str = "/etc/systemd/system/k8s-server.service";
+
+pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
+    if !yes && !confirm(data_dir)? {
+        println!("nothing changed");
+        return Ok(());
+    }
+    stop_service(data_dir);
+    kill_pods_and_shims(data_dir);
+    unmount_under(&[data_dir, Path::new("/var/lib/kubelet"), Path::new(RUN_DIR)]);
+    remove_network();
+    for path in [data_dir, Path::new("/var/lib/kubelet"), Path::new(RUN_DIR), Path::new("/etc/k8s"), Path::new(UNIT)] {
+        remove(path);
+    }
+    if Path::new("/run/systemd/system").exists() {
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+    }
+    println!("k8s reset: done");
+    Ok(())
+}
+
+fn confirm(data_dir: &Path) -> anyhow::Result<bool> {
+    print!("This stops k8s and deletes its data ({}, /etc/k8s): every cluster object on this host is lost. Continue? [y/N] ", data_dir.display());
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn stop_service(data_dir: &Path) {
+    if Path::new(UNIT).exists() {
+        let _ = Command::new("systemctl").args(["disable", "--now", "k8s-server"]).status();
+    }
+    let Some(s) = status::read(&Layout::new(data_dir)) else { return };
+    println!("stopping k8s server (pid {})", s.pid);
+    signal(s.pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(s.pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(s.pid, libc::SIGKILL);
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal has no memory effects here.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Container shims outlive k8s by design (pods survive restarts); reset
+/// kills them, and every process in the pods' cgroups.
+fn kill_pods_and_shims(data_dir: &Path) {
+    let bin = data_dir.join("bin");
+    for pid in pids() {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        if exe.starts_with(&bin) || in_kubepods(pid) {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+    // Empty pod cgroups can now go (children first).
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let pods = hierarchy.path().join("kubepods");
+        let mut dirs = Vec::new();
+        collect_dirs(&pods, &mut dirs);
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&pid| pid != std::process::id())
+        .collect()
+}
+
+fn in_kubepods(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_or(false, |c| c.contains("/kubepods"))
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    out.push(dir.into());
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().map_or(false, |t| t.is_dir()) {
+            collect_dirs(&e.path(), out);
+        }
+    }
+}
+
+/// Unmounts every mount below the given dirs, deepest first.
+fn unmount_under(roots: &[&Path]) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut targets: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|t| PathBuf::from(t.replace("\\040", " ")))
+        .filter(|t| roots.iter().any(|r| t.starts_with(r)) || t.starts_with("/run/netns/cni-"))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
+    for t in targets {
+        let c = std::ffi::CString::new(t.as_os_str().as_encoded_bytes()).expect("no NUL in paths");
+        // SAFETY: umount2 on a path string we own.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The bridge and the pods' network namespaces go; so do the iptables
+/// rules kube-proxy and the CNI plugins added (KUBE-*, CNI-* chains).
+fn remove_network() {
+    let _ = Command::new("ip").args(["link", "delete", "cni0"]).stderr(std::process::Stdio::null()).status();
+    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("cni-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
+        let Ok(out) = Command::new(save).output() else { continue };
+        let kept: String = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("KUBE-") && !l.contains("CNI-"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let child = Command::new(restore).stdin(std::process::Stdio::piped()).spawn();
+        if let Ok(mut child) = child {
+            let _ = child.stdin.take().map(|mut s| s.write_all(kept.as_bytes()));
+            let _ = child.wait();
+        }
+    }
+}
+
+fn remove(path: &Path) {
+    let result = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    match result {
+        Ok(()) => println!("removed {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("cannot remove {}: {e}", path.display()),
+    }
+}

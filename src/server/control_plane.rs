@@ -1,0 +1,122 @@
+//! The control-plane components' command lines: kube-apiserver over the
+//! embedded datastore, kube-controller-manager (allocating node pod CIDRs)
+//! and kube-scheduler.
+
+use std::path::Path;
+
+use crate::components::Spec;
+use crate::payload::Components;
+use crate::pki::Pki;
+
+use super::config::Config;
+
+/// Files the control plane reads besides the PKI.
+pub struct Inputs<'a> {
+    pub datastore_socket: &'a Path,
+    pub controller_manager_kubeconfig: &'a Path,
+    pub scheduler_kubeconfig: &'a Path,
+    pub logs: &'a Path,
+}
+
+fn p(path: impl AsRef<Path>) -> String {
+    path.as_ref().display().to_string()
+}
+
+/// Extra `name=value` arguments replace defaults of the same name.
+fn with_extra(mut args: Vec<String>, extra: &[String]) -> Vec<String> {
+    for e in extra {
+        let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
+        args.retain(|a| !a.starts_with(&format!("--{name}=")));
+        args.push(format!("--{e}"));
+    }
+    args
+}
+
+pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
+    let issuer = format!("https://kubernetes.default.svc.{}", cfg.cluster_domain);
+    let args = vec![
+        format!("--advertise-address={}", cfg.advertise_address),
+        format!("--bind-address={}", cfg.bind_address),
+        format!("--secure-port={}", cfg.port),
+        "--allow-privileged=true".into(),
+        "--anonymous-auth=false".into(),
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-admission-plugins=NodeRestriction".into(),
+        format!("--etcd-servers=unix://{}", p(i.datastore_socket)),
+        format!("--client-ca-file={}", p(pki.ca_cert())),
+        format!("--tls-cert-file={}", p(pki.apiserver_cert())),
+        format!("--tls-private-key-file={}", p(pki.apiserver_key())),
+        format!("--kubelet-client-certificate={}", p(pki.apiserver_kubelet_client_cert())),
+        format!("--kubelet-client-key={}", p(pki.apiserver_kubelet_client_key())),
+        format!("--kubelet-certificate-authority={}", p(pki.ca_cert())),
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
+        format!("--proxy-client-cert-file={}", p(pki.front_proxy_client_cert())),
+        format!("--proxy-client-key-file={}", p(pki.front_proxy_client_key())),
+        format!("--requestheader-client-ca-file={}", p(pki.front_proxy_ca_cert())),
+        "--requestheader-allowed-names=front-proxy-client".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        format!("--service-account-issuer={issuer}"),
+        format!("--service-account-key-file={}", p(pki.sa_pub())),
+        format!("--service-account-signing-key-file={}", p(pki.sa_key())),
+        format!("--service-cluster-ip-range={}", cfg.service_cidr),
+        "--profiling=false".into(),
+    ];
+    Spec {
+        name: "kube-apiserver".into(),
+        program: c.bin("kube-apiserver"),
+        args: with_extra(args, &cfg.kube_apiserver_arg),
+        env: vec![],
+        log: i.logs.join("kube-apiserver.log"),
+    }
+}
+
+pub fn controller_manager(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
+    let kc = p(i.controller_manager_kubeconfig);
+    let args = vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".into(),
+        "--secure-port=10257".into(),
+        "--allocate-node-cidrs=true".into(),
+        format!("--cluster-cidr={}", cfg.cluster_cidr),
+        "--node-cidr-mask-size=24".into(),
+        format!("--service-cluster-ip-range={}", cfg.service_cidr),
+        format!("--cluster-signing-cert-file={}", p(pki.ca_cert())),
+        format!("--cluster-signing-key-file={}", p(pki.ca_key())),
+        format!("--root-ca-file={}", p(pki.ca_cert())),
+        format!("--service-account-private-key-file={}", p(pki.sa_key())),
+        "--use-service-account-credentials=true".into(),
+        "--configure-cloud-routes=false".into(),
+        "--controllers=*,tokencleaner".into(),
+        // One server: nobody to elect. HA mode turns this on.
+        "--leader-elect=false".into(),
+        "--profiling=false".into(),
+    ];
+    Spec { name: "kube-controller-manager".into(), program: c.bin("kube-controller-manager"), args, env: vec![], log: i.logs.join("kube-controller-manager.log") }
+}
+
+pub fn scheduler(c: &Components, i: &Inputs) -> Spec {
+    let kc = p(i.scheduler_kubeconfig);
+    let args = vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".into(),
+        "--secure-port=10259".into(),
+        "--leader-elect=false".into(),
+        "--profiling=false".into(),
+    ];
+    Spec { name: "kube-scheduler".into(), program: c.bin("kube-scheduler"), args, env: vec![], log: i.logs.join("kube-scheduler.log") }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn extra_args_replace_defaults() {
+        let args = super::with_extra(vec!["--v=1".into(), "--a=b".into()], &["v=4".into(), "new=x".into()]);
+        assert_eq!(args, vec!["--a=b", "--v=4", "--new=x"]);
+    }
+}

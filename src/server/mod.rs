@@ -1,0 +1,257 @@
+//! `k8s server`: the datastore, the control plane and (unless disabled) a
+//! node, started in order with readiness gates, supervised, and stopped in
+//! reverse order on SIGTERM.
+
+pub mod config;
+mod control_plane;
+pub mod layout;
+pub mod status;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::components::Supervisor;
+use crate::fsutil::write_if_changed;
+use crate::kubeapi::{self, Api};
+use crate::payload::Components;
+use crate::pki::{self, Identity, Pki, PkiParams};
+use crate::{datastore, node, templates};
+
+pub use config::{Config, Options};
+use layout::Layout;
+
+const API_READY_TIMEOUT: Duration = Duration::from_secs(180);
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let layout = Layout::new(&cfg.data_dir);
+    preflight(&cfg, &layout)?;
+    let _lock = layout.lock()?;
+    tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "k8s server starting");
+
+    let components = locate_components(&cfg).await?;
+    let pki = ensure_pki(&cfg, &layout)?;
+    let kubeconfigs = Kubeconfigs::ensure(&cfg, &layout, &pki)?;
+    let datastore = datastore::start(datastore::Config {
+        data_dir: layout.datastore_dir(),
+        listen: vec![datastore::Listen::Unix(layout.datastore_socket())],
+        cert_file: None,
+        key_file: None,
+        trusted_ca_file: None,
+        tuning: Default::default(),
+    })
+    .await
+    .context("starting the datastore")?;
+
+    let mut sup = Supervisor::default();
+    let status = status::Writer::start(&layout);
+    let result = bring_up(&cfg, &layout, &components, &pki, &kubeconfigs, &mut sup, &status).await;
+    if let Err(e) = result {
+        tracing::error!("start failed: {e:#}; stopping what was started");
+        shutdown(sup, datastore, status).await;
+        return Err(e);
+    }
+    tracing::info!(seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "k8s server ready; kubectl: k8s kubectl get nodes");
+    crate::systemd::notify_ready();
+    status.set_ready(&sup);
+    tokio::select! {
+        _ = crate::signals::terminated() => {}
+        _ = status.refresh_forever(&sup) => {}
+    }
+    shutdown(sup, datastore, status).await;
+    Ok(())
+}
+
+async fn shutdown(mut sup: Supervisor, datastore: datastore::Running, status: status::Writer) {
+    tracing::info!("k8s server stopping");
+    sup.stop_all().await;
+    if let Err(e) = datastore.stop().await {
+        tracing::warn!("datastore stop: {e:#}");
+    }
+    status.remove();
+    tracing::info!("k8s server stopped");
+}
+
+/// Checks what a user can get wrong before anything is created.
+fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
+    layout.check_writable()?;
+    let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.port);
+    if let Err(e) = std::net::TcpListener::bind(addr) {
+        bail!("cannot listen on {addr} for the API server: {e}; is another server (k8s, k3s, kube-apiserver) running? stop it or set https-listen-port");
+    }
+    if !cfg.disable_agent && which("iptables").is_none() {
+        bail!("iptables is not installed; kube-proxy needs it (Debian/Ubuntu: apt-get install iptables)");
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+async fn locate_components(cfg: &Config) -> anyhow::Result<Components> {
+    let (data_dir, dir) = (cfg.data_dir.clone(), cfg.components_dir.clone());
+    let t = Instant::now();
+    let c = tokio::task::spawn_blocking(move || Components::locate(&data_dir, dir.as_deref())).await??;
+    tracing::info!(dir = %c.dir.display(), kubernetes = %c.manifest.kubernetes_version, ms = t.elapsed().as_millis() as u64, "components ready");
+    Ok(c)
+}
+
+fn ensure_pki(cfg: &Config, layout: &Layout) -> anyhow::Result<Pki> {
+    let mut sans: Vec<String> = vec![
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{}", cfg.cluster_domain),
+        "localhost".into(),
+        "127.0.0.1".into(),
+        cfg.node_name.clone(),
+        cfg.node_ip.to_string(),
+        cfg.advertise_address.to_string(),
+        cfg.api_service_ip().to_string(),
+    ];
+    sans.extend(cfg.tls_san.iter().cloned());
+    sans.dedup();
+    let params = PkiParams {
+        dir: layout.pki_dir(),
+        node_name: cfg.node_name.clone(),
+        apiserver_sans: sans,
+        kubelet_sans: vec![cfg.node_name.clone(), cfg.node_ip.to_string(), "localhost".into(), "127.0.0.1".into()],
+    };
+    Ok(pki::ensure(&params)?)
+}
+
+/// The kubeconfigs of the supervisor and the components.
+struct Kubeconfigs {
+    supervisor: std::path::PathBuf,
+    controller_manager: std::path::PathBuf,
+    scheduler: std::path::PathBuf,
+    kubelet: std::path::PathBuf,
+    kube_proxy: std::path::PathBuf,
+}
+
+impl Kubeconfigs {
+    fn ensure(cfg: &Config, layout: &Layout, pki: &Pki) -> anyhow::Result<Kubeconfigs> {
+        // Components talk to the local apiserver over loopback.
+        let local = format!("https://127.0.0.1:{}", cfg.port);
+        let dir = layout.kubeconfig_dir();
+        let make = |id| pki::ensure_kubeconfig(pki, id, &cfg.node_name, &local, &dir);
+        let admin = make(Identity::Admin)?;
+        write_if_changed(&cfg.admin_kubeconfig, &std::fs::read(&admin)?, 0o600)
+            .with_context(|| format!("writing the admin kubeconfig {}", cfg.admin_kubeconfig.display()))?;
+        Ok(Kubeconfigs {
+            supervisor: make(Identity::Supervisor)?,
+            controller_manager: make(Identity::ControllerManager)?,
+            scheduler: make(Identity::Scheduler)?,
+            kubelet: make(Identity::Kubelet)?,
+            kube_proxy: make(Identity::KubeProxy)?,
+        })
+    }
+}
+
+async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: &Kubeconfigs,
+    sup: &mut Supervisor, status: &status::Writer) -> anyhow::Result<()> {
+    let socket = layout.datastore_socket();
+    let logs = layout.logs_dir();
+    std::fs::create_dir_all(&logs)?;
+    let inputs = control_plane::Inputs {
+        datastore_socket: &socket,
+        controller_manager_kubeconfig: &kc.controller_manager,
+        scheduler_kubeconfig: &kc.scheduler,
+        logs: &logs,
+    };
+    sup.start(control_plane::apiserver(c, pki, cfg, &inputs));
+    status.refresh(sup);
+    let api = Api::from_kubeconfig(&kc.supervisor)?;
+    let t = Instant::now();
+    api.ready(API_READY_TIMEOUT)
+        .await
+        .with_context(|| format!("the API server did not become ready; see {}", logs.join("kube-apiserver.log").display()))?;
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "kube-apiserver ready");
+    sup.start(control_plane::controller_manager(c, pki, cfg, &inputs));
+    sup.start(control_plane::scheduler(c, &inputs));
+    status.refresh(sup);
+    apply_addons(cfg, layout, c, kc).await?;
+    if cfg.disable_agent {
+        return Ok(());
+    }
+
+    let paths = node::Paths::new(&cfg.data_dir, &layout.run_dir());
+    let settings = node::Settings {
+        node_name: &cfg.node_name,
+        node_ip: cfg.node_ip,
+        cluster_dns: cfg.cluster_dns,
+        cluster_domain: &cfg.cluster_domain,
+        cluster_cidr: &cfg.cluster_cidr,
+        client_ca: &pki.ca_cert(),
+        kubelet_kubeconfig: &kc.kubelet,
+        kubelet_cert: &pki.kubelet_cert(),
+        kubelet_key: &pki.kubelet_key(),
+        kube_proxy_kubeconfig: &kc.kube_proxy,
+        kubelet_extra_args: &cfg.kubelet_arg,
+    };
+    node::start(sup, c, &paths, &settings).await?;
+    status.refresh(sup);
+    let pod_cidr = api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
+        .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
+    node::write_pod_network(&paths, &pod_cidr)?;
+    label_node(cfg, c, kc).await;
+    api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
+        .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
+    tracing::info!(node = %cfg.node_name, "node Ready");
+    Ok(())
+}
+
+/// Renders the addon manifests and applies them (server-side apply, so a
+/// restart re-asserts them without fighting other field managers).
+async fn apply_addons(cfg: &Config, layout: &Layout, c: &Components, kc: &Kubeconfigs) -> anyhow::Result<()> {
+    let coredns_image = c
+        .images()
+        .find(|(p, _)| p.name == "coredns")
+        .and_then(|(p, _)| p.image.clone())
+        .context("the payload has no coredns image")?;
+    let manifest = templates::render(templates::COREDNS, &[
+        ("cluster_domain", &cfg.cluster_domain),
+        ("cluster_dns", &cfg.cluster_dns.to_string()),
+        ("coredns_image", &coredns_image),
+    ]);
+    let file = layout.manifests_dir().join("coredns.yaml");
+    write_if_changed(&file, manifest.as_bytes(), 0o600)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = kubectl(c, kc, &["apply", "--server-side", "--force-conflicts", "--field-manager=k8s", "-f"])
+            .arg(&file)
+            .output()
+            .await?;
+        if out.status.success() {
+            tracing::info!(manifest = %file.display(), "addon applied");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("applying {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn kubectl(c: &Components, kc: &Kubeconfigs, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(c.bin("kubectl"));
+    cmd.arg(format!("--kubeconfig={}", kc.supervisor.display())).args(args);
+    cmd
+}
+
+/// Marks the node as a control-plane node (kubelets may not set node-role
+/// labels on themselves).
+async fn label_node(cfg: &Config, c: &Components, kc: &Kubeconfigs) {
+    let out = kubectl(c, kc, &["label", "node", &cfg.node_name, "--overwrite", "node-role.kubernetes.io/control-plane=true"])
+        .output()
+        .await;
+    if let Ok(out) = out {
+        if !out.status.success() {
+            tracing::warn!("cannot label node: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+}
