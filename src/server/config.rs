@@ -144,6 +144,10 @@ impl Options {
         for (flag, cidr) in [("cluster-cidr", &cluster_cidr), ("service-cidr", &service_cidr)] {
             parse_cidr(cidr).with_context(|| format!("{flag}: {cidr:?} is not a CIDR like 10.42.0.0/16"))?;
         }
+        let advertise = self.advertise_address.unwrap_or(node_ip);
+        if advertise.is_loopback() || advertise.is_unspecified() {
+            bail!("the API server must advertise a routable address, not {advertise}; set node-ip or advertise-address");
+        }
         for arg in self.kube_apiserver_arg.iter().chain(&self.kubelet_arg) {
             if !arg.contains('=') {
                 bail!("extra component argument {arg:?} must look like name=value");
@@ -159,7 +163,7 @@ impl Options {
             node_ip,
             bind_address: self.bind_address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             port: self.https_listen_port.unwrap_or(6443),
-            advertise_address: self.advertise_address.unwrap_or(node_ip),
+            advertise_address: advertise,
             tls_san: self.tls_san,
             cluster_cidr,
             service_cidr,
