@@ -52,9 +52,7 @@ impl<'c> Applier<'c> {
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, Status> {
-        if req.key.is_empty() {
-            return Err(errors::empty_key());
-        }
+        check_put(req)?;
         let prev = query::latest_with_ids(self.conn, &KeyRange::Single(req.key.clone()))
             .map_err(storage)?
             .pop();
@@ -202,14 +200,40 @@ pub fn txn_writes(req: &TxnRequest) -> bool {
     })
 }
 
-/// etcd's Txn validation: bounded size, and no key written twice (two puts,
-/// or a put inside a deleted range) on one path through the Txn.
+/// etcd's Put validation.
+pub fn check_put(req: &PutRequest) -> Result<(), Status> {
+    if req.key.is_empty() {
+        return Err(errors::empty_key());
+    }
+    if req.ignore_value && !req.value.is_empty() {
+        return Err(errors::value_provided());
+    }
+    if req.ignore_lease && req.lease != 0 {
+        return Err(errors::lease_provided());
+    }
+    Ok(())
+}
+
+/// etcd's Txn validation, done before any compare runs: bounded size,
+/// every request of both branches well-formed, and no key written twice
+/// (two puts, or a put inside a deleted range) on one path.
 fn check_txn(req: &TxnRequest) -> Result<(), Status> {
     if req.compare.len() > MAX_TXN_OPS
         || req.success.len() > MAX_TXN_OPS
         || req.failure.len() > MAX_TXN_OPS
     {
         return Err(errors::too_many_ops());
+    }
+    if req.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(errors::empty_key());
+    }
+    for op in req.success.iter().chain(&req.failure) {
+        match &op.request {
+            Some(Request::RequestRange(r)) if r.key.is_empty() => return Err(errors::empty_key()),
+            Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => return Err(errors::empty_key()),
+            Some(Request::RequestPut(p)) => check_put(p)?,
+            _ => {}
+        }
     }
     for branch in [&req.success, &req.failure] {
         let mut puts = Vec::new();

@@ -23,6 +23,18 @@ pub fn key_not_found() -> Status {
     status(Code::InvalidArgument, "etcdserver: key not found")
 }
 
+pub fn lease_provided() -> Status {
+    status(Code::InvalidArgument, "etcdserver: lease is provided")
+}
+
+pub fn value_provided() -> Status {
+    status(Code::InvalidArgument, "etcdserver: value is provided")
+}
+
+pub fn request_too_large() -> Status {
+    status(Code::InvalidArgument, "etcdserver: request is too large")
+}
+
 pub fn too_many_ops() -> Status {
     status(Code::InvalidArgument, "etcdserver: too many operations in txn request")
 }

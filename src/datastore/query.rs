@@ -20,7 +20,8 @@ pub struct Revs {
 pub fn revs(conn: &Connection) -> rusqlite::Result<Revs> {
     Ok(Revs {
         current: super::schema::meta_get(conn, "rev")?.unwrap_or(1),
-        compacted: super::schema::meta_get(conn, "compact_rev")?.unwrap_or(0),
+        // etcd starts "never compacted" at -1, so compacting to 0 is allowed.
+        compacted: super::schema::meta_get(conn, "compact_rev")?.unwrap_or(-1),
     })
 }
 
@@ -144,7 +145,9 @@ pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs) -> Result<RangeR
     let filtered = req.min_mod_revision != 0 || req.max_mod_revision != 0
         || req.min_create_revision != 0 || req.max_create_revision != 0;
     let fetch_limit = (req.limit > 0 && order.is_none() && !filtered).then(|| req.limit + 1);
-    let mut kvs = fetch(conn, &kr, at, fetch_limit, !req.keys_only).map_err(storage)?;
+    // Sorting by value needs the values even when only keys are returned.
+    let by_value = matches!(order, Some((range_request::SortTarget::Value, _)));
+    let mut kvs = fetch(conn, &kr, at, fetch_limit, !req.keys_only || by_value).map_err(storage)?;
     resp.count = match fetch_limit {
         Some(n) if kvs.len() as i64 >= n => count(conn, &kr, at).map_err(storage)?,
         _ => kvs.len() as i64,
@@ -154,6 +157,9 @@ pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs) -> Result<RangeR
     }
     if let Some((target, descending)) = order {
         sort(&mut kvs, target, descending);
+    }
+    if req.keys_only && by_value {
+        kvs.iter_mut().for_each(|kv| kv.value.clear());
     }
     if req.limit > 0 && kvs.len() as i64 > req.limit {
         kvs.truncate(req.limit as usize);

@@ -31,6 +31,16 @@ pub const ETCD_VERSION: &str = "3.5.0";
 #[derive(Clone)]
 pub struct Service(pub Arc<Store>);
 
+/// etcd's default `--max-request-bytes`.
+const MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+fn check_size(req: &impl prost::Message) -> Result<(), Status> {
+    if req.encoded_len() > MAX_REQUEST_BYTES {
+        return Err(errors::request_too_large());
+    }
+    Ok(())
+}
+
 impl Service {
     async fn write(&self, op: Op) -> Result<Reply, Status> {
         self.0.writer.submit(op).await
@@ -76,6 +86,7 @@ impl kv_server::Kv for Service {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Res<PutResponse> {
+        check_size(req.get_ref())?;
         let reply = self.write(Op::Put(req.into_inner())).await?;
         let Done::Put(mut resp) = reply.done else { unreachable!("put answers a put") };
         resp.header = self.header(reply.rev);
@@ -90,6 +101,7 @@ impl kv_server::Kv for Service {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Res<TxnResponse> {
+        check_size(req.get_ref())?;
         let req = req.into_inner();
         let (mut resp, rev) = if apply::txn_writes(&req) {
             let reply = self.write(Op::Txn(req)).await?;

@@ -178,7 +178,8 @@ impl WatchStream {
         let compacted = self.store.progress.compacted.load(Ordering::SeqCst);
         if from < compacted {
             self.watchers.remove(&id);
-            let mut resp = self.response(id, self.rev);
+            // etcd's compacted answer carries no revision in its header.
+            let mut resp = self.response(id, 0);
             resp.canceled = true;
             resp.compact_revision = compacted;
             return self.send(resp).await;

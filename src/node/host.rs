@@ -21,6 +21,18 @@ pub fn systemd_is_init() -> bool {
     Path::new("/run/systemd/system").exists()
 }
 
+/// Whether this process may raise resource limits and lower OOM scores
+/// (CAP_SYS_RESOURCE in its bounding set); containers and some VMs drop it.
+pub fn has_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .map_or(true, |caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
 /// Kernel settings pods need: forwarding, and bridged traffic seen by
 /// iptables (Service NAT for pod-to-pod on the same bridge).
 pub fn prepare_network() -> anyhow::Result<()> {

@@ -84,6 +84,7 @@ async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> an
         ("cni_conf_dir", &p.cni_conf_dir.display().to_string()),
         ("runc", &c.bin("runc").display().to_string()),
         ("systemd_cgroup", if systemd_cgroup { "true" } else { "false" }),
+        ("restrict_oom_score_adj", if host::has_sys_resource() { "false" } else { "true" }),
     ]);
     let file = p.etc.join("containerd.toml");
     write_if_changed(&file, config.as_bytes(), 0o600)?;

@@ -131,7 +131,9 @@ pub fn parse_sans(values: &[String], field: &str) -> Result<Vec<SanType>, PkiErr
 
 /// Loads the CA at `cert_path`/`key_path`, creating it only when neither exists.
 /// `name` prefixes the CN, which gets the creation time (like k3s's
-/// `k3s-server-ca@<unix>`), so a different CA never has the same subject.
+/// `k3s-server-ca@<unix>`) so people can tell CAs apart; code tells them
+/// apart by key id (see [`stale_reason`]), as two CAs made in the same second
+/// share a subject.
 pub fn ensure_ca(cert_path: &Path, key_path: &Path, name: &str, lt: &Lifetimes) -> Result<Ca, PkiError> {
     match (read_optional(cert_path)?, read_optional(key_path)?) {
         (Some(cert), Some(key)) => {
