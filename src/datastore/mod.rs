@@ -68,6 +68,9 @@ pub struct Store {
     data_dir: PathBuf,
     tuning: Tuning,
     client_urls: Vec<String>,
+    /// Set when the server stops: long-lived streams end so clients go.
+    closing: tokio_watch::Sender<bool>,
+    _lock: std::fs::File,
 }
 
 impl Store {
@@ -75,6 +78,7 @@ impl Store {
     /// lease-expiry task. Needs a tokio runtime.
     pub fn open(data_dir: PathBuf, tuning: Tuning, client_urls: Vec<String>)
         -> Result<Arc<Store>, OpenError> {
+        let lock = schema::lock(&data_dir)?;
         let conn = schema::open_writer(&data_dir)?;
         let path = schema::db_path(&data_dir);
         let sqlite = |source| OpenError::Sqlite { path: path.clone(), source };
@@ -98,9 +102,23 @@ impl Store {
             data_dir,
             tuning,
             client_urls,
+            closing: tokio_watch::channel(false).0,
+            _lock: lock,
         });
         tokio::spawn(expire_leases(Arc::downgrade(&store)));
         Ok(store)
+    }
+
+    /// Ends watch and keep-alive streams (the server is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 
     fn header(&self, revision: i64) -> pb::ResponseHeader {

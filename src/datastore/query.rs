@@ -277,18 +277,30 @@ pub fn history(conn: &Connection, kr: &KeyRange, from: i64, to: i64, after: i64,
          ORDER BY l.id LIMIT {limit}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut last_id = after;
-    let rows = stmt.query_map(params_from_iter(params), |r| {
-        Ok((r.get::<_, i64>(13)?, event_from_row(r)?))
-    })?;
     let mut events = Vec::new();
-    for row in rows {
+    let mut last_id = after;
+    for row in stmt.query_map(params_from_iter(params.clone()), |r| Ok((r.get::<_, i64>(13)?, event_from_row(r)?)))? {
         let (id, ev) = row?;
         last_id = id;
         events.push(ev);
     }
-    let cursor = (events.len() == limit).then_some(last_id);
-    Ok((events, cursor))
+    if events.len() < limit {
+        return Ok((events, None));
+    }
+    // A full page ends on a whole revision: watchers get each revision's
+    // events in one response, as etcd sends them.
+    let last_rev = events.last().and_then(|e| e.kv.as_ref()).map_or(to, |kv| kv.mod_revision);
+    params[0] = Value::Integer(last_rev);
+    params[1] = Value::Integer(last_rev);
+    params[2] = Value::Integer(last_id);
+    let rest_sql = sql.replace(&format!(" LIMIT {limit}"), "");
+    let mut rest = conn.prepare_cached(&rest_sql)?;
+    for row in rest.query_map(params_from_iter(params), |r| Ok((r.get::<_, i64>(13)?, event_from_row(r)?)))? {
+        let (id, ev) = row?;
+        last_id = id;
+        events.push(ev);
+    }
+    Ok((events, Some(last_id)))
 }
 
 fn event_from_row(r: &Row) -> rusqlite::Result<Event> {

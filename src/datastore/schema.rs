@@ -21,6 +21,8 @@ pub enum OpenError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{path} was written by a newer datastore (schema {found}, this binary knows {known}); run the newer binary")]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("another datastore is using {0}; stop it first (one process per data dir)")]
+    InUse(PathBuf),
     #[error("cannot open {path}: {source}")]
     Sqlite { path: PathBuf, source: rusqlite::Error },
 }
@@ -60,6 +62,25 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('rev', 1);
 ";
 
+/// Takes the data dir's lock for this process's lifetime: two writers on
+/// one file would hand out the same revisions.
+pub fn lock(data_dir: &Path) -> Result<std::fs::File, OpenError> {
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(data_dir).map_err(|e| OpenError::DataDir(data_dir.into(), e))?;
+    let path = data_dir.join("datastore.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| OpenError::DataDir(path.clone(), e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(OpenError::InUse(data_dir.into()));
+    }
+    Ok(f)
+}
+
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("datastore.db")
 }
@@ -71,9 +92,15 @@ pub fn open_writer(data_dir: &Path) -> Result<Connection, OpenError> {
     let path = db_path(data_dir);
     let err = |source: rusqlite::Error| classify(&path, source);
     let conn = Connection::open(&path).map_err(err)?;
-    // auto_vacuum must be chosen before the first table exists; INCREMENTAL
-    // lets compaction hand freed pages back to the filesystem in small steps.
-    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(err)?;
+    // Refuse a file from a newer version before anything writes to it.
+    check_version(&conn, &path)?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(err)?;
+    if pages == 0 {
+        // auto_vacuum must be chosen before the first table exists;
+        // INCREMENTAL lets compaction hand freed pages back to the
+        // filesystem in small steps.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(err)?;
+    }
     tune(&conn).map_err(err)?;
     check_integrity(&conn, &path)?;
     migrate(&conn, &path)?;
@@ -123,12 +150,16 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<(), OpenError> {
-    let err = |source: rusqlite::Error| classify(path, source);
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+fn check_version(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(path, e))?;
     if found > SCHEMA_VERSION {
         return Err(OpenError::TooNew { path: path.into(), found, known: SCHEMA_VERSION });
     }
+    Ok(())
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let err = |source: rusqlite::Error| classify(path, source);
     conn.execute_batch(SCHEMA).map_err(err)?;
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(err)?;
     Ok(())

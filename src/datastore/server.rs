@@ -11,6 +11,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use super::service::{routes, Service};
 use super::{Store, Tuning};
 
+/// How long a stop waits for clients to hang up.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Where the datastore listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listen {
@@ -61,6 +64,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// A datastore serving in this process (`k8s server` runs it this way).
 pub struct Running {
+    store: std::sync::Arc<Store>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: tokio::task::JoinSet<anyhow::Result<()>>,
     sockets: Vec<PathBuf>,
@@ -70,9 +74,23 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish, removes sockets.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         tracing::info!("datastore stopping");
+        self.store.close();
         let _ = self.stop.send(true);
-        while let Some(res) = self.servers.join_next().await {
-            res??;
+        // Graceful stop waits for clients to hang up; one that never does
+        // (an idle connection) must not hold the process.
+        let drained = tokio::time::timeout(STOP_GRACE, async {
+            while let Some(res) = self.servers.join_next().await {
+                res??;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        match drained {
+            Ok(result) => result?,
+            Err(_) => {
+                tracing::warn!("clients still connected after {STOP_GRACE:?}; closing them");
+                self.servers.abort_all();
+            }
         }
         for path in &self.sockets {
             let _ = std::fs::remove_file(path);
@@ -126,7 +144,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Listen::Tcp { .. } => None,
         })
         .collect();
-    Ok(Running { stop: stop_tx, servers, sockets })
+    Ok(Running { store, stop: stop_tx, servers, sockets })
 }
 
 enum Bound {

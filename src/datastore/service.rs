@@ -167,8 +167,17 @@ impl lease_server::Lease for Service {
         let mut requests = req.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let this = self.clone();
+        let closed = self.0.closed();
         tokio::spawn(async move {
-            while let Ok(Some(req)) = requests.message().await {
+            tokio::pin!(closed);
+            loop {
+                let req = tokio::select! {
+                    _ = &mut closed => return,
+                    req = requests.message() => match req {
+                        Ok(Some(req)) => req,
+                        _ => return,
+                    },
+                };
                 // An unknown or expired lease answers TTL 0, as in etcd.
                 let ttl = this.0.leases.renew(req.id).unwrap_or(0);
                 let resp = LeaseKeepAliveResponse { header: this.header(this.current_rev()), id: req.id, ttl };

@@ -80,9 +80,12 @@ impl WatchStream {
         self.rev = self.store.progress.committed.load(Ordering::SeqCst);
         let mut ticker = tokio::time::interval(self.store.tuning.progress_notify_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let closed = self.store.closed();
+        tokio::pin!(closed);
         let result: Result<(), Status> = async {
             loop {
                 tokio::select! {
+                    _ = &mut closed => return Err(Status::unavailable("etcdserver: server stopped")),
                     req = requests.message() => match req? {
                         Some(req) => self.request(req, &mut hub).await?,
                         None => return Ok(()),
@@ -201,7 +204,8 @@ impl WatchStream {
             let mine: Vec<Event> = events.iter().filter(|e| w.wants(e)).map(|e| w.shape(e)).collect();
             if !mine.is_empty() {
                 w.last_sent = Instant::now();
-                let mut resp = self.response(id, self.rev);
+                // The header says how far this answer goes: at least its events.
+                let mut resp = self.response(id, to);
                 resp.events = mine;
                 self.send(resp).await?;
             }
@@ -252,7 +256,10 @@ impl WatchStream {
     }
 
     async fn notify_progress(&mut self) -> Result<(), Status> {
-        let quiet = self.store.tuning.progress_notify_interval;
+        // Ticks and sends share one interval; the slack keeps a watcher
+        // created just after a tick from waiting two intervals.
+        let interval = self.store.tuning.progress_notify_interval;
+        let quiet = interval - interval / 10;
         let due: Vec<i64> = self
             .watchers
             .iter()
