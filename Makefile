@@ -1,13 +1,14 @@
 # k8s — the two entry points are `make run` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
-DATA_DIR ?= /tmp/k8s-datastore
-LISTEN ?= http://127.0.0.1:2379
+K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps payload dist run test unit test-etcdctl bench clean
+.PHONY: all build deps payload dist run test test-unit test-etcdctl test-e2e bench bench-node clean
 
-all: build
+all: dist
 
+# Debian packages the build and the tests use (etcd for the differential
+# tests, iptables for kube-proxy, zstd for the payload, ...).
 deps:
 	./scripts/deps.sh
 
@@ -15,29 +16,48 @@ build:
 	$(CARGO) build --release
 
 # The upstream parts, built from pinned Go modules and cached outside the
-# repository (bootstrap/README.md); prints the payload directory.
-payload:
+# repository in ~/.cache/k8s (bootstrap/README.md); prints the payload directory.
+payload: deps
 	./bootstrap/build.sh
 
 # dist/k8s: the release binary with the payload attached — the one file users install.
-dist: build
+dist: deps build
 	@mkdir -p dist
 	payload_dir=$$(./bootstrap/build.sh | tail -n 1) && \
 	./target/release/k8s attach-payload --exe target/release/k8s \
 		--payload "$$payload_dir/payload.tar.zst" --out dist/k8s
 	@ls -l dist/k8s
 
-# Until the cluster exists, `make run` serves the datastore in the foreground.
-run: deps build
-	@echo "datastore: $(LISTEN) (data in $(DATA_DIR)); try in another shell:"
-	@echo "  ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) put hello world"
-	@echo "  ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) get hello"
-	./target/release/k8s datastore --data-dir $(DATA_DIR) --listen $(LISTEN)
+# A single-node cluster on this machine (SQLite datastore), in the foreground.
+run: dist
+	@echo "starting k8s server; in another shell, as root:"
+	@echo "  $(K8S) kubectl get nodes          # uses /etc/k8s/admin.kubeconfig"
+	@echo "  $(K8S) status"
+	@echo "stop with Ctrl-C; remove everything with: $(K8S) reset"
+	$(K8S) server
 
-test: deps build unit
+test: dist test-unit test-etcdctl test-e2e
 
-unit:
+# Unit tests and the datastore's integration tests (real binary, etcd-client).
+test-unit:
 	$(CARGO) test --release
+
+# The same etcdctl script against real etcd and against us; outputs must match.
+test-etcdctl:
+	tests/etcdctl/run.sh target/release/k8s
+
+# End to end in test hosts (network + mount + cgroup namespaces).
+test-e2e:
+	e2e/lib/selftest.sh "$$(./bootstrap/build.sh | tail -n 1)"
+	K8S_BIN=$(K8S) e2e/single-node.sh
+
+# Figures, not tests: the datastore against real etcd, and a node's start time and memory.
+bench: build
+	$(CARGO) bench --bench datastore
+
+bench-node: dist
+	K8S_BIN=$(K8S) e2e/bench-single-node.sh
 
 clean:
 	$(CARGO) clean
+	rm -rf dist
