@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# bootstrap/build.sh: build the payload the k8s binary carries, i.e. the
+# upstream components pinned in versions.env (built from vendored Go modules
+# with patches/ applied) and the node images, into
+#   ${K8S_CACHE_DIR:-~/.cache/k8s}/payload/<key>/{bin/,images/,manifest.json,payload.tar.zst}
+# where <key> is a sha256 over versions.env, patches/, bootstrap/ sources and
+# the Go version. An existing complete payload is reused at once. The last
+# line of stdout is the payload directory; logs go to stderr.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+source "$here/versions.env"
+source "$here/lib/go-env.sh"
+
+log() { echo "[bootstrap $(date +%T)] $*" >&2; }
+die() { echo "bootstrap: error: $*" >&2; exit 1; }
+
+# cache_key: what the payload depends on. README and other docs are left out.
+cache_key() {
+	(
+		cd "$root"
+		find bootstrap patches -type f ! -name '*.md' 2>/dev/null | LC_ALL=C sort | xargs sha256sum
+		go env GOVERSION
+	) | sha256sum | cut -d' ' -f1
+}
+
+complete() { [[ -f $1/manifest.json && -f $1/payload.tar.zst ]]; }
+
+command -v go >/dev/null || die "go not found on PATH"
+key=$(cache_key)
+out="$K8S_CACHE_DIR/payload/$key"
+if complete "$out"; then echo "$out"; exit 0; fi
+
+mkdir -p "$K8S_CACHE_DIR/payload"
+exec 9>"$K8S_CACHE_DIR/build.lock"
+flock 9 # one build at a time: they share $work and Go's caches
+if complete "$out"; then echo "$out"; exit 0; fi
+
+for f in "$here"/lib/{deps,modules,components,images,manifest}.sh; do source "$f"; done
+
+# step NAME CMD...: run one step and log how long it took.
+step() {
+	local t=$SECONDS
+	"${@:2}"
+	log "done: $1 ($((SECONDS - t)) s)"
+}
+
+# check_pins: modules/*/go.mod must match versions.env (pin.sh writes them).
+check_pins() {
+	local m want
+	while read -r m want; do
+		grep -qE "(^|[[:space:]])${want//./\\.}([[:space:]]|\$)" "$here/modules/$m/go.mod" ||
+			die "modules/$m/go.mod lacks \"$want\" (from versions.env); run bootstrap/pin.sh $m"
+	done <<-PINS
+		kube k8s.io/kubernetes $KUBERNETES_VERSION
+		kube k8s.io/api => k8s.io/api v0.${KUBERNETES_VERSION#v1.}
+		etcd go.etcd.io/etcd/server/v3 $ETCD_VERSION
+		containerd github.com/containerd/containerd/v2 $CONTAINERD_VERSION
+		runc github.com/opencontainers/runc $RUNC_VERSION
+		cni github.com/containernetworking/plugins $CNI_PLUGINS_VERSION
+		coredns github.com/coredns/coredns $COREDNS_VERSION
+	PINS
+	for m in $CNI_PLUGINS; do
+		grep -q "github.com/containernetworking/plugins/plugins/$m\$" "$here/modules/cni/go.mod" ||
+			die "modules/cni/go.mod lacks the tool for CNI plugin $m; run bootstrap/pin.sh cni"
+	done
+}
+
+# pack: payload.tar.zst of the tree, reproducible (sorted, root, mtime 0).
+# --long=27 lets zstd find the code the binaries share; it needs no special
+# decoder setting (27 is the default window limit of zstd decoders).
+pack() {
+	tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
+		-cf - manifest.json bin images |
+		zstd -q -19 -T0 --long=27 -o "$stage/payload.tar.zst"
+}
+
+# prune: keep the newest payloads only; each is a few hundred MB.
+prune() {
+	local old
+	old=$(ls -1dt "$K8S_CACHE_DIR"/payload/*/ 2>/dev/null | tail -n +4)
+	[[ -z $old ]] || { log "prune: $old"; rm -rf $old; }
+}
+
+log "building payload $key (cold build: ~25 min on 2 cores; see bootstrap/README.md)"
+start=$SECONDS
+host_deps
+check_pins
+work="$K8S_CACHE_DIR/work"
+stage="$K8S_CACHE_DIR/payload/.tmp-$key"
+rm -rf "$stage" "$work/out" "$work/rootfs"
+mkdir -p "$stage/bin" "$stage/images" "$work/out"
+BUILD_DATE=$(date -u -d "@${SOURCE_DATE_EPOCH:-0}" +%Y-%m-%dT%H:%M:%SZ)
+
+step vendor vendor_modules
+step patches apply_patches
+step kube build_kube
+step etcd build_etcd
+step containerd build_containerd
+step runc build_runc
+step cni build_cni
+step coredns build_coredns
+step imagetool build_imagetool
+step image-pause image_pause
+step image-coredns image_coredns
+step image-busybox image_busybox
+step manifest write_manifest "$key"
+step pack pack
+mv "$stage" "$out"
+prune
+log "payload ready in $((SECONDS - start)) s: $out"
+echo "$out"

@@ -1,0 +1,3 @@
+module k8s.local/bootstrap/imagetool
+
+go 1.26.6

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Regenerate bootstrap/modules/*/go.mod and go.sum from versions.env.
+# Run after changing a version; commit the result. Needs the Go module proxy.
+#   bootstrap/pin.sh [module...]   (default: all modules)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/versions.env"
+source "$here/lib/go-env.sh"
+
+# fresh_mod DIR MODULE-PATH REQUIRE@VERSION...: start go.mod over with these requires.
+fresh_mod() {
+	local dir=$1 path=$2; shift 2
+	cd "$here/modules/$dir"
+	rm -f go.mod go.sum
+	go mod init "$path" 2>/dev/null
+	go mod edit -go="$GO_LANG_VERSION"
+	local r; for r in "$@"; do go mod edit -require="$r"; done
+}
+
+pin_kube() {
+	fresh_mod kube k8s.local/bootstrap/kube "k8s.io/kubernetes@$KUBERNETES_VERSION"
+	# k8s.io/kubernetes replaces its staging modules with ./staging/src/...; a
+	# module requiring it must pin each one to the matching v0.x tag itself.
+	local gomod staging m
+	gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+	staging=$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$gomod")
+	for m in $staging; do
+		go mod edit -replace="$m=$m@v0.${KUBERNETES_VERSION#v1.}"
+	done
+	go mod tidy
+}
+
+pin_etcd() {
+	fresh_mod etcd k8s.local/bootstrap/etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+	go mod tidy
+}
+
+pin_containerd() {
+	fresh_mod containerd k8s.local/bootstrap/containerd "github.com/containerd/containerd/v2@$CONTAINERD_VERSION"
+	go mod tidy
+}
+
+pin_runc() {
+	# runc's main package is its module root: build it as a go.mod tool.
+	fresh_mod runc k8s.local/bootstrap/runc
+	go get -tool "github.com/opencontainers/runc@$RUNC_VERSION"
+	go mod tidy
+}
+
+pin_cni() {
+	# Plugin mains are package main (not importable): vendor them as tools;
+	# build.sh turns them into packages of one multicall binary (gen-cni.sh).
+	fresh_mod cni k8s.local/bootstrap/cni
+	local p; for p in $CNI_PLUGINS; do
+		go get -tool "github.com/containernetworking/plugins/plugins/$p@$CNI_PLUGINS_VERSION"
+	done
+	go mod tidy
+}
+
+pin_coredns() {
+	fresh_mod coredns k8s.local/bootstrap/coredns "github.com/coredns/coredns@$COREDNS_VERSION"
+	go mod tidy
+}
+
+mods=("$@"); [[ ${#mods[@]} -gt 0 ]] || mods=(kube etcd containerd runc cni coredns)
+for m in "${mods[@]}"; do
+	echo "pin: $m" >&2
+	"pin_$m"
+done
