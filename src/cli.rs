@@ -19,6 +19,11 @@ pub enum Command {
     Version,
     /// Run a server: datastore, control plane and (unless disabled) a node.
     Server(ServerArgs),
+    /// Run a worker node that joins a server.
+    Agent(AgentArgs),
+    /// Manage join tokens (on a server).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Show the server's components and the node.
     Status(DataDirArg),
     /// Print the admin kubeconfig.
@@ -52,6 +57,36 @@ pub struct ServerArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub options: crate::server::Options,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Config file; its keys are these flags' names [default: /etc/k8s/config.yaml].
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: crate::agent::Options,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it.
+    Create {
+        /// What the token joins: agent or server.
+        #[arg(long, default_value = "agent")]
+        role: String,
+        /// Lifetime, e.g. 24h; never expires when not given.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// List tokens (ids, roles, expiry; never secrets).
+    List,
+    /// Revoke a token by id (the part between `::` and `.`).
+    Revoke { id: String },
 }
 
 #[derive(Args)]

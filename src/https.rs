@@ -1,45 +1,70 @@
-//! Readiness probes: an HTTPS GET against a component's health endpoint
-//! (e.g. kube-apiserver's `/readyz`), trusting only the cluster CA and
-//! presenting a client certificate.
+//! A small HTTPS client for the supervisor's own calls: readiness probes
+//! (kube-apiserver's `/readyz`), a few API reads and writes, and joining a
+//! cluster. It trusts only the cluster CA and speaks HTTP/1.0.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
-/// A reusable TLS client for probes.
+/// A reusable TLS client configuration.
 #[derive(Clone)]
-pub struct HttpsProbe {
+pub struct HttpsClient {
     config: Arc<rustls::ClientConfig>,
 }
 
-impl HttpsProbe {
-    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<HttpsProbe> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut &ca[..]) {
-            roots.add(c?)?;
-        }
+impl HttpsClient {
+    /// Trusts `ca` only and presents no client certificate.
+    pub fn anonymous(ca: &[u8]) -> anyhow::Result<HttpsClient> {
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots(ca)?).with_no_client_auth();
+        Ok(HttpsClient { config: Arc::new(config) })
+    }
+
+    /// Trusts any server: only for fetching a CA whose hash the caller
+    /// then checks against a pinned one (the join token).
+    pub fn unverified() -> HttpsClient {
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny))
+            .with_no_client_auth();
+        HttpsClient { config: Arc::new(config) }
+    }
+
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<HttpsClient> {
+        let roots = roots(ca)?;
         let chain = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<Vec<_>, _>>()?;
         let key = rustls_pemfile::private_key(&mut &key[..])?.context("no private key")?;
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)?;
-        Ok(HttpsProbe { config: Arc::new(config) })
+        Ok(HttpsClient { config: Arc::new(config) })
     }
 
     /// GETs `path` from `host:port`; returns the status code and body.
     pub async fn get(&self, host: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+        self.request(host, port, "GET", path, None).await
+    }
+
+    /// One HTTP/1.0 request (never chunked; the answer ends when the
+    /// server closes); `body` is a content type and the bytes.
+    pub async fn request(&self, host: &str, port: u16, method: &str, path: &str, body: Option<(&str, &[u8])>)
+        -> anyhow::Result<(u16, String)> {
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         let name = ServerName::try_from(host.to_string())?;
         let mut tls = tokio_rustls::TlsConnector::from(self.config.clone()).connect(name, tcp).await?;
-        // HTTP/1.0: the answer is never chunked and ends when the server closes.
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
+        if let Some((content_type, bytes)) = body {
+            req.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", bytes.len()));
+        }
+        req.push_str("\r\n");
         tls.write_all(req.as_bytes()).await?;
+        if let Some((_, bytes)) = body {
+            tls.write_all(bytes).await?;
+        }
         let mut raw = Vec::new();
         tls.read_to_end(&mut raw).await.or_else(|e| {
-            // Servers may close without close_notify after Connection: close.
+            // Servers may close without close_notify after an HTTP/1.0 answer.
             if e.kind() == std::io::ErrorKind::UnexpectedEof { Ok(0) } else { Err(e) }
         })?;
         let text = String::from_utf8_lossy(&raw);
@@ -53,22 +78,39 @@ impl HttpsProbe {
     }
 }
 
-/// Polls until GET returns 200, for at most `timeout`; the error carries the
-/// last answer so a stuck start says why.
-pub async fn http_ready(probe: &HttpsProbe, host: &str, port: u16, path: &str, timeout: Duration)
-    -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), probe.get(host, port, path)).await {
-            Ok(Ok((200, _))) => return Ok(()),
-            Ok(Ok((code, body))) => last = format!("HTTP {code}: {}", body.trim()),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "timed out".into(),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("https://{host}:{port}{path} not ready after {timeout:?}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+fn roots(ca: &[u8]) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(c?)?;
+    }
+    Ok(roots)
+}
+
+/// See [`HttpsClient::unverified`]. Signatures are still checked, so the
+/// peer holds the key of the certificate it shows.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(&self, _: &rustls::pki_types::CertificateDer<'_>, _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>, _: &[u8], _: rustls::pki_types::UnixTime)
+        -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }

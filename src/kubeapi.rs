@@ -9,10 +9,11 @@ use anyhow::{bail, Context};
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::components::{http_ready, HttpsProbe};
+use crate::components::http_ready;
+use crate::https::HttpsClient;
 
 pub struct Api {
-    probe: HttpsProbe,
+    client: HttpsClient,
     host: String,
     port: u16,
 }
@@ -57,23 +58,44 @@ impl Api {
         };
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim()).context("bad base64 in kubeconfig");
         let (c, u) = (&cluster.cluster, &user.user);
-        let probe = HttpsProbe::from_pem(&b64(&c.ca)?, &b64(&u.cert)?, &b64(&u.key)?)?;
+        let client = HttpsClient::from_pem(&b64(&c.ca)?, &b64(&u.cert)?, &b64(&u.key)?)?;
         let hostport = c.server.trim_start_matches("https://").trim_end_matches('/');
         let (host, port) = hostport.rsplit_once(':').context("server URL without a port")?;
-        Ok(Api { probe, host: host.trim_matches(['[', ']']).to_string(), port: port.parse()? })
+        Ok(Api { client, host: host.trim_matches(['[', ']']).to_string(), port: port.parse()? })
     }
 
     pub async fn ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        http_ready(&self.probe, &self.host, self.port, "/readyz", timeout).await
+        http_ready(&self.client, &self.host, self.port, "/readyz", timeout).await
     }
 
     /// GETs a path as JSON; None when it does not exist (404).
     pub async fn get(&self, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
-        let (status, body) = self.probe.get(&self.host, self.port, path).await?;
+        let (status, body) = self.client.get(&self.host, self.port, path).await?;
         match status {
             200 => Ok(Some(serde_json::from_str(&body).with_context(|| format!("GET {path}: bad JSON"))?)),
             404 => Ok(None),
             code => bail!("GET {path}: HTTP {code}: {}", body.trim()),
+        }
+    }
+
+    /// Creates an object; false when it already exists.
+    pub async fn create(&self, collection: &str, object: &serde_json::Value) -> anyhow::Result<bool> {
+        let body = serde_json::to_vec(object)?;
+        let (status, text) = self.client.request(&self.host, self.port, "POST", collection, Some(("application/json", &body))).await?;
+        match status {
+            200 | 201 => Ok(true),
+            409 => Ok(false),
+            code => bail!("POST {collection}: HTTP {code}: {}", text.trim()),
+        }
+    }
+
+    /// Deletes an object; false when there was none.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<bool> {
+        let (status, text) = self.client.request(&self.host, self.port, "DELETE", path, None).await?;
+        match status {
+            200 | 202 => Ok(true),
+            404 => Ok(false),
+            code => bail!("DELETE {path}: HTTP {code}: {}", text.trim()),
         }
     }
 

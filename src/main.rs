@@ -1,10 +1,14 @@
 //! `k8s`: a lightweight Kubernetes distribution in one binary.
 
+mod agent;
 mod cli;
 mod components;
 mod datastore;
 mod fsutil;
+mod inventory;
+mod https;
 mod kubeapi;
+mod join;
 mod kubectl;
 mod node;
 mod payload;
@@ -41,18 +45,28 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Version => Ok(version::print()?),
         cli::Command::Kubectl { args } => kubectl::exec(args),
         cli::Command::Server(args) => {
-            let explicit = args.config.is_some();
-            let path = args.config.unwrap_or_else(|| server::config::DEFAULT_CONFIG.into());
-            let file = server::Options::from_file(&path, explicit)?;
+            let file = config_file(args.config)?;
             let config = args.options.over(file).resolve()?;
             runtime()?.block_on(server::run(config))
         }
+        cli::Command::Agent(args) => {
+            let file = config_file(args.config)?;
+            runtime()?.block_on(agent::run(args.options.over(file)))
+        }
+        cli::Command::Token(cmd) => runtime()?.block_on(join::cli::run(cmd)),
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
         cli::Command::Reset(a) => reset::run(&a.data_dir.data_dir, a.yes),
         cli::Command::AttachPayload { exe, payload, out } => payload::attach(&exe, &payload, &out),
         cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
     }
+}
+
+/// The config file named with --config, else the default one if present.
+fn config_file<T: serde::de::DeserializeOwned + Default>(named: Option<std::path::PathBuf>) -> anyhow::Result<T> {
+    let explicit = named.is_some();
+    let path = named.unwrap_or_else(|| server::config::DEFAULT_CONFIG.into());
+    server::config::load_file(&path, explicit)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -4,8 +4,6 @@
 //! period). Children get SIGKILL when `k8s` itself dies, so a `kill -9`
 //! of `k8s` never leaves a control plane running without its supervisor.
 
-mod probe;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -14,7 +12,6 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-pub use probe::{http_ready, HttpsProbe};
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -116,6 +113,9 @@ async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool
 
 fn spawn(spec: &Spec) -> std::io::Result<Child> {
     rotate(&spec.log);
+    if let Some(dir) = spec.log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -180,6 +180,28 @@ impl Supervisor {
             let _ = h.stop.send(true);
             let _ = h.task.await;
         }
+    }
+}
+
+use crate::https::HttpsClient;
+
+/// Polls until GET returns 200, for at most `timeout`; the error carries the
+/// last answer so a stuck start says why.
+pub async fn http_ready(client: &HttpsClient, host: &str, port: u16, path: &str, timeout: Duration)
+    -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.get(host, port, path)).await {
+            Ok(Ok((200, _))) => return Ok(()),
+            Ok(Ok((code, body))) => last = format!("HTTP {code}: {}", body.trim()),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("https://{host}:{port}{path} not ready after {timeout:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! the carried images, kubelet, kube-proxy and the pod network.
 
 pub mod host;
+pub mod routes;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

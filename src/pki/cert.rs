@@ -13,8 +13,10 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{ExtendedKeyUsage, GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{Oid, OID_X509_COMMON_NAME, OID_X509_ORGANIZATION_NAME};
 
-use super::encoding::{pem_body, tbs_fields, TbsFields};
 use super::files::{read_optional, write_atomic, write_if_changed, PUBLIC, SECRET};
 use super::PkiError;
 
@@ -87,7 +89,8 @@ impl LeafSpec {
         format!("the certificate for CN={}", self.common_name)
     }
 
-    /// Everything but validity and serial: the part compared with an existing cert.
+    /// Everything but validity and serial; an existing cert is compared with it by
+    /// [`Self::subject_matches`], [`Self::usage_matches`] and its SANs.
     fn params(&self) -> CertificateParams {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -102,6 +105,30 @@ impl LeafSpec {
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         params
+    }
+
+    /// Whether `cert`'s subject is exactly what [`Self::params`] writes: CN, then O if any.
+    fn subject_matches(&self, cert: &X509Certificate) -> bool {
+        let mut want: Vec<(Oid, Option<&str>)> = vec![(OID_X509_COMMON_NAME, Some(&self.common_name))];
+        want.extend(self.organization.as_deref().map(|org| (OID_X509_ORGANIZATION_NAME, Some(org))));
+        let have: Vec<(Oid, Option<&str>)> =
+            cert.subject().iter_attributes().map(|attr| (attr.attr_type().clone(), attr.as_str().ok())).collect();
+        have == want
+    }
+
+    /// Whether `cert`'s extended key usage is exactly the one of [`Self::params`].
+    fn usage_matches(&self, cert: &X509Certificate) -> bool {
+        let want = ExtendedKeyUsage {
+            server_auth: self.usage == Usage::Server,
+            client_auth: self.usage == Usage::Client,
+            any: false,
+            code_signing: false,
+            email_protection: false,
+            time_stamping: false,
+            ocsp_signing: false,
+            other: Vec::new(),
+        };
+        matches!(cert.extended_key_usage(), Ok(Some(eku)) if *eku.value == want)
     }
 }
 
@@ -183,17 +210,22 @@ fn create_ca(cert_path: &Path, key_path: &Path, name: &str, key: KeyPair, lt: &L
 
 fn parse_ca(cert_path: &Path, pem: String, key_path: &Path, key_pem: &str) -> Result<Ca, PkiError> {
     let key = load_key(key_path, key_pem, CA_FIX)?;
-    let (fields, params) = parse_cert(&pem)
-        .ok_or_else(|| PkiError::invalid(cert_path, "is not a PEM certificate rcgen can read".into(), CA_FIX))?;
+    // x509-parser reads the file's exact bytes; rcgen's params are what it signs with.
+    let der = cert_der(&pem);
+    let (Some(x509), Ok(params)) = (der.as_deref().and_then(parse_der), CertificateParams::from_ca_cert_pem(&pem))
+    else {
+        return Err(PkiError::invalid(cert_path, "is not a PEM certificate rcgen can read".into(), CA_FIX));
+    };
     if !matches!(params.is_ca, IsCa::Ca(_)) {
         return Err(PkiError::invalid(cert_path, "is not a CA certificate (no CA basic constraint)".into(), CA_FIX));
     }
-    if fields.public_key != key.public_key_der() {
+    if x509.public_key().raw != key.public_key_der() {
         let problem = format!("does not belong to {} (different public key)", cert_path.display());
         return Err(PkiError::invalid(key_path, problem, CA_FIX));
     }
+    let subject = x509.subject().as_raw().to_vec();
     let cert = params.self_signed(&key).map_err(|e| PkiError::generate(&cert_path.display().to_string(), e))?;
-    Ok(Ca { cert, key, pem, subject: fields.subject })
+    Ok(Ca { cert, key, pem, subject })
 }
 
 /// A CA is never renewed automatically; say so loudly while there is time to act.
@@ -243,23 +275,21 @@ pub fn ensure_leaf(
 
 /// Why an existing leaf cert no longer fits (`None`: it does).
 pub fn stale_reason(ca: &Ca, spec: &LeafSpec, cert_pem: &str, key: &KeyPair, lt: &Lifetimes) -> Option<String> {
-    let Some((fields, have)) = parse_cert(cert_pem) else {
+    let der = cert_der(cert_pem);
+    let Some(cert) = der.as_deref().and_then(parse_der) else {
         return Some("it cannot be parsed".into());
     };
-    let want = spec.params();
-    let sans = |p: &CertificateParams| p.subject_alt_names.iter().cloned().collect::<HashSet<_>>();
-    let expires_in = have.not_after - OffsetDateTime::now_utc();
-    if fields.public_key != key.public_key_der() {
+    let not_after = cert.validity().not_after.to_datetime();
+    if cert.public_key().raw != key.public_key_der() {
         Some("it does not match its key".into())
-    } else if fields.issuer != ca.subject || fields.authority_key_id.as_ref() != Some(&ca.cert.key_identifier()) {
+    } else if cert.issuer().as_raw() != ca.subject || authority_key_id(&cert) != Some(&ca.cert.key_identifier()[..]) {
         Some("it was issued by another CA".into())
-    } else if have.distinguished_name != want.distinguished_name || have.extended_key_usages != want.extended_key_usages
-    {
+    } else if !spec.subject_matches(&cert) || !spec.usage_matches(&cert) {
         Some("its subject or usage changed".into())
-    } else if sans(&have) != sans(&want) {
+    } else if sans(&cert) != Some(spec.sans.iter().cloned().collect()) {
         Some("its SANs changed".into())
-    } else if expires_in < lt.renew_before {
-        Some(format!("it expires on {}", have.not_after.date()))
+    } else if not_after - OffsetDateTime::now_utc() < lt.renew_before {
+        Some(format!("it expires on {}", not_after.date()))
     } else {
         None
     }
@@ -309,10 +339,37 @@ fn load_key(path: &Path, pem: &str, fix: &str) -> Result<KeyPair, PkiError> {
     })
 }
 
-/// The raw fields (issuer, subject, key) and rcgen's reading (names, SANs, validity).
-fn parse_cert(pem: &str) -> Option<(TbsFields, CertificateParams)> {
-    let fields = tbs_fields(&pem_body(pem, "CERTIFICATE")?)?;
-    Some((fields, CertificateParams::from_ca_cert_pem(pem).ok()?))
+/// The DER of a PEM certificate: its first block, the one rcgen reads too.
+pub fn cert_der(pem: &str) -> Option<Vec<u8>> {
+    pem::parse(pem).ok().filter(|block| block.tag() == "CERTIFICATE").map(pem::Pem::into_contents)
+}
+
+/// x509-parser's reading of a DER certificate (`None`: malformed).
+pub fn parse_der(der: &[u8]) -> Option<X509Certificate<'_>> {
+    x509_parser::parse_x509_certificate(der).ok().map(|(_, cert)| cert)
+}
+
+/// The keyIdentifier of the authorityKeyIdentifier extension: names the
+/// signing CA's key, which tells two CAs apart even when their subjects match.
+pub fn authority_key_id<'a>(cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
+    cert.iter_extensions().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|id| id.0),
+        _ => None,
+    })
+}
+
+/// The cert's SANs in rcgen's terms (`None`: a kind we never write, so no match).
+fn sans(cert: &X509Certificate) -> Option<HashSet<SanType>> {
+    let Some(ext) = cert.subject_alternative_name().ok()? else {
+        return Some(HashSet::new());
+    };
+    let san = |name: &GeneralName| match *name {
+        GeneralName::DNSName(dns) => dns.to_string().try_into().ok().map(SanType::DnsName),
+        GeneralName::IPAddress([a, b, c, d]) => Some(SanType::IpAddress(IpAddr::from([*a, *b, *c, *d]))),
+        GeneralName::IPAddress(ip) => <[u8; 16]>::try_from(ip).ok().map(|ip| SanType::IpAddress(ip.into())),
+        _ => None,
+    };
+    ext.value.general_names.iter().map(san).collect()
 }
 
 /// 128 random bits, positive (top bit clear) as DER INTEGER serials must be.

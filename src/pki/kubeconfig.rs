@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use rcgen::KeyPair;
 use serde::{Deserialize, Serialize};
 
 use super::cert::{self, Lifetimes};
-use super::encoding::{base64_decode, base64_encode};
 use super::files::{create_dir, read_optional, write_if_changed, SECRET};
 use super::{Identity, Pki, PkiError};
 
@@ -107,13 +107,13 @@ pub fn ensure(
     Ok(path)
 }
 
-fn render(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str) -> Result<String, PkiError> {
+pub(super) fn render(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str) -> Result<String, PkiError> {
     let config = Kubeconfig {
         api_version: "v1".into(),
         kind: "Config".into(),
         clusters: vec![NamedCluster {
             name: NAME.into(),
-            cluster: Cluster { server: server.into(), certificate_authority_data: base64_encode(ca_pem.as_bytes()) },
+            cluster: Cluster { server: server.into(), certificate_authority_data: BASE64_STANDARD.encode(ca_pem) },
         }],
         contexts: vec![NamedContext {
             name: NAME.into(),
@@ -123,8 +123,8 @@ fn render(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str)
         users: vec![NamedUser {
             name: user.into(),
             user: User {
-                client_certificate_data: base64_encode(cert_pem.as_bytes()),
-                client_key_data: base64_encode(key_pem.as_bytes()),
+                client_certificate_data: BASE64_STANDARD.encode(cert_pem),
+                client_key_data: BASE64_STANDARD.encode(key_pem),
             },
         }],
     };
@@ -135,6 +135,6 @@ fn render(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str)
 fn client_credentials(text: &str, user: &str) -> Option<(String, String)> {
     let config: Kubeconfig = serde_yaml::from_str(text).ok()?;
     let user = config.users.into_iter().find(|u| u.name == user)?.user;
-    let decode = |data: &str| String::from_utf8(base64_decode(data)?).ok();
+    let decode = |data: &str| String::from_utf8(BASE64_STANDARD.decode(data).ok()?).ok();
     Some((decode(&user.client_certificate_data)?, decode(&user.client_key_data)?))
 }

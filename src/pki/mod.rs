@@ -19,8 +19,8 @@
 //! Keys are 0600, certs 0644, every write is atomic (temp file, fsync, rename).
 
 mod cert;
-mod encoding;
 mod files;
+mod issue;
 mod kubeconfig;
 #[cfg(test)]
 mod tests;
@@ -29,6 +29,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use cert::{LeafSpec, Lifetimes};
+pub use issue::{issue_client, issue_serving, render_kubeconfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use tempfile::TempDir;
 use time::Duration;
 
@@ -210,7 +211,7 @@ fn expiring_leaves_are_reissued_ca_kept() {
 fn client_cert(kubeconfig: &str) -> String {
     let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).unwrap();
     let data = doc["users"][0]["user"]["client-certificate-data"].as_str().unwrap();
-    String::from_utf8(encoding::base64_decode(data).unwrap()).unwrap()
+    String::from_utf8(BASE64_STANDARD.decode(data).unwrap()).unwrap()
 }
 
 #[test]
@@ -238,7 +239,7 @@ fn kubeconfigs_embed_the_right_identity() {
         assert_eq!(doc["clusters"][0]["name"].as_str(), Some("default"));
         assert_eq!(doc["clusters"][0]["cluster"]["server"].as_str(), Some("https://10.0.0.1:6443"));
         let ca = doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap();
-        assert_eq!(encoding::base64_decode(ca).unwrap(), fs::read(pki.ca_cert()).unwrap());
+        assert_eq!(BASE64_STANDARD.decode(ca).unwrap(), fs::read(pki.ca_cert()).unwrap());
 
         let cert = tmp.path().join("client.crt");
         fs::write(&cert, client_cert(&text)).unwrap();
@@ -246,7 +247,7 @@ fn kubeconfigs_embed_the_right_identity() {
         verify(&pki.ca_cert(), &cert, "sslclient");
         let key_data = doc["users"][0]["user"]["client-key-data"].as_str().unwrap();
         let key = tmp.path().join("client.key");
-        fs::write(&key, encoding::base64_decode(key_data).unwrap()).unwrap();
+        fs::write(&key, BASE64_STANDARD.decode(key_data).unwrap()).unwrap();
         assert_eq!(
             openssl(&["x509", "-noout", "-pubkey", "-in", s(&cert)]).1,
             openssl(&["pkey", "-pubout", "-in", s(&key)]).1
@@ -274,19 +275,19 @@ fn kubeconfig_follows_server_url_and_node_name() {
     assert_eq!(subject(&cert), "O=system:nodes,CN=system:node:node-2");
 }
 
-/// The authority key id we read by hand is the CA's subject key id as openssl sees it.
+/// The authority key id we compare is the CA's subject key id as openssl sees it.
 #[test]
 fn authority_key_id_names_the_ca() {
     let tmp = TempDir::new().unwrap();
     let pki = ensure(&params(tmp.path())).unwrap();
-    let leaf = fs::read_to_string(pki.apiserver_cert()).unwrap();
-    let fields = encoding::tbs_fields(&encoding::pem_body(&leaf, "CERTIFICATE").unwrap()).unwrap();
-    let hex_id: Vec<String> = fields.authority_key_id.unwrap().iter().map(|b| format!("{b:02X}")).collect();
+    let der = |path: PathBuf| cert::cert_der(&fs::read_to_string(path).unwrap()).unwrap();
+    let (leaf_der, ca_der) = (der(pki.apiserver_cert()), der(pki.ca_cert()));
+    let leaf = cert::parse_der(&leaf_der).unwrap();
+    let hex_id: Vec<String> = cert::authority_key_id(&leaf).unwrap().iter().map(|b| format!("{b:02X}")).collect();
     let (ok, ski) = openssl(&["x509", "-noout", "-ext", "subjectKeyIdentifier", "-in", s(&pki.ca_cert())]);
     assert!(ok && ski.contains(&hex_id.join(":")), "{ski} vs {hex_id:?}");
-    let ca =
-        encoding::tbs_fields(&encoding::pem_body(&fs::read_to_string(pki.ca_cert()).unwrap(), "CERTIFICATE").unwrap());
-    assert_eq!(ca.unwrap().subject, fields.issuer);
+    let ca = cert::parse_der(&ca_der);
+    assert_eq!(ca.unwrap().subject().as_raw(), leaf.issuer().as_raw());
 }
 
 /// A server joining an HA cluster receives the first server's CA: every leaf

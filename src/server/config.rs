@@ -30,6 +30,9 @@ pub struct Options {
     /// API server port [default: 6443].
     #[arg(long)]
     pub https_listen_port: Option<u16>,
+    /// Port of the join endpoint agents and servers join through [default: 9345].
+    #[arg(long)]
+    pub join_port: Option<u16>,
     /// Address advertised to the cluster [default: the node IP].
     #[arg(long)]
     pub advertise_address: Option<IpAddr>,
@@ -77,6 +80,7 @@ pub struct Config {
     pub node_ip: IpAddr,
     pub bind_address: IpAddr,
     pub port: u16,
+    pub join_port: u16,
     pub advertise_address: IpAddr,
     pub tls_san: Vec<String>,
     pub cluster_cidr: String,
@@ -91,21 +95,6 @@ pub struct Config {
 }
 
 impl Options {
-    /// Reads a config file; a missing default file is not an error.
-    pub fn from_file(path: &Path, explicit: bool) -> anyhow::Result<Options> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Options::default()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read the config file {}", path.display())),
-        };
-        if text.trim().is_empty() {
-            return Ok(Options::default());
-        }
-        serde_yaml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{}: {e}\n(keys are the flag names of `k8s server --help`, e.g. `node-name: n1`)", location(path, &e))
-        })
-    }
-
     /// `self` (flags) wins over `file`.
     pub fn over(self, file: Options) -> Options {
         fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
@@ -120,6 +109,7 @@ impl Options {
             node_ip: pick(self.node_ip, file.node_ip),
             bind_address: pick(self.bind_address, file.bind_address),
             https_listen_port: pick(self.https_listen_port, file.https_listen_port),
+            join_port: pick(self.join_port, file.join_port),
             advertise_address: pick(self.advertise_address, file.advertise_address),
             tls_san: list(self.tls_san, file.tls_san),
             cluster_cidr: pick(self.cluster_cidr, file.cluster_cidr),
@@ -163,6 +153,7 @@ impl Options {
             node_ip,
             bind_address: self.bind_address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             port: self.https_listen_port.unwrap_or(6443),
+            join_port: self.join_port.unwrap_or(crate::join::DEFAULT_PORT),
             advertise_address: advertise,
             tls_san: self.tls_san,
             cluster_cidr,
@@ -189,6 +180,22 @@ impl Config {
     }
 }
 
+/// Reads a config file whose keys are flag names; a missing default file
+/// is not an error, a missing named one is.
+pub fn load_file<T: serde::de::DeserializeOwned + Default>(path: &Path, explicit: bool) -> anyhow::Result<T> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(T::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the config file {}", path.display())),
+    };
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("{}: {e}\n(keys are the flag names of `k8s server --help` / `k8s agent --help`, e.g. `node-name: n1`)", location(path, &e))
+    })
+}
+
 fn location(path: &Path, e: &serde_yaml::Error) -> String {
     match e.location() {
         Some(l) => format!("{}:{}:{}", path.display(), l.line(), l.column()),
@@ -211,7 +218,7 @@ pub fn hostname() -> anyhow::Result<String> {
 
 /// The source address the kernel picks for the default route (a UDP
 /// "connect" sends nothing).
-fn default_route_ip() -> anyhow::Result<IpAddr> {
+pub fn default_route_ip() -> anyhow::Result<IpAddr> {
     let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
     sock.connect("192.0.2.255:9").context("no default route")?;
     Ok(sock.local_addr()?.ip())
@@ -230,7 +237,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file() {
         let f = write("node-name: from-file\ncluster-dns: 10.43.0.20\ntls-san: [a.example]\n");
-        let file = Options::from_file(f.path(), true).unwrap();
+        let file = load_file::<Options>(f.path(), true).unwrap();
         let flags = Options { node_name: Some("from-flag".into()), node_ip: Some("10.0.0.5".parse().unwrap()), ..Default::default() };
         let c = flags.over(file).resolve().unwrap();
         assert_eq!(c.node_name, "from-flag");
@@ -243,17 +250,17 @@ mod tests {
     #[test]
     fn unknown_keys_and_wrong_types_name_the_line() {
         let f = write("node-name: n1\nnode-nmae: typo\n");
-        let err = Options::from_file(f.path(), true).unwrap_err().to_string();
+        let err = load_file::<Options>(f.path(), true).unwrap_err().to_string();
         assert!(err.contains(":2:") && err.contains("node-nmae"), "{err}");
         let f = write("https-listen-port: lots\n");
-        let err = Options::from_file(f.path(), true).unwrap_err().to_string();
+        let err = load_file::<Options>(f.path(), true).unwrap_err().to_string();
         assert!(err.contains(":1:") && err.contains("https-listen-port"), "{err}");
     }
 
     #[test]
     fn missing_default_file_is_fine_but_a_named_one_is_not() {
-        assert!(Options::from_file(Path::new("/nonexistent/config.yaml"), false).is_ok());
-        assert!(Options::from_file(Path::new("/nonexistent/config.yaml"), true).is_err());
+        assert!(load_file::<Options>(Path::new("/nonexistent/config.yaml"), false).is_ok());
+        assert!(load_file::<Options>(Path::new("/nonexistent/config.yaml"), true).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::fsutil::write_if_changed;
 use crate::kubeapi::{self, Api};
 use crate::payload::Components;
 use crate::pki::{self, Identity, Pki, PkiParams};
-use crate::{datastore, node, templates};
+use crate::{datastore, join, node, templates};
 
 pub use config::{Config, Options};
 use layout::Layout;
@@ -47,9 +47,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut sup = Supervisor::default();
     let status = status::Writer::start(&layout);
-    let result = bring_up(&cfg, &layout, &components, &pki, &kubeconfigs, &mut sup, &status).await;
+    let mut tasks = Vec::new();
+    let result = bring_up(&cfg, &layout, &components, &pki, &kubeconfigs, &mut sup, &status, &mut tasks).await;
     if let Err(e) = result {
         tracing::error!("start failed: {e:#}; stopping what was started");
+        tasks.iter().for_each(|t| t.abort());
         shutdown(sup, datastore, status).await;
         return Err(e);
     }
@@ -60,6 +62,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = crate::signals::terminated() => {}
         _ = status.refresh_forever(&sup) => {}
     }
+    tasks.iter().for_each(|t| t.abort());
     shutdown(sup, datastore, status).await;
     Ok(())
 }
@@ -80,6 +83,10 @@ fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.port);
     if let Err(e) = std::net::TcpListener::bind(addr) {
         bail!("cannot listen on {addr} for the API server: {e}; is another server (k8s, k3s, kube-apiserver) running? stop it or set https-listen-port");
+    }
+    let join = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
+    if let Err(e) = std::net::TcpListener::bind(join) {
+        bail!("cannot listen on {join} for the join endpoint: {e}; stop what uses it or set join-port");
     }
     if !cfg.disable_agent && which("iptables").is_none() {
         bail!("iptables is not installed; kube-proxy needs it (Debian/Ubuntu: apt-get install iptables)");
@@ -152,8 +159,12 @@ impl Kubeconfigs {
     }
 }
 
+/// Background work that lives as long as the server.
+type Tasks = Vec<tokio::task::JoinHandle<()>>;
+
+#[allow(clippy::too_many_arguments)]
 async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: &Kubeconfigs,
-    sup: &mut Supervisor, status: &status::Writer) -> anyhow::Result<()> {
+    sup: &mut Supervisor, status: &status::Writer, tasks: &mut Tasks) -> anyhow::Result<()> {
     let socket = layout.datastore_socket();
     let logs = layout.logs_dir();
     std::fs::create_dir_all(&logs)?;
@@ -175,6 +186,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
     apply_addons(cfg, layout, c, kc).await?;
+    tasks.push(start_join_endpoint(cfg, pki, kc, &api).await?);
     if cfg.disable_agent {
         return Ok(());
     }
@@ -202,7 +214,34 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
         .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
     tracing::info!(node = %cfg.node_name, "node Ready");
+    let routes_api = Api::from_kubeconfig(&kc.kube_proxy)?;
+    tasks.push(tokio::spawn(node::routes::follow(routes_api, cfg.node_name.clone())));
     Ok(())
+}
+
+/// Writes the default join tokens and serves the join endpoint.
+async fn start_join_endpoint(cfg: &Config, pki: &Pki, kc: &Kubeconfigs, api: &Api)
+    -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let ca_pem = std::fs::read_to_string(pki.ca_cert())?;
+    for role in [join::token::Role::Server, join::token::Role::Agent] {
+        join::tokens::ensure_default(api, &cfg.data_dir, ca_pem.as_bytes(), role).await
+            .context("writing the default join tokens")?;
+    }
+    let cluster = join::server::Cluster {
+        api: Api::from_kubeconfig(&kc.supervisor)?,
+        pki: pki.clone(),
+        ca_pem,
+        api_server: format!("https://{}:{}", cfg.advertise_address, cfg.port),
+        cluster_cidr: cfg.cluster_cidr.clone(),
+        cluster_dns: cfg.cluster_dns,
+        cluster_domain: cfg.cluster_domain.clone(),
+    };
+    let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = join::server::serve(addr, cluster, std::future::pending()).await {
+            tracing::error!("join endpoint: {e:#}");
+        }
+    }))
 }
 
 /// Renders the addon manifests and applies them (server-side apply, so a

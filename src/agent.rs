@@ -1,0 +1,208 @@
+//! `k8s agent`: a worker node. It joins through a server's join endpoint
+//! with a token, then runs containerd, kubelet, kube-proxy and the pod
+//! network, and keeps routes to the other nodes' pod CIDRs.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+use crate::components::Supervisor;
+use crate::fsutil::write_atomic;
+use crate::join::{self, token::Token, AgentConfig};
+use crate::kubeapi::{self, Api};
+use crate::node;
+use crate::payload::Components;
+use crate::server::layout::RUN_DIR;
+
+/// Flags, also readable from /etc/k8s/config.yaml (same names).
+#[derive(Args, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Options {
+    /// The join endpoint of a server: https://HOST:9345.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// File holding the join token (from the server's `k8s token create --role agent`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Where state lives [default: /var/lib/k8s].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node name [default: the hostname].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's IP [default: the address of the default-route interface].
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Use components from this directory instead of the attached payload.
+    #[arg(long)]
+    pub components_dir: Option<PathBuf>,
+    /// Extra kubelet flags (`name=value`); repeatable.
+    #[arg(long)]
+    #[serde(default)]
+    pub kubelet_arg: Vec<String>,
+}
+
+impl Options {
+    pub fn over(self, file: Options) -> Options {
+        Options {
+            server: self.server.or(file.server),
+            token_file: self.token_file.or(file.token_file),
+            data_dir: self.data_dir.or(file.data_dir),
+            node_name: self.node_name.or(file.node_name),
+            node_ip: self.node_ip.or(file.node_ip),
+            components_dir: self.components_dir.or(file.components_dir),
+            kubelet_arg: if self.kubelet_arg.is_empty() { file.kubelet_arg } else { self.kubelet_arg },
+        }
+    }
+}
+
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let server = o.server.clone().context("--server is required (https://SERVER:9345)")?;
+    let token_file = o.token_file.clone().context("--token-file is required")?;
+    let token_text = std::fs::read_to_string(&token_file).with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+    let token = Token::parse(&token_text).with_context(|| format!("{}", token_file.display()))?;
+    let data_dir = o.data_dir.clone().unwrap_or_else(|| "/var/lib/k8s".into());
+    let node_name = match &o.node_name {
+        Some(n) => n.to_lowercase(),
+        None => crate::server::config::hostname()?.to_lowercase(),
+    };
+    let node_ip = match o.node_ip {
+        Some(ip) => ip,
+        None => crate::server::config::default_route_ip().context("cannot find this host's IP; pass --node-ip")?,
+    };
+    let layout = crate::server::layout::Layout::new(&data_dir);
+    layout.check_writable()?;
+    let _lock = layout.lock()?;
+    tracing::info!(node = %node_name, ip = %node_ip, %server, "k8s agent starting");
+
+    let components = {
+        let (d, c) = (data_dir.clone(), o.components_dir.clone());
+        tokio::task::spawn_blocking(move || Components::locate(&d, c.as_deref())).await??
+    };
+    let files = AgentFiles::new(&data_dir);
+    let cluster = match join::client::join_agent(&server, &token, &node_name, node_ip).await {
+        Ok(config) => {
+            files.write(&config)?;
+            config.into()
+        }
+        // Restarting while the server is away: run with what we have.
+        Err(e) if files.exist() => {
+            tracing::warn!("cannot reach {server} ({e:#}); starting with the credentials from the last join");
+            files.read_settings()?
+        }
+        Err(e) => return Err(e),
+    };
+
+    let mut sup = Supervisor::default();
+    let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &o.kubelet_arg, &data_dir, &mut sup).await;
+    let routes = match &result {
+        Ok(()) => Some(tokio::spawn(node::routes::follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?, node_name.clone()))),
+        Err(_) => None,
+    };
+    if let Err(e) = result {
+        sup.stop_all().await;
+        return Err(e);
+    }
+    tracing::info!(node = %node_name, "k8s agent ready");
+    crate::systemd::notify_ready();
+    crate::signals::terminated().await;
+    if let Some(r) = routes {
+        r.abort();
+    }
+    sup.stop_all().await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &str, node_ip: IpAddr,
+    kubelet_args: &[String], data_dir: &Path, sup: &mut Supervisor) -> anyhow::Result<()> {
+    let paths = node::Paths::new(data_dir, Path::new(RUN_DIR));
+    let settings = node::Settings {
+        node_name,
+        node_ip,
+        cluster_dns: cluster.cluster_dns,
+        cluster_domain: &cluster.cluster_domain,
+        cluster_cidr: &cluster.cluster_cidr,
+        client_ca: &f.ca,
+        kubelet_kubeconfig: &f.kubelet_kubeconfig,
+        kubelet_cert: &f.kubelet_cert,
+        kubelet_key: &f.kubelet_key,
+        kube_proxy_kubeconfig: &f.kube_proxy_kubeconfig,
+        kubelet_extra_args: kubelet_args,
+    };
+    node::start(sup, c, &paths, &settings).await?;
+    let api = Api::from_kubeconfig(&f.kubelet_kubeconfig)?;
+    let logs = paths.logs.join("kubelet.log");
+    let cidr = api.wait_node(node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
+        .with_context(|| format!("see {}", logs.display()))?;
+    node::write_pod_network(&paths, &cidr)?;
+    api.wait_node(node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
+        .with_context(|| format!("see {}", logs.display()))?;
+    Ok(())
+}
+
+/// The cluster settings an agent runs with.
+struct Settings {
+    cluster_cidr: String,
+    cluster_dns: IpAddr,
+    cluster_domain: String,
+}
+
+impl From<AgentConfig> for Settings {
+    fn from(c: AgentConfig) -> Settings {
+        Settings { cluster_cidr: c.cluster_cidr, cluster_dns: c.cluster_dns, cluster_domain: c.cluster_domain }
+    }
+}
+
+/// Where an agent keeps what it got from the join.
+struct AgentFiles {
+    ca: PathBuf,
+    kubelet_cert: PathBuf,
+    kubelet_key: PathBuf,
+    kubelet_kubeconfig: PathBuf,
+    kube_proxy_kubeconfig: PathBuf,
+    settings: PathBuf,
+}
+
+impl AgentFiles {
+    fn new(data_dir: &Path) -> AgentFiles {
+        let dir = data_dir.join("agent/pki");
+        AgentFiles {
+            ca: dir.join("ca.crt"),
+            kubelet_cert: dir.join("kubelet.crt"),
+            kubelet_key: dir.join("kubelet.key"),
+            kubelet_kubeconfig: dir.join("kubelet.kubeconfig"),
+            kube_proxy_kubeconfig: dir.join("kube-proxy.kubeconfig"),
+            settings: dir.join("cluster.json"),
+        }
+    }
+
+    fn exist(&self) -> bool {
+        self.settings.exists() && self.kubelet_kubeconfig.exists()
+    }
+
+    fn write(&self, c: &AgentConfig) -> anyhow::Result<()> {
+        write_atomic(&self.ca, c.ca_pem.as_bytes(), 0o644)?;
+        write_atomic(&self.kubelet_cert, c.kubelet_cert_pem.as_bytes(), 0o644)?;
+        write_atomic(&self.kubelet_key, c.kubelet_key_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.kubelet_kubeconfig, c.kubelet_kubeconfig.as_bytes(), 0o600)?;
+        write_atomic(&self.kube_proxy_kubeconfig, c.kube_proxy_kubeconfig.as_bytes(), 0o600)?;
+        let settings = serde_json::json!({
+            "cluster_cidr": c.cluster_cidr, "cluster_dns": c.cluster_dns, "cluster_domain": c.cluster_domain,
+        });
+        write_atomic(&self.settings, settings.to_string().as_bytes(), 0o644)
+    }
+
+    fn read_settings(&self) -> anyhow::Result<Settings> {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.settings)?)?;
+        let s = |k: &str| v[k].as_str().map(String::from).with_context(|| format!("{} lacks {k}", self.settings.display()));
+        let dns = s("cluster_dns")?.parse()?;
+        Ok(Settings { cluster_cidr: s("cluster_cidr")?, cluster_dns: dns, cluster_domain: s("cluster_domain")? })
+    }
+}

@@ -1,0 +1,41 @@
+//! Joining a cluster: a server serves an HTTPS join endpoint; an agent (or,
+//! later, another server) presents a join token and receives what it needs
+//! to run a node: the cluster CA, its kubelet and kube-proxy credentials,
+//! and the cluster's network settings.
+//!
+//! The token pins the CA: the joiner fetches `/cacerts` first, checks its
+//! sha256 against the token, and only then, over a connection that trusts
+//! that CA alone, sends the token's secret.
+
+pub mod cli;
+pub mod client;
+pub mod server;
+pub mod token;
+pub mod tokens;
+
+use serde::{Deserialize, Serialize};
+
+/// Port of the join endpoint (the same as RKE2's supervisor).
+pub const DEFAULT_PORT: u16 = 9345;
+
+/// No Debug: it carries the token.
+#[derive(Serialize, Deserialize)]
+pub struct AgentRequest {
+    pub token: String,
+    pub node_name: String,
+    pub node_ip: std::net::IpAddr,
+}
+
+/// Everything an agent needs to run its node.
+#[derive(Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub ca_pem: String,
+    pub kubelet_kubeconfig: String,
+    pub kube_proxy_kubeconfig: String,
+    pub kubelet_cert_pem: String,
+    pub kubelet_key_pem: String,
+    pub api_server: String,
+    pub cluster_cidr: String,
+    pub cluster_dns: std::net::IpAddr,
+    pub cluster_domain: String,
+}

@@ -1,0 +1,119 @@
+//! The join endpoint a server serves (HTTPS, the API server's certificate):
+//! `GET /cacerts` (public: joiners pin it with their token's hash) and
+//! `POST /v1/join/agent` (token-authenticated: a node's credentials).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio_rustls::rustls;
+
+use super::token::{Role, Token};
+use super::{tokens, AgentConfig, AgentRequest};
+use crate::kubeapi::Api;
+use crate::pki::{self, Pki};
+
+/// What the endpoint needs to answer.
+pub struct Cluster {
+    pub api: Api,
+    pub pki: Pki,
+    pub ca_pem: String,
+    pub api_server: String,
+    pub cluster_cidr: String,
+    pub cluster_dns: std::net::IpAddr,
+    pub cluster_domain: String,
+}
+
+type Shared = Arc<Cluster>;
+type Refusal = (StatusCode, String);
+
+fn router(cluster: Shared) -> Router {
+    Router::new()
+        .route("/cacerts", get(|State(c): State<Shared>| async move { c.ca_pem.clone() }))
+        .route("/v1/join/agent", post(join_agent))
+        .with_state(cluster)
+}
+
+async fn join_agent(
+    State(c): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(req): Json<AgentRequest>,
+) -> Result<Json<AgentConfig>, Refusal> {
+    if let Err(why) = authorize(&c, &req.token, Role::Agent).await {
+        tracing::warn!(node = %req.node_name, %peer, "join refused: {why}");
+        return Err((StatusCode::UNAUTHORIZED, why));
+    }
+    let config = agent_config(&c, &req).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    tracing::info!(node = %req.node_name, %peer, "agent joined");
+    Ok(Json(config))
+}
+
+/// Checks a token: our CA, a known id, the right secret and role, not
+/// expired. A server token may also join agents.
+async fn authorize(c: &Cluster, presented: &str, role: Role) -> Result<(), String> {
+    let token = Token::parse(presented).map_err(|e| e.to_string())?;
+    if token.ca_hash != super::token::ca_hash(c.ca_pem.as_bytes()) {
+        return Err("the token belongs to another cluster (its CA hash differs)".into());
+    }
+    let record = tokens::find(&c.api, &token.id).await.map_err(|e| format!("cannot read tokens: {e:#}"))?;
+    let admitted = record.is_some_and(|r| r.admits(&token, role) || r.admits(&token, Role::Server));
+    if admitted { Ok(()) } else { Err("unknown, revoked or expired token".into()) }
+}
+
+fn agent_config(c: &Cluster, req: &AgentRequest) -> anyhow::Result<AgentConfig> {
+    let node = req.node_name.to_lowercase();
+    let kubelet = pki::issue_client(&c.pki, &format!("system:node:{node}"), Some("system:nodes"))?;
+    let proxy = pki::issue_client(&c.pki, "system:kube-proxy", None)?;
+    let serving = pki::issue_serving(&c.pki, &node, &[node.clone(), req.node_ip.to_string(), "localhost".into()])?;
+    Ok(AgentConfig {
+        ca_pem: c.ca_pem.clone(),
+        kubelet_kubeconfig: pki::render_kubeconfig(&c.ca_pem, &c.api_server, "kubelet", &kubelet)?,
+        kube_proxy_kubeconfig: pki::render_kubeconfig(&c.ca_pem, &c.api_server, "kube-proxy", &proxy)?,
+        kubelet_cert_pem: serving.cert_pem,
+        kubelet_key_pem: serving.key_pem,
+        api_server: c.api_server.clone(),
+        cluster_cidr: c.cluster_cidr.clone(),
+        cluster_dns: c.cluster_dns,
+        cluster_domain: c.cluster_domain.clone(),
+    })
+}
+
+/// Serves until `stop` resolves.
+pub async fn serve(addr: SocketAddr, cluster: Cluster, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let tls = tls_acceptor(&cluster.pki)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the join endpoint; is another server running?"))?;
+    let app = router(Arc::new(cluster));
+    tracing::info!(%addr, "join endpoint ready");
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => { tracing::warn!("join endpoint accept: {e}"); continue; }
+            },
+        };
+        let (tls, app) = (tls.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) = tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await else { return };
+            let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(ConnectInfo(peer))));
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+        });
+    }
+}
+
+fn tls_acceptor(pki: &Pki) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let cert = std::fs::read(pki.apiserver_cert())?;
+    let key = std::fs::read(pki.apiserver_key())?;
+    let chain = rustls_pemfile::certs(&mut cert.as_slice()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut key.as_slice())?.context("no key in the API server key file")?;
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
