@@ -50,6 +50,7 @@ test-etcdctl:
 test-e2e:
 	e2e/lib/selftest.sh "$$(./bootstrap/build.sh | tail -n 1)"
 	K8S_BIN=$(K8S) e2e/single-node.sh
+	K8S_BIN=$(K8S) e2e/agent.sh
 
 # Figures, not tests: the datastore against real etcd, and a node's start time and memory.
 bench: build

@@ -155,6 +155,12 @@ fn remove(path: &Path) {
     match result {
         Ok(()) => println!("removed {}", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // A mount point (a separate disk for /var/lib/k8s, say) stays; its content goes.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                remove(&entry.path());
+            }
+        }
         Err(e) => eprintln!("cannot remove {}: {e}", path.display()),
     }
 }
