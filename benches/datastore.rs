@@ -12,6 +12,8 @@
 //! - `K8S_BIN`      the `k8s` binary (default: the one cargo just built,
 //!   target/release/k8s)
 //! - `ETCD_BIN`     the etcd binary (default `etcd` from PATH)
+//! - `BENCH_KEEP`   set: keep the data directories and server logs
+//! - `K8S_LOG`      passed to `k8s datastore` (default warn)
 //! - `BENCH_ONLY`   comma-separated workload numbers to run, e.g. `1,4`
 //!   (workload 2 and 3 need the keys workload 1 writes; 2 runs 1 first)
 
@@ -73,7 +75,7 @@ impl Config {
     }
 
     fn wants(&self, w: u32) -> bool {
-        self.only.as_ref().map_or(true, |o| o.contains(&w) || (w == 1 && (o.contains(&2) || o.contains(&3))))
+        self.only.as_ref().is_none_or(|o| o.contains(&w) || (w == 1 && (o.contains(&2) || o.contains(&3))))
     }
 }
 
@@ -164,7 +166,9 @@ impl Server {
         let endpoint = format!("http://127.0.0.1:{}", free_port()?);
         let mut cmd = Command::new(&cfg.k8s_bin);
         cmd.arg("datastore").arg("--data-dir").arg(&data_dir).arg("--listen").arg(&endpoint);
-        cmd.env("K8S_LOG", "warn");
+        if std::env::var_os("K8S_LOG").is_none() {
+            cmd.env("K8S_LOG", "warn");
+        }
         let spawned = Instant::now();
         let child = spawn(cmd, &log)?;
         Ok(Server { name: "ours", child, endpoint, data_dir, log, spawned, ready_after: Duration::ZERO })
@@ -402,7 +406,7 @@ fn kv_key(i: u64) -> String {
     format!("/bench/kv/{i:05}")
 }
 
-/// 1. 256-byte puts over the key space from 16 clients.
+/// Workload 1: 256-byte puts over the key space from 16 clients.
 async fn w_put(cfg: &Config, ep: &str) -> Result<Rows> {
     let keys = kv_keys(cfg);
     let total = cfg.n(40_000, keys);
@@ -417,10 +421,23 @@ async fn w_put(cfg: &Config, ep: &str) -> Result<Rows> {
         }
     })
     .await;
-    Ok(vec![(format!("1. put 256 B, {keys} keys, {WORKERS} clients"), stat)])
+    // One client, one put at a time: the commit (fsync) latency itself.
+    let val = Arc::new(value(256, 6));
+    let seq = drive(vec![kv(&clients[0])], cfg.n(1_000, 100), Duration::from_secs(15), move |mut kv, i| {
+        let val = val.clone();
+        async move {
+            let r = kv.put(kv_key(i % keys), val.to_vec(), None).await;
+            (kv, r.map(|_| None).map_err(Into::into))
+        }
+    })
+    .await;
+    Ok(vec![
+        (format!("1a. put 256 B, {keys} keys, {WORKERS} clients"), stat),
+        ("1b. put 256 B, 1 client, sequential".to_string(), seq),
+    ])
 }
 
-/// 2. Ranges over the keys workload 1 wrote: random 100-key prefixes from
+/// Workload 2: Ranges over the keys workload 1 wrote: random 100-key prefixes from
 /// 16 readers, and whole-prefix lists from 4.
 async fn w_range(cfg: &Config, ep: &str) -> Result<Rows> {
     let keys = kv_keys(cfg);
@@ -439,7 +456,7 @@ async fn w_range(cfg: &Config, ep: &str) -> Result<Rows> {
     })
     .await;
     let states: Vec<KvClient> = clients.iter().take(4).map(kv).collect();
-    let full = drive(states, cfg.n(40, 8), Duration::from_secs(20), move |mut kv, _| async move {
+    let full = drive(states, cfg.n(80, 8), Duration::from_secs(20), move |mut kv, _| async move {
         let r = kv.get("/bench/kv/", Some(GetOptions::new().with_prefix())).await;
         let r = match r {
             Ok(resp) if resp.kvs().len() as u64 == keys => Ok(None),
@@ -455,7 +472,7 @@ async fn w_range(cfg: &Config, ep: &str) -> Result<Rows> {
     ])
 }
 
-/// 3. kube-apiserver's GuaranteedUpdate: Txn(mod_revision == known) then
+/// Workload 3: kube-apiserver's GuaranteedUpdate: Txn(mod_revision == known) then
 /// Put, else Get; on conflict retry with what the Get returned. The known
 /// revisions are shared, like the apiserver's watch cache.
 async fn w_cas(cfg: &Config, ep: &str) -> Result<Rows> {
@@ -522,14 +539,14 @@ async fn w_cas(cfg: &Config, ep: &str) -> Result<Rows> {
     Ok(vec![(format!("3. CAS update (Txn), 1k keys, {WORKERS} clients"), stat)])
 }
 
-/// 4. 100 watchers on one prefix over 4 connections; a writer puts N new
+/// Workload 4: 100 watchers on one prefix over 4 connections; a writer puts N new
 /// keys, 8 in flight. Every event's delivery time at every watcher is
 /// compared with the time its put was sent and acknowledged.
 async fn w_watch(cfg: &Config, ep: &str) -> Result<Rows> {
     const WATCHERS: usize = 100;
     const WRITERS: usize = 8;
     let prefix = "/bench/watch/";
-    let n = cfg.n(2_000, 100);
+    let n = cfg.n(4_000, 100);
     let conns = connect(ep, 4).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut watchers = Vec::new();
@@ -655,7 +672,7 @@ async fn w_watch(cfg: &Config, ep: &str) -> Result<Rows> {
     ])
 }
 
-/// 5. Lease churn: grant a 2 s lease and attach a key to it, from 16
+/// Workload 5: Lease churn: grant a 2 s lease and attach a key to it, from 16
 /// clients; then let them all expire and time the keys' deletions (seen
 /// through a watch) against each lease's deadline.
 async fn w_lease(cfg: &Config, ep: &str) -> Result<Rows> {
@@ -780,6 +797,18 @@ struct Cpu {
     workload: String,
     secs: [f64; 2],
     ops: [u64; 2],
+    /// VmRSS after the workload, bytes.
+    rss: [u64; 2],
+    /// CPU seconds this benchmark process (the clients) used.
+    client: [f64; 2],
+}
+
+/// User + system CPU seconds of this process.
+fn self_cpu_seconds() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 async fn run(cfg: &Config, servers: &mut [Server; 2]) -> Result<()> {
@@ -796,13 +825,14 @@ async fn run(cfg: &Config, servers: &mut [Server; 2]) -> Result<()> {
             continue;
         }
         let mut per: [Rows; 2] = [Vec::new(), Vec::new()];
-        let mut cpu_row = Cpu { workload: label.to_string(), secs: [0.0; 2], ops: [0; 2] };
+        let mut cpu_row = Cpu { workload: label.to_string(), secs: [0.0; 2], ops: [0; 2], rss: [0; 2], client: [0.0; 2] };
         // etcd first, then ours: both see the same history of workloads.
         for idx in [1, 0] {
             let s = &mut servers[idx];
             s.check_alive()?;
             let ep = s.endpoint.clone();
             let before = s.cpu_seconds();
+            let client_before = self_cpu_seconds();
             let t = Instant::now();
             eprint!("{label:<10} {:<5} ... ", s.name);
             let r = match num {
@@ -813,6 +843,8 @@ async fn run(cfg: &Config, servers: &mut [Server; 2]) -> Result<()> {
                 _ => w_lease(cfg, &ep).await,
             };
             cpu_row.secs[idx] = s.cpu_seconds() - before;
+            cpu_row.rss[idx] = s.status_kib("VmRSS") * 1024;
+            cpu_row.client[idx] = self_cpu_seconds() - client_before;
             eprintln!("{:.1} s", t.elapsed().as_secs_f64());
             per[idx] = match r {
                 Ok(rows) => rows,
@@ -914,12 +946,19 @@ fn report(cfg: &Config, servers: &[Server; 2], rows: &mut [Row], cpu: &[Cpu], el
         }
     }
     println!();
-    println!("| server CPU per workload | ours CPU s | etcd CPU s | ours µs/op | etcd µs/op |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| per workload | ours CPU s | etcd CPU s | ours CPU µs/op | etcd CPU µs/op | ours RSS after | etcd RSS after | client CPU s vs ours / etcd |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for c in cpu {
         let per_op = |i: usize| if c.ops[i] > 0 { format!("{:.0}", c.secs[i] * 1e6 / c.ops[i] as f64) } else { "–".into() };
-        println!("| {} | {:.2} | {:.2} | {} | {} |", c.workload, c.secs[0], c.secs[1], per_op(0), per_op(1));
+        println!(
+            "| {} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} / {:.2} |",
+            c.workload, c.secs[0], c.secs[1], per_op(0), per_op(1), fmt_bytes(c.rss[0]), fmt_bytes(c.rss[1]),
+            c.client[0], c.client[1]
+        );
     }
+    println!();
+    println!("CPU s: server user+system time during the workload; µs/op: that over the ops of the workload's first row;");
+    println!("client CPU: this benchmark process, which shares the machine's cores with the server under test.");
     println!();
     println!("| resources after the workloads | ours | etcd | ours/etcd |");
     println!("|---|---:|---:|---:|");
@@ -943,12 +982,33 @@ fn report(cfg: &Config, servers: &[Server; 2], rows: &mut [Row], cpu: &[Cpu], el
     );
 }
 
+const DIR_PREFIX: &str = "k8s-datastore-bench-";
+
+/// Removes directories left by a benchmark that was killed outright
+/// (SIGKILL skips every cleanup; its servers died with it): those whose
+/// bench.pid names a process that no longer exists.
+fn remove_stale_dirs(bench_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(bench_dir) else { return };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let Ok(pid) = std::fs::read_to_string(e.path().join("bench.pid")) else { continue };
+        if !Path::new(&format!("/proc/{}", pid.trim())).exists() {
+            eprintln!("removing {} (left by a killed benchmark, pid {})", e.path().display(), pid.trim());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cfg = Config::from_env()?;
     now_ns();
     std::fs::create_dir_all(&cfg.bench_dir)
         .with_context(|| format!("cannot create BENCH_DIR {}", cfg.bench_dir.display()))?;
-    let root = tempfile::Builder::new().prefix("k8s-datastore-bench-").tempdir_in(&cfg.bench_dir)?;
+    remove_stale_dirs(&cfg.bench_dir);
+    let root = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir_in(&cfg.bench_dir)?;
+    std::fs::write(root.path().join("bench.pid"), std::process::id().to_string())?;
     // Spawned here, on the main thread, which outlives every workload (see
     // `spawn`). Declared after `root`, so they are killed before it is removed.
     let mut servers = [Server::ours(&cfg, root.path())?, Server::etcd(&cfg, root.path())?];
@@ -965,6 +1025,10 @@ fn main() -> Result<()> {
     });
     drop(rt);
     drop(servers);
-    drop(root);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("kept {}", root.keep().display());
+    } else {
+        drop(root);
+    }
     result
 }
