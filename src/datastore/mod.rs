@@ -156,8 +156,13 @@ async fn expire_leases(store: std::sync::Weak<Store>) {
     loop {
         tick.tick().await;
         let Some(store) = store.upgrade() else { return };
-        for id in store.leases.expired() {
-            if let Err(e) = store.writer.submit(writer::Op::LeaseExpire(id)).await {
+        // Submitted together, so the expiries share one commit.
+        let expiries = store.leases.expired().into_iter().map(|id| {
+            let writer = store.writer.clone();
+            async move { (id, writer.submit(writer::Op::LeaseExpire(id)).await) }
+        });
+        for (id, result) in futures::future::join_all(expiries).await {
+            if let Err(e) = result {
                 tracing::warn!(lease = id, error = %e.message(), "cannot expire lease yet");
             }
         }

@@ -11,17 +11,20 @@ use tonic::Status;
 use super::errors;
 use super::schema;
 
-/// Connections kept for reuse; more are opened under load and dropped.
+/// Concurrent reads, and connections kept for reuse.
 const KEEP: usize = 8;
 
 pub struct Readers {
     data_dir: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Reads in flight at most: bounds blocking threads (each brings its
+    /// own malloc arena) and connections (each its own page cache).
+    slots: tokio::sync::Semaphore,
 }
 
 impl Readers {
     pub fn new(data_dir: PathBuf) -> Readers {
-        Readers { data_dir, idle: Mutex::new(Vec::new()) }
+        Readers { data_dir, idle: Mutex::new(Vec::new()), slots: tokio::sync::Semaphore::new(KEEP) }
     }
 
     pub async fn with<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T, Status>
@@ -29,6 +32,7 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Status> + Send + 'static,
     {
+        let _slot = self.slots.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.run(f))
             .await

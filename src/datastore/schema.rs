@@ -113,7 +113,9 @@ pub fn open_reader(data_dir: &Path) -> Result<Connection, OpenError> {
     let path = db_path(data_dir);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;")
+    // A small private cache each: the OS page cache is shared anyway. (No
+    // mmap: compaction truncates the file, which a mapping turns into SIGBUS.)
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -4096;")
         .map_err(|e| classify(&path, e))?;
     Ok(conn)
 }

@@ -21,7 +21,12 @@ const RESERVED_PORTS: [(u16, &str); 6] = [
 
 /// Adds the problems to `r` and the warnings to `warnings`; returns the
 /// mode when the hosts are complete enough to choose one.
-pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &dyn Fn(&FieldPath) -> usize) -> Option<Mode> {
+pub fn check(
+    d: &Draft,
+    r: &mut Reader,
+    warnings: &mut Vec<Pending>,
+    line_of: &dyn Fn(&FieldPath) -> usize,
+) -> Option<Mode> {
     let cluster = FieldPath::default().key("cluster");
     let c = &d.cluster;
 
@@ -33,7 +38,10 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
     if let (Some(cc), Some(sc)) = (c.cluster_cidr, c.service_cidr) {
         let p = cluster.key("service-cidr");
         if cc.network.is_ipv4() != sc.network.is_ipv4() {
-            r.error(&p, format!("{sc} and cluster-cidr {cc} are of different IP families; use IPv4 for both or IPv6 for both"));
+            r.error(
+                &p,
+                format!("{sc} and cluster-cidr {cc} are of different IP families; use IPv4 for both or IPv6 for both"),
+            );
         } else if cc.overlaps(&sc) {
             r.error(
                 &p,
@@ -76,7 +84,12 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
     if let Some(ip) = c.api_address.as_deref().and_then(|a| a.parse::<IpAddr>().ok()) {
         for (name, net) in &networks {
             if net.contains(ip) {
-                r.error(&api.key("address"), format!("{ip} is inside {name} {net}; the API address must be outside the pod and service networks"));
+                r.error(
+                    &api.key("address"),
+                    format!(
+                        "{ip} is inside {name} {net}; the API address must be outside the pod and service networks"
+                    ),
+                );
             }
         }
     }
@@ -105,7 +118,10 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
             };
             if let Some(&j) = addresses.get(&key) {
                 let line = line_of(&hosts_path.index(j));
-                r.error(&at(i, "address"), format!("{} is already hosts[{j}] (line {line}); list each machine once", host.address));
+                r.error(
+                    &at(i, "address"),
+                    format!("{} is already hosts[{j}] (line {line}); list each machine once", host.address),
+                );
             } else {
                 addresses.insert(key, i);
             }
@@ -113,7 +129,10 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
         if let Some(name) = host.name.as_deref() {
             if let Some(&j) = names.get(name) {
                 let line = line_of(&hosts_path.index(j));
-                r.error(&at(i, "name"), format!("{name:?} is already the name of hosts[{j}] (line {line}); node names must be unique"));
+                r.error(
+                    &at(i, "name"),
+                    format!("{name:?} is already the name of hosts[{j}] (line {line}); node names must be unique"),
+                );
             } else {
                 names.insert(name, i);
             }
@@ -124,7 +143,10 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
         }
         if let Some(ip) = host.node_ip {
             if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
-                r.error(&at(i, "node-ip"), format!("{ip} cannot be a node's IP; use an address other hosts reach it at"));
+                r.error(
+                    &at(i, "node-ip"),
+                    format!("{ip} cannot be a node's IP; use an address other hosts reach it at"),
+                );
             }
             own.push((ip, "node-ip"));
         }
@@ -133,14 +155,19 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
                 if net.contains(ip) {
                     r.error(
                         &at(i, field),
-                        format!("{ip} is inside {name} {net}; choose a {name} that does not contain the hosts' addresses"),
+                        format!(
+                            "{ip} is inside {name} {net}; choose a {name} that does not contain the hosts' addresses"
+                        ),
                     );
                 }
             }
             match ips.get(&ip) {
                 Some(&(j, other)) if j != i && !(field == "address" && other == "address") => {
                     let line = line_of(&hosts_path.index(j));
-                    r.error(&at(i, field), format!("{ip} is already the {other} of hosts[{j}] (line {line}); each host needs its own IP"));
+                    r.error(
+                        &at(i, field),
+                        format!("{ip} is already the {other} of hosts[{j}] (line {line}); each host needs its own IP"),
+                    );
                 }
                 Some(_) => {}
                 None => {
@@ -165,7 +192,10 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
     let force = FieldPath::default().key("options").key("force-even-servers");
     let mode = match servers {
         0 => {
-            r.key_error(&hosts_path, "no server: a cluster needs a host with role: server (1 for a single server; 3, 5 or 7 for HA)");
+            r.key_error(
+                &hosts_path,
+                "no server: a cluster needs a host with role: server (1 for a single server; 3, 5 or 7 for HA)",
+            );
             return None;
         }
         1 => Mode::Single,
@@ -178,7 +208,11 @@ pub fn check(d: &Draft, r: &mut Reader, warnings: &mut Vec<Pending>, line_of: &d
             return None;
         }
         n if n % 2 == 0 => {
-            warnings.push(Pending { path: force, at_key: true, message: format!("{} (going ahead as forced)", even(n)) });
+            warnings.push(Pending {
+                path: force,
+                at_key: true,
+                message: format!("{} (going ahead as forced)", even(n)),
+            });
             Mode::Ha { servers: n }
         }
         n => Mode::Ha { servers: n },

@@ -44,7 +44,9 @@ impl fmt::Display for FieldPath {
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
                 Seg::Index(n) => write!(f, "[{n}]")?,
-                Seg::Key(k) if k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && !k.is_empty() => {
+                Seg::Key(k)
+                    if k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && !k.is_empty() =>
+                {
                     if i > 0 {
                         f.write_str(".")?;
                     }

@@ -80,7 +80,8 @@ impl Inventory {
         }
         let (Some(mode), Some(hosts)) = (mode, draft.hosts) else {
             // `check` reports a problem whenever it cannot choose a mode.
-            let problem = Problem { file, line: 1, column: 1, field: "hosts".into(), message: "cannot choose a mode".into() };
+            let problem =
+                Problem { file, line: 1, column: 1, field: "hosts".into(), message: "cannot choose a mode".into() };
             return Err(InventoryError::Invalid { problems: vec![problem] });
         };
         let c = draft.cluster;

@@ -175,7 +175,10 @@ impl Reader {
             Value::Null => return Some(Fields { path: path.clone(), entries: vec![] }),
             Value::Mapping(m) => m,
             other => {
-                self.error(path, format!("expected {what} (a mapping with keys like {}), found {}", known[0], kind(other)));
+                self.error(
+                    path,
+                    format!("expected {what} (a mapping with keys like {}), found {}", known[0], kind(other)),
+                );
                 return None;
             }
         };
@@ -233,7 +236,13 @@ impl Reader {
         }
     }
 
-    fn parsed<T>(&mut self, v: &Value, path: &FieldPath, what: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    fn parsed<T>(
+        &mut self,
+        v: &Value,
+        path: &FieldPath,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let s = self.string(v, path, what)?;
         match parse(&s) {
             Ok(t) => Some(t),
@@ -269,11 +278,18 @@ impl Reader {
     }
 
     /// One of `choices`; `hints` map habits from other tools to ours.
-    fn choice<T: Copy>(&mut self, v: &Value, path: &FieldPath, choices: &[(&str, T)], hints: &[(&str, &str)]) -> Option<T> {
+    fn choice<T: Copy>(
+        &mut self,
+        v: &Value,
+        path: &FieldPath,
+        choices: &[(&str, T)],
+        hints: &[(&str, &str)],
+    ) -> Option<T> {
         let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
         let list = names.join(", ");
         let Value::String(s) = v else {
-            let hint = hints.iter().find(|(from, _)| *from == v_text(v)).map(|(_, to)| format!("; {to}")).unwrap_or_default();
+            let hint =
+                hints.iter().find(|(from, _)| *from == v_text(v)).map(|(_, to)| format!("; {to}")).unwrap_or_default();
             self.error(path, format!("expected one of {list}, found {}{hint}", kind(v)));
             return None;
         };
@@ -375,7 +391,8 @@ impl Reader {
                 self.error(&p, format!("expected a mapping; write api: {{address: {s}}} (and port: if not 6443)"));
             } else if let Some(api) = self.fields(v, &p, "the API endpoint", &["address", "port"], &[]) {
                 if let Some((v, p)) = api.get("address") {
-                    c.api_address = self.checked(v, &p, "an address", |s| syntax::check_address(s, "cluster.api.port", None));
+                    c.api_address =
+                        self.checked(v, &p, "an address", |s| syntax::check_address(s, "cluster.api.port", None));
                     c.api_address_ok = c.api_address.is_some();
                 }
                 if let Some((v, p)) = api.get("port") {
@@ -492,7 +509,8 @@ impl Reader {
         }
         if let Some((v, p)) = f.get("sudo") {
             let hints = [("true", "write always (or auto: only when the user is not root)"), ("false", "write never")];
-            s.sudo = self.choice(v, &p, &[("auto", Sudo::Auto), ("always", Sudo::Always), ("never", Sudo::Never)], &hints);
+            s.sudo =
+                self.choice(v, &p, &[("auto", Sudo::Auto), ("always", Sudo::Always), ("never", Sudo::Never)], &hints);
         }
         if let Some((v, p)) = f.get("timeout") {
             s.timeout = match v {
@@ -549,7 +567,10 @@ impl Reader {
                 }
             }
             other => {
-                self.error(path, format!("expected a bastion like admin@jump:22 (or a mapping), found {}", kind(other)));
+                self.error(
+                    path,
+                    format!("expected a bastion like admin@jump:22 (or a mapping), found {}", kind(other)),
+                );
                 BastionChoice::Inherit
             }
         }
@@ -569,7 +590,10 @@ impl Reader {
 
     fn hosts(&mut self, v: &Value, path: &FieldPath) -> Option<Vec<Option<HostDraft>>> {
         let Value::Sequence(items) = v else {
-            self.error(path, format!("expected a list of hosts (each line starting with `- address: …`), found {}", kind(v)));
+            self.error(
+                path,
+                format!("expected a list of hosts (each line starting with `- address: …`), found {}", kind(v)),
+            );
             return None;
         };
         Some(items.iter().enumerate().map(|(i, item)| self.host(item, &path.index(i))).collect())
@@ -596,7 +620,9 @@ impl Reader {
         let mut address_ok = false;
         match f.get("address") {
             Some((v, p)) => {
-                if let Some(a) = self.checked(v, &p, "an address", |s| syntax::check_address(s, "ssh.port", Some("ssh.user"))) {
+                if let Some(a) =
+                    self.checked(v, &p, "an address", |s| syntax::check_address(s, "ssh.port", Some("ssh.user")))
+                {
                     host.address = a;
                     address_ok = true;
                 }
@@ -635,14 +661,20 @@ impl Reader {
         let no_node = role_ok && host.role == Role::Server && host.control_plane_only;
         if let Some((v, p)) = f.get("labels") {
             if no_node {
-                self.key_error(&p, "a control-plane-only server is not a node, so it has no labels; remove them or control-plane-only");
+                self.key_error(
+                    &p,
+                    "a control-plane-only server is not a node, so it has no labels; remove them or control-plane-only",
+                );
             } else {
                 host.labels = self.labels(v, &p);
             }
         }
         if let Some((v, p)) = f.get("taints") {
             if no_node {
-                self.key_error(&p, "a control-plane-only server is not a node, so it has no taints; remove them or control-plane-only");
+                self.key_error(
+                    &p,
+                    "a control-plane-only server is not a node, so it has no taints; remove them or control-plane-only",
+                );
             } else {
                 host.taints = self.taints(v, &p);
             }
@@ -727,7 +759,13 @@ impl Reader {
             match syntax::parse_taint(s) {
                 Ok(t) => {
                     if !seen.insert((t.key.clone(), t.effect)) {
-                        self.error(&p, format!("a taint with key {:?} and effect {:?} is already listed; keep one", t.key, t.effect));
+                        self.error(
+                            &p,
+                            format!(
+                                "a taint with key {:?} and effect {:?} is already listed; keep one",
+                                t.key, t.effect
+                            ),
+                        );
                     } else {
                         out.push(t);
                     }

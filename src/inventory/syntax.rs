@@ -18,7 +18,9 @@ pub struct Cidr {
 impl Cidr {
     pub fn parse(s: &str) -> Result<Cidr, String> {
         if s.contains(',') {
-            return Err(format!("{s:?} lists several networks; dual-stack is not supported, give one network like 10.42.0.0/16"));
+            return Err(format!(
+                "{s:?} lists several networks; dual-stack is not supported, give one network like 10.42.0.0/16"
+            ));
         }
         let Some((ip, bits)) = s.split_once('/') else {
             return Err(format!("{s:?} is not a CIDR: add the prefix length, e.g. {s}/16"));
@@ -37,7 +39,11 @@ impl Cidr {
     }
 
     fn bits(&self) -> u32 {
-        if self.network.is_ipv4() { 32 } else { 128 }
+        if self.network.is_ipv4() {
+            32
+        } else {
+            128
+        }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {

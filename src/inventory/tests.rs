@@ -33,7 +33,8 @@ fn problems(text: &str) -> Vec<String> {
 #[track_caller]
 fn has(all: &[String], at: &str, parts: &[&str]) {
     let prefix = format!("hosts.yaml:{at}: ");
-    let found: Vec<&String> = all.iter().filter(|p| p.starts_with(&prefix) && parts.iter().all(|x| p.contains(x))).collect();
+    let found: Vec<&String> =
+        all.iter().filter(|p| p.starts_with(&prefix) && parts.iter().all(|x| p.contains(x))).collect();
     assert_eq!(found.len(), 1, "expected one problem at {at} containing {parts:?}; got:\n{}", all.join("\n"));
 }
 
@@ -188,7 +189,11 @@ fn tabs_get_a_hint() {
 
 #[test]
 fn repeated_key_points_at_the_repeat() {
-    one("hosts:\n  - address: 10.0.0.11\n    role: server\n    role: agent\n", "4:5", &["hosts[0]: ", "\"role\" is written twice"]);
+    one(
+        "hosts:\n  - address: 10.0.0.11\n    role: server\n    role: agent\n",
+        "4:5",
+        &["hosts[0]: ", "\"role\" is written twice"],
+    );
 }
 
 #[test]
@@ -291,7 +296,11 @@ hosts:
 #[test]
 fn hosts_must_be_a_list_of_mappings() {
     one("hosts:\n  address: 10.0.0.11\n", "2:3", &["hosts: expected a list of hosts"]);
-    one("hosts:\n  - 10.0.0.11\n", "2:5", &["hosts[0]: expected a host mapping; write `- {address: 10.0.0.11, role: server}`"]);
+    one(
+        "hosts:\n  - 10.0.0.11\n",
+        "2:5",
+        &["hosts[0]: expected a host mapping; write `- {address: 10.0.0.11, role: server}`"],
+    );
     one("hosts: []\n", "1:8", &["hosts: the list is empty"]);
     one("cluster: {name: a}\n", "1:1", &["no hosts:"]);
     one("[1, 2]\n", "1:1", &["expected the inventory (a mapping"]);
@@ -308,8 +317,16 @@ fn address_and_role_are_required() {
 
 #[test]
 fn role_values() {
-    one("hosts:\n  - address: 10.0.0.11\n    role: sever\n", "3:11", &["hosts[0].role: \"sever\" is not one of server, agent; did you mean server?"]);
-    one("hosts:\n  - address: 10.0.0.11\n    role: master\n", "3:11", &["\"master\" is not one of server, agent; write server"]);
+    one(
+        "hosts:\n  - address: 10.0.0.11\n    role: sever\n",
+        "3:11",
+        &["hosts[0].role: \"sever\" is not one of server, agent; did you mean server?"],
+    );
+    one(
+        "hosts:\n  - address: 10.0.0.11\n    role: master\n",
+        "3:11",
+        &["\"master\" is not one of server, agent; write server"],
+    );
     let all = problems("hosts:\n  - {address: 10.0.0.11, role: controller}\n  - {address: 10.0.0.12, role: worker}\n");
     has(&all, "2:32", &["write server (k0sctl's controller)"]);
     has(&all, "3:32", &["\"worker\" is not one of server, agent; write agent"]);
@@ -373,12 +390,17 @@ fn cluster_dns_must_be_inside_the_service_network() {
     at("10.43.0.1", &["the first address of 10.43.0.0/16, which the `kubernetes` Service takes"]);
     at("10.43.255.255", &["broadcast address"]);
     ok(&format!("cluster:\n  cluster-dns: 10.43.0.53\n{ONE}"));
-    one(&format!("cluster:\n  service-cidr: 10.43.0.0/29\n{ONE}"), "2:17", &["too small to hold the cluster DNS address"]);
+    one(
+        &format!("cluster:\n  service-cidr: 10.43.0.0/29\n{ONE}"),
+        "2:17",
+        &["too small to hold the cluster DNS address"],
+    );
 }
 
 #[test]
 fn hosts_must_be_outside_the_cluster_networks() {
-    let text = "cluster:\n  api: {address: 10.43.0.5}\nhosts:\n  - {address: 10.42.0.11, role: server, node-ip: 10.43.9.9}\n";
+    let text =
+        "cluster:\n  api: {address: 10.43.0.5}\nhosts:\n  - {address: 10.42.0.11, role: server, node-ip: 10.43.9.9}\n";
     let all = problems(text);
     assert_eq!(all.len(), 3, "{}", all.join("\n"));
     has(&all, "2:18", &["cluster.api.address: 10.43.0.5 is inside service-cidr 10.43.0.0/16"]);
@@ -424,13 +446,25 @@ hosts:
 #[test]
 fn a_host_may_use_its_own_address_as_node_ip() {
     ok("hosts:\n  - {address: 10.0.0.11, role: server, node-ip: 10.0.0.11}\n");
-    one("hosts:\n  - {address: 10.0.0.11, role: server, node-ip: 127.0.0.1}\n", "2:49", &["127.0.0.1 cannot be a node's IP"]);
+    one(
+        "hosts:\n  - {address: 10.0.0.11, role: server, node-ip: 127.0.0.1}\n",
+        "2:49",
+        &["127.0.0.1 cannot be a node's IP"],
+    );
 }
 
 #[test]
 fn names() {
-    one("cluster: {name: Edge}\nhosts: [{address: 10.0.0.11, role: server}]\n", "1:17", &["cluster.name: \"Edge\" is not a cluster name"]);
-    one("hosts:\n  - {address: 10.0.0.11, role: server, name: S1}\n", "2:46", &["hosts[0].name: \"S1\" has capital letters; node names are lower case: s1"]);
+    one(
+        "cluster: {name: Edge}\nhosts: [{address: 10.0.0.11, role: server}]\n",
+        "1:17",
+        &["cluster.name: \"Edge\" is not a cluster name"],
+    );
+    one(
+        "hosts:\n  - {address: 10.0.0.11, role: server, name: S1}\n",
+        "2:46",
+        &["hosts[0].name: \"S1\" has capital letters; node names are lower case: s1"],
+    );
     one("hosts:\n  - {address: 10.0.0.11, role: server, name: 'a b'}\n", "2:46", &["is not a valid node name"]);
 }
 
@@ -486,7 +520,11 @@ hosts:
     let all = problems(text);
     assert_eq!(all.len(), 6, "{}", all.join("\n"));
     has(&all, "7:9", &["hosts[0].taints[2]: a taint with key \"dedicated\" and effect NoSchedule is already listed"]);
-    has(&all, "8:9", &["the effect \"noschedule\" is not one of NoSchedule, PreferNoSchedule, NoExecute (write NoSchedule)"]);
+    has(
+        &all,
+        "8:9",
+        &["the effect \"noschedule\" is not one of NoSchedule, PreferNoSchedule, NoExecute (write NoSchedule)"],
+    );
     has(&all, "9:9", &["\"dedicated\" must look like key[=value]:Effect"]);
     has(&all, "10:9", &["has no key"]);
     has(&all, "11:9", &["taint \"bad key=x:NoSchedule\": key \"bad key\""]);
@@ -494,7 +532,11 @@ hosts:
     let inv = ok("hosts:\n  - {address: 10.0.0.11, role: server, taints: ['a=b:NoSchedule', 'c:PreferNoSchedule']}\n");
     let t: Vec<String> = inv.hosts[0].taints.iter().map(ToString::to_string).collect();
     assert_eq!(t, ["a=b:NoSchedule", "c:PreferNoSchedule"]);
-    one("hosts:\n  - {address: 10.0.0.11, role: server, taints: [{key: a, effect: NoSchedule}]}\n", "2:48", &["write each taint as text"]);
+    one(
+        "hosts:\n  - {address: 10.0.0.11, role: server, taints: [{key: a, effect: NoSchedule}]}\n",
+        "2:48",
+        &["write each taint as text"],
+    );
 }
 
 #[test]
@@ -519,7 +561,11 @@ hosts:
 
 #[test]
 fn someone_must_run_the_pods() {
-    one("hosts:\n  - {address: 10.0.0.11, role: server, control-plane-only: true}\n", "1:1", &["hosts: no host runs workloads"]);
+    one(
+        "hosts:\n  - {address: 10.0.0.11, role: server, control-plane-only: true}\n",
+        "1:1",
+        &["hosts: no host runs workloads"],
+    );
     let inv = ok("hosts:\n  - {address: 10.0.0.11, role: server, control-plane-only: true}\n  - {address: 10.0.0.12, role: agent}\n");
     assert!(!inv.hosts[0].is_node() && inv.hosts[1].is_node());
 }
@@ -553,7 +599,11 @@ hosts:
     has(&all, "2:9", &["ssh.user: \"a b\" is not a user name"]);
     has(&all, "3:9", &["ssh.port: the number 70000 is not a port number from 1 to 65535"]);
     has(&all, "4:18", &["ssh.identity-file: \"~bob/.ssh/id\": only ~/ (your home) is expanded"]);
-    has(&all, "5:22", &["ssh.host-key-checking: \"off\" is not one of strict, accept-new; host keys are always checked"]);
+    has(
+        &all,
+        "5:22",
+        &["ssh.host-key-checking: \"off\" is not one of strict, accept-new; host keys are always checked"],
+    );
     has(&all, "6:9", &["ssh.sudo: expected one of auto, always, never, found the boolean true; write always"]);
     has(&all, "7:12", &["ssh.timeout: 10 has no unit; write 10s for seconds"]);
     has(&all, "8:16", &["ssh.concurrency: expected a whole number of hosts, 1 or more, found the number 0"]);
@@ -565,7 +615,11 @@ hosts:
     has(&all, "18:53", &["hosts[1].ssh.port: the number -1 is not a port number"]);
     has(&all, "21:20", &["hosts[2].ssh.timeout: \"10x\" must be a duration like 10s"]);
     has(&all, "21:34", &["hosts[2].ssh.bastion: the bastion has no address"]);
-    has(&all, "21:64", &["hosts[2].ssh.host-key-checking: \"strct\" is not one of strict, accept-new; did you mean strict?"]);
+    has(
+        &all,
+        "21:64",
+        &["hosts[2].ssh.host-key-checking: \"strct\" is not one of strict, accept-new; did you mean strict?"],
+    );
     assert_eq!(all.len(), 16, "{}", all.join("\n"));
 }
 
@@ -687,7 +741,8 @@ fn typo_suggestions() {
 // ---- mode ----
 
 fn fleet(servers: usize, agents: usize, force: bool) -> String {
-    let mut s = format!("options:\n  force-even-servers: {force}\ncluster:\n  api: {{address: lb.example.com}}\nhosts:\n");
+    let mut s =
+        format!("options:\n  force-even-servers: {force}\ncluster:\n  api: {{address: lb.example.com}}\nhosts:\n");
     for i in 0..servers {
         s += &format!("  - {{address: 10.0.0.{}, role: server}}\n", i + 1);
     }
@@ -751,7 +806,11 @@ fn more_than_seven_servers_are_refused_even_when_forced() {
 
 #[test]
 fn no_server() {
-    one("hosts:\n  - {address: 10.0.0.1, role: agent}\n", "1:1", &["hosts: no server: a cluster needs a host with role: server"]);
+    one(
+        "hosts:\n  - {address: 10.0.0.1, role: agent}\n",
+        "1:1",
+        &["hosts: no server: a cluster needs a host with role: server"],
+    );
 }
 
 #[test]
@@ -760,7 +819,9 @@ fn ha_without_load_balancer_warns() {
     let w = inv.warnings();
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].field, "cluster.api.address");
-    assert!(w[0].to_string().starts_with("hosts.yaml:1:1: cluster.api.address: not set, so kubeconfigs point at the first server (10.0.0.1)"));
+    assert!(w[0].to_string().starts_with(
+        "hosts.yaml:1:1: cluster.api.address: not set, so kubeconfigs point at the first server (10.0.0.1)"
+    ));
 }
 
 #[test]
@@ -815,7 +876,10 @@ g: *anchor
     // Missing parts stop at the deepest node that exists.
     assert_eq!(locate(text, &path(&[k("a"), k("zz")]).0, false), (3, 3));
     assert_eq!(locate(text, &path(&[k("a"), k("c"), Seg::Index(9)]).0, false), (6, 6));
-    assert_eq!(path(&[k("hosts"), Seg::Index(2), k("labels"), k("example.com/x")]).to_string(), "hosts[2].labels[\"example.com/x\"]");
+    assert_eq!(
+        path(&[k("hosts"), Seg::Index(2), k("labels"), k("example.com/x")]).to_string(),
+        "hosts[2].labels[\"example.com/x\"]"
+    );
 }
 
 #[test]
@@ -833,4 +897,17 @@ hosts:
     let inv = ok(&text.replace("    rol: agent\n", ""));
     assert_eq!(inv.mode(), Mode::Ha { servers: 3 });
     assert_eq!(inv.hosts[2].labels["zone"], "a");
+}
+
+#[test]
+fn the_reference_example_loads() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inventory.md")).unwrap();
+    let section = doc.split("## Everything, with defaults").nth(1).expect("the section exists");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let inv = ok(yaml);
+    assert_eq!(inv.mode(), Mode::Single);
+    assert_eq!(inv.cluster.version.as_deref(), Some("v0.1.0"));
+    let s = inv.hosts[0].ssh_settings(&inv.ssh);
+    assert_eq!((s.user.as_str(), s.port), ("debian", 2222));
+    assert_eq!(s.bastion.unwrap().to_string(), "ops@jump.example.com:22");
 }
