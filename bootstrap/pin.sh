@@ -2,6 +2,7 @@
 # Regenerate bootstrap/modules/*/go.mod and go.sum from versions.env.
 # Run after changing a version; commit the result. Needs the Go module proxy.
 #   bootstrap/pin.sh [module...]   (default: all modules)
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
@@ -51,7 +52,9 @@ pin_cni() {
 	# Plugin mains are package main (not importable): vendor them as tools;
 	# build.sh turns them into packages of one multicall binary (gen-cni.sh).
 	fresh_mod cni k8s.local/bootstrap/cni
-	local p; for p in $CNI_PLUGINS; do
+	local p plugins
+	read -ra plugins <<<"$CNI_PLUGINS"
+	for p in "${plugins[@]}"; do
 		go get -tool "github.com/containernetworking/plugins/plugins/$p@$CNI_PLUGINS_VERSION"
 	done
 	go mod tidy

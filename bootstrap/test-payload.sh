@@ -6,6 +6,7 @@
 #    imports the three images and runs busybox and CoreDNS through the shim
 #    and runc, then everything it made is removed.
 # Without an argument it runs build.sh first. Ends with "N passed, N failed".
+# shellcheck source-path=SCRIPTDIR
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
@@ -42,12 +43,13 @@ has "ctr --version" "$CONTAINERD_VERSION" "$b/ctr" --version
 has "containerd-shim-runc-v2 -v" "$CONTAINERD_VERSION" "$b/containerd-shim-runc-v2" -v
 has "runc --version" "runc version ${RUNC_VERSION#v}" "$b/runc" --version
 has "runc has seccomp" "libseccomp:" "$b/runc" --version
-for p in $CNI_PLUGINS; do
+read -ra plugins <<<"$CNI_PLUGINS"
+for p in "${plugins[@]}"; do
 	has "cni ${p##*/} VERSION" '"cniVersion"' env CNI_COMMAND=VERSION "$b/cni/${p##*/}"
 done
 
 if [[ $(id -u) -eq 0 ]]; then
-	source "$here/lib/containerd-smoke.sh"
+	source "$here/lib/test-containerd.sh"
 	containerd_smoke "$P"
 else
 	echo "skip containerd smoke test (needs root)"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # $here $root $work $stage: set by build.sh
 # Sourced by build.sh: one function per upstream component. Each builds from
 # the vendored, patched tree in $work/src into $stage/bin, with the version
 # flags upstream's own Makefile sets.
@@ -6,7 +7,7 @@
 # (selinux,notest,grpcnotrace), plus providerless, which drops in-tree cloud
 # providers where any code still has the tag (none left in 1.37; harmless).
 KUBE_TAGS=providerless,selinux,notest,grpcnotrace
-KUBE_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 build_kube() {
 	local v=$KUBERNETES_VERSION minor x pkg
@@ -17,7 +18,7 @@ build_kube() {
 		x+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE"
 	done
 	CGO_ENABLED=0 gobuild kube "$stage/bin/kube" . -tags "$KUBE_TAGS" -ldflags "-s -w$x"
-	for x in $KUBE_COMPONENTS; do ln -s kube "$stage/bin/$x"; done
+	for x in "${KUBE_COMPONENTS[@]}"; do ln -s kube "$stage/bin/$x"; done
 }
 
 build_etcd() {
@@ -47,11 +48,13 @@ build_runc() {
 }
 
 build_cni() {
-	"$here/lib/gen-cni.sh" "$work/src/cni" $CNI_PLUGINS
+	local p plugins
+	read -ra plugins <<<"$CNI_PLUGINS"
+	"$here/lib/gen-cni.sh" "$work/src/cni" "${plugins[@]}"
 	mkdir -p "$stage/bin/cni"
 	CGO_ENABLED=0 gobuild cni "$stage/bin/cni/cni" . -ldflags "-s -w \
 		-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION"
-	local p; for p in $CNI_PLUGINS; do ln -s cni "$stage/bin/cni/${p##*/}"; done
+	for p in "${plugins[@]}"; do ln -s cni "$stage/bin/cni/${p##*/}"; done
 }
 
 # CoreDNS goes into the cluster DNS image, not bin/.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by build.sh: host packages the build needs, installed only if missing.
 
 apt_updated=
@@ -40,12 +41,12 @@ fetch_deb() {
 	fi
 	[[ -n $ver && $ver != "(none)" ]] || die "apt has no candidate for $pkg"
 	mkdir -p "$dir"
-	local glob="$dir/${pkg}_${ver//:/%3a}_*.deb" # apt writes the epoch colon as %3a
-	deb=$(ls $glob 2>/dev/null | head -n1 || true)
+	local prefix="$dir/${pkg}_${ver//:/%3a}_" # apt writes the epoch colon as %3a
+	deb=$(compgen -G "$prefix*.deb" | head -n1 || true)
 	if [[ -z $deb ]]; then
 		log "apt-get download $pkg=$ver"
 		(cd "$dir" && apt-get -o APT::Sandbox::User=root download "$pkg=$ver" >&2) || die "apt-get download $pkg failed"
-		deb=$(ls $glob | head -n1)
+		deb=$(compgen -G "$prefix*.deb" | head -n1)
 	fi
 	echo "$deb"
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # $here $root $work $stage: set by build.sh
 # Sourced by build.sh: the node images, written as OCI archives by imagetool.
 # Needs: $here, $work, $stage, $K8S_CACHE_DIR; coredns built into $work/out.
 
@@ -61,8 +62,8 @@ image_busybox() {
 		ln -sf /bin/busybox "$r/$applet"
 	done
 	write_passwd "$r" nobody 65534
-	mkdir -p -m 0700 "$r/root"
-	mkdir -p -m 1777 "$r/tmp"
+	mkdir -m 0700 "$r/root"
+	mkdir -m 1777 "$r/tmp"
 	mkdir -p "$r/var/www" "$r/home"
 	imagetool -name "$BUSYBOX_IMAGE" -rootfs "$r" -out "$stage/images/busybox.tar" -cmd '["sh"]'
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # $here $root $work $stage: set by build.sh
 # Sourced by build.sh: manifest.json, the payload's table of contents.
 # Every file under bin/ and images/ is one part: name, kind (binary, link,
 # image), path, version, sha256 and size (a link carries its target's).
@@ -28,6 +29,7 @@ image_name() {
 # write_manifest KEY: $stage/manifest.json.
 write_manifest() {
 	local key=$1 f rel name ver kind extra sum size sep=""
+	local -A sums # real path -> sha256: hash each file once, not once per link
 	{
 		printf '{\n  "schema": 1,\n  "key": "%s",\n' "$key"
 		printf '  "kubernetes_version": "%s",\n' "$KUBERNETES_VERSION"
@@ -37,16 +39,18 @@ write_manifest() {
 			name=${rel#bin/} extra=""
 			ver=$(part_version "$name")
 			if [[ -L $f ]]; then
-				kind=link
+				kind="link"
 				extra=", \"target\": \"$(readlink "$f")\""
 			elif [[ $rel == images/* ]]; then
-				kind=image
+				kind="image"
 				extra=", \"image\": \"$(image_name "$rel")\""
 				name=${rel#images/} name=${name%.tar}
 			else
-				kind=binary
+				kind="binary"
 			fi
-			sum=$(sha256sum "$f" | cut -d' ' -f1)
+			f=$(realpath "$f")
+			[[ -n ${sums[$f]:-} ]] || sums[$f]=$(sha256sum "$f" | cut -d' ' -f1)
+			sum=${sums[$f]}
 			size=$(stat -L -c %s "$f")
 			printf '%s\n    {"name": "%s", "kind": "%s", "path": "%s", "version": "%s", "sha256": "%s", "size": %s%s}' \
 				"$sep" "${name#cni/}" "$kind" "$rel" "$ver" "$sum" "$size" "$extra"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # $here $root $work $stage: set by build.sh
 # Sourced by build.sh: vendor each Go module, apply patches/, build binaries.
 # Needs: $here (bootstrap/), $root (repo), $work (scratch), $stage (payload tree).
 

@@ -1,7 +1,7 @@
 // Command kube is one binary for the Kubernetes components, like hyperkube:
 // it runs the component named by argv[0]'s basename (kube-apiserver,
 // kubelet, ...), or by its first argument (`kube kubelet --help`).
-// One binary instead of six saves ~250 MB: the components share most code.
+// One binary instead of six: the components share most of their code.
 package main
 
 import (
