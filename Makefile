@@ -48,6 +48,7 @@ test-etcdctl:
 
 # End to end in test hosts (network + mount + cgroup namespaces).
 test-e2e:
+	e2e/dist.sh $(K8S) target/release/k8s
 	e2e/lib/selftest.sh "$$(./bootstrap/build.sh | tail -n 1)"
 	K8S_BIN=$(K8S) e2e/single-node.sh
 	K8S_BIN=$(K8S) e2e/agent.sh

@@ -12,7 +12,7 @@ pub const ADMIN_KUBECONFIG: &str = "/etc/k8s/admin.kubeconfig";
 /// Replaces this process with kubectl; returns only on failure.
 pub fn exec(args: Vec<OsString>) -> anyhow::Result<()> {
     let data_dir = std::env::var_os("K8S_DATA_DIR").map_or_else(|| PathBuf::from("/var/lib/k8s"), PathBuf::from);
-    let override_dir = std::env::var_os("K8S_COMPONENTS_DIR").map(PathBuf::from);
+    let override_dir = std::env::var_os("K8S_COMPONENTS_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
     let components = Components::locate(&data_dir, override_dir.as_deref())?;
     let mut cmd = std::process::Command::new(components.bin("kubectl"));
     cmd.args(&args);
