@@ -18,9 +18,17 @@ pub fn print() -> Result<(), PayloadError> {
     let manifest = payload.manifest()?;
     println!("kubernetes: {}", manifest.kubernetes_version);
     for part in manifest.parts.iter().filter(|p| p.kind != "link") {
+        // A multicall binary is shown with the names it answers to.
+        let aliases: Vec<&str> = manifest
+            .parts
+            .iter()
+            .filter(|l| l.kind == "link" && l.target.as_deref() == Some(part.name.as_str()))
+            .map(|l| l.name.as_str())
+            .collect();
         match &part.image {
             Some(image) => println!("  image {image}"),
-            None => println!("  {:<26} {}", part.name, part.version),
+            None if aliases.is_empty() => println!("  {:<26} {}", part.name, part.version),
+            None => println!("  {:<26} {} ({})", part.name, part.version, aliases.join(", ")),
         }
     }
     Ok(())

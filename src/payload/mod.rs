@@ -47,6 +47,9 @@ pub struct Part {
     pub version: String,
     #[serde(default)]
     pub image: Option<String>,
+    /// For a link: the multicall binary it names.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 /// An extracted set of components.
