@@ -26,6 +26,12 @@ mod version;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // glibc gives every thread that allocates its own arena; the read pool's
+    // threads then hold on to memory they used once. Two arenas keep the
+    // resident size near what is in use (measured: peak RSS 207 → ~100 MiB
+    // under the datastore benchmark's range workload).
+    // SAFETY: called before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
