@@ -63,12 +63,17 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Container shims outlive k8s by design (pods survive restarts); reset
-/// kills them, and every process in the pods' cgroups.
+/// kills them (found by our containerd's socket on their command line,
+/// wherever their binary lives), and every process in this host's pod
+/// cgroups.
 fn kill_pods_and_shims(data_dir: &Path) {
     let bin = data_dir.join("bin");
+    let socket = format!("{RUN_DIR}/containerd/containerd.sock");
     for pid in pids() {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        if exe.starts_with(&bin) || in_kubepods(pid) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = exe.starts_with(&bin) || String::from_utf8_lossy(&cmdline).contains(&socket);
+        if ours || in_kubepods(pid) {
             signal(pid, libc::SIGKILL);
         }
     }
@@ -93,8 +98,11 @@ fn pids() -> Vec<u32> {
         .collect()
 }
 
+/// Whether a process sits in this host's pod cgroups: its path starts at
+/// `/kubepods` (another node on the machine, seen from here, is elsewhere).
 fn in_kubepods(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_or(false, |c| c.contains("/kubepods"))
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_or(false, |c| c.lines().any(|l| l.splitn(3, ':').nth(2).is_some_and(|p| p.starts_with("/kubepods"))))
 }
 
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -109,14 +117,18 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Unmounts every mount below the given dirs, deepest first.
+/// Unmounts every mount strictly below the given dirs, deepest first. The
+/// dirs themselves stay mounted (a separate volume for /var/lib/k8s is the
+/// operator's); their content is removed afterwards.
 fn unmount_under(roots: &[&Path]) {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut targets: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|t| PathBuf::from(t.replace("\\040", " ")))
-        .filter(|t| roots.iter().any(|r| t.starts_with(r)) || t.starts_with("/run/netns/cni-"))
+        .filter(|t| {
+            roots.iter().any(|r| t.starts_with(r) && t != r) || t.to_string_lossy().starts_with("/run/netns/cni-")
+        })
         .collect();
     targets.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
     for t in targets {

@@ -62,6 +62,9 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         format!("--service-account-signing-key-file={}", p(pki.sa_key())),
         format!("--service-cluster-ip-range={}", cfg.service_cidr),
         "--profiling=false".into(),
+        // Pods (CoreDNS) keep watches open across our restarts; without a
+        // bound, a stop waits for them until our grace period kills it.
+        "--shutdown-watch-termination-grace-period=5s".into(),
     ];
     Spec {
         name: "kube-apiserver".into(),

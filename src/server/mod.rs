@@ -79,7 +79,6 @@ async fn shutdown(mut sup: Supervisor, datastore: datastore::Running, status: st
 
 /// Checks what a user can get wrong before anything is created.
 fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
-    layout.check_writable()?;
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.port);
     if let Err(e) = std::net::TcpListener::bind(addr) {
         bail!("cannot listen on {addr} for the API server: {e}; is another server (k8s, k3s, kube-apiserver) running? stop it or set https-listen-port");
@@ -91,7 +90,9 @@ fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
     if !cfg.disable_agent && which("iptables").is_none() {
         bail!("iptables is not installed; kube-proxy needs it (Debian/Ubuntu: apt-get install iptables)");
     }
-    Ok(())
+    // Last: it creates the data dir.
+    layout.check_writable()
+
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
