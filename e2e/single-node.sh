@@ -526,10 +526,10 @@ bad_case "port 6443 taken" "0\.0\.0\.0:6443" "[Aa]ddress already in use" -- --da
 kill "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null
 # on the running host: a second server (its apiserver holds 6443), and one on the same data dir
 sum_before=$(hx sha256sum /etc/k8s/admin.kubeconfig)
-out=$(TMO=60 hx "$BIN" server --data-dir /var/lib/k8s-second $SERVER_ARGS 2>&1 </dev/null); rc=$?
+out=$(TMO=60 hx "$BIN" server --data-dir /tmp/e2e-second $SERVER_ARGS 2>&1 </dev/null); rc=$?
 [ "$rc" != 0 ] && grep -q "0\.0\.0\.0:6443" <<<"$out" && ok "second server: exits $rc, names 0.0.0.0:6443" ||
   { fail "second server (other data dir): exit $rc"; echo "$out" | indent; }
-hx test ! -e /var/lib/k8s-second && ok "second server: created no data dir" || fail "second server left /var/lib/k8s-second behind"
+hx test ! -e /tmp/e2e-second && ok "second server: created no data dir" || fail "second server left /tmp/e2e-second behind"
 other_ports="--https-listen-port 7443"          # so that only the data dir is shared
 "$BIN" server --help 2>/dev/null | grep -q -- --join-port && other_ports="$other_ports --join-port 19345"
 out=$(TMO=60 hx "$BIN" server $other_ports $SERVER_ARGS 2>&1 </dev/null); rc=$?

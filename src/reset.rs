@@ -69,10 +69,14 @@ fn alive(pid: u32) -> bool {
 fn kill_pods_and_shims(data_dir: &Path) {
     let bin = data_dir.join("bin");
     let socket = format!("{RUN_DIR}/containerd/containerd.sock");
+    let own_mounts = std::fs::read_link("/proc/self/ns/mnt").ok();
     for pid in pids() {
+        // Paths name our files only in our mount namespace (pods, which
+        // have their own, are found by cgroup below).
+        let same_mounts = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == own_mounts;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let ours = exe.starts_with(&bin) || String::from_utf8_lossy(&cmdline).contains(&socket);
+        let ours = same_mounts && (exe.starts_with(&bin) || String::from_utf8_lossy(&cmdline).contains(&socket));
         if ours || in_kubepods(pid) {
             signal(pid, libc::SIGKILL);
         }
