@@ -90,10 +90,8 @@ async fn acknowledged_writes_survive_sigkill() {
 
             ds.restart().await;
             let mut c = ds.client().await;
-            let snapshot = c.get("crash/", Some(GetOptions::new().with_prefix())).await.unwrap();
-            let head = snapshot.header().unwrap().revision();
-            let stored: HashMap<String, (String, i64)> = snapshot
-                .kvs()
+            let (head, kvs) = get_all(&mut c, "crash/").await;
+            let stored: HashMap<String, (String, i64)> = kvs
                 .iter()
                 .map(|kv| {
                     (String::from_utf8_lossy(kv.key()).into_owned(), (String::from_utf8_lossy(kv.value()).into_owned(), kv.mod_revision()))
@@ -194,4 +192,32 @@ async fn sigterm_with_an_idle_connection_stops_promptly() {
         }
     })
     .await
+}
+
+/// Every key under `prefix` at one revision, in pages (a single answer can
+/// exceed the client's 4 MiB message limit).
+async fn get_all(c: &mut etcd_client::Client, prefix: &str) -> (i64, Vec<etcd_client::KeyValue>) {
+    let end = format!("{}{}", &prefix[..prefix.len() - 1], (prefix.as_bytes()[prefix.len() - 1] + 1) as char);
+    let mut start = prefix.as_bytes().to_vec();
+    let (mut head, mut all) = (0, Vec::new());
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(1000);
+        if head > 0 {
+            opts = opts.with_revision(head);
+        }
+        let page = c.get(start.clone(), Some(opts)).await.unwrap();
+        if head == 0 {
+            head = page.header().unwrap().revision();
+        }
+        let more = page.more();
+        let kvs = page.kvs().to_vec();
+        if let Some(last) = kvs.last() {
+            start = last.key().to_vec();
+            start.push(0);
+        }
+        all.extend(kvs);
+        if !more {
+            return (head, all);
+        }
+    }
 }
