@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # e2e/agent.sh [K8S_BIN]: a server and an agent in two test hosts on one
 # bridge: the agent joins with the server's agent token, both nodes turn
-# Ready, a pod on the agent reaches a pod on the server directly, through a
-# Service, and by DNS; a wrong token and a token for another cluster are
+# Ready, a pod on the agent reaches a pod on the server directly (which sees
+# the pod's own address), through a Service, and by DNS; a wrong token and a token for another cluster are
 # refused with a clear message. Exit 0 only if every check passes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -88,7 +88,7 @@ ok "both nodes Ready"
 for n in $SERVER $AGENT; do
   kubectl run "web-$n" --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent --labels="app=web-$n" \
     --overrides="{\"spec\":{\"nodeName\":\"$n\"}}" --command -- \
-    sh -c "mkdir -p /www && echo hello-from-$n >/www/index.html && exec httpd -f -p 8080 -h /www" >/dev/null
+    sh -c "mkdir -p /www && echo hello-from-$n >/www/index.html && exec httpd -f -v -p 8080 -h /www" >/dev/null
 done
 kubectl expose pod "web-$SERVER" --name=web --port=80 --target-port=8080 --selector="app=web-$SERVER" >/dev/null
 kubectl wait --for=condition=Ready "pod/web-$SERVER" "pod/web-$AGENT" --timeout=120s >/dev/null || fail "test pods not Ready"
@@ -99,6 +99,10 @@ svc=$(kubectl get svc web -o jsonpath='{.spec.clusterIP}')
 fetch() { kubectl exec "web-$AGENT" -- timeout 10 wget -qO- "$1" 2>&1; }
 [[ $(fetch "http://$server_pod:8080/") == "hello-from-$SERVER" ]] || fail "pod on $AGENT cannot reach pod $server_pod on $SERVER"
 ok "pod on the agent reaches a pod on the server ($server_pod)"
+# No NAT between pods: the server pod saw the agent pod's own address (httpd -v logs the peer).
+agent_pod=$(kubectl get pod "web-$AGENT" -o jsonpath='{.status.podIP}')
+kubectl logs "web-$SERVER" | grep -qF "ffff:$agent_pod]:" || fail "the server pod did not see $agent_pod as the source: $(kubectl logs "web-$SERVER" | tail -3)"
+ok "the server pod saw the agent pod's own address ($agent_pod): no NAT between pods"
 [[ $(fetch "http://$svc/") == "hello-from-$SERVER" ]] || fail "pod on $AGENT cannot reach Service $svc"
 ok "pod on the agent reaches the Service by ClusterIP ($svc)"
 [[ $(fetch "http://web.default.svc.cluster.local/") == "hello-from-$SERVER" ]] || fail "Service DNS name does not answer from $AGENT"

@@ -141,7 +141,7 @@ async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name:
     let logs = paths.logs.join("kubelet.log");
     let cidr = api.wait_node(node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
         .with_context(|| format!("see {}", logs.display()))?;
-    node::write_pod_network(&paths, &cidr)?;
+    node::write_pod_network(&paths, &cidr, &cluster.cluster_cidr)?;
     api.wait_node(node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
         .with_context(|| format!("see {}", logs.display()))?;
     Ok(())

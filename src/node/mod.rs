@@ -2,6 +2,7 @@
 //! the carried images, kubelet, kube-proxy and the pod network.
 
 pub mod host;
+mod masquerade;
 pub mod routes;
 
 use std::net::IpAddr;
@@ -195,7 +196,8 @@ fn start_kube_proxy(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setting
 
 /// Writes the CNI configuration for this node's pod CIDR (allocated by the
 /// controller-manager); containerd picks it up and the node turns Ready.
-pub fn write_pod_network(p: &Paths, pod_cidr: &str) -> anyhow::Result<()> {
+pub fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str) -> anyhow::Result<()> {
+    masquerade::install(pod_cidr, cluster_cidr)?;
     let conf = templates::render(templates::CNI, &[
         ("ipam_dir", &p.ipam_dir.display().to_string()),
         ("pod_cidr", pod_cidr),

@@ -210,7 +210,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     status.refresh(sup);
     let pod_cidr = api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
         .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
-    node::write_pod_network(&paths, &pod_cidr)?;
+    node::write_pod_network(&paths, &pod_cidr, &cfg.cluster_cidr)?;
     label_node(cfg, c, kc).await;
     api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
         .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
