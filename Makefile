@@ -46,12 +46,14 @@ test-unit:
 test-etcdctl:
 	tests/etcdctl/run.sh target/release/k8s
 
-# End to end in test hosts (network + mount + cgroup namespaces).
+# End to end in test hosts (network + mount + cgroup namespaces; systemd.sh
+# boots a Debian host with systemd in nspawn, building its rootfs once).
 test-e2e:
 	e2e/dist.sh $(K8S) target/release/k8s
 	e2e/lib/selftest.sh "$$(./bootstrap/build.sh | tail -n 1)"
 	K8S_BIN=$(K8S) e2e/single-node.sh
 	K8S_BIN=$(K8S) e2e/agent.sh
+	K8S_BIN=$(K8S) e2e/systemd.sh
 
 # Figures, not tests: the datastore against real etcd, and a node's start time and memory.
 bench: build
