@@ -7,16 +7,26 @@ use std::path::Path;
 use anyhow::Context;
 
 /// Writes a file so readers see the old or the new content, never a mix,
-/// and a crash never leaves it empty: temp file, fsync, rename.
+/// and a crash never leaves it empty. Creates the parent directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    replace(path, data, mode).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The mechanism behind every atomic write: a temp file in the same
+/// directory (so the rename is atomic; created 0600, so a secret is never
+/// readable by others, even briefly) given its exact mode, fsynced, renamed
+/// over `path`, then the directory fsynced (so the rename survives a crash).
+pub fn replace(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?; // umask-proof
     tmp.write_all(data)?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Writes only when the content differs; true when it changed.

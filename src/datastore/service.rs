@@ -288,12 +288,12 @@ impl maintenance_server::Maintenance for Service {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Res<HashResponse> {
-        let (hash, rev) = self.hash_kv(0).await?;
+        let (hash, rev) = self.kv_hash(0).await?;
         Ok(Response::new(HashResponse { header: self.header(rev), hash }))
     }
 
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Res<HashKvResponse> {
-        let (hash, rev) = self.hash_kv(req.into_inner().revision).await?;
+        let (hash, rev) = self.kv_hash(req.into_inner().revision).await?;
         let compacted = self.0.progress.compacted.load(Ordering::SeqCst);
         Ok(Response::new(HashKvResponse { header: self.header(rev), hash, compact_revision: compacted, hash_revision: rev }))
     }
@@ -318,7 +318,7 @@ impl maintenance_server::Maintenance for Service {
 impl Service {
     /// A hash of every live key and value at a revision (HashKV's purpose:
     /// comparing stores), with the revision it covers.
-    async fn hash_kv(&self, revision: i64) -> Result<(u32, i64), Status> {
+    async fn kv_hash(&self, revision: i64) -> Result<(u32, i64), Status> {
         self.0
             .readers
             .with(move |c| {

@@ -76,7 +76,7 @@ fn path_env(c: &Components) -> (String, String) {
 
 async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> anyhow::Result<()> {
     let systemd_cgroup = host::cgroups() == host::Cgroups::V2 && host::systemd_is_init();
-    let pause = image_named(c, "pause")?;
+    let pause = c.image("pause")?;
     let config = templates::render(templates::CONTAINERD, &[
         ("root", &p.containerd_root.display().to_string()),
         ("state", &p.containerd_state.display().to_string()),
@@ -112,13 +112,6 @@ async fn wait_for_socket(path: &Path, timeout: Duration) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
-}
-
-fn image_named(c: &Components, name: &str) -> anyhow::Result<String> {
-    c.images()
-        .find(|(part, _)| part.name == name)
-        .and_then(|(part, _)| part.image.clone())
-        .with_context(|| format!("the payload has no {name} image"))
 }
 
 /// Imports the carried images into containerd's CRI namespace, skipping

@@ -65,6 +65,14 @@ impl Components {
         self.dir.join("bin").join(name)
     }
 
+    /// The image reference of the carried image `name` (e.g. "pause").
+    pub fn image(&self, name: &str) -> Result<String, PayloadError> {
+        self.images()
+            .find(|(part, _)| part.name == name)
+            .and_then(|(part, _)| part.image.clone())
+            .ok_or_else(|| PayloadError::BadManifest(self.dir.join("manifest.json"), format!("no {name} image")))
+    }
+
     pub fn images(&self) -> impl Iterator<Item = (&Part, PathBuf)> {
         self.manifest.parts.iter().filter(|p| p.kind == "image").map(|p| (p, self.dir.join(&p.path)))
     }

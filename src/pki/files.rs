@@ -1,7 +1,7 @@
 //! Reading and atomically writing the PKI's files.
 
-use std::fs::{self, File, Permissions};
-use std::io::{self, Write};
+use std::fs::{self, Permissions};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -50,25 +50,9 @@ pub fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> Result<bool, Pki
     }
 }
 
-/// Temp file in the same directory (so rename is atomic; tempfile creates it
-/// 0600, so a key is never readable by others, even briefly), exact mode, fsync,
-/// rename, fsync the directory (so the rename survives a crash).
+/// See [`crate::fsutil::replace`]; errors name the file.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("pki");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| PkiError::io(dir, "create a temporary file in", e))?;
-    let written = (|| {
-        tmp.as_file().set_permissions(Permissions::from_mode(mode))?; // umask-proof
-        tmp.write_all(data)?;
-        tmp.as_file().sync_all()
-    })();
-    written.map_err(|e| PkiError::io(tmp.path(), "write", e))?;
-    tmp.persist(path).map_err(|e| PkiError::io(path, "replace", e.error))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| PkiError::io(dir, "sync", e))
+    crate::fsutil::replace(path, data, mode).map_err(|e| PkiError::io(path, "write", e))
 }
 
 fn fix_mode(path: &Path, mode: u32) -> Result<(), PkiError> {

@@ -248,11 +248,7 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, kc: &Kubeconfigs, api: &Ap
 /// Renders the addon manifests and applies them (server-side apply, so a
 /// restart re-asserts them without fighting other field managers).
 async fn apply_addons(cfg: &Config, layout: &Layout, c: &Components, kc: &Kubeconfigs) -> anyhow::Result<()> {
-    let coredns_image = c
-        .images()
-        .find(|(p, _)| p.name == "coredns")
-        .and_then(|(p, _)| p.image.clone())
-        .context("the payload has no coredns image")?;
+    let coredns_image = c.image("coredns")?;
     let manifest = templates::render(templates::COREDNS, &[
         ("cluster_domain", &cfg.cluster_domain),
         ("cluster_dns", &cfg.cluster_dns.to_string()),
