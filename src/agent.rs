@@ -44,6 +44,14 @@ pub struct Options {
     #[arg(long)]
     #[serde(default)]
     pub kubelet_arg: Vec<String>,
+    /// Node labels at registration (`key=value`); repeatable.
+    #[arg(long)]
+    #[serde(default)]
+    pub node_label: Vec<String>,
+    /// Node taints at registration (`key=value:Effect`); repeatable.
+    #[arg(long)]
+    #[serde(default)]
+    pub node_taint: Vec<String>,
 }
 
 impl Options {
@@ -56,6 +64,8 @@ impl Options {
             node_ip: self.node_ip.or(file.node_ip),
             components_dir: self.components_dir.or(file.components_dir),
             kubelet_arg: if self.kubelet_arg.is_empty() { file.kubelet_arg } else { self.kubelet_arg },
+            node_label: if self.node_label.is_empty() { file.node_label } else { self.node_label },
+            node_taint: if self.node_taint.is_empty() { file.node_taint } else { self.node_taint },
         }
     }
 }
@@ -76,6 +86,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Some(ip) => ip,
         None => crate::server::config::default_route_ip().context("cannot find this host's IP; pass --node-ip")?,
     };
+    let kubelet_args = crate::server::config::kubelet_registration_args(o.kubelet_arg.clone(), &o.node_label, &o.node_taint)?;
     let layout = crate::server::layout::Layout::new(&data_dir);
     layout.check_writable()?;
     let _lock = layout.lock()?;
@@ -100,7 +111,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     };
 
     let mut sup = Supervisor::default();
-    let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &o.kubelet_arg, &data_dir, &mut sup).await;
+    let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &data_dir, &mut sup).await;
     let routes = match &result {
         Ok(()) => Some(tokio::spawn(node::routes::follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?, node_name.clone()))),
         Err(_) => None,

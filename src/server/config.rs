@@ -70,6 +70,36 @@ pub struct Options {
     #[arg(long)]
     #[serde(default)]
     pub kubelet_arg: Vec<String>,
+    /// Node labels at registration (`key=value`); repeatable.
+    #[arg(long)]
+    #[serde(default)]
+    pub node_label: Vec<String>,
+    /// Node taints at registration (`key=value:Effect`); repeatable.
+    #[arg(long)]
+    #[serde(default)]
+    pub node_taint: Vec<String>,
+    /// Start a new HA cluster: the datastore is etcd (the carried one),
+    /// which other servers join.
+    #[arg(long)]
+    #[serde(default)]
+    pub cluster_init: bool,
+    /// Join the HA cluster of this server's join endpoint: https://HOST:9345.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// File holding a server join token (from `k8s token create --role server`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Where the cluster's state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datastore {
+    /// SQLite behind our etcd API: one server.
+    Sqlite,
+    /// The carried etcd, started as a new cluster (`cluster-init`).
+    EtcdInit,
+    /// The carried etcd, joining the cluster of `server` with the token in `token_file`.
+    EtcdJoin { server: String, token_file: PathBuf },
 }
 
 /// Settings with every default applied and checked.
@@ -92,6 +122,7 @@ pub struct Config {
     pub admin_kubeconfig: PathBuf,
     pub kube_apiserver_arg: Vec<String>,
     pub kubelet_arg: Vec<String>,
+    pub datastore: Datastore,
 }
 
 impl Options {
@@ -121,6 +152,11 @@ impl Options {
             write_kubeconfig: pick(self.write_kubeconfig, file.write_kubeconfig),
             kube_apiserver_arg: list(self.kube_apiserver_arg, file.kube_apiserver_arg),
             kubelet_arg: list(self.kubelet_arg, file.kubelet_arg),
+            node_label: list(self.node_label, file.node_label),
+            node_taint: list(self.node_taint, file.node_taint),
+            cluster_init: self.cluster_init || file.cluster_init,
+            server: pick(self.server, file.server),
+            token_file: pick(self.token_file, file.token_file),
         }
     }
 
@@ -143,6 +179,8 @@ impl Options {
                 bail!("extra component argument {arg:?} must look like name=value");
             }
         }
+        let datastore = datastore_choice(self.cluster_init, self.server, self.token_file)?;
+        let kubelet_arg = kubelet_registration_args(self.kubelet_arg, &self.node_label, &self.node_taint)?;
         Ok(Config {
             data_dir: self.data_dir.unwrap_or_else(|| "/var/lib/k8s".into()),
             node_name: match self.node_name {
@@ -164,9 +202,43 @@ impl Options {
             components_dir: self.components_dir,
             admin_kubeconfig: self.write_kubeconfig.unwrap_or_else(|| crate::kubectl::ADMIN_KUBECONFIG.into()),
             kube_apiserver_arg: self.kube_apiserver_arg,
-            kubelet_arg: self.kubelet_arg,
+            kubelet_arg,
+            datastore,
         })
     }
+}
+
+fn datastore_choice(init: bool, server: Option<String>, token_file: Option<PathBuf>) -> anyhow::Result<Datastore> {
+    match (init, server, token_file) {
+        (true, Some(_), _) => bail!("cluster-init starts a new cluster and server joins an existing one; give one of them"),
+        (true, None, _) => Ok(Datastore::EtcdInit),
+        (false, Some(server), Some(token_file)) => Ok(Datastore::EtcdJoin { server, token_file }),
+        (false, Some(_), None) => bail!("joining a server needs token-file (a server token from `k8s token create --role server` on a server)"),
+        (false, None, _) => Ok(Datastore::Sqlite),
+    }
+}
+
+/// `node-label`/`node-taint` become kubelet's registration flags, which
+/// the agent shares (`k8s agent` has the same keys).
+pub fn kubelet_registration_args(mut args: Vec<String>, labels: &[String], taints: &[String]) -> anyhow::Result<Vec<String>> {
+    for l in labels {
+        if !l.contains('=') {
+            bail!("node-label {l:?} must look like key=value");
+        }
+    }
+    for t in taints {
+        let effect = t.rsplit_once(':').map(|(_, e)| e);
+        if !matches!(effect, Some("NoSchedule" | "PreferNoSchedule" | "NoExecute")) {
+            bail!("node-taint {t:?} must look like key[=value]:Effect, Effect one of NoSchedule, PreferNoSchedule, NoExecute");
+        }
+    }
+    if !labels.is_empty() {
+        args.push(format!("node-labels={}", labels.join(",")));
+    }
+    if !taints.is_empty() {
+        args.push(format!("register-with-taints={}", taints.join(",")));
+    }
+    Ok(args)
 }
 
 impl Config {
