@@ -24,6 +24,9 @@ pub enum Command {
     /// Manage join tokens (on a server).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Inspect and change the etcd membership (servers of an HA cluster).
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
     /// Show the server's components and the node.
     Status(DataDirArg),
     /// Print the admin kubeconfig.
@@ -87,6 +90,28 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by id (the part between `::` and `.`).
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum EtcdCommand {
+    /// List the members: name, id, role (leader, voter, learner), URLs.
+    Members(DataDirArg),
+    /// Remove a server that is gone for good from the membership.
+    RemoveMember {
+        /// The member's name (its node name).
+        name: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+}
+
+impl EtcdCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            EtcdCommand::Members(d) => crate::etcd::cli::members(&d.data_dir).await,
+            EtcdCommand::RemoveMember { name, data_dir } => crate::etcd::cli::remove_member(&data_dir.data_dir, &name).await,
+        }
+    }
 }
 
 #[derive(Args)]

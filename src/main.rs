@@ -4,6 +4,7 @@ mod agent;
 mod cli;
 mod components;
 mod datastore;
+mod etcd;
 mod fsutil;
 // Read by `k8s up` (the next step); until then only its tests use it.
 #[allow(dead_code)]
@@ -63,6 +64,7 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
             runtime()?.block_on(agent::run(args.options.over(file)))
         }
         cli::Command::Token(cmd) => runtime()?.block_on(join::cli::run(cmd)),
+        cli::Command::Etcd(cmd) => runtime()?.block_on(cmd.run()),
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
         cli::Command::Reset(a) => reset::run(&a.data_dir.data_dir, a.yes),

@@ -1,6 +1,7 @@
-//! `k8s reset`: stops the server and removes what it created: processes
-//! (including containers), mounts, the pod network's interfaces and
-//! iptables rules, the unit, the data dir and /etc/k8s.
+//! `k8s reset`: stops the server (or agent) and removes what it created:
+//! its etcd membership (HA), processes (including containers), mounts, the
+//! pod network's interfaces and iptables rules, the units, the data dir and
+//! /etc/k8s.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -10,19 +11,27 @@ use std::time::{Duration, Instant};
 use crate::server::layout::{Layout, RUN_DIR};
 use crate::server::status;
 
-const UNIT: &str = "/etc/systemd/system/k8s-server.service";
+const UNITS: [&str; 2] = ["k8s-server", "k8s-agent"];
+
+fn unit_path(unit: &str) -> PathBuf {
+    PathBuf::from(format!("/etc/systemd/system/{unit}.service"))
+}
 
 pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
     if !yes && !confirm(data_dir)? {
         println!("nothing changed");
         return Ok(());
     }
+    leave_etcd(data_dir);
     stop_service(data_dir);
     kill_pods_and_shims(data_dir);
     unmount_under(&[data_dir, Path::new("/var/lib/kubelet"), Path::new(RUN_DIR)]);
     remove_network();
-    for path in [data_dir, Path::new("/var/lib/kubelet"), Path::new(RUN_DIR), Path::new("/etc/k8s"), Path::new(UNIT)] {
+    for path in [data_dir, Path::new("/var/lib/kubelet"), Path::new(RUN_DIR), Path::new("/etc/k8s")] {
         remove(path);
+    }
+    for unit in UNITS {
+        remove(&unit_path(unit));
     }
     if Path::new("/run/systemd/system").exists() {
         let _ = Command::new("systemctl").arg("daemon-reload").status();
@@ -39,9 +48,27 @@ fn confirm(data_dir: &Path) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
+/// An HA server leaves the etcd membership while its member still runs, so
+/// the others do not count a member that will never come back.
+fn leave_etcd(data_dir: &Path) {
+    if !crate::etcd::has_data(data_dir) {
+        return;
+    }
+    let pki = crate::pki::Pki { dir: Layout::new(data_dir).pki_dir() };
+    let leave = async { tokio::time::timeout(Duration::from_secs(20), crate::etcd::membership::leave(&pki)).await };
+    let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(leave));
+    match outcome {
+        Ok(Ok(Ok(()))) => println!("left the etcd cluster"),
+        Ok(Ok(Err(e))) => eprintln!("could not leave the etcd cluster ({e:#}); on another server run `k8s etcd remove-member <this node's name>`"),
+        _ => eprintln!("could not leave the etcd cluster in time; on another server run `k8s etcd remove-member <this node's name>`"),
+    }
+}
+
 fn stop_service(data_dir: &Path) {
-    if Path::new(UNIT).exists() {
-        let _ = Command::new("systemctl").args(["disable", "--now", "k8s-server"]).status();
+    for unit in UNITS {
+        if unit_path(unit).exists() {
+            let _ = Command::new("systemctl").args(["disable", "--now", unit]).status();
+        }
     }
     let Some(s) = status::read(&Layout::new(data_dir)) else { return };
     println!("stopping k8s server (pid {})", s.pid);

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 
 use super::token::{ca_hash, Token};
-use super::{AgentConfig, AgentRequest};
+use super::{AgentConfig, AgentRequest, ServerBundle, ServerRequest};
 use crate::https::HttpsClient;
 
 /// `https://HOST:PORT` → (host, port).
@@ -34,18 +34,45 @@ pub async fn pinned_ca(host: &str, port: u16, token: &Token) -> anyhow::Result<S
 }
 
 pub async fn join_agent(server: &str, token: &Token, node_name: &str, node_ip: std::net::IpAddr) -> anyhow::Result<AgentConfig> {
+    let req = AgentRequest { token: token.to_string(), node_name: node_name.into(), node_ip };
+    post(server, token, "/v1/join/agent", &req, "agent").await
+}
+
+/// Joins an HA cluster's etcd as a learner. A busy cluster (another server
+/// joining) is asked again for up to `patience`.
+pub async fn join_server(server: &str, token: &Token, node_name: &str, node_ip: std::net::IpAddr,
+    patience: std::time::Duration) -> anyhow::Result<ServerBundle> {
+    let req = ServerRequest { token: token.to_string(), node_name: node_name.into(), node_ip };
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match post(server, token, "/v1/join/server", &req, "server").await {
+            Err(e) if e.downcast_ref::<Busy>().is_some() && tokio::time::Instant::now() < deadline => {
+                tracing::info!("{e}; asking again");
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the server is busy: {0}")]
+struct Busy(String);
+
+async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    server: &str, token: &Token, path: &str, req: &Req, role: &str) -> anyhow::Result<Resp> {
     let (host, port) = parse_url(server)?;
     let ca = pinned_ca(&host, port, token).await?;
     let client = HttpsClient::anonymous(ca.as_bytes())?;
-    let req = AgentRequest { token: token.to_string(), node_name: node_name.into(), node_ip };
-    let body = serde_json::to_vec(&req)?;
+    let body = serde_json::to_vec(req)?;
     let (status, text) = client
-        .request(&host, port, "POST", "/v1/join/agent", Some(("application/json", &body)))
+        .request(&host, port, "POST", path, Some(("application/json", &body)))
         .await
         .with_context(|| format!("joining through https://{host}:{port}"))?;
     match status {
         200 => Ok(serde_json::from_str(&text).context("the join endpoint sent a malformed answer")?),
-        401 => bail!("the server refused the token: {}; create one on a server with `k8s token create --role agent`", text.trim()),
+        401 => bail!("the server refused the token: {}; create one on a server with `k8s token create --role {role}`", text.trim()),
+        409 => Err(Busy(text.trim().to_string()).into()),
         code => bail!("joining failed: HTTP {code}: {}", text.trim()),
     }
 }

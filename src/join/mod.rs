@@ -1,7 +1,9 @@
-//! Joining a cluster: a server serves an HTTPS join endpoint; an agent (or,
-//! later, another server) presents a join token and receives what it needs
-//! to run a node: the cluster CA, its kubelet and kube-proxy credentials,
-//! and the cluster's network settings.
+//! Joining a cluster: a server serves an HTTPS join endpoint; an agent
+//! presents a join token and receives what it needs to run a node: the
+//! cluster CA, its kubelet and kube-proxy credentials, and the cluster's
+//! network settings. In an HA cluster another server presents a server
+//! token and receives the cluster's CAs and service-account key, and is
+//! added to etcd as a learner.
 //!
 //! The token pins the CA: the joiner fetches `/cacerts` first, checks its
 //! sha256 against the token, and only then, over a connection that trusts
@@ -36,6 +38,28 @@ pub struct AgentConfig {
     pub kubelet_key_pem: String,
     pub api_server: String,
     pub cluster_cidr: String,
+    pub cluster_dns: std::net::IpAddr,
+    pub cluster_domain: String,
+}
+
+/// No Debug: it carries the token.
+#[derive(Serialize, Deserialize)]
+pub struct ServerRequest {
+    pub token: String,
+    pub node_name: String,
+    pub node_ip: std::net::IpAddr,
+}
+
+/// Everything a joining server needs: the shared PKI files (relative to
+/// the PKI dir → PEM), its place in etcd and the cluster's settings, which
+/// must match its own. No Debug: it carries CA keys.
+#[derive(Serialize, Deserialize)]
+pub struct ServerBundle {
+    pub files: std::collections::BTreeMap<String, String>,
+    pub initial_cluster: String,
+    pub etcd_endpoints: Vec<String>,
+    pub cluster_cidr: String,
+    pub service_cidr: String,
     pub cluster_dns: std::net::IpAddr,
     pub cluster_domain: String,
 }

@@ -1,6 +1,8 @@
 //! The join endpoint a server serves (HTTPS, the API server's certificate):
 //! `GET /cacerts` (public: joiners pin it with their token's hash) and
-//! `POST /v1/join/agent` (token-authenticated: a node's credentials).
+//! `POST /v1/join/agent` (token-authenticated: a node's credentials) and,
+//! in an HA cluster, `POST /v1/join/server` (server tokens only: the shared
+//! PKI and a learner's place in etcd; one server at a time).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use axum::{Json, Router};
 use tokio_rustls::rustls;
 
 use super::token::{Role, Token};
-use super::{tokens, AgentConfig, AgentRequest};
+use super::{tokens, AgentConfig, AgentRequest, ServerBundle, ServerRequest};
+use crate::etcd::membership::{self, AdmitError};
 use crate::kubeapi::Api;
 use crate::pki::{self, Pki};
 
@@ -24,8 +27,13 @@ pub struct Cluster {
     pub ca_pem: String,
     pub api_server: String,
     pub cluster_cidr: String,
+    pub service_cidr: String,
     pub cluster_dns: std::net::IpAddr,
     pub cluster_domain: String,
+    /// HA: servers may join (the datastore is etcd).
+    pub servers_may_join: bool,
+    /// One joining server at a time.
+    pub joining: tokio::sync::Mutex<()>,
 }
 
 type Shared = Arc<Cluster>;
@@ -35,6 +43,7 @@ fn router(cluster: Shared) -> Router {
     Router::new()
         .route("/cacerts", get(|State(c): State<Shared>| async move { c.ca_pem.clone() }))
         .route("/v1/join/agent", post(join_agent))
+        .route("/v1/join/server", post(join_server))
         .with_state(cluster)
 }
 
@@ -50,6 +59,49 @@ async fn join_agent(
     let config = agent_config(&c, &req).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     tracing::info!(node = %req.node_name, %peer, "agent joined");
     Ok(Json(config))
+}
+
+async fn join_server(
+    State(c): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(req): Json<ServerRequest>,
+) -> Result<Json<ServerBundle>, Refusal> {
+    if !c.servers_may_join {
+        return Err((StatusCode::FORBIDDEN, "this server keeps its state in SQLite (a single-server cluster): other servers cannot join it; an HA cluster starts with cluster-init on its first server".into()));
+    }
+    if let Err(why) = authorize(&c, &req.token, Role::Server).await {
+        tracing::warn!(node = %req.node_name, %peer, "server join refused: {why}");
+        return Err((StatusCode::UNAUTHORIZED, why));
+    }
+    let _one_at_a_time = c.joining.lock().await;
+    let node = req.node_name.to_lowercase();
+    let admission = membership::admit(&c.pki, &node, &crate::etcd::peer_url(req.node_ip)).await.map_err(|e| match e {
+        AdmitError::Busy => (StatusCode::CONFLICT, e.to_string()),
+        AdmitError::Refused(why) => (StatusCode::BAD_REQUEST, why),
+        AdmitError::Etcd(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    })?;
+    let files = shared_files(&c.pki).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    tracing::info!(node = %node, %peer, "server admitted as an etcd learner");
+    Ok(Json(ServerBundle {
+        files,
+        initial_cluster: admission.initial_cluster,
+        etcd_endpoints: admission.endpoints,
+        cluster_cidr: c.cluster_cidr.clone(),
+        service_cidr: c.service_cidr.clone(),
+        cluster_dns: c.cluster_dns,
+        cluster_domain: c.cluster_domain.clone(),
+    }))
+}
+
+fn shared_files(pki: &Pki) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    pki.shared_files()
+        .iter()
+        .map(|path| {
+            let name = path.strip_prefix(&pki.dir)?.to_string_lossy().into_owned();
+            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((name, pem))
+        })
+        .collect()
 }
 
 /// Checks a token: our CA, a known id, the right secret and role, not

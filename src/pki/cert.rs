@@ -59,6 +59,8 @@ pub struct Ca {
 pub enum Usage {
     Server,
     Client,
+    /// Both: etcd members serve clients and dial each other with one cert.
+    Peer,
 }
 
 /// The wanted content of a leaf certificate.
@@ -84,6 +86,10 @@ impl LeafSpec {
         LeafSpec { sans, usage: Usage::Server, ..LeafSpec::client(common_name, None) }
     }
 
+    pub fn peer(common_name: &str, sans: Vec<SanType>) -> LeafSpec {
+        LeafSpec { sans, usage: Usage::Peer, ..LeafSpec::client(common_name, None) }
+    }
+
     /// For logs and errors.
     pub fn describe(&self) -> String {
         format!("the certificate for CN={}", self.common_name)
@@ -100,10 +106,11 @@ impl LeafSpec {
         }
         params.subject_alt_names = self.sans.clone();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match self.usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
+        params.extended_key_usages = match self.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Peer => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        };
         params
     }
 
@@ -119,8 +126,8 @@ impl LeafSpec {
     /// Whether `cert`'s extended key usage is exactly the one of [`Self::params`].
     fn usage_matches(&self, cert: &X509Certificate) -> bool {
         let want = ExtendedKeyUsage {
-            server_auth: self.usage == Usage::Server,
-            client_auth: self.usage == Usage::Client,
+            server_auth: matches!(self.usage, Usage::Server | Usage::Peer),
+            client_auth: matches!(self.usage, Usage::Client | Usage::Peer),
             any: false,
             code_signing: false,
             email_protection: false,

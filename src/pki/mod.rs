@@ -9,6 +9,9 @@
 //! | `apiserver.crt`, `.key` | apiserver serving cert (SANs from the params) |
 //! | `apiserver-kubelet-client.crt`, `.key` | the apiserver's client cert towards kubelets |
 //! | `kubelet.crt`, `.key` | kubelet serving cert |
+//! | `etcd/ca.crt`, `etcd/ca.key` | HA only: etcd's own CA (a node's certs must not reach etcd) |
+//! | `etcd/server.crt`, `.key`; `etcd/peer.crt`, `.key` | HA only: the etcd member's serving and peer certs |
+//! | `apiserver-etcd-client.crt`, `.key` | HA only: the apiserver's (and k8s's) client cert towards etcd |
 //!
 //! Kubeconfigs (`<name>.kubeconfig`) embed their own client certs.
 //!
@@ -71,6 +74,8 @@ pub struct PkiParams {
     pub apiserver_sans: Vec<String>,
     /// DNS names and/or IP literals for the kubelet serving cert.
     pub kubelet_sans: Vec<String>,
+    /// HA: names and IPs of this etcd member (its serving and peer certs).
+    pub etcd_sans: Option<Vec<String>>,
 }
 
 /// Where the PKI's files are (they exist once `ensure` returned it).
@@ -125,6 +130,41 @@ impl Pki {
     pub fn kubelet_key(&self) -> PathBuf {
         self.file("kubelet.key")
     }
+    pub fn etcd_ca_cert(&self) -> PathBuf {
+        self.file("etcd/ca.crt")
+    }
+    pub fn etcd_ca_key(&self) -> PathBuf {
+        self.file("etcd/ca.key")
+    }
+    pub fn etcd_server_cert(&self) -> PathBuf {
+        self.file("etcd/server.crt")
+    }
+    pub fn etcd_server_key(&self) -> PathBuf {
+        self.file("etcd/server.key")
+    }
+    pub fn etcd_peer_cert(&self) -> PathBuf {
+        self.file("etcd/peer.crt")
+    }
+    pub fn etcd_peer_key(&self) -> PathBuf {
+        self.file("etcd/peer.key")
+    }
+    pub fn apiserver_etcd_client_cert(&self) -> PathBuf {
+        self.file("apiserver-etcd-client.crt")
+    }
+    pub fn apiserver_etcd_client_key(&self) -> PathBuf {
+        self.file("apiserver-etcd-client.key")
+    }
+
+    /// The files every server of a cluster shares (CAs and the
+    /// service-account key): what a joining server receives.
+    pub fn shared_files(&self) -> [PathBuf; 8] {
+        [
+            self.ca_cert(), self.ca_key(),
+            self.front_proxy_ca_cert(), self.front_proxy_ca_key(),
+            self.sa_key(), self.sa_pub(),
+            self.etcd_ca_cert(), self.etcd_ca_key(),
+        ]
+    }
 }
 
 /// Creates what is missing under `params.dir` and renews what is stale; see the module docs.
@@ -153,6 +193,14 @@ fn ensure_with(params: &PkiParams, lt: &Lifetimes) -> Result<Pki, PkiError> {
     leaf(&ca, "apiserver-kubelet-client", LeafSpec::client("kube-apiserver-kubelet-client", Some("system:masters")))?;
     leaf(&ca, "kubelet", LeafSpec::server(node, kubelet_sans))?;
     leaf(&front_proxy_ca, "front-proxy-client", LeafSpec::client("front-proxy-client", None))?;
+    if let Some(sans) = &params.etcd_sans {
+        let sans = cert::parse_sans(sans, "etcd_sans")?;
+        files::create_dir(&pki.dir.join("etcd"), 0o700)?;
+        let etcd_ca = cert::ensure_ca(&pki.etcd_ca_cert(), &pki.etcd_ca_key(), "k8s-etcd-ca", lt)?;
+        leaf(&etcd_ca, "etcd/server", LeafSpec::peer(node, sans.clone()))?;
+        leaf(&etcd_ca, "etcd/peer", LeafSpec::peer(node, sans))?;
+        leaf(&etcd_ca, "apiserver-etcd-client", LeafSpec::client("kube-apiserver-etcd-client", None))?;
+    }
     Ok(pki)
 }
 

@@ -23,6 +23,7 @@ fn params(dir: &Path) -> PkiParams {
             "127.0.0.1".into(),
         ],
         kubelet_sans: vec!["node-1".into(), "192.168.50.10".into()],
+        etcd_sans: None,
     }
 }
 
@@ -383,4 +384,22 @@ fn bad_params_are_refused_before_writing() {
     let missing = Pki { dir: tmp.path().join("nowhere") };
     let err = ensure_kubeconfig(&missing, Identity::Admin, "", "https://127.0.0.1:6443", tmp.path()).unwrap_err();
     assert!(err.to_string().contains("ca.crt is missing"), "{err}");
+}
+
+#[test]
+fn ha_adds_an_etcd_ca_whose_certs_serve_and_dial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = PkiParams { etcd_sans: Some(vec!["node-1".into(), "10.0.0.5".into(), "127.0.0.1".into()]), ..params(tmp.path()) };
+    let pki = ensure(&params).unwrap();
+    let ca = std::fs::read_to_string(pki.ca_cert()).unwrap();
+    let etcd_ca = std::fs::read_to_string(pki.etcd_ca_cert()).unwrap();
+    assert_ne!(ca, etcd_ca, "etcd needs its own CA so node certs cannot reach it");
+    let peer = std::fs::read_to_string(pki.etcd_peer_cert()).unwrap();
+    let der = cert::cert_der(&peer).unwrap();
+    let parsed = cert::parse_der(&der).unwrap();
+    let eku = parsed.extended_key_usage().unwrap().unwrap().value.clone();
+    assert!(eku.server_auth && eku.client_auth);
+    let before = std::fs::read(pki.etcd_server_cert()).unwrap();
+    ensure(&params).unwrap();
+    assert_eq!(before, std::fs::read(pki.etcd_server_cert()).unwrap(), "unchanged inputs keep the cert");
 }

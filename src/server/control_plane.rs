@@ -1,6 +1,6 @@
 //! The control-plane components' command lines: kube-apiserver over the
-//! embedded datastore, kube-controller-manager (allocating node pod CIDRs)
-//! and kube-scheduler.
+//! embedded datastore or the local etcd member, kube-controller-manager
+//! (allocating node pod CIDRs) and kube-scheduler (both leader-elected in HA).
 
 use std::path::Path;
 
@@ -12,10 +12,37 @@ use super::config::Config;
 
 /// Files the control plane reads besides the PKI.
 pub struct Inputs<'a> {
-    pub datastore_socket: &'a Path,
+    pub store: Store<'a>,
     pub controller_manager_kubeconfig: &'a Path,
     pub scheduler_kubeconfig: &'a Path,
     pub logs: &'a Path,
+}
+
+/// Where the apiserver keeps the cluster's state.
+pub enum Store<'a> {
+    /// Our SQLite datastore on a unix socket.
+    Sqlite(&'a Path),
+    /// The local etcd member (HA).
+    Etcd,
+}
+
+impl Store<'_> {
+    fn apiserver_args(&self, pki: &Pki) -> Vec<String> {
+        match self {
+            Store::Sqlite(socket) => vec![format!("--etcd-servers=unix://{}", p(socket))],
+            Store::Etcd => vec![
+                format!("--etcd-servers={}", crate::etcd::LOCAL),
+                format!("--etcd-cafile={}", p(pki.etcd_ca_cert())),
+                format!("--etcd-certfile={}", p(pki.apiserver_etcd_client_cert())),
+                format!("--etcd-keyfile={}", p(pki.apiserver_etcd_client_key())),
+            ],
+        }
+    }
+
+    /// One server has nobody to elect; HA servers take turns.
+    fn leader_elect(&self) -> String {
+        format!("--leader-elect={}", matches!(self, Store::Etcd))
+    }
 }
 
 fn p(path: impl AsRef<Path>) -> String {
@@ -34,7 +61,7 @@ fn with_extra(mut args: Vec<String>, extra: &[String]) -> Vec<String> {
 
 pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
     let issuer = format!("https://kubernetes.default.svc.{}", cfg.cluster_domain);
-    let args = vec![
+    let mut args = vec![
         format!("--advertise-address={}", cfg.advertise_address),
         format!("--bind-address={}", cfg.bind_address),
         format!("--secure-port={}", cfg.port),
@@ -42,7 +69,6 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         "--anonymous-auth=false".into(),
         "--authorization-mode=Node,RBAC".into(),
         "--enable-admission-plugins=NodeRestriction".into(),
-        format!("--etcd-servers=unix://{}", p(i.datastore_socket)),
         format!("--client-ca-file={}", p(pki.ca_cert())),
         format!("--tls-cert-file={}", p(pki.apiserver_cert())),
         format!("--tls-private-key-file={}", p(pki.apiserver_key())),
@@ -66,6 +92,7 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         // bound, a stop waits for them until our grace period kills it.
         "--shutdown-watch-termination-grace-period=5s".into(),
     ];
+    args.extend(i.store.apiserver_args(pki));
     Spec {
         name: "kube-apiserver".into(),
         program: c.bin("kube-apiserver"),
@@ -94,8 +121,7 @@ pub fn controller_manager(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -
         "--use-service-account-credentials=true".into(),
         "--configure-cloud-routes=false".into(),
         "--controllers=*,tokencleaner".into(),
-        // One server: nobody to elect. HA mode turns this on.
-        "--leader-elect=false".into(),
+        i.store.leader_elect(),
         "--profiling=false".into(),
     ];
     Spec { name: "kube-controller-manager".into(), program: c.bin("kube-controller-manager"), args, env: vec![], log: i.logs.join("kube-controller-manager.log") }
@@ -109,7 +135,7 @@ pub fn scheduler(c: &Components, i: &Inputs) -> Spec {
         format!("--authorization-kubeconfig={kc}"),
         "--bind-address=127.0.0.1".into(),
         "--secure-port=10259".into(),
-        "--leader-elect=false".into(),
+        i.store.leader_elect(),
         "--profiling=false".into(),
     ];
     Spec { name: "kube-scheduler".into(), program: c.bin("kube-scheduler"), args, env: vec![], log: i.logs.join("kube-scheduler.log") }

@@ -6,6 +6,7 @@ pub mod config;
 mod control_plane;
 pub mod layout;
 pub mod status;
+mod store;
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use crate::fsutil::write_if_changed;
 use crate::kubeapi::{self, Api};
 use crate::payload::Components;
 use crate::pki::{self, Identity, Pki, PkiParams};
-use crate::{datastore, join, node, templates};
+use crate::{join, node, templates};
 
 pub use config::{Config, Options};
 use layout::Layout;
@@ -32,27 +33,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "k8s server starting");
 
     let components = locate_components(&cfg).await?;
+    let joined = store::join_if_needed(&cfg, &layout).await?;
     let pki = ensure_pki(&cfg, &layout)?;
     let kubeconfigs = Kubeconfigs::ensure(&cfg, &layout, &pki)?;
-    let datastore = datastore::start(datastore::Config {
-        data_dir: layout.datastore_dir(),
-        listen: vec![datastore::Listen::Unix(layout.datastore_socket())],
-        cert_file: None,
-        key_file: None,
-        trusted_ca_file: None,
-        tuning: Default::default(),
-    })
-    .await
-    .context("starting the datastore")?;
-
     let mut sup = Supervisor::default();
     let status = status::Writer::start(&layout);
+    let store = match store::start(&cfg, &layout, &components, &pki, &mut sup, joined).await {
+        Ok(store) => store,
+        Err(e) => {
+            sup.stop_all().await;
+            status.remove();
+            return Err(e);
+        }
+    };
+
     let mut tasks = Vec::new();
     let result = bring_up(&cfg, &layout, &components, &pki, &kubeconfigs, &mut sup, &status, &mut tasks).await;
     if let Err(e) = result {
         tracing::error!("start failed: {e:#}; stopping what was started");
         tasks.iter().for_each(|t| t.abort());
-        shutdown(sup, datastore, status).await;
+        shutdown(sup, store, status).await;
         return Err(e);
     }
     tracing::info!(seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "k8s server ready; kubectl: k8s kubectl get nodes");
@@ -63,16 +63,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = status.refresh_forever(&sup) => {}
     }
     tasks.iter().for_each(|t| t.abort());
-    shutdown(sup, datastore, status).await;
+    shutdown(sup, store, status).await;
     Ok(())
 }
 
-async fn shutdown(mut sup: Supervisor, datastore: datastore::Running, status: status::Writer) {
+async fn shutdown(mut sup: Supervisor, store: store::Store, status: status::Writer) {
     tracing::info!("k8s server stopping");
     sup.stop_all().await;
-    if let Err(e) = datastore.stop().await {
-        tracing::warn!("datastore stop: {e:#}");
-    }
+    store.stop().await;
     status.remove();
     tracing::info!("k8s server stopped");
 }
@@ -86,6 +84,14 @@ fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
     let join = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
     if let Err(e) = std::net::TcpListener::bind(join) {
         bail!("cannot listen on {join} for the join endpoint: {e}; stop what uses it or set join-port");
+    }
+    if cfg.datastore != config::Datastore::Sqlite {
+        for port in [crate::etcd::CLIENT_PORT, crate::etcd::PEER_PORT] {
+            let addr = std::net::SocketAddr::new(cfg.node_ip, port);
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                bail!("cannot listen on {addr} for etcd: {e}; is another etcd running? stop it");
+            }
+        }
     }
     if !cfg.disable_agent && which("iptables").is_none() {
         bail!("iptables is not installed; kube-proxy needs it (Debian/Ubuntu: apt-get install iptables)");
@@ -128,6 +134,8 @@ fn ensure_pki(cfg: &Config, layout: &Layout) -> anyhow::Result<Pki> {
         node_name: cfg.node_name.clone(),
         apiserver_sans: sans,
         kubelet_sans: vec![cfg.node_name.clone(), cfg.node_ip.to_string(), "localhost".into(), "127.0.0.1".into()],
+        etcd_sans: (cfg.datastore != config::Datastore::Sqlite)
+            .then(|| vec![cfg.node_name.clone(), cfg.node_ip.to_string(), "localhost".into(), "127.0.0.1".into()]),
     };
     Ok(pki::ensure(&params)?)
 }
@@ -169,8 +177,12 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     let socket = layout.datastore_socket();
     let logs = layout.logs_dir();
     std::fs::create_dir_all(&logs)?;
+    let store = match cfg.datastore {
+        config::Datastore::Sqlite => control_plane::Store::Sqlite(&socket),
+        _ => control_plane::Store::Etcd,
+    };
     let inputs = control_plane::Inputs {
-        datastore_socket: &socket,
+        store,
         controller_manager_kubeconfig: &kc.controller_manager,
         scheduler_kubeconfig: &kc.scheduler,
         logs: &logs,
@@ -234,8 +246,11 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, kc: &Kubeconfigs, api: &Ap
         ca_pem,
         api_server: format!("https://{}:{}", cfg.advertise_address, cfg.port),
         cluster_cidr: cfg.cluster_cidr.clone(),
+        service_cidr: cfg.service_cidr.clone(),
         cluster_dns: cfg.cluster_dns,
         cluster_domain: cfg.cluster_domain.clone(),
+        servers_may_join: cfg.datastore != config::Datastore::Sqlite,
+        joining: Default::default(),
     };
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
     Ok(tokio::spawn(async move {

@@ -1,0 +1,133 @@
+//! The cluster's state: SQLite behind our etcd API in this process (one
+//! server), or a member of the carried etcd (HA: `cluster-init` on the
+//! first server, `server` + `token-file` on the others).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use super::config::{Config, Datastore};
+use super::layout::Layout;
+use crate::components::Supervisor;
+use crate::etcd::{self, membership, Bootstrap};
+use crate::join::{self, token::Token, ServerBundle};
+use crate::payload::Components;
+use crate::pki::Pki;
+use crate::{datastore, fsutil};
+
+const ETCD_START_TIMEOUT: Duration = Duration::from_secs(120);
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a joining server waits while others join before it.
+const JOIN_PATIENCE: Duration = Duration::from_secs(600);
+
+/// A running store.
+pub enum Store {
+    Sqlite(datastore::Running),
+    /// The member runs under the supervisor (started first, stopped last).
+    Etcd,
+}
+
+impl Store {
+    pub async fn stop(self) {
+        if let Store::Sqlite(running) = self {
+            if let Err(e) = running.stop().await {
+                tracing::warn!("datastore stop: {e:#}");
+            }
+        }
+    }
+}
+
+/// A joining server without etcd data asks the cluster for its shared PKI
+/// and a learner's place, before its own PKI is made from those CAs.
+pub async fn join_if_needed(cfg: &Config, layout: &Layout) -> anyhow::Result<Option<ServerBundle>> {
+    let Datastore::EtcdJoin { server, token_file } = &cfg.datastore else { return Ok(None) };
+    if etcd::has_data(&cfg.data_dir) {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(token_file).with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+    let token = Token::parse(&text).with_context(|| token_file.display().to_string())?;
+    tracing::info!(%server, "joining the cluster's etcd");
+    let bundle = join::client::join_server(server, &token, &cfg.node_name, cfg.node_ip, JOIN_PATIENCE).await?;
+    check_settings(cfg, &bundle)?;
+    write_shared_pki(layout, &bundle)?;
+    Ok(Some(bundle))
+}
+
+/// A server must run the cluster's networks: a mismatch would route pods
+/// and services differently on different servers.
+fn check_settings(cfg: &Config, b: &ServerBundle) -> anyhow::Result<()> {
+    let pairs = [
+        ("cluster-cidr", cfg.cluster_cidr.clone(), b.cluster_cidr.clone()),
+        ("service-cidr", cfg.service_cidr.clone(), b.service_cidr.clone()),
+        ("cluster-dns", cfg.cluster_dns.to_string(), b.cluster_dns.to_string()),
+        ("cluster-domain", cfg.cluster_domain.clone(), b.cluster_domain.clone()),
+    ];
+    for (key, ours, theirs) in pairs {
+        if ours != theirs {
+            bail!("{key} is {ours} here but {theirs} in the cluster being joined; set {key}: {theirs} in the config");
+        }
+    }
+    Ok(())
+}
+
+fn write_shared_pki(layout: &Layout, b: &ServerBundle) -> anyhow::Result<()> {
+    let dir = layout.pki_dir();
+    for (name, pem) in &b.files {
+        if name.contains("..") || name.starts_with('/') {
+            bail!("the join endpoint sent a file outside the PKI dir: {name}");
+        }
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing == *pem => continue,
+            Ok(_) => bail!("{} belongs to another cluster; this host was a server elsewhere: run `k8s reset` on it first", path.display()),
+            Err(_) => {}
+        }
+        let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+        std::fs::create_dir_all(path.parent().expect("under the PKI dir"))?;
+        fsutil::write_atomic(&path, pem.as_bytes(), mode)?;
+    }
+    Ok(())
+}
+
+/// Starts the store; for etcd, waits until this member votes.
+pub async fn start(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, sup: &mut Supervisor,
+    joined: Option<ServerBundle>) -> anyhow::Result<Store> {
+    if cfg.datastore == Datastore::Sqlite {
+        let running = datastore::start(datastore::Config {
+            data_dir: layout.datastore_dir(),
+            listen: vec![datastore::Listen::Unix(layout.datastore_socket())],
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            tuning: Default::default(),
+        })
+        .await
+        .context("starting the datastore")?;
+        return Ok(Store::Sqlite(running));
+    }
+    let logs = layout.logs_dir();
+    let member = etcd::Member { name: &cfg.node_name, ip: cfg.node_ip, data_dir: &cfg.data_dir, logs: &logs };
+    let boot = match &joined {
+        Some(b) => Bootstrap::Join { initial_cluster: b.initial_cluster.clone() },
+        None => Bootstrap::New,
+    };
+    sup.start(etcd::spec(c, pki, &member, &boot));
+    let local = etcd::wait_local(pki, ETCD_START_TIMEOUT)
+        .await
+        .with_context(|| format!("see {}", logs.join("etcd.log").display()))?;
+    let others = match joined {
+        Some(b) => b.etcd_endpoints,
+        None => voting_peers(&local, cfg).await,
+    };
+    membership::promote_self(pki, &local, &others, PROMOTE_TIMEOUT).await?;
+    tracing::info!(endpoint = etcd::LOCAL, "etcd member ready");
+    Ok(Store::Etcd)
+}
+
+/// Client URLs of the other voting members (for a learner that restarted
+/// before it was promoted).
+async fn voting_peers(local: &etcd::Client, cfg: &Config) -> Vec<String> {
+    let own = etcd::client_url(cfg.node_ip);
+    let members = local.members().await.unwrap_or_default();
+    members.into_iter().filter(|m| !m.is_learner).flat_map(|m| m.client_ur_ls).filter(|u| *u != own).collect()
+}
