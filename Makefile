@@ -53,6 +53,7 @@ test-e2e:
 	e2e/lib/selftest.sh "$$(./bootstrap/build.sh | tail -n 1)"
 	K8S_BIN=$(K8S) e2e/single-node.sh
 	K8S_BIN=$(K8S) e2e/agent.sh
+	K8S_BIN=$(K8S) e2e/ha.sh
 	K8S_BIN=$(K8S) e2e/systemd.sh
 
 # Figures, not tests: the datastore against real etcd, and a node's start time and memory.
