@@ -2,7 +2,7 @@
 # Installs the Debian packages the build and the tests use, once.
 # Idempotent: only missing packages are installed.
 set -euo pipefail
-want=(etcd-server etcd-client sqlite3 zstd iproute2 util-linux iptables openssl)
+want=(etcd-server etcd-client sqlite3 zstd iproute2 util-linux iptables openssl openssh-server openssh-client)
 missing=()
 for p in "${want[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,4 +16,11 @@ fi
 # Debian starts etcd as a service on install; our tests run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+# Debian starts sshd as a service on install; the tests run their own on
+# loopback ports, and nothing here should listen on port 22.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet ssh 2>/dev/null; then
+  systemctl disable --now ssh >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/ssh ] && [ -f /run/sshd.pid ]; then
+  /etc/init.d/ssh stop >/dev/null 2>&1 || true
 fi

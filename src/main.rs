@@ -19,6 +19,9 @@ mod pki;
 mod reset;
 mod server;
 mod signals;
+// Used by `k8s up` (in progress); until then only its tests use it.
+#[allow(dead_code)]
+mod ssh;
 mod status;
 mod systemd;
 mod templates;

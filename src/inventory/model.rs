@@ -54,6 +54,9 @@ pub struct Api {
 pub struct SshDefaults {
     pub user: String,
     pub port: u16,
+    /// Whether `user` / `port` were written (else `~/.ssh/config` may set them).
+    pub user_written: bool,
+    pub port_written: bool,
     /// As written (`~` is expanded at use, see [`SshSettings::identity_path`]);
     /// `None`: the ssh agent and the usual `~/.ssh/id_*` keys.
     pub identity_file: Option<String>,
@@ -74,6 +77,8 @@ impl Default for SshDefaults {
         SshDefaults {
             user: DEFAULT_SSH_USER.into(),
             port: DEFAULT_SSH_PORT,
+            user_written: false,
+            port_written: false,
             identity_file: None,
             bastion: None,
             host_key_checking: HostKeyChecking::AcceptNew,
@@ -161,8 +166,13 @@ pub struct SshSettings {
     pub address: String,
     pub port: u16,
     pub user: String,
+    /// Whether `user` / `port` were written for the host or in the defaults;
+    /// when not, `~/.ssh/config` may set them (else 22 and root).
+    pub user_written: bool,
+    pub port_written: bool,
     pub identity_file: Option<String>,
-    /// With `user` and `identity_file` filled in from the host's.
+    /// With `identity_file` filled in from the host's, and `user` too when
+    /// the host's was written.
     pub bastion: Option<Bastion>,
     pub host_key_checking: HostKeyChecking,
     pub sudo: Sudo,
@@ -304,6 +314,7 @@ impl Host {
     pub fn ssh_settings(&self, defaults: &SshDefaults) -> SshSettings {
         let s = &self.ssh;
         let user = s.user.clone().unwrap_or_else(|| defaults.user.clone());
+        let user_written = s.user.is_some() || defaults.user_written;
         let identity_file = s.identity_file.clone().or_else(|| defaults.identity_file.clone());
         let bastion = match &s.bastion {
             BastionChoice::Inherit => defaults.bastion.clone(),
@@ -311,7 +322,7 @@ impl Host {
             BastionChoice::Via(b) => Some(b.clone()),
         }
         .map(|b| Bastion {
-            user: b.user.or_else(|| Some(user.clone())),
+            user: b.user.or_else(|| user_written.then(|| user.clone())),
             identity_file: b.identity_file.or_else(|| identity_file.clone()),
             ..b
         });
@@ -319,6 +330,8 @@ impl Host {
             address: self.address.clone(),
             port: s.port.unwrap_or(defaults.port),
             user,
+            user_written,
+            port_written: s.port.is_some() || defaults.port_written,
             identity_file,
             bastion,
             host_key_checking: s.host_key_checking.unwrap_or(defaults.host_key_checking),

@@ -455,6 +455,8 @@ impl Reader {
             return d;
         };
         let common = self.ssh_common(&f);
+        d.user_written = common.user.is_some();
+        d.port_written = common.port.is_some();
         d.user = common.user.unwrap_or(d.user);
         d.port = common.port.unwrap_or(d.port);
         d.identity_file = common.identity_file;

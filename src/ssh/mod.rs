@@ -1,0 +1,25 @@
+//! SSH from the workstation to the hosts `k8s up` installs (russh): key
+//! files and ssh-agent, `~/.ssh/config`, jump hosts, known_hosts checking,
+//! sudo, and uploads checked with sha256 on the host.
+//!
+//! Use: build a [`Target`] per host (`Target::from_settings`), load the keys
+//! once with [`Keys::prepare`] (it may ask for passphrases, so call it before
+//! showing progress), then [`Session::connect`] and run commands or copy files.
+
+mod config;
+mod connect;
+mod error;
+mod keys;
+mod known_hosts;
+mod session;
+mod target;
+
+// The API `k8s up` uses; unused in the binary until it lands.
+#[allow(unused_imports)]
+pub use error::SshError;
+#[allow(unused_imports)]
+pub use keys::{Keys, PASSPHRASE_ENV};
+#[allow(unused_imports)]
+pub use session::{sh_quote, Output, Session, Upload};
+#[allow(unused_imports)]
+pub use target::{HostKeyChecking, Sudo, Target};

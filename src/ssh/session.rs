@@ -1,0 +1,341 @@
+//! Commands and files on a connected host, as root (through `sudo -n` when
+//! the target says so). Files are written atomically (temporary file, then
+//! rename) and compared by sha256 on the host first, so re-runs write nothing.
+
+use std::path::Path;
+
+use russh::ChannelMsg;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncRead;
+
+use super::connect::{self, Connection};
+use super::target::Resolved;
+use super::{Keys, SshError, Target};
+
+/// Exit status 3 from our own scripts: "absent" / "checksum mismatch".
+const OUR_STATUS: u32 = 3;
+
+/// What a command left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub status: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim_end().to_string()
+    }
+}
+
+/// What `upload` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// The host already had the same content (its mode was set if it differed).
+    Unchanged,
+    /// The file was written (a previous one kept as `<remote>.prev`).
+    Replaced,
+}
+
+/// An open, authenticated connection to one host.
+pub struct Session {
+    target: Target,
+    r: Resolved,
+    conn: Connection,
+}
+
+impl Session {
+    /// Connects (through the jump hosts, if any), checks the host key,
+    /// authenticates, and checks that sudo works when it is to be used.
+    pub async fn connect(target: &Target, keys: &Keys) -> Result<Session, SshError> {
+        let r = target.resolve()?;
+        let conn = connect::open(&r, keys).await?;
+        let session = Session { target: target.clone(), r, conn };
+        if session.r.sudo {
+            session.run_checked("true").await?;
+        }
+        Ok(session)
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Runs `cmd` with `sh` as root (through `sudo -n` per the target's sudo
+    /// setting). A non-zero status is not an error here.
+    pub async fn run(&self, cmd: &str) -> Result<Output, SshError> {
+        self.exec(cmd, None::<&[u8]>).await
+    }
+
+    /// Runs `cmd`; its stdout, or `SshError::Command` for a non-zero status.
+    pub async fn run_checked(&self, cmd: &str) -> Result<String, SshError> {
+        let out = self.run(cmd).await?;
+        self.checked(cmd, out).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    fn checked(&self, cmd: &str, out: Output) -> Result<Output, SshError> {
+        if out.status == 0 {
+            return Ok(out);
+        }
+        Err(SshError::Command {
+            host: self.r.name.clone(),
+            command: cmd.to_string(),
+            status: out.status,
+            stderr: out.stderr_text(),
+        })
+    }
+
+    /// Copies a local file to `remote` unless the host has it already
+    /// (same sha256). The copy goes to `<remote>.tmp`, is checked with
+    /// `sha256sum` on the host, gets `mode` (and owner root), and replaces
+    /// `remote` by a rename; the file it replaces is kept as `<remote>.prev`.
+    pub async fn upload(&self, local: &Path, remote: &str, mode: u32) -> Result<Upload, SshError> {
+        let sum = local_sha256(local).await.map_err(|e| SshError::Local {
+            host: self.r.name.clone(),
+            file: local.to_path_buf(),
+            error: e.to_string(),
+        })?;
+        let state = self.remote_state(remote).await?;
+        if let Some(s) = &state {
+            if s.sha256 == sum {
+                self.fix_attributes(remote, s, mode).await?;
+                return Ok(Upload::Unchanged);
+            }
+        }
+        let file = tokio::fs::File::open(local).await.map_err(|e| SshError::Local {
+            host: self.r.name.clone(),
+            file: local.to_path_buf(),
+            error: e.to_string(),
+        })?;
+        self.replace(remote, file, &sum, mode, true).await?;
+        Ok(Upload::Replaced)
+    }
+
+    /// Writes `bytes` to `remote` atomically with `mode`, owner root.
+    /// Nothing is written when the host has the same content; returns
+    /// whether the content, mode or owner changed.
+    pub async fn write_file(&self, remote: &str, bytes: &[u8], mode: u32) -> Result<bool, SshError> {
+        let sum = hex::encode(Sha256::digest(bytes));
+        if let Some(s) = self.remote_state(remote).await? {
+            if s.sha256 == sum {
+                return self.fix_attributes(remote, &s, mode).await;
+            }
+        }
+        self.replace(remote, bytes, &sum, mode, false).await?;
+        Ok(true)
+    }
+
+    /// The content of `remote`, `None` if it does not exist.
+    pub async fn read_file(&self, remote: &str) -> Result<Option<Vec<u8>>, SshError> {
+        let q = sh_quote(remote);
+        let cmd = format!("if [ -e {q} ]; then exec cat -- {q}; else exit {OUR_STATUS}; fi");
+        let out = self.run(&cmd).await?;
+        if out.status == OUR_STATUS && out.stderr.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.checked(&format!("cat {remote}"), out)?.stdout))
+    }
+
+    /// Closes the connection (and those to its jump hosts).
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+
+    /// The file's sha256, mode and owner on the host; `None` if absent.
+    async fn remote_state(&self, remote: &str) -> Result<Option<RemoteState>, SshError> {
+        let q = sh_quote(remote);
+        let cmd = format!("if [ -f {q} ]; then stat -c '%a %u %g' -- {q} && sha256sum < {q}; fi");
+        let out = self.run_checked(&cmd).await?;
+        if out.trim().is_empty() {
+            return Ok(None);
+        }
+        let fields: Vec<&str> = out.split_whitespace().collect();
+        match fields.as_slice() {
+            [mode, uid, gid, sum, ..] => Ok(Some(RemoteState {
+                mode: u32::from_str_radix(mode, 8).unwrap_or(0),
+                root_owned: *uid == "0" && *gid == "0",
+                sha256: sum.to_string(),
+            })),
+            _ => Err(SshError::Remote {
+                host: self.r.name.clone(),
+                remote: remote.to_string(),
+                message: format!("unexpected answer from stat/sha256sum: {out:?}; does the host have coreutils?"),
+            }),
+        }
+    }
+
+    /// Same content: sets mode and owner if they differ. True if it did.
+    async fn fix_attributes(&self, remote: &str, s: &RemoteState, mode: u32) -> Result<bool, SshError> {
+        let want_root = self.as_root();
+        if s.mode == mode && (s.root_owned || !want_root) {
+            return Ok(false);
+        }
+        let q = sh_quote(remote);
+        let chown = if want_root { format!(" && chown 0:0 -- {q}") } else { String::new() };
+        self.run_checked(&format!("chmod {mode:o} -- {q}{chown}")).await?;
+        Ok(true)
+    }
+
+    /// Streams `content` to `<remote>.tmp`, checks its sha256 on the host,
+    /// sets mode and owner, optionally keeps the old file as `.prev`, renames.
+    async fn replace(
+        &self,
+        remote: &str,
+        content: impl AsyncRead + Unpin + Send,
+        sum: &str,
+        mode: u32,
+        keep_prev: bool,
+    ) -> Result<(), SshError> {
+        let q = sh_quote(remote);
+        let tmp = sh_quote(&format!("{remote}.tmp"));
+        let chown = if self.as_root() { format!("chown 0:0 -- {tmp}; ") } else { String::new() };
+        let prev = if keep_prev {
+            format!("if [ -e {q} ]; then ln -f -- {q} {}; fi; ", sh_quote(&format!("{remote}.prev")))
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "set -e; mkdir -p -- \"$(dirname -- {q})\"; umask 077; cat > {tmp}; \
+             sum=$(sha256sum < {tmp}); sum=${{sum%% *}}; \
+             if [ \"$sum\" != {sum} ]; then rm -f -- {tmp}; echo \"sha256 $sum\" >&2; exit {OUR_STATUS}; fi; \
+             chmod {mode:o} -- {tmp}; {chown}{prev}mv -f -- {tmp} {q}"
+        );
+        let out = self.exec(&script, Some(content)).await?;
+        if out.status == OUR_STATUS {
+            return Err(SshError::Remote {
+                host: self.r.name.clone(),
+                remote: remote.to_string(),
+                message: format!(
+                    "the copy on the host has {} but {sum} was sent: the transfer was damaged; run again",
+                    out.stderr_text()
+                ),
+            });
+        }
+        self.checked(&format!("write {remote}"), out).map(|_| ())
+    }
+
+    /// Whether commands run as root (directly or through sudo).
+    fn as_root(&self) -> bool {
+        self.r.sudo || self.r.user == "root"
+    }
+
+    /// Runs `cmd` (wrapped in sudo as needed) with `stdin` streamed to it.
+    async fn exec(&self, cmd: &str, stdin: Option<impl AsyncRead + Unpin + Send>) -> Result<Output, SshError> {
+        let wrapped = if self.r.sudo { format!("sudo -n -- sh -c {}", sh_quote(cmd)) } else { cmd.to_string() };
+        let lost = |e: russh::Error| SshError::Lost {
+            host: self.r.name.clone(),
+            what: format!("`{}`", short(cmd)),
+            reason: e.to_string(),
+        };
+        let channel = tokio::time::timeout(self.r.timeout, self.conn.handle.channel_open_session())
+            .await
+            .map_err(|_| SshError::Timeout {
+                host: self.r.name.clone(),
+                what: "opening a channel".into(),
+                after: self.r.timeout,
+            })?
+            .map_err(lost)?;
+        channel.exec(true, wrapped.as_bytes()).await.map_err(lost)?;
+        let (mut read, write) = channel.split();
+        let send = async {
+            if let Some(input) = stdin {
+                write.data(input).await?;
+            }
+            write.eof().await
+        };
+        let receive = async {
+            let mut out = Output { status: 0, stdout: Vec::new(), stderr: Vec::new() };
+            let mut status = None;
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        out.stderr.extend_from_slice(format!("\n(killed by signal {signal_name:?})").as_bytes());
+                        status = Some(255);
+                    }
+                    _ => {}
+                }
+            }
+            (out, status)
+        };
+        let (sent, (mut out, status)) = tokio::join!(send, receive);
+        let Some(status) = status else {
+            let reason = match sent {
+                Err(e) => e.to_string(),
+                Ok(()) => "no exit status (the host stopped answering, or sshd ended)".into(),
+            };
+            return Err(SshError::Lost { host: self.r.name.clone(), what: format!("`{}`", short(cmd)), reason });
+        };
+        out.status = status;
+        if self.r.sudo {
+            self.sudo_problem(&out)?;
+        }
+        Ok(out)
+    }
+
+    /// sudo's own failures, told apart from the command's.
+    fn sudo_problem(&self, out: &Output) -> Result<(), SshError> {
+        let err = out.stderr_text();
+        let first = err.lines().next().unwrap_or("");
+        let (host, user) = (self.r.name.clone(), self.r.user.clone());
+        if out.status == 1 && first.starts_with("sudo:") && first.contains("password is required") {
+            return Err(SshError::SudoPassword { host, user });
+        }
+        let missing = out.status == 127 && first.contains("sudo") && first.contains("not found");
+        let refused = out.status == 1 && first.starts_with("sudo:") && first.contains("sudoers");
+        if missing || refused {
+            return Err(SshError::SudoUnavailable { host, user, stderr: first.to_string() });
+        }
+        Ok(())
+    }
+}
+
+struct RemoteState {
+    mode: u32,
+    root_owned: bool,
+    sha256: String,
+}
+
+/// `'…'` for sh, with single quotes escaped.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A command shortened for messages about the connection.
+fn short(cmd: &str) -> String {
+    let line = cmd.lines().next().unwrap_or("");
+    match line.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None if cmd.contains('\n') => format!("{line}…"),
+        None => line.to_string(),
+    }
+}
+
+async fn local_sha256(path: &Path) -> std::io::Result<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(hex::encode(h.finalize()))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("/etc/k8s/config.yaml"), "'/etc/k8s/config.yaml'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(short("echo hi"), "echo hi");
+        assert_eq!(short("a\nb"), "a…");
+        assert!(short(&"é".repeat(70)).ends_with('…'));
+    }
+}
