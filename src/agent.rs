@@ -110,10 +110,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
 
+    let balancer = start_balancer(&data_dir, &cluster.api_server).await?;
     let mut sup = Supervisor::default();
     let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &data_dir, &mut sup).await;
     let routes = match &result {
-        Ok(()) => Some(tokio::spawn(node::routes::follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?, node_name.clone()))),
+        Ok(()) => Some([
+            tokio::spawn(node::routes::follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?, node_name.clone())),
+            tokio::spawn(balancer.follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?)),
+        ]),
         Err(_) => None,
     };
     if let Err(e) = result {
@@ -123,11 +127,23 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     tracing::info!(node = %node_name, "k8s agent ready");
     crate::systemd::notify_ready();
     crate::signals::terminated().await;
-    if let Some(r) = routes {
-        r.abort();
+    for task in routes.iter().flatten() {
+        task.abort();
     }
     sup.stop_all().await;
     Ok(())
+}
+
+/// The node's components reach the API servers through the local load
+/// balancer; the server the agent joined through seeds its list.
+async fn start_balancer(data_dir: &Path, api_server: &str) -> anyhow::Result<node::api_balancer::Balancer> {
+    let (host, port) = join::client::parse_url(api_server)?;
+    let seed = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("cannot resolve the API server {api_server}"))?;
+    node::api_balancer::Balancer::start(&data_dir.join("agent/api-servers.json"), seed).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -160,6 +176,7 @@ async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name:
 
 /// The cluster settings an agent runs with.
 struct Settings {
+    api_server: String,
     cluster_cidr: String,
     cluster_dns: IpAddr,
     cluster_domain: String,
@@ -167,7 +184,7 @@ struct Settings {
 
 impl From<AgentConfig> for Settings {
     fn from(c: AgentConfig) -> Settings {
-        Settings { cluster_cidr: c.cluster_cidr, cluster_dns: c.cluster_dns, cluster_domain: c.cluster_domain }
+        Settings { api_server: c.api_server, cluster_cidr: c.cluster_cidr, cluster_dns: c.cluster_dns, cluster_domain: c.cluster_domain }
     }
 }
 
@@ -202,10 +219,12 @@ impl AgentFiles {
         write_atomic(&self.ca, c.ca_pem.as_bytes(), 0o644)?;
         write_atomic(&self.kubelet_cert, c.kubelet_cert_pem.as_bytes(), 0o644)?;
         write_atomic(&self.kubelet_key, c.kubelet_key_pem.as_bytes(), 0o600)?;
-        write_atomic(&self.kubelet_kubeconfig, c.kubelet_kubeconfig.as_bytes(), 0o600)?;
-        write_atomic(&self.kube_proxy_kubeconfig, c.kube_proxy_kubeconfig.as_bytes(), 0o600)?;
+        // Through the local load balancer, not the one server joined through.
+        let local = |kubeconfig: &str| kubeconfig.replace(&c.api_server, node::api_balancer::LOCAL_URL);
+        write_atomic(&self.kubelet_kubeconfig, local(&c.kubelet_kubeconfig).as_bytes(), 0o600)?;
+        write_atomic(&self.kube_proxy_kubeconfig, local(&c.kube_proxy_kubeconfig).as_bytes(), 0o600)?;
         let settings = serde_json::json!({
-            "cluster_cidr": c.cluster_cidr, "cluster_dns": c.cluster_dns, "cluster_domain": c.cluster_domain,
+            "api_server": c.api_server, "cluster_cidr": c.cluster_cidr, "cluster_dns": c.cluster_dns, "cluster_domain": c.cluster_domain,
         });
         write_atomic(&self.settings, settings.to_string().as_bytes(), 0o644)
     }
@@ -214,6 +233,6 @@ impl AgentFiles {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.settings)?)?;
         let s = |k: &str| v[k].as_str().map(String::from).with_context(|| format!("{} lacks {k}", self.settings.display()));
         let dns = s("cluster_dns")?.parse()?;
-        Ok(Settings { cluster_cidr: s("cluster_cidr")?, cluster_dns: dns, cluster_domain: s("cluster_domain")? })
+        Ok(Settings { api_server: s("api_server")?, cluster_cidr: s("cluster_cidr")?, cluster_dns: dns, cluster_domain: s("cluster_domain")? })
     }
 }

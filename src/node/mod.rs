@@ -1,6 +1,7 @@
 //! The node part of a server (and, later, of an agent): containerd with
 //! the carried images, kubelet, kube-proxy and the pod network.
 
+pub mod api_balancer;
 pub mod host;
 mod masquerade;
 pub mod routes;
