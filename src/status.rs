@@ -17,7 +17,10 @@ pub async fn print(data_dir: &Path) -> anyhow::Result<()> {
     };
     println!("k8s server: pid {}, {}", s.pid, if s.ready { "ready" } else { "starting" });
     println!("{:<26} {:<8} {}", "COMPONENT", "PID", "STATE");
-    println!("{:<26} {:<8} {}", "datastore", s.pid, "in process");
+    // HA servers list their etcd member among the components.
+    if !crate::etcd::has_data(data_dir) {
+        println!("{:<26} {:<8} {}", "datastore (SQLite)", s.pid, "in process");
+    }
     for c in &s.components {
         let pid = c.pid.map_or("-".to_string(), |p| p.to_string());
         println!("{:<26} {:<8} {}", c.name, pid, c.state);
