@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# e2e/up.sh: `k8s up` from a workstation over SSH to two Debian hosts booted with systemd (e2e/lib/nspawn.sh).
+#
+#   e2e/up.sh            exit 0 = every check passed, 1 = a check failed, 77 = skipped
+#
+# 1. Refused before anything changes, with a message naming the cause: a typo'd role and an even server count
+#    (file:line; no host even logged into), an unreachable host (names it), a wrong host key with strict checking
+#    (names the host and the known_hosts file), a user whose sudo wants a password (names the host). After each,
+#    nothing was written on the real hosts. --dry-run prints the plan and writes nothing either.
+# 2. One server (as root) and one agent (as user debian, through sudo): both nodes Ready; a pod on the agent reaches
+#    a pod on the server (which sees the pod's own address), a ClusterIP Service and its DNS name.
+#    Prints "BENCH up single+agent: S s".
+# 3. The same inventory again: --output json reports no change on any host; the binary's mtime, the config and the
+#    units' start times are the same. Prints "BENCH up again (no change): S s".
+# 4. A wrong join token, by hand on the agent host (`up` always takes the tokens from the first server): refused
+#    with a clear message; the running agent is undisturbed.
+# Environment: see e2e/lib/up.sh (K8S_BIN, E2E_TIMEOUT, NSPAWN_KEEP).
+CL=${E2E_CLUSTER:-e2e-up}
+NHOSTS=2
+SCRIPT=e2e/up.sh
+# shellcheck source=lib/up.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/up.sh"
+
+up_init
+S=1 A=2                                   # host indexes: the server, the agent
+inventory "$WORK/hosts.yaml" "$S server" "$A agent debian"
+
+# ------------------------------------------------------------------------------------------ 1. refused
+step "bad inventories: refused with file:line, before any host is contacted"
+logins_before="$(ssh_logins $S) $(ssh_logins $A)"
+mark_hosts $S $A
+inventory "$WORK/typo-role.yaml" "$S sever" "$A agent debian"
+line=$(grep -n 'role: sever' "$WORK/typo-role.yaml" | cut -d: -f1)
+expect_refused typo-role "a typo'd role (sever)" "$WORK/typo-role.yaml" "typo-role\.yaml:$line:[0-9]+" '"?sever"?' 'server'
+inventory "$WORK/even.yaml" "$S server" "$A server debian"
+expect_refused even "two servers" "$WORK/even.yaml" 'even\.yaml:[0-9]+:[0-9]+' 'even' 'force-even-servers'
+logins_after="$(ssh_logins $S) $(ssh_logins $A)"
+[[ $logins_after == "$logins_before" ]] && ok "no host was logged into for a bad inventory (sshd logins: $logins_after)" ||
+  fail "sshd logins went from $logins_before to $logins_after for an inventory that was refused"
+
+step "--dry-run: the plan, and nothing written"
+run_up dry-run -i "$WORK/hosts.yaml" --dry-run
+if ((UP_RC == 0)) && up_log dry-run | grep -qF "${IP[S]}" && up_log dry-run | grep -qF "${IP[A]}"; then
+  ok "--dry-run exits 0 in $UP_SECS s with a plan naming both hosts"; show_up dry-run 12
+else
+  fail "--dry-run: exit $UP_RC, or the plan does not name ${IP[S]} and ${IP[A]}"; show_up dry-run
+fi
+untouched "--dry-run" $S $A
+
+step "an unreachable host, a wrong host key, sudo that wants a password: refused, and no host half-installed"
+inventory "$WORK/unreachable.yaml" "$S server" "$A agent debian" "$NET.99 agent"
+expect_refused unreachable "an unreachable host ($NET.99)" "$WORK/unreachable.yaml" "${NET//./\\.}\\.99"
+untouched "unreachable host" $S $A
+# the agent's entries replaced by a key it does not have
+ssh-keygen -q -t ed25519 -N '' -C wrong -f "$WORK/wrong-key"
+{ grep -v "^${HOST[A]}," "$WORK/known_hosts"; echo "${HOST[A]},${IP[A]} $(cut -d' ' -f1,2 "$WORK/wrong-key.pub")"; } >"$WORK/known_hosts-wrong"
+inventory "$WORK/wrong-key.yaml" -k "$WORK/known_hosts-wrong" -c strict "$S server" "$A agent debian"
+expect_refused wrong-key "a wrong host key (strict)" "$WORK/wrong-key.yaml" "${IP[A]//./\\.}|${HOST[A]}" 'known_hosts-wrong'
+untouched "wrong host key" $S $A
+inventory "$WORK/pwsudo.yaml" "$S server" "$A agent pwsudo"
+expect_refused pwsudo "sudo that wants a password (user pwsudo)" "$WORK/pwsudo.yaml" "${IP[A]//./\\.}|${HOST[A]}" 'password'
+untouched "sudo wants a password" $S $A
+
+# ------------------------------------------------------------------------------------------ 2. the cluster
+step "up: ${HOST[S]} server (root), ${HOST[A]} agent (debian + sudo)"
+run_up first -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" -y
+echo "BENCH up single+agent: $UP_SECS s"
+((UP_RC == 0)) || { show_up first 40; die "k8s up failed (exit $UP_RC)"; }
+ok "k8s up exited 0 in $UP_SECS s"; show_up first 8
+[[ -s $KC ]] && ok "kubeconfig written to $KC" || die "no kubeconfig at $KC"
+nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "nodes ${HOST[S]} and ${HOST[A]} Ready (kubectl on the workstation)" ||
+  { TMO=30 kc get nodes -o wide 2>&1 | indent; die "nodes not Ready"; }
+[[ $(hx $A systemctl is-active k8s-agent) == active && $(hx $S systemctl is-active k8s-server) == active ]] &&
+  ok "k8s-server active on ${HOST[S]}, k8s-agent active on ${HOST[A]}" || fail "the units are not active"
+pod_traffic "${HOST[S]}" "${HOST[A]}"
+
+# ------------------------------------------------------------------------------------------ 3. again
+step "up again with the same inventory: nothing changes"
+before_s=$(host_state $S) before_a=$(host_state $A)
+run_up again -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" --output json -y
+echo "BENCH up again (no change): $UP_SECS s"
+if ((UP_RC == 0)); then ok "k8s up exited 0 in $UP_SECS s"; else fail "the second up failed (exit $UP_RC)"; show_up again; fi
+json_no_change again "${IP[S]}" "${IP[A]}"
+for i in $S $A; do
+  [[ $i == "$S" ]] && before=$before_s || before=$before_a
+  after=$(host_state "$i")
+  if [[ $after == "$before" ]]; then
+    ok "${HOST[i]}: binary mtime, sha256, config and unit start time unchanged"
+  else
+    fail "${HOST[i]} changed:"; diff <(echo "$before") <(echo "$after") | indent
+  fi
+done
+nodes_ready 60 "${HOST[S]}" "${HOST[A]}" && ok "both nodes still Ready" || fail "nodes not Ready after the second up"
+
+# ------------------------------------------------------------------------------------------ 4. a wrong token
+step "a wrong join token (by hand on ${HOST[A]}: up takes the tokens from the first server)"
+token=$(hx $A cat /etc/k8s/token 2>/dev/null)
+if [[ $token =~ ^K10[0-9a-f]+::[a-z0-9]+\.[a-z0-9]{16}$ ]]; then
+  # the same token with a wrong secret, in a data dir of its own so the running agent's state is not touched
+  bad=$(sed -E 's/\.[a-z0-9]{16}$/.0000000000000000/' <<<"$token")
+  out=$(hx $A sh -c 'umask 077; echo "$1" >/root/bad-token; timeout 60 k8s agent --server "https://$2:9345" --token-file /root/bad-token --data-dir /root/bad-token-data 2>&1; echo "exit $?"; rm -rf /root/bad-token /root/bad-token-data' \
+    sh "$bad" "${IP[S]}")
+  if [[ $out == *"exit 0" || $out == *"exit 124" ]]; then
+    fail "an agent with a wrong token did not fail: $(tail -n 3 <<<"$out")"
+  elif grep -q "refused the token" <<<"$out"; then
+    ok "a wrong token is refused: $(grep -m1 'error' <<<"$out" | cut -c1-200)"
+  else
+    fail "a wrong token: unclear message: $(tail -n 3 <<<"$out")"
+  fi
+  nodes_ready 30 "${HOST[A]}" && ok "the running agent is undisturbed (Ready)" || fail "${HOST[A]} not Ready after the bad join"
+else
+  fail "/etc/k8s/token on ${HOST[A]} is not a join token (K10<hash>::<id>.<secret>): '${token:0:12}...'"
+fi
