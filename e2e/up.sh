@@ -14,6 +14,8 @@
 #    units' start times are the same. Prints "BENCH up again (no change): S s".
 # 4. A wrong join token, by hand on the agent host (`up` always takes the tokens from the first server): refused
 #    with a clear message; the running agent is undisturbed.
+# 5. `k8s reset -i` with the same inventory: no binary, unit, config, data or process left on either host; `up`
+#    then installs a new cluster on them again.
 # Environment: see e2e/lib/up.sh (K8S_BIN, E2E_TIMEOUT, NSPAWN_KEEP).
 CL=${E2E_CLUSTER:-e2e-up}
 NHOSTS=2
@@ -111,3 +113,25 @@ if [[ $token =~ ^K10[0-9a-f]+::[a-z0-9]+\.[a-z0-9]{16}$ ]]; then
 else
   fail "/etc/k8s/token on ${HOST[A]} is not a join token (K10<hash>::<id>.<secret>): '${token:0:12}...'"
 fi
+
+# ------------------------------------------------------------------------------------------ 5. reset -i, up again
+step "k8s reset -i: every host uninstalled; then up installs it again"
+TMO=300 ws "$BIN" reset -i "$WORK/hosts.yaml" --yes </dev/null >"$WORK/reset.log" 2>&1
+rc=$?
+((rc == 0)) && ok "k8s reset -i exited 0" || { fail "k8s reset -i failed (exit $rc)"; tail -n 15 "$WORK/reset.log" | indent; }
+for i in $S $A; do
+  left=$(hx "$i" sh -c '
+    for p in /usr/local/bin/k8s /etc/k8s /etc/systemd/system/k8s-server.service /etc/systemd/system/k8s-agent.service; do
+      [ -e "$p" ] && echo "$p"
+    done
+    for d in /var/lib/k8s /var/lib/kubelet; do
+      [ -z "$(ls -A $d 2>/dev/null)" ] || echo "$d: $(ls -A $d | tr "\n" " ")"
+    done
+    for c in k8s kube-apiserver kubelet containerd kube-proxy etcd; do pgrep -x "$c" >/dev/null && echo "process $c"; done
+    true' 2>&1)
+  [[ -z $left ]] && ok "${HOST[i]}: no binary, unit, config, data or process left" || { fail "${HOST[i]}: reset left:"; indent <<<"$left"; }
+done
+run_up after-reset -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" -y
+((UP_RC == 0)) && ok "k8s up after the reset exited 0 in $UP_SECS s" || { fail "k8s up after the reset failed (exit $UP_RC)"; show_up after-reset; }
+nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "both nodes Ready again (a new cluster: the kubeconfig was rewritten)" ||
+  fail "nodes not Ready after reset + up"

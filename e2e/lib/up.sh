@@ -171,7 +171,8 @@ expect_refused() {
   if [[ -n $missing ]]; then
     fail "$what: the message lacks$missing (exit $UP_RC)"; show_up "$label"; return 1
   fi
-  ok "$what: refused in $UP_SECS s: $(up_log "$label" | grep -iE -- "$1" | head -1 | cut -c1-220)"
+  # the message, not a progress line ("[  0.1s] HOST  connecting")
+  ok "$what: refused in $UP_SECS s: $(up_log "$label" | grep -v '^\[ *[0-9.]*s\]' | grep -iE -- "${!#}" | head -1 | sed 's/^ *//' | cut -c1-240)"
 }
 
 # json_no_change LABEL ADDRESS...: that run's `--output json` document says ok, and for every ADDRESS a host that
@@ -199,8 +200,9 @@ ssh_logins() { hx "$1" sh -c 'journalctl -u ssh --no-pager -o cat | grep -c "Acc
 # any big file (the binary) anywhere, /tmp included; plus our paths
 changed_since_mark() {
   hx "$1" sh -c '
-    find / -xdev -newer /run/k8s-e2e-mark -not -path "/var/log/*" -not -path "/tmp/*" -not -path "/var/tmp/*" -print 2>/dev/null
-    find / /tmp /var/lib/k8s /var/lib/kubelet /var/lib/containerd /var/lib/etcd -xdev -type f -newer /run/k8s-e2e-mark -size +1M -print 2>/dev/null
+    find / -xdev \( -path /var/log -o -path /tmp -o -path /var/tmp -o -path /run \) -prune -o -newer /run/k8s-e2e-mark -print 2>/dev/null
+    find / /tmp /var/lib/k8s /var/lib/kubelet /var/lib/containerd /var/lib/etcd -xdev -path /var/log -prune -o \
+      -type f -newer /run/k8s-e2e-mark -size +1M -print 2>/dev/null
     for p in /usr/local/bin/k8s /etc/k8s /etc/systemd/system/k8s-server.service /etc/systemd/system/k8s-agent.service; do
       [ -e "$p" ] && echo "$p"
     done
