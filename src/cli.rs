@@ -31,7 +31,9 @@ pub enum Command {
     Status(DataDirArg),
     /// Print the admin kubeconfig.
     Kubeconfig,
-    /// Stop the server and remove everything it created.
+    /// Install or converge a cluster over SSH from an inventory (hosts.yaml).
+    Up(UpArgs),
+    /// Stop the server and remove everything it created (with -i: on every host of an inventory).
     Reset(ResetArgs),
     /// Serve the etcd v3 API from SQLite (the single-node datastore).
     Datastore(DatastoreArgs),
@@ -124,9 +126,40 @@ pub struct DataDirArg {
 pub struct ResetArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    /// Uninstall k8s from every host of this inventory (over SSH) instead of this machine.
+    #[arg(long, short = 'i')]
+    pub inventory: Option<PathBuf>,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// The inventory: cluster settings and hosts (docs/inventory.md).
+    #[arg(long, short = 'i')]
+    pub inventory: PathBuf,
+    /// Connect, gather facts and validate, print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// text: progress and a summary table; json: one JSON document on stdout (docs/up.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Where to write the workstation's kubeconfig [default: ./<cluster>.kubeconfig].
+    #[arg(long)]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Remove nodes of the cluster that the inventory does not list (drain, reset the host, delete).
+    #[arg(long)]
+    pub prune: bool,
+    /// Do not ask for confirmation (of --prune).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]

@@ -25,6 +25,7 @@ mod ssh;
 mod status;
 mod systemd;
 mod templates;
+mod up;
 mod version;
 
 use clap::Parser;
@@ -70,7 +71,11 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Etcd(cmd) => runtime()?.block_on(cmd.run()),
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
-        cli::Command::Reset(a) => reset::run(&a.data_dir.data_dir, a.yes),
+        cli::Command::Up(args) => runtime()?.block_on(up::run(args)),
+        cli::Command::Reset(a) => match a.inventory {
+            Some(file) => runtime()?.block_on(up::reset::run(&file, a.yes)),
+            None => reset::run(&a.data_dir.data_dir, a.yes),
+        },
         cli::Command::AttachPayload { exe, payload, out } => payload::attach(&exe, &payload, &out),
         cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
     }

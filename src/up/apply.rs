@@ -1,0 +1,239 @@
+//! Carrying out a plan: upload in parallel → the first server → the other
+//! servers one at a time → agents in parallel → every node Ready → labels
+//! and taints. A failure stops the run before the next stage, so hosts not
+//! yet reached stay as they were.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::stream::{self, StreamExt};
+
+use super::nodes::{self, Node};
+use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan};
+use super::progress::Progress;
+use super::remote::Remote;
+use super::render;
+use super::report::{HostReport, Report, Status};
+use crate::inventory::{Inventory, Role};
+
+/// How long every node may take to be Ready once its service runs.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct Ctx<'a> {
+    pub inv: &'a Inventory,
+    /// Indexed like `inv.hosts`.
+    pub remotes: &'a [Remote],
+    pub progress: &'a Progress,
+    pub exe: &'a Path,
+    pub concurrency: usize,
+}
+
+impl Ctx<'_> {
+    pub fn first(&self, plan: &Plan) -> &Remote {
+        &self.remotes[plan.hosts[0].index]
+    }
+}
+
+/// Runs every stage; `report` records each host's outcome as it goes.
+pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Option<(String, String)>) -> anyhow::Result<()> {
+    upload_all(ctx, plan, report).await?;
+
+    let first = &plan.hosts[0];
+    converge_one(ctx, first, None, &mut report.hosts[0]).await?;
+    let tokens = match tokens {
+        Some(t) => t,
+        None => read_tokens(ctx.first(plan)).await?,
+    };
+    let token_for = |h: &HostPlan| match (h.token, h.role) {
+        (TokenPlan::None, _) => None,
+        (_, Role::Server) => Some(tokens.0.clone()),
+        (_, Role::Agent) => Some(tokens.1.clone()),
+    };
+
+    // One at a time, each Ready before the next: etcd keeps its quorum
+    // while a member joins or restarts.
+    for (i, h) in plan.hosts.iter().enumerate().filter(|(_, h)| h.stage == Stage::Server) {
+        converge_one(ctx, h, token_for(h), &mut report.hosts[i]).await?;
+        if ctx.inv.hosts[h.index].is_node() {
+            wait_ready(ctx, plan, &[h]).await?;
+        }
+    }
+
+    let agents: Vec<usize> = (0..plan.hosts.len()).filter(|&i| plan.hosts[i].stage == Stage::Agent).collect();
+    let results: Vec<(usize, HostReport, anyhow::Result<()>)> = stream::iter(agents)
+        .map(|i| {
+            let h = &plan.hosts[i];
+            let mut r = report.hosts[i].clone();
+            let token = token_for(h);
+            async move {
+                let res = converge_one(ctx, h, token, &mut r).await;
+                (i, r, res)
+            }
+        })
+        .buffer_unordered(ctx.concurrency)
+        .collect()
+        .await;
+    let mut failed = vec![];
+    for (i, r, res) in results {
+        report.hosts[i] = r;
+        if let Err(e) = res {
+            failed.push(format!("{e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
+    }
+
+    let nodes: Vec<&HostPlan> = plan.hosts.iter().filter(|h| ctx.inv.hosts[h.index].is_node()).collect();
+    let nodes = wait_ready(ctx, plan, &nodes).await?;
+    converge_labels(ctx, plan, &nodes, report).await
+}
+
+/// Uploads this binary where it differs, in parallel; nothing else changes yet.
+async fn upload_all(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let todo: Vec<usize> = (0..plan.hosts.len()).filter(|&i| plan.hosts[i].upload).collect();
+    let results: Vec<(usize, Duration, anyhow::Result<bool>)> = stream::iter(todo)
+        .map(|i| async move {
+            let h = &plan.hosts[i];
+            let t = Instant::now();
+            ctx.progress.step(h.index, "uploading k8s");
+            let res = ctx.remotes[h.index].upload(ctx.exe, render::BINARY).await;
+            ctx.progress.step(h.index, "uploaded; waiting for its turn");
+            (i, t.elapsed(), res)
+        })
+        .buffer_unordered(ctx.concurrency)
+        .collect()
+        .await;
+    let mut failed = vec![];
+    for (i, took, res) in results {
+        let r = &mut report.hosts[i];
+        r.seconds += took.as_secs_f64();
+        match res {
+            Ok(true) => r.note("binary"),
+            Ok(false) => {}
+            Err(e) => {
+                r.status = Status::Failed;
+                r.error = Some(format!("{e:#}"));
+                ctx.progress.finish(plan.hosts[i].index, false, "upload failed");
+                failed.push(format!("{e:#}"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// One host: token, config and unit, then start or restart its service
+/// when something changed (or it is not running).
+async fn converge_one(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let res = converge(ctx, h, token, r).await;
+    r.seconds += t.elapsed().as_secs_f64();
+    match &res {
+        Ok(()) => {
+            r.status = Status::Ok;
+            let last = if r.changes.is_empty() { "up to date".to_string() } else { r.changes.join(", ") };
+            ctx.progress.step(h.index, &format!("{last}; waiting for the others"));
+        }
+        Err(e) => {
+            r.status = Status::Failed;
+            r.error = Some(format!("{e:#}"));
+            ctx.progress.finish(h.index, false, "failed");
+        }
+    }
+    res
+}
+
+async fn converge(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
+    let remote = &ctx.remotes[h.index];
+    let p = |s: &str| ctx.progress.step(h.index, s);
+    p("writing config");
+    remote.run("mkdir -p /etc/k8s && chmod 0755 /etc/k8s").await?;
+    let mut changed = r.changes.iter().any(|c| c == "binary") || h.stale;
+    if let Some(token) = token {
+        if remote.write(render::TOKEN, token.as_bytes(), 0o600).await? {
+            r.note("token");
+            changed = true;
+        }
+    }
+    if remote.write(render::CONFIG, h.config.as_bytes(), 0o600).await? {
+        r.note("config");
+        changed = true;
+    }
+    if remote.write(h.unit.path, h.unit.text.as_bytes(), 0o644).await? {
+        r.note("unit");
+        changed = true;
+        remote.run("systemctl daemon-reload").await?;
+    }
+    let restart = changed && h.service != Service::Start;
+    if restart || h.service != Service::Keep {
+        let verb = if restart { "restart" } else { "start" };
+        p(&format!("{verb}ing {}", h.unit.name));
+        remote.start(h.unit.name, restart).await?;
+        r.note(verb);
+    }
+    Ok(())
+}
+
+/// The join tokens the first server keeps: (servers', agents').
+pub async fn read_tokens(first: &Remote) -> anyhow::Result<(String, String)> {
+    let read = |path: &'static str| async move {
+        first.read(path).await?.filter(|t| !t.trim().is_empty()).with_context(|| {
+            format!("{}: {path} is missing although k8s-server runs; see `journalctl -u k8s-server`", first.who)
+        })
+    };
+    Ok((read(render::SERVER_TOKEN).await?, read(render::AGENT_TOKEN).await?))
+}
+
+/// The cluster's nodes, as the first server sees them.
+pub async fn get_nodes(first: &Remote) -> anyhow::Result<Vec<Node>> {
+    let out = first.kubectl(&["get".into(), "nodes".into(), "-o".into(), "json".into()]).await?;
+    nodes::parse(&out).map_err(|e| anyhow::anyhow!("{}: {e}", first.who))
+}
+
+/// Waits until the nodes of `want` are registered and Ready; all nodes.
+async fn wait_ready(ctx: &Ctx<'_>, plan: &Plan, want: &[&HostPlan]) -> anyhow::Result<Vec<Node>> {
+    for h in want {
+        ctx.progress.step(h.index, "waiting for the node to be Ready");
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let nodes = get_nodes(ctx.first(plan)).await?;
+        let ready = |h: &HostPlan| nodes.iter().any(|n| n.name == h.name && n.ready);
+        let waiting: Vec<&&HostPlan> = want.iter().filter(|h| !ready(h)).collect();
+        if waiting.is_empty() {
+            return Ok(nodes);
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = waiting.iter().map(|h| format!("{} ({})", h.name, h.address)).collect();
+            bail!(
+                "not Ready after {} s: {}; see `k8s kubectl describe node NAME` on {} and `journalctl -u k8s-agent -u k8s-server` on the host",
+                READY_TIMEOUT.as_secs(),
+                names.join(", "),
+                ctx.first(plan).who
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Labels and taints through the API (see [`nodes::converge`]).
+async fn converge_labels(ctx: &Ctx<'_>, plan: &Plan, nodes: &[Node], report: &mut Report) -> anyhow::Result<()> {
+    for (i, h) in plan.hosts.iter().enumerate() {
+        let host = &ctx.inv.hosts[h.index];
+        let Some(node) = nodes.iter().find(|n| n.name == h.name) else { continue };
+        let commands = nodes::converge(host, node);
+        if commands.is_empty() {
+            continue;
+        }
+        ctx.progress.step(h.index, "labels and taints");
+        for args in &commands {
+            ctx.first(plan).kubectl(args).await.with_context(|| format!("node {}: labels and taints", h.name))?;
+        }
+        report.hosts[i].note("labels");
+    }
+    Ok(())
+}

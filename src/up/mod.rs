@@ -1,0 +1,334 @@
+//! `k8s up -i hosts.yaml`: installs and converges a cluster over SSH.
+//!
+//! connect to every host → gather facts → plan and validate (any problem
+//! anywhere: stop before changing anything) → upload this binary → the
+//! first server → the other servers one at a time → agents in parallel →
+//! every node Ready → labels and taints → `--prune` → the workstation's
+//! kubeconfig. Every step compares before it writes, so a second run with
+//! the same inventory changes nothing. See docs/up.md.
+
+mod apply;
+mod facts;
+mod nodes;
+mod plan;
+mod progress;
+mod prune;
+mod remote;
+mod render;
+mod report;
+pub mod reset;
+#[cfg(test)]
+mod tests;
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use futures::stream::{self, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::cli::{OutputFormat, UpArgs};
+use crate::inventory::Inventory;
+use crate::payload::Payload;
+use crate::ssh;
+use apply::Ctx;
+use facts::Facts;
+use plan::{Local, Running};
+use progress::{Progress, Style};
+use remote::Remote;
+use report::{Report, Status};
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let json = args.output == OutputFormat::Json;
+    let inv = Inventory::load(&args.inventory)?;
+    let (exe, local) = local_binary().await?;
+
+    let mut targets = remote::targets(&inv)?;
+    // A pruned host is reached with the default settings: its key is
+    // prepared (and its passphrase asked) now, before the progress lines.
+    if args.prune {
+        targets.push(prune_default_target(&inv)?);
+    }
+    let keys = ssh::Keys::prepare(&targets.iter().collect::<Vec<_>>()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    targets.truncate(inv.hosts.len());
+
+    let names: Vec<String> = inv.hosts.iter().map(|h| h.display_name().to_string()).collect();
+    let progress = Progress::new(Style::detect(json), &names);
+    let concurrency = inv.ssh.concurrency.max(1);
+    let remotes = connect_all(&inv, &targets, &keys, &progress, concurrency).await?;
+    let outcome = converge(&args, &inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
+    for r in remotes {
+        r.close().await;
+    }
+    progress.clear();
+    let (mut report, result) = outcome;
+    report.seconds = started.elapsed().as_secs_f64();
+    if let Err(e) = &result {
+        report.ok = false;
+        report.error = Some(format!("{e:#}"));
+    }
+    print(&report, json, args.dry_run);
+    result
+}
+
+/// Everything after connecting; the report is filled in as far as it got.
+#[allow(clippy::too_many_arguments)]
+async fn converge(
+    args: &UpArgs,
+    inv: &Inventory,
+    exe: &Path,
+    local: &Local,
+    remotes: &[Remote],
+    keys: &ssh::Keys,
+    progress: &Progress,
+    concurrency: usize,
+) -> (Report, anyhow::Result<()>) {
+    let facts = match gather_all(remotes, progress, concurrency).await {
+        Ok(f) => f,
+        Err(e) => return (empty_report(inv, args.dry_run), Err(e)),
+    };
+    let first = inv.hosts.iter().position(|h| render::is_first_server(inv, h)).expect("an inventory has a server");
+    let running = running(&remotes[first], &facts[first], progress).await;
+    let plan = plan::plan(inv, &facts, local, &running);
+    let mut report = Report::new(&inv.cluster.name, &plan, args.dry_run);
+    if !plan.problems.is_empty() {
+        for (i, _) in inv.hosts.iter().enumerate() {
+            progress.finish(i, false, "not changed");
+        }
+        let list = plan.problems.join("\n  ");
+        return (report, Err(anyhow::anyhow!("nothing was changed; {} problem(s):\n  {list}", plan.problems.len())));
+    }
+    for (i, h) in report.hosts.iter_mut().enumerate() {
+        h.changes = report::planned_changes(&plan.hosts[i]);
+        h.changed = !h.changes.is_empty();
+    }
+    if args.dry_run {
+        for h in &plan.hosts {
+            progress.finish(h.index, true, "planned");
+        }
+        return (report, Ok(()));
+    }
+    for h in report.hosts.iter_mut() {
+        (h.changes, h.changed) = (vec![], false);
+    }
+    if args.prune && !plan.extra_nodes.is_empty() && !args.yes {
+        let names: Vec<&str> = plan.extra_nodes.iter().map(|n| n.name.as_str()).collect();
+        let question = format!("--prune removes the nodes {} (drain, reset the host, delete). Continue?", names.join(", "));
+        match progress.suspend(|| confirm(&question)) {
+            Ok(true) => {}
+            Ok(false) => return (report, Err(anyhow::anyhow!("nothing was changed (the prune was not confirmed)"))),
+            Err(e) => return (report, Err(e)),
+        }
+    }
+
+    let ctx = Ctx { inv, remotes, progress, exe, concurrency };
+    let result = async {
+        apply::apply(&ctx, &plan, &mut report, running.tokens.clone()).await?;
+        if args.prune {
+            report.pruned = prune::prune(&ctx, &plan, keys).await?;
+        }
+        let path = args.kubeconfig_out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.kubeconfig", inv.cluster.name)));
+        write_kubeconfig(ctx.first(&plan), inv, &path).await?;
+        report.kubeconfig = Some(path.display().to_string());
+        anyhow::Ok(())
+    }
+    .await;
+    for h in &report.hosts {
+        let i = h.plan.index;
+        match h.status {
+            Status::Ok if result.is_ok() => {
+                progress.finish(i, true, if h.changes.is_empty() { "up to date" } else { "done" })
+            }
+            Status::Ok => progress.finish(i, true, "done"),
+            Status::Failed => {}
+            Status::Untouched => progress.finish(i, false, "not changed"),
+        }
+    }
+    (report, result)
+}
+
+/// This executable (uploaded as is) with its sha256 and size.
+async fn local_binary() -> anyhow::Result<(PathBuf, Local)> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    if Payload::of(&exe)?.is_none() {
+        bail!(
+            "{} has no components attached; `k8s up` installs this very binary on the hosts, so run the one-file build (`make dist` → dist/k8s)",
+            exe.display()
+        );
+    }
+    let path = exe.clone();
+    let (sha256, size) = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64)> {
+        let mut f = std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut h = Sha256::new();
+        let size = std::io::copy(&mut f, &mut h)?;
+        Ok((hex::encode(h.finalize()), size))
+    })
+    .await??;
+    Ok((exe, Local { sha256, size, version: crate::version::VERSION.to_string() }))
+}
+
+/// The SSH settings a pruned host is reached with (the defaults): only its
+/// keys matter before the run, so any address does.
+fn prune_default_target(inv: &Inventory) -> anyhow::Result<ssh::Target> {
+    prune::default_target(inv, "pruned nodes", &inv.first_server().address)
+}
+
+/// Connects to every host (at most `concurrency` at once); any failure
+/// stops the run before anything changed, naming every host that failed.
+async fn connect_all(
+    inv: &Inventory,
+    targets: &[ssh::Target],
+    keys: &ssh::Keys,
+    progress: &Progress,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Remote>> {
+    let results: Vec<(usize, anyhow::Result<Remote>)> = stream::iter(0..inv.hosts.len())
+        .map(|i| async move {
+            progress.step(i, "connecting");
+            let r = Remote::connect(remote::who(&inv.hosts[i]), &targets[i], keys).await;
+            progress.step(i, if r.is_ok() { "connected" } else { "cannot connect" });
+            (i, r)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut remotes: Vec<Option<Remote>> = (0..inv.hosts.len()).map(|_| None).collect();
+    let mut failed = vec![];
+    for (i, r) in results {
+        match r {
+            Ok(r) => remotes[i] = Some(r),
+            Err(e) => {
+                progress.finish(i, false, "cannot connect");
+                failed.push(format!("{e:#}"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        for r in remotes.into_iter().flatten() {
+            r.close().await;
+        }
+        progress.clear();
+        failed.sort();
+        bail!("cannot reach every host; nothing was changed:\n  {}", failed.join("\n  "));
+    }
+    Ok(remotes.into_iter().map(|r| r.expect("every host connected")).collect())
+}
+
+async fn gather_all(remotes: &[Remote], progress: &Progress, concurrency: usize) -> anyhow::Result<Vec<Facts>> {
+    let results: Vec<(usize, anyhow::Result<Facts>)> = stream::iter(remotes.iter().enumerate())
+        .map(|(i, r)| async move {
+            progress.step(i, "gathering facts");
+            (i, gather(r).await)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut facts = vec![Facts::default(); remotes.len()];
+    let mut failed = vec![];
+    for (i, f) in results {
+        match f {
+            Ok(f) => {
+                progress.step(i, "checked");
+                facts[i] = f;
+            }
+            Err(e) => {
+                progress.finish(i, false, "cannot gather facts");
+                failed.push(format!("{e:#}"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        failed.sort();
+        bail!("cannot inspect every host; nothing was changed:\n  {}", failed.join("\n  "));
+    }
+    Ok(facts)
+}
+
+async fn gather(r: &Remote) -> anyhow::Result<Facts> {
+    let mut f = Facts::parse(&r.run(facts::SCRIPT).await?);
+    f.config = r.read(render::CONFIG).await?;
+    f.token = r.read(render::TOKEN).await?;
+    for unit in [render::SERVER_UNIT, render::AGENT_UNIT] {
+        if let Some(text) = r.read(unit.path).await? {
+            f.unit_text.insert(unit.name.to_string(), text);
+        }
+    }
+    Ok(f)
+}
+
+/// The nodes and join tokens of the cluster, when the first server runs.
+async fn running(first: &Remote, f: &Facts, progress: &Progress) -> Running {
+    if !f.units.get(render::SERVER_UNIT.name).is_some_and(|u| u.is_active()) {
+        return Running::default();
+    }
+    let nodes = match apply::get_nodes(first).await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            progress.say(&format!("warning: cannot list the cluster's nodes: {e:#}"));
+            None
+        }
+    };
+    Running { nodes, tokens: apply::read_tokens(first).await.ok() }
+}
+
+/// The admin kubeconfig of the first server, pointed at the API address.
+async fn write_kubeconfig(first: &Remote, inv: &Inventory, path: &Path) -> anyhow::Result<()> {
+    let admin = first
+        .read(crate::kubectl::ADMIN_KUBECONFIG)
+        .await?
+        .with_context(|| format!("{}: {} is missing", first.who, crate::kubectl::ADMIN_KUBECONFIG))?;
+    let text = render::workstation_kubeconfig(&admin, &inv.cluster.name, &inv.api_url())
+        .map_err(|e| anyhow::anyhow!("{}: {}: {e}", first.who, crate::kubectl::ADMIN_KUBECONFIG))?;
+    crate::fsutil::write_if_changed(path, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write the kubeconfig {}", path.display()))?;
+    Ok(())
+}
+
+fn empty_report(inv: &Inventory, dry_run: bool) -> Report {
+    let plan = plan::Plan { mode: inv.mode(), hosts: vec![], problems: vec![], warnings: vec![], extra_nodes: vec![] };
+    Report::new(&inv.cluster.name, &plan, dry_run)
+}
+
+fn print(report: &Report, json: bool, dry_run: bool) {
+    if json {
+        println!("{}", report.json());
+        return;
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.hosts.is_empty() {
+        return;
+    }
+    if dry_run {
+        if report.problems.is_empty() {
+            println!("plan for cluster {} ({} mode); --dry-run: nothing was changed", report.cluster, report.mode);
+            print!("{}", report.plan_table());
+        }
+    } else if report.problems.is_empty() {
+        print!("{}", report.table());
+    }
+    if !report.extra_nodes.is_empty() && report.pruned.is_empty() {
+        eprintln!(
+            "warning: nodes not in the inventory: {}; `k8s up --prune` removes them",
+            report.extra_nodes.join(", ")
+        );
+    }
+    if !report.pruned.is_empty() {
+        println!("pruned: {}", report.pruned.join(", "));
+    }
+    if let (true, Some(kc)) = (report.ok, &report.kubeconfig) {
+        println!("cluster {} is up ({:.1} s); kubeconfig: {kc}", report.cluster, report.seconds);
+        println!("  kubectl --kubeconfig {kc} get nodes");
+    }
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

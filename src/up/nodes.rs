@@ -1,0 +1,139 @@
+//! The cluster's Nodes as `kubectl get nodes -o json` shows them, and what
+//! `up` converges through the API: labels the kubelet may not set on its
+//! own Node, and taints (the kubelet applies both only when it registers).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::inventory::Host;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub ready: bool,
+    pub internal_ip: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// As `key[=value]:Effect`.
+    pub taints: Vec<String>,
+    /// Keys of labels and taints an earlier `up` set (see [`MANAGED`]).
+    pub managed: Vec<String>,
+}
+
+/// An annotation listing the label keys (`label:KEY`) and taints
+/// (`taint:KEY:EFFECT`) `up` applied, so that removing one from the
+/// inventory removes it from the node, while labels and taints others set
+/// are left alone.
+pub const MANAGED: &str = "k8s.up/managed";
+
+pub fn parse(json: &str) -> Result<Vec<Node>, String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| format!("kubectl get nodes: not JSON: {e}"))?;
+    let items = doc["items"].as_array().ok_or("kubectl get nodes: no items")?;
+    Ok(items.iter().map(node).collect())
+}
+
+fn node(item: &Value) -> Node {
+    let str_map = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .unwrap_or_default()
+    };
+    let status = &item["status"];
+    let ready = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let internal_ip = status["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .map(str::to_string);
+    let taints = item["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let key = t["key"].as_str().unwrap_or_default();
+            let effect = t["effect"].as_str().unwrap_or_default();
+            match t["value"].as_str() {
+                Some(v) if !v.is_empty() => format!("{key}={v}:{effect}"),
+                _ => format!("{key}:{effect}"),
+            }
+        })
+        .collect();
+    let annotations = str_map(&item["metadata"]["annotations"]);
+    let managed = annotations
+        .get(MANAGED)
+        .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    Node {
+        name: item["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        ready,
+        internal_ip,
+        labels: str_map(&item["metadata"]["labels"]),
+        taints,
+        managed,
+    }
+}
+
+/// `kubectl` argument lists that bring a node's labels and taints to what
+/// the inventory says; empty when it already is.
+pub fn converge(host: &Host, node: &Node) -> Vec<Vec<String>> {
+    let name = &node.name;
+    let want_labels: BTreeMap<&str, &str> = host.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let want_taints: Vec<String> = host.taints.iter().map(|t| t.to_string()).collect();
+    let taint_id = |t: &str| {
+        // key[=value]:Effect → key:Effect (a taint's identity)
+        let (kv, effect) = t.rsplit_once(':').unwrap_or((t, ""));
+        format!("{}:{effect}", kv.split('=').next().unwrap_or(kv))
+    };
+    let mut managed: Vec<String> = want_labels.keys().map(|k| format!("label:{k}")).collect();
+    managed.extend(want_taints.iter().map(|t| format!("taint:{}", taint_id(t))));
+    managed.sort();
+
+    let mut label_args: Vec<String> = want_labels
+        .iter()
+        .filter(|(k, v)| node.labels.get(**k).map(String::as_str) != Some(**v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut taint_args: Vec<String> = want_taints.iter().filter(|t| !node.taints.contains(t)).cloned().collect();
+    for old in &node.managed {
+        if managed.contains(old) {
+            continue;
+        }
+        if let Some(k) = old.strip_prefix("label:") {
+            if node.labels.contains_key(k) {
+                label_args.push(format!("{k}-"));
+            }
+        } else if let Some(id) = old.strip_prefix("taint:") {
+            if node.taints.iter().any(|t| taint_id(t) == id) {
+                taint_args.push(format!("{id}-"));
+            }
+        }
+    }
+    let mut managed_now = node.managed.clone();
+    managed_now.sort();
+    let mut out = vec![];
+    if !label_args.is_empty() {
+        let mut args = vec!["label".to_string(), "--overwrite".into(), format!("node/{name}")];
+        args.extend(label_args);
+        out.push(args);
+    }
+    if managed_now != managed {
+        out.push(vec![
+            "annotate".into(),
+            "--overwrite".into(),
+            format!("node/{name}"),
+            format!("{MANAGED}={}", managed.join(",")),
+        ]);
+    }
+    if !taint_args.is_empty() {
+        let mut args = vec!["taint".to_string(), "--overwrite".into(), format!("node/{name}")];
+        args.extend(taint_args);
+        out.push(args);
+    }
+    out
+}

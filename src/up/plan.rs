@@ -1,0 +1,332 @@
+//! From the inventory and every host's facts: what changes where, in which
+//! order, and every reason not to start. Pure, so `--dry-run` shows exactly
+//! what a run would do and tests can check it without hosts.
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+
+use super::facts::{Facts, MIN_FREE_VAR_KIB};
+use super::nodes::Node;
+use super::render::{self, Unit};
+use crate::inventory::{Host, Inventory, Mode, Role};
+
+/// This binary, as it would be uploaded.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub sha256: String,
+    pub size: u64,
+    pub version: String,
+}
+
+/// What the running cluster says, read from the first server when it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub nodes: Option<Vec<Node>>,
+    /// The join tokens: (servers', agents').
+    pub tokens: Option<(String, String)>,
+}
+
+/// When a host is worked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// The first server: starts (or is) the cluster.
+    FirstServer,
+    /// The other servers, one at a time.
+    Server,
+    /// Agents, in parallel.
+    Agent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Service {
+    /// Active and up to date.
+    Keep,
+    Start,
+    Restart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenPlan {
+    /// The host does not join with a token.
+    None,
+    Unchanged,
+    Write,
+    /// Read from the first server once it runs.
+    AfterFirstServer,
+}
+
+/// One host's part of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPlan {
+    /// Index into `inventory.hosts`.
+    #[serde(skip)]
+    pub index: usize,
+    pub name: String,
+    pub address: String,
+    #[serde(serialize_with = "role_name")]
+    pub role: Role,
+    pub stage: Stage,
+    /// Upload this binary (the installed one differs or is missing).
+    pub upload: bool,
+    /// The installed `k8s version` line, if any.
+    pub installed: Option<String>,
+    #[serde(skip)]
+    pub config: String,
+    /// Changed keys of config.yaml (`+key`, `-key`, `~key`, or `new`); empty: unchanged.
+    pub config_changes: Vec<String>,
+    #[serde(skip)]
+    pub unit: Unit,
+    pub unit_changed: bool,
+    pub token: TokenPlan,
+    pub service: Service,
+    /// The host is new to the cluster.
+    pub join: bool,
+    /// The running service predates its files (an earlier run stopped
+    /// before restarting it).
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    /// In the order they are worked on: first server, servers, agents.
+    pub hosts: Vec<HostPlan>,
+    /// Reasons not to start, each naming its host.
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Nodes of the cluster that the inventory does not list.
+    pub extra_nodes: Vec<Node>,
+}
+
+/// Roles as the inventory writes them, in JSON.
+pub fn role_name<S: Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&role.to_string())
+}
+
+pub fn node_name(host: &Host, facts: &Facts) -> String {
+    host.name.clone().unwrap_or_else(|| facts.hostname.clone())
+}
+
+/// `facts[i]` belongs to `inv.hosts[i]`.
+pub fn plan(inv: &Inventory, facts: &[Facts], local: &Local, running: &Running) -> Plan {
+    let mut problems = vec![];
+    let mut warnings: Vec<String> = inv.warnings().iter().map(|w| w.to_string()).collect();
+    if let Some(want) = &inv.cluster.version {
+        if want.strip_prefix('v').unwrap_or(want) != local.version {
+            problems.push(format!(
+                "{}: cluster.version is {want}, but this k8s is v{}; run `up` with the k8s binary of release {want}, or change cluster.version",
+                inv.file.display(),
+                local.version
+            ));
+        }
+    }
+    let names: Vec<String> = inv.hosts.iter().zip(facts).map(|(h, f)| node_name(h, f)).collect();
+    check_names(inv, &names, &mut problems);
+    check_mode(inv, facts, &mut problems);
+
+    let node_names: BTreeMap<&str, &Node> =
+        running.nodes.iter().flatten().map(|n| (n.name.as_str(), n)).collect();
+    let mut hosts = vec![];
+    for (index, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
+        let who = super::remote::who(host);
+        check_host(&who, host, f, local, &mut problems, &mut warnings);
+        hosts.push(host_plan(inv, index, &names[index], f, local, running, &node_names));
+    }
+    hosts.sort_by_key(|h| (h.stage, h.index));
+    let v1: Vec<&str> = inv.hosts.iter().zip(facts).filter(|(_, f)| f.cgroup == 1).map(|(h, _)| h.display_name()).collect();
+    if !v1.is_empty() {
+        warnings.push(format!("cgroup v1 on {}: kubelet runs with failCgroupV1: false; cgroup v2 is better supported", v1.join(", ")));
+    }
+
+    let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+    let extra_nodes = running.nodes.iter().flatten().filter(|n| !listed.contains(&n.name.as_str())).cloned().collect();
+    Plan { mode: inv.mode(), hosts, problems, warnings, extra_nodes }
+}
+
+fn host_plan(
+    inv: &Inventory,
+    index: usize,
+    name: &str,
+    f: &Facts,
+    local: &Local,
+    running: &Running,
+    nodes: &BTreeMap<&str, &Node>,
+) -> HostPlan {
+    let host = &inv.hosts[index];
+    let stage = match host.role {
+        Role::Server if render::is_first_server(inv, host) => Stage::FirstServer,
+        Role::Server => Stage::Server,
+        Role::Agent => Stage::Agent,
+    };
+    let config = render::config(inv, host, name);
+    let config_changes = match f.config.as_deref() {
+        Some(old) if old == config => vec![],
+        old => render::config_changes(old, &config),
+    };
+    let unit = render::unit(host.role);
+    let unit_changed = f.unit_text.get(unit.name).map(String::as_str) != Some(unit.text);
+    let joins_with_token = host.role == Role::Agent || (stage == Stage::Server && matches!(inv.mode(), Mode::Ha { .. }));
+    let token = match (&running.tokens, joins_with_token) {
+        (_, false) => TokenPlan::None,
+        (None, true) => TokenPlan::AfterFirstServer,
+        (Some((server, agent)), true) => {
+            let want = if host.role == Role::Server { server } else { agent };
+            if f.token.as_ref() == Some(want) { TokenPlan::Unchanged } else { TokenPlan::Write }
+        }
+    };
+    let upload = f.installed_sha256.as_deref() != Some(local.sha256.as_str());
+    let state = f.units.get(unit.name);
+    let active = state.is_some_and(|u| u.is_active());
+    let enabled = state.is_some_and(|u| u.enabled == "enabled");
+    let stale = f.stale(unit.name, &[render::BINARY, render::CONFIG, render::TOKEN]);
+    let changed = upload
+        || !config_changes.is_empty()
+        || unit_changed
+        || matches!(token, TokenPlan::Write | TokenPlan::AfterFirstServer);
+    let service = match (active, changed || stale, enabled) {
+        (false, _, _) => Service::Start,
+        (true, true, _) => Service::Restart,
+        // `enable --now` on an active unit only enables it.
+        (true, false, false) => Service::Start,
+        (true, false, true) => Service::Keep,
+    };
+    let join = f.installed_role().is_none() || (host.is_node() && running.nodes.is_some() && !nodes.contains_key(name));
+    HostPlan {
+        index,
+        name: name.to_string(),
+        address: host.address.clone(),
+        role: host.role,
+        stage,
+        upload,
+        installed: f.installed_version.clone(),
+        config,
+        config_changes,
+        unit,
+        unit_changed,
+        token,
+        service,
+        join,
+        stale,
+    }
+}
+
+/// Node names (given or from hostnames) are valid and distinct.
+fn check_names(inv: &Inventory, names: &[String], problems: &mut Vec<String>) {
+    for (i, (host, name)) in inv.hosts.iter().zip(names).enumerate() {
+        if host.name.is_some() {
+            continue; // checked with the inventory
+        }
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !valid {
+            problems.push(format!(
+                "{}: its hostname {name:?} is not a valid node name; set name: for hosts[{i}] (line {})",
+                host.address, host.line
+            ));
+        }
+        for (j, other) in names.iter().enumerate().take(i) {
+            if other == name {
+                problems.push(format!(
+                    "{}: node name {name:?} is also that of {} (from its hostname); set name: for hosts[{i}] (line {})",
+                    host.address, inv.hosts[j].address, host.line
+                ));
+            }
+        }
+    }
+}
+
+/// The datastore on the servers matches the mode the inventory asks for.
+fn check_mode(inv: &Inventory, facts: &[Facts], problems: &mut Vec<String>) {
+    let first = inv.hosts.iter().position(|h| render::is_first_server(inv, h)).expect("an inventory has a server");
+    let servers: Vec<usize> = (0..inv.hosts.len()).filter(|&i| inv.hosts[i].is_server()).collect();
+    let ha = matches!(inv.mode(), Mode::Ha { .. });
+    for &i in &servers {
+        let (host, store) = (&inv.hosts[i], facts[i].datastore.as_deref());
+        match (ha, store) {
+            (true, Some("sqlite")) if i == first => problems.push(format!(
+                "{}: this cluster runs a single server on SQLite; it cannot become HA by adding servers. \
+                 Keep one server (make the new hosts agents), or back up your workloads and `k8s reset -i` to rebuild it as HA",
+                host.address
+            )),
+            (true, Some("sqlite")) => problems.push(format!(
+                "{}: holds a single-server (SQLite) cluster of its own; it cannot join as an HA server. \
+                 Run `k8s reset` on it first if its data can go",
+                host.address
+            )),
+            (false, Some("etcd")) => problems.push(format!(
+                "{}: runs an HA (etcd) server; an HA cluster cannot become a single server. List 3, 5 or 7 servers",
+                host.address
+            )),
+            _ => {}
+        }
+    }
+    // In HA, a new first server would start a second cluster beside one
+    // that the other servers already run.
+    if ha && facts[first].datastore.is_none() {
+        if let Some(&i) = servers.iter().find(|&&i| facts[i].datastore.is_some()) {
+            problems.push(format!(
+                "{}: is the first server but is not installed, while {} already runs the cluster; \
+                 list an installed server first (the first server starts the cluster, the others join it)",
+                inv.hosts[first].address, inv.hosts[i].address
+            ));
+        }
+    }
+}
+
+fn check_host(who: &str, host: &Host, f: &Facts, local: &Local, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    if f.arch != "x86_64" {
+        problems.push(format!(
+            "{who}: the machine is {}; this k8s carries amd64 (x86_64) components only",
+            if f.arch.is_empty() { "of an unknown architecture" } else { &f.arch }
+        ));
+    }
+    if !f.systemd {
+        problems.push(format!("{who}: systemd is not running (no /run/systemd/system); k8s up installs systemd units"));
+    }
+    let want = render::unit(host.role).name;
+    if let Some(installed) = f.installed_role() {
+        if installed != want {
+            problems.push(format!(
+                "{who}: is installed as {}, the inventory makes it {}; run `k8s reset` on it first, or keep its role",
+                installed.trim_start_matches("k8s-"),
+                host.role
+            ));
+        }
+    }
+    let upload = f.installed_sha256.as_deref() != Some(local.sha256.as_str());
+    // The new binary is written beside the old one before it replaces it.
+    if let Some(free) = f.free_bin_kib.filter(|_| upload) {
+        if free * 1024 < local.size + (16 << 20) {
+            problems.push(format!(
+                "{who}: {} MiB free in /usr/local/bin, the k8s binary needs {} MiB",
+                free / 1024,
+                local.size / (1 << 20) + 16
+            ));
+        }
+    }
+    if let Some(free) = f.free_var_kib.filter(|_| f.installed_role().is_none()) {
+        if free < MIN_FREE_VAR_KIB {
+            problems.push(format!(
+                "{who}: {} MiB free in /var/lib, k8s needs {} MiB for its components, images and state",
+                free / 1024,
+                MIN_FREE_VAR_KIB / 1024
+            ));
+        }
+    }
+    if let (Some(installed), true) = (f.installed_release(), upload) {
+        if installed != local.version {
+            warnings.push(format!("{who}: k8s {installed} is replaced by {}", local.version));
+        }
+    }
+}

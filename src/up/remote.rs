@@ -1,0 +1,134 @@
+//! One SSH session per host, with errors that name the host, and the few
+//! remote operations `up` and `reset -i` share.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::inventory::{Host, Inventory};
+use crate::ssh;
+
+/// How long `systemctl start`/`restart` of a unit may take (the units have
+/// no start timeout of their own: a first start unpacks the components and
+/// waits for the node to be Ready).
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct Remote {
+    /// `name (address)` or the address: for messages.
+    pub who: String,
+    session: ssh::Session,
+}
+
+/// The SSH target of every host, in inventory order.
+pub fn targets(inv: &Inventory) -> anyhow::Result<Vec<ssh::Target>> {
+    inv.hosts.iter().map(|h| target(inv, h)).collect()
+}
+
+pub fn target(inv: &Inventory, host: &Host) -> anyhow::Result<ssh::Target> {
+    ssh::Target::from_settings(&who(host), &host.ssh_settings(&inv.ssh)).map_err(|e| anyhow::anyhow!("{}: {e}", who(host)))
+}
+
+pub fn who(host: &Host) -> String {
+    match &host.name {
+        Some(n) => format!("{n} ({})", host.address),
+        None => host.address.clone(),
+    }
+}
+
+/// An argument for the remote shell, quoted only when it needs to be (so
+/// commands in messages stay readable).
+pub fn quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+".contains(&b)) {
+        return s.to_string();
+    }
+    ssh::sh_quote(s)
+}
+
+impl Remote {
+    pub async fn connect(who: String, target: &ssh::Target, keys: &ssh::Keys) -> anyhow::Result<Remote> {
+        let session = ssh::Session::connect(target, keys).await?;
+        Ok(Remote { who, session })
+    }
+
+    /// Runs `cmd` as root; its stdout, or an error with the host, the
+    /// command and its stderr.
+    pub async fn run(&self, cmd: &str) -> anyhow::Result<String> {
+        Ok(self.session.run_checked(cmd).await?)
+    }
+
+    /// Runs `cmd` as root; (success, stdout, stderr).
+    pub async fn try_run(&self, cmd: &str) -> anyhow::Result<(bool, String, String)> {
+        let out = self.session.run(cmd).await?;
+        Ok((out.status == 0, text(&out.stdout), text(&out.stderr)))
+    }
+
+    pub async fn read(&self, path: &str) -> anyhow::Result<Option<String>> {
+        let bytes = self.session.read_file(path).await?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Writes `path` (atomically) unless it holds `data` already; whether it changed.
+    pub async fn write(&self, path: &str, data: &[u8], mode: u32) -> anyhow::Result<bool> {
+        Ok(self.session.write_file(path, data, mode).await?)
+    }
+
+    /// Uploads `local` to `remote` unless the sha256 matches; whether it was replaced.
+    pub async fn upload(&self, local: &Path, remote: &str) -> anyhow::Result<bool> {
+        let up = self.session.upload(local, remote, 0o755).await?;
+        Ok(matches!(up, ssh::Upload::Replaced))
+    }
+
+    /// `k8s kubectl ARGS` on this host (a server), as root.
+    pub async fn kubectl(&self, args: &[String]) -> anyhow::Result<String> {
+        let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
+        self.run(&format!("/usr/local/bin/k8s kubectl {}", args.join(" "))).await
+    }
+
+    /// Starts (`enable --now`) or restarts `unit`, bounded by
+    /// [`START_TIMEOUT`]; on failure the error ends with the unit's journal.
+    pub async fn start(&self, unit: &str, restart: bool) -> anyhow::Result<()> {
+        let secs = START_TIMEOUT.as_secs();
+        let cmd = if restart {
+            format!("systemctl enable {unit} 2>&1 && timeout {secs} systemctl restart {unit}")
+        } else {
+            format!("timeout {secs} systemctl enable --now {unit}")
+        };
+        let (ok, out, err) = self.try_run(&cmd).await?;
+        if ok {
+            return Ok(());
+        }
+        let why = if err.contains("Terminated") || out.is_empty() && err.is_empty() {
+            format!("did not report ready within {secs} s")
+        } else {
+            format!("failed: {}", last_lines(&format!("{out}{err}"), 3))
+        };
+        let journal = self.journal(unit, 20).await;
+        bail!("{}: {unit} {why}\nlast lines of `journalctl -u {unit}`:\n{journal}", self.who)
+    }
+
+    pub async fn journal(&self, unit: &str, lines: usize) -> String {
+        match self.try_run(&format!("journalctl -u {unit} -n {lines} --no-pager -o cat")).await {
+            Ok((_, out, _)) if !out.trim().is_empty() => indent(&out),
+            Ok(_) => "  (empty)".into(),
+            Err(e) => format!("  (cannot read it: {e:#})"),
+        }
+    }
+
+    pub async fn close(self) {
+        self.session.close().await;
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("; ")
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}

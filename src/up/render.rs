@@ -1,0 +1,182 @@
+//! What `up` writes: a host's `/etc/k8s/config.yaml` and unit, and the
+//! workstation's kubeconfig. Pure functions of the inventory and the node
+//! name, so the same inventory renders byte-identical files (a re-run then
+//! finds nothing to change).
+
+use serde_yaml::{Mapping, Value};
+
+use crate::inventory::{Host, Inventory, Mode, Role};
+
+pub const BINARY: &str = "/usr/local/bin/k8s";
+pub const CONFIG: &str = "/etc/k8s/config.yaml";
+pub const TOKEN: &str = "/etc/k8s/token";
+/// The tokens a server keeps for joining servers and agents.
+pub const SERVER_TOKEN: &str = "/var/lib/k8s/server/token";
+pub const AGENT_TOKEN: &str = "/var/lib/k8s/server/agent-token";
+pub const HEADER: &str = "# written by k8s up; changes are replaced on the next up\n";
+
+/// A systemd unit `up` installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unit {
+    /// `k8s-server` or `k8s-agent`.
+    pub name: &'static str,
+    pub path: &'static str,
+    pub text: &'static str,
+}
+
+pub const SERVER_UNIT: Unit = Unit {
+    name: "k8s-server",
+    path: "/etc/systemd/system/k8s-server.service",
+    text: include_str!("../../systemd/k8s-server.service"),
+};
+
+pub const AGENT_UNIT: Unit = Unit {
+    name: "k8s-agent",
+    path: "/etc/systemd/system/k8s-agent.service",
+    text: include_str!("../../systemd/k8s-agent.service"),
+};
+
+pub fn unit(role: Role) -> Unit {
+    match role {
+        Role::Server => SERVER_UNIT,
+        Role::Agent => AGENT_UNIT,
+    }
+}
+
+/// Where a host is reached by the other hosts: its `node-ip`, else the
+/// address SSH uses.
+pub fn cluster_address(host: &Host) -> String {
+    host.node_ip.map_or_else(|| host.address.clone(), |ip| ip.to_string())
+}
+
+/// The join endpoint joining servers and agents use: the first server's.
+pub fn join_url(inv: &Inventory) -> String {
+    let a = cluster_address(inv.first_server());
+    let port = crate::join::DEFAULT_PORT;
+    if a.contains(':') { format!("https://[{a}]:{port}") } else { format!("https://{a}:{port}") }
+}
+
+/// Whether `host` is the one that starts the cluster.
+pub fn is_first_server(inv: &Inventory, host: &Host) -> bool {
+    std::ptr::eq(inv.first_server(), host) || inv.first_server().address == host.address
+}
+
+/// `/etc/k8s/config.yaml` for `host`; its keys are `k8s server` /
+/// `k8s agent` flag names.
+pub fn config(inv: &Inventory, host: &Host, node_name: &str) -> String {
+    let mut m = Mapping::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.into(), v);
+    };
+    let list = |items: Vec<String>| Value::Sequence(items.into_iter().map(Value::String).collect());
+    let c = &inv.cluster;
+    if host.role == Role::Agent {
+        put("server", join_url(inv).into());
+        put("token-file", TOKEN.into());
+    }
+    put("node-name", node_name.into());
+    if let Some(ip) = host.node_ip {
+        put("node-ip", ip.to_string().into());
+    }
+    if host.role == Role::Server {
+        // The host's own address, as SSH reaches it, may be a name or a
+        // public IP the server cannot see on its interfaces.
+        let mut sans = inv.tls_sans();
+        if !sans.iter().any(|s| s.eq_ignore_ascii_case(&host.address)) {
+            sans.push(host.address.clone());
+        }
+        put("tls-san", list(sans));
+        put("cluster-cidr", c.cluster_cidr.to_string().into());
+        put("service-cidr", c.service_cidr.to_string().into());
+        put("cluster-dns", c.cluster_dns.to_string().into());
+        put("cluster-domain", c.cluster_domain.clone().into());
+        if c.api.port != crate::inventory::DEFAULT_API_PORT {
+            put("https-listen-port", u64::from(c.api.port).into());
+        }
+        if host.control_plane_only {
+            put("disable-agent", true.into());
+        }
+    }
+    if host.is_node() {
+        let labels: Vec<String> = host.kubelet_labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !labels.is_empty() {
+            put("node-label", list(labels));
+        }
+        if !host.taints.is_empty() {
+            put("node-taint", list(host.taints.iter().map(|t| t.to_string()).collect()));
+        }
+    }
+    if host.role == Role::Server && matches!(inv.mode(), Mode::Ha { .. }) {
+        if is_first_server(inv, host) {
+            put("cluster-init", true.into());
+        } else {
+            put("server", join_url(inv).into());
+            put("token-file", TOKEN.into());
+        }
+    }
+    let body = serde_yaml::to_string(&m).expect("a mapping of strings serializes");
+    format!("{HEADER}{body}")
+}
+
+/// The keys that differ between an installed config and the new one, as
+/// `+key`, `-key` and `~key` (values are not shown: they may be long, and
+/// the reader has the inventory).
+pub fn config_changes(old: Option<&str>, new: &str) -> Vec<String> {
+    let parse = |t: &str| serde_yaml::from_str::<Mapping>(t).unwrap_or_default();
+    let new = parse(new);
+    let Some(old) = old else {
+        return vec!["new".into()];
+    };
+    let old = parse(old);
+    let name = |k: &Value| k.as_str().unwrap_or("?").to_string();
+    let mut out = vec![];
+    for (k, v) in &new {
+        match old.get(k) {
+            None => out.push(format!("+{}", name(k))),
+            Some(o) if o != v => out.push(format!("~{}", name(k))),
+            Some(_) => {}
+        }
+    }
+    out.extend(old.keys().filter(|k| !new.contains_key(*k)).map(|k| format!("-{}", name(k))));
+    if out.is_empty() {
+        // Same keys and values, other bytes (comments, layout).
+        out.push("~format".into());
+    }
+    out
+}
+
+/// The workstation's kubeconfig from a server's admin kubeconfig: the
+/// server URL becomes `api_url`; the cluster, user and context take the
+/// cluster's name, so several clusters' files can be merged.
+pub fn workstation_kubeconfig(admin: &str, cluster: &str, api_url: &str) -> Result<String, String> {
+    let doc: Value = serde_yaml::from_str(admin).map_err(|e| format!("the admin kubeconfig is not YAML: {e}"))?;
+    let first = |key: &str, inner: &str| -> Result<Value, String> {
+        doc.get(key)
+            .and_then(|l| l.as_sequence())
+            .and_then(|l| l.first())
+            .and_then(|e| e.get(inner))
+            .cloned()
+            .ok_or_else(|| format!("the admin kubeconfig has no {key}[0].{inner}"))
+    };
+    let mut server = first("clusters", "cluster")?;
+    let user = first("users", "user")?;
+    let Some(s) = server.as_mapping_mut() else { return Err("clusters[0].cluster is not a mapping".into()) };
+    s.insert("server".into(), api_url.into());
+    let named = |inner: &str, v: Value| {
+        let mut m = Mapping::new();
+        m.insert("name".into(), cluster.into());
+        m.insert(inner.into(), v);
+        Value::Sequence(vec![Value::Mapping(m)])
+    };
+    let mut context = Mapping::new();
+    context.insert("cluster".into(), cluster.into());
+    context.insert("user".into(), cluster.into());
+    let mut out = Mapping::new();
+    out.insert("apiVersion".into(), "v1".into());
+    out.insert("kind".into(), "Config".into());
+    out.insert("clusters".into(), named("cluster", server));
+    out.insert("contexts".into(), named("context", Value::Mapping(context)));
+    out.insert("current-context".into(), cluster.into());
+    out.insert("users".into(), named("user", user));
+    serde_yaml::to_string(&out).map_err(|e| e.to_string())
+}

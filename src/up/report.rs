@@ -1,0 +1,220 @@
+//! The end of a run: a table per host (what changed, how long it took) or,
+//! with `--output json`, one JSON document (described in docs/up.md).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::plan::{HostPlan, Plan, Service, TokenPlan};
+use crate::inventory::{Mode, Role};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Converged (changed or not).
+    Ok,
+    Failed,
+    /// Not worked on: an earlier step failed, or `--dry-run`.
+    Untouched,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub name: String,
+    pub address: String,
+    #[serde(serialize_with = "super::plan::role_name")]
+    pub role: Role,
+    pub status: Status,
+    /// Whether anything on the host was changed (planned, for `--dry-run`).
+    pub changed: bool,
+    /// What was changed: `binary`, `config`, `unit`, `token`, `start`, `restart`.
+    pub changes: Vec<String>,
+    pub error: Option<String>,
+    pub seconds: f64,
+    pub plan: HostPlan,
+}
+
+impl HostReport {
+    pub fn new(plan: &HostPlan) -> HostReport {
+        HostReport {
+            name: plan.name.clone(),
+            address: plan.address.clone(),
+            role: plan.role,
+            status: Status::Untouched,
+            changed: false,
+            changes: vec![],
+            error: None,
+            seconds: 0.0,
+            plan: plan.clone(),
+        }
+    }
+
+    pub fn note(&mut self, change: &str) {
+        if !self.changes.iter().any(|c| c == change) {
+            self.changes.push(change.to_string());
+        }
+        self.changed = true;
+    }
+}
+
+/// What a plan would change on a host, in the words of [`HostReport::changes`].
+pub fn planned_changes(p: &HostPlan) -> Vec<String> {
+    let mut out = vec![];
+    if p.upload {
+        out.push("binary".into());
+    }
+    if !p.config_changes.is_empty() {
+        out.push("config".into());
+    }
+    if p.unit_changed {
+        out.push("unit".into());
+    }
+    if matches!(p.token, TokenPlan::Write | TokenPlan::AfterFirstServer) {
+        out.push("token".into());
+    }
+    match p.service {
+        Service::Start => out.push("start".into()),
+        Service::Restart => out.push("restart".into()),
+        Service::Keep => {}
+    }
+    out
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cluster: String,
+    /// `single` or `ha`.
+    pub mode: &'static str,
+    pub dry_run: bool,
+    pub ok: bool,
+    /// Why the run failed, naming the host.
+    pub error: Option<String>,
+    /// Reasons the run did not start (from validation).
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    /// In the order they are worked on.
+    pub hosts: Vec<HostReport>,
+    /// Nodes of the cluster missing from the inventory.
+    pub extra_nodes: Vec<String>,
+    /// Nodes removed with `--prune`.
+    pub pruned: Vec<String>,
+    /// Where the workstation's kubeconfig was written.
+    pub kubeconfig: Option<String>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn new(cluster: &str, plan: &Plan, dry_run: bool) -> Report {
+        Report {
+            cluster: cluster.to_string(),
+            mode: match plan.mode {
+                Mode::Single => "single",
+                Mode::Ha { .. } => "ha",
+            },
+            dry_run,
+            ok: true,
+            error: None,
+            problems: plan.problems.clone(),
+            warnings: plan.warnings.clone(),
+            hosts: plan.hosts.iter().map(HostReport::new).collect(),
+            extra_nodes: plan.extra_nodes.iter().map(|n| n.name.clone()).collect(),
+            pruned: vec![],
+            kubeconfig: None,
+            seconds: 0.0,
+        }
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serializes")
+    }
+
+    /// The summary after a run.
+    pub fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let changes = if h.changes.is_empty() { "-".to_string() } else { h.changes.join(", ") };
+                let status = match h.status {
+                    Status::Ok => "ok",
+                    Status::Failed => "FAILED",
+                    Status::Untouched => "untouched",
+                };
+                vec![h.name.clone(), h.address.clone(), h.role.to_string(), status.into(), changes, format!("{:.1}s", h.seconds)]
+            })
+            .collect();
+        table(&["HOST", "ADDRESS", "ROLE", "RESULT", "CHANGED", "TIME"], &rows)
+    }
+
+    /// The plan, for `--dry-run`.
+    pub fn plan_table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let p = &h.plan;
+                let binary = match (p.upload, &p.installed) {
+                    (false, _) => "same".to_string(),
+                    (true, None) => "upload".to_string(),
+                    (true, Some(v)) => format!("upload (over {})", v.trim_start_matches("k8s ")),
+                };
+                let config = match p.config_changes.as_slice() {
+                    [] => "same".to_string(),
+                    c => c.join(" "),
+                };
+                let token = match p.token {
+                    TokenPlan::None => "-",
+                    TokenPlan::Unchanged => "same",
+                    TokenPlan::Write => "write",
+                    TokenPlan::AfterFirstServer => "write (from the first server)",
+                };
+                let service = match (p.service, p.join) {
+                    (Service::Keep, _) => "keep",
+                    (Service::Start, true) => "start (joins)",
+                    (Service::Start, false) => "start",
+                    (Service::Restart, _) if p.stale && !p.upload && p.config_changes.is_empty() => "restart (outdated)",
+                    (Service::Restart, _) => "restart",
+                };
+                vec![
+                    p.name.clone(),
+                    p.address.clone(),
+                    p.role.to_string(),
+                    binary,
+                    config,
+                    if p.unit_changed { "write".into() } else { "same".into() },
+                    token.into(),
+                    service.into(),
+                ]
+            })
+            .collect();
+        table(&["HOST", "ADDRESS", "ROLE", "BINARY", "CONFIG", "UNIT", "TOKEN", "SERVICE"], &rows)
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, head.to_vec());
+    for r in rows {
+        line(&mut out, r.iter().map(String::as_str).collect());
+    }
+    out
+}

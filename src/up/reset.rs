@@ -1,0 +1,95 @@
+//! `k8s reset -i hosts.yaml`: uninstalls k8s from every host of the
+//! inventory (after a confirmation): agents first, in parallel, then the
+//! servers one at a time, the first server last.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use anyhow::bail;
+use futures::stream::{self, StreamExt};
+
+use super::remote::{self, Remote};
+use crate::inventory::{Host, Inventory, Role};
+use crate::ssh;
+
+/// Stops the service, runs `k8s reset` (which removes the data and, on an
+/// HA server, its etcd member), then removes what `up` installed.
+const UNINSTALL: &str = r#"
+set -e
+for u in k8s-agent k8s-server; do
+  if [ -e /etc/systemd/system/$u.service ]; then timeout 120 systemctl disable --now $u >/dev/null 2>&1 || true; fi
+done
+if [ -x /usr/local/bin/k8s ]; then /usr/local/bin/k8s reset --yes >/dev/null; fi
+rm -f /usr/local/bin/k8s /usr/local/bin/k8s.prev /etc/systemd/system/k8s-server.service /etc/systemd/system/k8s-agent.service
+rm -rf /etc/k8s
+if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+"#;
+
+pub async fn uninstall(r: &Remote) -> anyhow::Result<()> {
+    r.run(UNINSTALL).await.map(drop)
+}
+
+pub async fn run(file: &Path, yes: bool) -> anyhow::Result<()> {
+    let inv = Inventory::load(file)?;
+    println!("k8s reset -i {}: uninstalls k8s from these hosts and deletes their data (every cluster object is lost):", file.display());
+    for h in &inv.hosts {
+        println!("  {:<8} {}", h.role.to_string(), remote::who(h));
+    }
+    if !yes && !confirm()? {
+        println!("nothing changed");
+        return Ok(());
+    }
+    let targets = remote::targets(&inv)?;
+    let keys = ssh::Keys::prepare(&targets.iter().collect::<Vec<_>>()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let concurrency = inv.ssh.concurrency;
+    let order = order(&inv);
+    let agents: Vec<&Host> = order.iter().copied().filter(|h| h.role == Role::Agent).collect();
+    let servers: Vec<&Host> = order.iter().copied().filter(|h| h.role == Role::Server).collect();
+
+    let mut failed = vec![];
+    let mut report = |h: &Host, res: anyhow::Result<()>| match res {
+        Ok(()) => println!("{}: reset", remote::who(h)),
+        Err(e) => {
+            eprintln!("{e:#}");
+            failed.push(remote::who(h));
+        }
+    };
+    let results: Vec<(&Host, anyhow::Result<()>)> =
+        stream::iter(agents).map(|h| {
+            let (inv, targets, keys) = (&inv, &targets, &keys);
+            async move { (h, reset_host(inv, targets, keys, h).await) }
+        }).buffer_unordered(concurrency).collect().await;
+    for (h, res) in results {
+        report(h, res);
+    }
+    for h in servers {
+        report(h, reset_host(&inv, &targets, &keys, h).await);
+    }
+    if !failed.is_empty() {
+        bail!("k8s could not be removed from {}; the other hosts are reset", failed.join(", "));
+    }
+    Ok(())
+}
+
+async fn reset_host(inv: &Inventory, targets: &[ssh::Target], keys: &ssh::Keys, h: &Host) -> anyhow::Result<()> {
+    let i = inv.hosts.iter().position(|x| std::ptr::eq(x, h)).expect("a host of the inventory");
+    let r = Remote::connect(remote::who(h), &targets[i], keys).await?;
+    let res = uninstall(&r).await;
+    r.close().await;
+    res
+}
+
+/// Agents in file order, then servers with the first server last.
+fn order(inv: &Inventory) -> Vec<&Host> {
+    let mut out: Vec<&Host> = inv.agents().collect();
+    out.extend(inv.servers().collect::<Vec<_>>().into_iter().rev());
+    out
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    print!("Continue? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

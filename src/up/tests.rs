@@ -1,0 +1,375 @@
+use std::path::Path;
+
+use super::facts::{Facts, UnitState};
+use super::nodes::{self, Node};
+use super::plan::{self, Local, Running, Service, Stage, TokenPlan};
+use super::render;
+use super::report::{planned_changes, Report};
+use crate::inventory::Inventory;
+
+fn inv(text: &str) -> Inventory {
+    Inventory::parse(text, Path::new("hosts.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const SINGLE: &str = "
+cluster: {name: demo}
+hosts:
+  - {address: 10.0.0.11, role: server, name: s1, labels: {zone: a, node-role.kubernetes.io/edge: ''}, taints: ['dedicated=edge:NoSchedule']}
+  - {address: 10.0.0.21, role: agent}
+";
+
+const HA: &str = "
+cluster: {name: ha, api: {address: lb.example.com, port: 7443}}
+hosts:
+  - {address: 10.0.0.31, role: agent, name: w1}
+  - {address: 10.0.0.11, role: server, name: s1, control-plane-only: true}
+  - {address: 10.0.0.12, role: server, name: s2, node-ip: 10.1.0.12}
+  - {address: 10.0.0.13, role: server, name: s3}
+";
+
+fn local() -> Local {
+    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into() }
+}
+
+/// A clean Debian host nothing of ours is on.
+fn fresh(hostname: &str) -> Facts {
+    Facts::parse(&format!(
+        "hostname={hostname}\nos=Debian GNU/Linux 12 (bookworm)\narch=x86_64\nsystemd=yes\ncgroup=cgroup2fs\nfree_bin=9000000\nfree_var=9000000\n"
+    ))
+}
+
+/// The host after a successful `up` of `inv`.
+fn installed(inv: &Inventory, i: usize, hostname: &str, tokens: &(String, String)) -> Facts {
+    let mut f = fresh(hostname);
+    let host = &inv.hosts[i];
+    let name = plan::node_name(host, &f);
+    f.installed_version = Some(format!("k8s {}", crate::version::VERSION));
+    f.installed_sha256 = Some(local().sha256);
+    f.config = Some(render::config(inv, host, &name));
+    let unit = render::unit(host.role);
+    f.unit_text.insert(unit.name.into(), unit.text.into());
+    f.units.insert(unit.name.into(), UnitState { active: "active".into(), enabled: "enabled".into(), started: Some(2000), mtime: 1000 });
+    f.mtimes.insert(render::CONFIG.into(), 1000);
+    if host.is_server() {
+        f.datastore = Some(if inv.servers().count() == 1 { "sqlite" } else { "etcd" }.into());
+    }
+    let tokened = host.role == crate::inventory::Role::Agent || (host.is_server() && !render::is_first_server(inv, host) && inv.servers().count() > 1);
+    if tokened {
+        f.token = Some(if host.is_server() { tokens.0.clone() } else { tokens.1.clone() });
+    }
+    f
+}
+
+fn tokens() -> (String, String) {
+    ("K10abc::srv.0123456789abcdef\n".into(), "K10abc::agt.0123456789abcdef\n".into())
+}
+
+fn node(name: &str, ready: bool) -> Node {
+    Node { name: name.into(), ready, internal_ip: Some("10.0.0.99".into()), labels: Default::default(), taints: vec![], managed: vec![] }
+}
+
+#[test]
+fn config_is_deterministic_and_uses_flag_names() {
+    let a = inv(SINGLE);
+    let b = inv(SINGLE);
+    let s = render::config(&a, &a.hosts[0], "s1");
+    assert_eq!(s, render::config(&b, &b.hosts[0], "s1"), "same inventory, same bytes");
+    assert!(s.starts_with(render::HEADER), "{s}");
+    let cfg: crate::server::config::Options = serde_yaml::from_str(&s).expect("k8s server reads it");
+    assert_eq!(cfg.node_name.as_deref(), Some("s1"));
+    assert_eq!(cfg.tls_san, vec!["10.0.0.11"]);
+    assert_eq!(cfg.cluster_cidr.as_deref(), Some("10.42.0.0/16"));
+    assert_eq!(cfg.cluster_dns.unwrap().to_string(), "10.43.0.10");
+    // Only labels kubelet may set itself; the other goes through the API.
+    assert_eq!(cfg.node_label, vec!["zone=a"]);
+    assert_eq!(cfg.node_taint, vec!["dedicated=edge:NoSchedule"]);
+    assert!(!cfg.cluster_init && cfg.server.is_none() && cfg.token_file.is_none(), "single mode: SQLite");
+    assert!(!s.contains("https-listen-port") && !s.contains("disable-agent"), "{s}");
+
+    let agent = render::config(&a, &a.hosts[1], "w1");
+    let cfg: crate::agent::Options = serde_yaml::from_str(&agent).expect("k8s agent reads it");
+    assert_eq!(cfg.server.as_deref(), Some("https://10.0.0.11:9345"));
+    assert_eq!(cfg.token_file.as_deref(), Some(Path::new(render::TOKEN)));
+    assert_eq!(cfg.node_name.as_deref(), Some("w1"));
+}
+
+#[test]
+fn ha_config_inits_on_the_first_server_and_joins_the_others() {
+    let a = inv(HA);
+    let first: crate::server::config::Options = serde_yaml::from_str(&render::config(&a, &a.hosts[1], "s1")).unwrap();
+    assert!(first.cluster_init && first.server.is_none());
+    assert!(first.disable_agent && first.node_label.is_empty());
+    assert_eq!(first.https_listen_port, Some(7443));
+    assert_eq!(first.tls_san, vec!["lb.example.com", "10.0.0.11"]);
+    let second: crate::server::config::Options = serde_yaml::from_str(&render::config(&a, &a.hosts[2], "s2")).unwrap();
+    assert!(!second.cluster_init);
+    assert_eq!(second.server.as_deref(), Some("https://10.0.0.11:9345"));
+    assert_eq!(second.token_file.as_deref(), Some(Path::new(render::TOKEN)));
+    assert_eq!(second.node_ip.unwrap().to_string(), "10.1.0.12");
+    let agent: crate::agent::Options = serde_yaml::from_str(&render::config(&a, &a.hosts[0], "w1")).unwrap();
+    assert_eq!(agent.server.as_deref(), Some("https://10.0.0.11:9345"));
+}
+
+#[test]
+fn order_is_first_server_then_servers_then_agents() {
+    let a = inv(HA);
+    let facts: Vec<Facts> = ["w1", "s1", "s2", "s3"].iter().map(|h| fresh(h)).collect();
+    let p = plan::plan(&a, &facts, &local(), &Running::default());
+    let order: Vec<(&str, Stage)> = p.hosts.iter().map(|h| (h.name.as_str(), h.stage)).collect();
+    assert_eq!(
+        order,
+        [("s1", Stage::FirstServer), ("s2", Stage::Server), ("s3", Stage::Server), ("w1", Stage::Agent)]
+    );
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+}
+
+#[test]
+fn fresh_hosts_get_everything() {
+    let a = inv(SINGLE);
+    let facts = vec![fresh("s1"), fresh("worker-1")];
+    let p = plan::plan(&a, &facts, &local(), &Running::default());
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    for h in &p.hosts {
+        assert!(h.upload && h.unit_changed && h.join, "{h:?}");
+        assert_eq!(h.config_changes, vec!["new"]);
+        assert_eq!(h.service, Service::Start);
+    }
+    assert_eq!(p.hosts[0].token, TokenPlan::None);
+    assert_eq!(p.hosts[1].token, TokenPlan::AfterFirstServer);
+    // The node name comes from the hostname when the inventory has none.
+    assert_eq!(p.hosts[1].name, "worker-1");
+    assert!(p.hosts[1].config.contains("node-name: worker-1"));
+}
+
+#[test]
+fn a_second_run_changes_nothing() {
+    for text in [SINGLE, HA] {
+        let a = inv(text);
+        let t = tokens();
+        let facts: Vec<Facts> = (0..a.hosts.len()).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
+        let names: Vec<String> = a.hosts.iter().zip(&facts).map(|(h, f)| plan::node_name(h, f)).collect();
+        let running = Running { nodes: Some(names.iter().map(|n| node(n, true)).collect()), tokens: Some(t) };
+        let p = plan::plan(&a, &facts, &local(), &running);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert!(p.hosts.iter().all(|h| planned_changes(h).is_empty()), "{:#?}", p.hosts);
+        assert!(p.extra_nodes.is_empty());
+        assert!(p.hosts.iter().all(|h| !h.join));
+    }
+}
+
+#[test]
+fn a_changed_setting_restarts_only_that_host() {
+    let a = inv(SINGLE);
+    let t = tokens();
+    let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
+    facts[1].config = Some(facts[1].config.clone().unwrap().replace("node-name: h1", "node-name: old"));
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(t.clone()) });
+    assert_eq!(p.hosts[0].service, Service::Keep);
+    assert_eq!(p.hosts[1].service, Service::Restart);
+    assert_eq!(p.hosts[1].config_changes, vec!["~node-name"]);
+
+    // A new binary restarts every host; a new token only its agent.
+    let mut other = local();
+    other.sha256 = "b".repeat(64);
+    let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &other, &Running::default());
+    assert!(p.hosts.iter().all(|h| h.upload && h.service == Service::Restart));
+    let new_tokens = ("K10x::a.b\n".to_string(), "K10x::c.d\n".to_string());
+    let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &local(), &Running { nodes: None, tokens: Some(new_tokens) });
+    assert_eq!(p.hosts[0].service, Service::Keep);
+    assert_eq!((p.hosts[1].token, p.hosts[1].service), (TokenPlan::Write, Service::Restart));
+}
+
+#[test]
+fn a_service_older_than_its_files_is_restarted() {
+    let a = inv(SINGLE);
+    let t = tokens();
+    let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
+    // An earlier run wrote the config at 3000 and stopped before restarting.
+    facts[0].mtimes.insert(render::CONFIG.into(), 3000);
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(t) });
+    assert!(p.hosts[0].stale && p.hosts[0].service == Service::Restart);
+    assert_eq!(p.hosts[1].service, Service::Keep);
+}
+
+#[test]
+fn problems_name_their_host_and_stop_everything() {
+    let a = inv(SINGLE);
+    let mut facts = vec![fresh("s1"), fresh("s1")];
+    facts[0].arch = "aarch64".into();
+    facts[1].systemd = false;
+    let p = plan::plan(&a, &facts, &local(), &Running::default());
+    let all = p.problems.join("\n");
+    assert!(all.contains("s1 (10.0.0.11): the machine is aarch64"), "{all}");
+    assert!(all.contains("10.0.0.21: systemd is not running"), "{all}");
+    // hosts[1] has no name and the same hostname as hosts[0]'s node name.
+    assert!(all.contains("10.0.0.21: node name \"s1\" is also that of 10.0.0.11"), "{all}");
+
+    let mut wrong = inv(SINGLE);
+    wrong.cluster.version = Some("v9.9.9".into());
+    let p = plan::plan(&wrong, &[fresh("s1"), fresh("w")], &local(), &Running::default());
+    assert!(p.problems[0].contains("cluster.version is v9.9.9"), "{:?}", p.problems);
+
+    let mut bad_name = fresh("Web_1");
+    bad_name.hostname = "web_1".into();
+    let p = plan::plan(&a, &[fresh("s1"), bad_name], &local(), &Running::default());
+    assert!(p.problems.iter().any(|m| m.contains("\"web_1\" is not a valid node name; set name:")), "{:?}", p.problems);
+
+    let mut full = fresh("w");
+    full.free_bin_kib = Some(1024);
+    let p = plan::plan(&a, &[fresh("s1"), full], &local(), &Running::default());
+    assert!(p.problems.iter().any(|m| m.contains("10.0.0.21: 1 MiB free in /usr/local/bin")), "{:?}", p.problems);
+}
+
+#[test]
+fn a_single_server_cluster_cannot_become_ha() {
+    let single = inv(SINGLE);
+    let t = tokens();
+    let first = installed(&single, 0, "s1", &t);
+    assert_eq!(first.datastore.as_deref(), Some("sqlite"));
+    let grown = inv("
+hosts:
+  - {address: 10.0.0.11, role: server, name: s1}
+  - {address: 10.0.0.12, role: server, name: s2}
+  - {address: 10.0.0.13, role: server, name: s3}
+");
+    let p = plan::plan(&grown, &[first, fresh("s2"), fresh("s3")], &local(), &Running::default());
+    assert!(p.problems.iter().any(|m| m.contains("10.0.0.11: this cluster runs a single server on SQLite; it cannot become HA")), "{:?}", p.problems);
+
+    // A role change needs a reset first.
+    let mut f = installed(&single, 1, "w", &t);
+    f.datastore = None;
+    let swapped = inv("
+hosts:
+  - {address: 10.0.0.21, role: server}
+  - {address: 10.0.0.11, role: agent}
+");
+    let p = plan::plan(&swapped, &[f, fresh("s1")], &local(), &Running::default());
+    assert!(p.problems.iter().any(|m| m.contains("10.0.0.21: is installed as agent, the inventory makes it server")), "{:?}", p.problems);
+}
+
+#[test]
+fn nodes_missing_from_the_inventory_are_found() {
+    let a = inv(SINGLE);
+    let t = tokens();
+    let facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
+    let running = Running { nodes: Some(vec![node("s1", true), node("h1", true), node("old-worker", false)]), tokens: Some(t) };
+    let p = plan::plan(&a, &facts, &local(), &running);
+    let extra: Vec<&str> = p.extra_nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(extra, ["old-worker"]);
+    // A host whose node is gone although it is installed joins again.
+    let running = Running { nodes: Some(vec![node("s1", true)]), tokens: None };
+    let p = plan::plan(&a, &facts, &local(), &running);
+    assert!(p.hosts[1].join && !p.hosts[0].join);
+}
+
+#[test]
+fn json_report_shape() {
+    let a = inv(SINGLE);
+    let p = plan::plan(&a, &[fresh("s1"), fresh("w")], &local(), &Running::default());
+    let r = Report::new("demo", &p, true);
+    let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    assert_eq!(v["cluster"], "demo");
+    assert_eq!(v["mode"], "single");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["ok"], true);
+    let h = &v["hosts"][1];
+    for key in ["name", "address", "role", "status", "changed", "changes", "error", "seconds", "plan"] {
+        assert!(h.get(key).is_some(), "hosts[].{key} missing: {h}");
+    }
+    assert_eq!(h["address"], "10.0.0.21");
+    assert_eq!(h["role"], "agent");
+    assert_eq!(h["status"], "untouched");
+    assert_eq!(h["plan"]["service"], "start");
+    assert_eq!(h["plan"]["token"], "after-first-server");
+    assert_eq!(h["plan"]["config_changes"][0], "new");
+    assert!(v["extra_nodes"].as_array().unwrap().is_empty());
+    assert!(r.plan_table().lines().nth(2).unwrap().contains("10.0.0.21"), "{}", r.plan_table());
+}
+
+#[test]
+fn config_changes_name_keys() {
+    let old = "# x\nnode-name: a\nnode-ip: 10.0.0.1\ntls-san: [a]\n";
+    let new = "# y\nnode-name: a\ntls-san: [a, b]\nnode-label: [x=y]\n";
+    assert_eq!(render::config_changes(Some(old), new), ["~tls-san", "+node-label", "-node-ip"]);
+    assert_eq!(render::config_changes(None, new), ["new"]);
+    assert_eq!(render::config_changes(Some(old), old.replace("# x", "# z").as_str()), ["~format"]);
+}
+
+#[test]
+fn workstation_kubeconfig_points_at_the_api_address() {
+    let admin = "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    server: https://127.0.0.1:6443\n    certificate-authority-data: Q0E=\ncontexts:\n- name: default\n  context: {cluster: default, user: admin}\ncurrent-context: default\nusers:\n- name: admin\n  user: {client-certificate-data: Q0VSVA==, client-key-data: S0VZ}\n";
+    let out = render::workstation_kubeconfig(admin, "edge", "https://lb:6443").unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    assert_eq!(v["clusters"][0]["cluster"]["server"], "https://lb:6443");
+    assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "Q0E=");
+    assert_eq!(v["clusters"][0]["name"], "edge");
+    assert_eq!(v["users"][0]["name"], "edge");
+    assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ");
+    assert_eq!(v["contexts"][0]["context"]["cluster"], "edge");
+    assert_eq!(v["current-context"], "edge");
+    assert_eq!(out, render::workstation_kubeconfig(admin, "edge", "https://lb:6443").unwrap());
+    assert!(render::workstation_kubeconfig("users: []", "edge", "https://lb:6443").is_err());
+}
+
+#[test]
+fn facts_parse() {
+    let f = Facts::parse(
+        "hostname=Node-1\nos=Debian GNU/Linux 12 (bookworm)\narch=x86_64\nsystemd=yes\ncgroup=tmpfs\n\
+         k8s_version=k8s 0.1.0\nk8s_sha256=abc\nk8s_mtime=100\nmtime:/etc/k8s/config.yaml=200\n\
+         unit:k8s-agent=50\nactive:k8s-agent=active\nenabled:k8s-agent=enabled\nstarted:k8s-agent=150\n\
+         free_bin=2048\nfree_var=4096\n",
+    );
+    assert_eq!(f.hostname, "node-1");
+    assert_eq!((f.arch.as_str(), f.systemd, f.cgroup), ("x86_64", true, 1));
+    assert_eq!(f.installed_release(), Some("0.1.0"));
+    assert_eq!(f.installed_role(), Some("k8s-agent"));
+    assert!(f.units["k8s-agent"].is_active());
+    assert_eq!((f.free_bin_kib, f.free_var_kib), (Some(2048), Some(4096)));
+    // The config (200) is newer than the running agent (150).
+    assert!(f.stale("k8s-agent", &[render::BINARY, render::CONFIG]));
+    assert!(!f.stale("k8s-agent", &[render::BINARY]));
+    assert!(Facts::parse("cgroup=cgroup2fs\n").cgroup == 2 && Facts::parse("").installed_role().is_none());
+}
+
+#[test]
+fn labels_and_taints_converge_through_the_api() {
+    let a = inv(SINGLE);
+    let host = &a.hosts[0];
+    let mut n = node("s1", true);
+    let cmds = nodes::converge(host, &n);
+    let flat: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+    assert_eq!(flat, [
+        "label --overwrite node/s1 node-role.kubernetes.io/edge= zone=a",
+        "annotate --overwrite node/s1 k8s.up/managed=label:node-role.kubernetes.io/edge,label:zone,taint:dedicated:NoSchedule",
+        "taint --overwrite node/s1 dedicated=edge:NoSchedule",
+    ]);
+    // Applied: nothing to do.
+    n.labels.insert("zone".into(), "a".into());
+    n.labels.insert("node-role.kubernetes.io/edge".into(), "".into());
+    n.taints.push("dedicated=edge:NoSchedule".into());
+    n.managed = vec!["label:node-role.kubernetes.io/edge".into(), "label:zone".into(), "taint:dedicated:NoSchedule".into()];
+    assert!(nodes::converge(host, &n).is_empty());
+    // Removed from the inventory: removed from the node; others' labels stay.
+    n.labels.insert("rack".into(), "7".into());
+    n.managed.push("label:old".into());
+    n.labels.insert("old".into(), "x".into());
+    let flat: Vec<String> = nodes::converge(host, &n).iter().map(|c| c.join(" ")).collect();
+    assert_eq!(flat[0], "label --overwrite node/s1 old-");
+    assert!(flat[1].starts_with("annotate") && !flat[1].contains("old"));
+    assert_eq!(flat.len(), 2);
+}
+
+#[test]
+fn nodes_parse_from_kubectl_json() {
+    let json = r#"{"items":[{"metadata":{"name":"n1","labels":{"a":"b"},"annotations":{"k8s.up/managed":"label:a"}},
+      "spec":{"taints":[{"key":"k","value":"v","effect":"NoSchedule"},{"key":"g","effect":"NoExecute"}]},
+      "status":{"conditions":[{"type":"Ready","status":"True"}],"addresses":[{"type":"InternalIP","address":"10.0.0.5"},{"type":"Hostname","address":"n1"}]}},
+      {"metadata":{"name":"n2"},"status":{"conditions":[{"type":"Ready","status":"Unknown"}]}}]}"#;
+    let n = nodes::parse(json).unwrap();
+    assert_eq!(n[0].name, "n1");
+    assert!(n[0].ready && !n[1].ready);
+    assert_eq!(n[0].internal_ip.as_deref(), Some("10.0.0.5"));
+    assert_eq!(n[0].taints, ["k=v:NoSchedule", "g:NoExecute"]);
+    assert_eq!(n[0].managed, ["label:a"]);
+    assert!(nodes::parse("not json").is_err());
+}
