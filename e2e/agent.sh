@@ -18,6 +18,10 @@ SERVER=ag-s1 AGENT=ag-a1
 
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { echo "ok   $*"; }
+# One run at a time: the hosts' names and $shared are fixed, and a second
+# run's cleanup would take down the first one's hosts.
+exec 7>/var/tmp/k8s-e2e-agent.lock
+flock -w 900 7 || fail "another e2e/agent.sh is still running after 15 minutes"
 cleanup() {
   local rc=$?
   if ((rc != 0)); then
@@ -82,10 +86,19 @@ fi
 grep -q "different cluster CA" <<<"$out" || fail "wrong CA: unclear message: $out"
 ok "another cluster's token is refused before the secret is sent"
 
-# shellcheck disable=SC2086
-setsid "$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" $EXTRA \
-  </dev/null >"$shared/$AGENT.log" 2>&1 &
-agent_pid=$!   # setsid and `testhost exec` replace themselves: this is the agent
+start_agent() {
+  # shellcheck disable=SC2086
+  setsid "$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" $EXTRA \
+    </dev/null >"$shared/$AGENT.log" 2>&1 &
+  agent_pid=$!   # setsid and `testhost exec` replace themselves: this is the agent
+}
+stop_agent() {
+  local i
+  kill -TERM "$agent_pid"
+  for ((i = 0; i < 60; i++)); do kill -0 "$agent_pid" 2>/dev/null || return 0; sleep 1; done
+  fail "the agent did not stop on SIGTERM"
+}
+start_agent
 wait_log "$shared/$AGENT.log" "k8s agent ready" 300 || fail "the agent did not become ready"
 ok "agent joined and ready"
 kubectl wait --for=condition=Ready "node/$SERVER" "node/$AGENT" --timeout=120s >/dev/null || fail "nodes not Ready"
@@ -150,12 +163,25 @@ else
   tx1=$(counter "$AGENT" tx_packets) rx1=$(counter "$SERVER" rx_packets)
   ((tx1 - tx0 >= 9 && rx1 - rx0 >= 9)) || fail "vxlan: 3 fetches moved $((tx1 - tx0)) packets out of the agent's k8s.vxlan, $((rx1 - rx0)) into the server's"
   ok "vxlan: 3 fetches crossed the tunnel: agent tx +$((tx1 - tx0)), server rx +$((rx1 - rx0)) packets"
+
+  # A restart keeps the device (running pods keep their peers) and the setting.
+  mac=$(on "$AGENT" cat /sys/class/net/k8s.vxlan/address)
+  stop_agent
+  mv "$shared/$AGENT.log" "$shared/$AGENT.1.log"
+  start_agent
+  wait_log "$shared/$AGENT.log" "k8s agent ready" 300 || fail "the agent did not become ready again"
+  [[ $(on "$AGENT" cat /sys/class/net/k8s.vxlan/address) == "$mac" ]] || fail "vxlan: the agent's restart recreated k8s.vxlan"
+  # kubectl exec needs the restarted kubelet serving again: retry a while.
+  for ((i = 0; i < 30; i++)); do
+    out=$(fetch "http://$server_pod:8080/") && [[ $out == "hello-from-$SERVER" ]] && break
+    sleep 1
+  done
+  [[ $out == "hello-from-$SERVER" ]] || fail "vxlan: pod-to-pod fails after the agent restarted: $out"
+  ok "vxlan: the agent restarted with the same device ($mac); pods reach each other again (after ${i}s of retries)"
 fi
 
 # A node that leaves: stop the agent, delete its Node; the server drops its routes (and VXLAN entries).
-kill -TERM "$agent_pid"
-for ((i = 0; i < 60; i++)); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 1; done
-kill -0 "$agent_pid" 2>/dev/null && fail "the agent did not stop on SIGTERM"
+stop_agent
 kubectl delete node "$AGENT" >/dev/null
 gone=""
 for ((i = 0; i < 30; i++)); do
@@ -165,7 +191,11 @@ for ((i = 0; i < 30; i++)); do
   sleep 1
 done
 [[ -n $gone ]] || fail "the server kept entries for the removed node $AGENT: $left"
-ok "the removed node's route ($agent_cidr via $agent_ip or the VXLAN entries) is gone from the server"
+if [[ $POD_NETWORK == vxlan ]]; then
+  ok "the removed node's route, ARP and FDB entries on the server's k8s.vxlan are gone"
+else
+  ok "the removed node's route ($agent_cidr via $agent_ip) is gone from the server"
+fi
 on "$AGENT" "$K8S" reset --yes >/dev/null || fail "k8s reset on $AGENT failed"
 if on "$AGENT" ip link show k8s.vxlan >/dev/null 2>&1 || on "$AGENT" ip link show cni0 >/dev/null 2>&1; then
   fail "k8s reset left k8s.vxlan or cni0 on $AGENT"
