@@ -54,6 +54,7 @@ test-e2e:
 	K8S_BIN=$(K8S) e2e/single-node.sh
 	K8S_BIN=$(K8S) e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/ha.sh
+	K8S_BIN=$(K8S) POD_NETWORK=vxlan e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/systemd.sh
 
 # Figures, not tests: the datastore against real etcd, and a node's start time and memory.

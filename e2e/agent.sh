@@ -3,17 +3,25 @@
 # bridge: the agent joins with the server's agent token, both nodes turn
 # Ready, a pod on the agent reaches a pod on the server directly (which sees
 # the pod's own address), through a Service, and by DNS; a wrong token and a token for another cluster are
-# refused with a clear message. Exit 0 only if every check passes.
+# refused with a clear message. The traffic between the nodes takes the pod
+# network POD_NETWORK (host-gw, the default, or vxlan: then it must cross the
+# VXLAN device, whose MAC each node publishes); a removed node's entries go,
+# and reset removes the device. Exit 0 only if every check passes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 T=$here/lib/testhost.sh
 BIN_SRC=${1:-${K8S_BIN:-$here/../dist/k8s}}
 EXTRA=${K8S_SERVER_ARGS:-}
+POD_NETWORK=${POD_NETWORK:-host-gw}
 shared=/var/tmp/k8s-e2e-agent
 SERVER=ag-s1 AGENT=ag-a1
 
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { echo "ok   $*"; }
+# One run at a time: the hosts' names and $shared are fixed, and a second
+# run's cleanup would take down the first one's hosts.
+exec 7>/var/tmp/k8s-e2e-agent.lock
+flock -w 900 7 || fail "another e2e/agent.sh is still running after 15 minutes"
 cleanup() {
   local rc=$?
   if ((rc != 0)); then
@@ -33,6 +41,7 @@ cleanup() {
 trap cleanup EXIT
 
 [[ -x $BIN_SRC ]] || fail "no k8s binary at $BIN_SRC (make dist)"
+[[ $POD_NETWORK == host-gw || $POD_NETWORK == vxlan ]] || fail "POD_NETWORK must be host-gw or vxlan, not $POD_NETWORK"
 mkdir -p "$shared"
 cp "$BIN_SRC" "$shared/k8s"
 K8S=$shared/k8s
@@ -52,9 +61,9 @@ wait_log() {
 }
 
 # shellcheck disable=SC2086
-setsid "$T" exec "$SERVER" "$K8S" server $EXTRA </dev/null >"$shared/$SERVER.log" 2>&1 &
+setsid "$T" exec "$SERVER" "$K8S" server --pod-network "$POD_NETWORK" $EXTRA </dev/null >"$shared/$SERVER.log" 2>&1 &
 wait_log "$shared/$SERVER.log" "k8s server ready" 300 || fail "the server did not become ready"
-ok "server ready"
+ok "server ready (pod network $POD_NETWORK)"
 kubectl() { "$T" exec "$SERVER" "$K8S" kubectl "$@"; }
 
 token_file=$($T dir "$SERVER")/fs/var-lib-k8s/server/agent-token
@@ -77,9 +86,19 @@ fi
 grep -q "different cluster CA" <<<"$out" || fail "wrong CA: unclear message: $out"
 ok "another cluster's token is refused before the secret is sent"
 
-# shellcheck disable=SC2086
-setsid "$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" $EXTRA \
-  </dev/null >"$shared/$AGENT.log" 2>&1 &
+start_agent() {
+  # shellcheck disable=SC2086
+  setsid "$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" $EXTRA \
+    </dev/null >"$shared/$AGENT.log" 2>&1 &
+  agent_pid=$!   # setsid and `testhost exec` replace themselves: this is the agent
+}
+stop_agent() {
+  local i
+  kill -TERM "$agent_pid"
+  for ((i = 0; i < 60; i++)); do kill -0 "$agent_pid" 2>/dev/null || return 0; sleep 1; done
+  fail "the agent did not stop on SIGTERM"
+}
+start_agent
 wait_log "$shared/$AGENT.log" "k8s agent ready" 300 || fail "the agent did not become ready"
 ok "agent joined and ready"
 kubectl wait --for=condition=Ready "node/$SERVER" "node/$AGENT" --timeout=120s >/dev/null || fail "nodes not Ready"
@@ -107,4 +126,79 @@ ok "the server pod saw the agent pod's own address ($agent_pod): no NAT between 
 ok "pod on the agent reaches the Service by ClusterIP ($svc)"
 [[ $(fetch "http://web.default.svc.cluster.local/") == "hello-from-$SERVER" ]] || fail "Service DNS name does not answer from $AGENT"
 ok "pod on the agent reaches the Service by DNS"
-echo "PASS e2e/agent.sh"
+
+# The way between the nodes.
+on() { local h=$1; shift; "$T" exec "$h" "$@"; }
+agent_ip=$($T ip "$AGENT")
+server_cidr=$(kubectl get node "$SERVER" -o jsonpath='{.spec.podCIDR}')
+agent_cidr=$(kubectl get node "$AGENT" -o jsonpath='{.spec.podCIDR}')
+way=$(on "$AGENT" ip route get "$server_pod")
+pod_mtu=$(kubectl exec "web-$AGENT" -- cat /sys/class/net/eth0/mtu)
+if [[ $POD_NETWORK == host-gw ]]; then
+  grep -q "via $server_ip dev eth0" <<<"$way" || fail "host-gw: $server_pod is not routed via $server_ip: $way"
+  on "$AGENT" ip link show k8s.vxlan >/dev/null 2>&1 && fail "host-gw: the agent has a VXLAN device"
+  [[ $pod_mtu == 1500 ]] || fail "host-gw: pod MTU is $pod_mtu, not 1500"
+  ok "host-gw: $server_cidr via $server_ip, no VXLAN device, pod MTU 1500"
+else
+  for h in $SERVER $AGENT; do
+    link=$(on "$h" ip -d link show k8s.vxlan) || fail "$h has no k8s.vxlan device"
+    grep -q "vxlan id 1 local $($T ip "$h") dev eth0 .*dstport 8472 .*nolearning" <<<"$link" ||
+      fail "$h: k8s.vxlan is not VNI 1 on eth0, port 8472, no learning: $link"
+    mac=$(on "$h" cat /sys/class/net/k8s.vxlan/address)
+    published=$(kubectl get node "$h" -o jsonpath='{.metadata.annotations.k8s\.io/vxlan-mac}')
+    [[ $mac == "$published" ]] || fail "$h: node annotation k8s.io/vxlan-mac is '$published', the device's MAC is $mac"
+  done
+  ok "vxlan: both nodes have k8s.vxlan (VNI 1, eth0, port 8472) and published its MAC on their Node"
+  grep -q "via ${server_cidr%/*} dev k8s.vxlan" <<<"$way" || fail "vxlan: $server_pod is not routed through k8s.vxlan: $way"
+  on "$AGENT" ip route show | grep -q "via $server_ip " && fail "vxlan: the agent has a host-gw route: $(on "$AGENT" ip route show)"
+  fdb=$(on "$AGENT" bridge fdb show dev k8s.vxlan)
+  grep -q "$(on "$SERVER" cat /sys/class/net/k8s.vxlan/address) dst $server_ip self permanent" <<<"$fdb" ||
+    fail "vxlan: the agent's FDB does not send the server's MAC to $server_ip: $fdb"
+  device_mtu=$(on "$AGENT" cat /sys/class/net/k8s.vxlan/mtu)
+  [[ $device_mtu == 1450 && $pod_mtu == 1450 ]] || fail "vxlan: device MTU $device_mtu, pod MTU $pod_mtu; want 1450 (1500 - 50)"
+  ok "vxlan: $server_cidr via ${server_cidr%/*} dev k8s.vxlan, FDB to $server_ip, no host-gw route, MTU 1450 on device and pods"
+  counter() { on "$1" cat "/sys/class/net/k8s.vxlan/statistics/$2"; }
+  tx0=$(counter "$AGENT" tx_packets) rx0=$(counter "$SERVER" rx_packets)
+  for _ in 1 2 3; do [[ $(fetch "http://$server_pod:8080/") == "hello-from-$SERVER" ]] || fail "vxlan: pod-to-pod fetch failed"; done
+  tx1=$(counter "$AGENT" tx_packets) rx1=$(counter "$SERVER" rx_packets)
+  ((tx1 - tx0 >= 9 && rx1 - rx0 >= 9)) || fail "vxlan: 3 fetches moved $((tx1 - tx0)) packets out of the agent's k8s.vxlan, $((rx1 - rx0)) into the server's"
+  ok "vxlan: 3 fetches crossed the tunnel: agent tx +$((tx1 - tx0)), server rx +$((rx1 - rx0)) packets"
+
+  # A restart keeps the device (running pods keep their peers) and the setting.
+  mac=$(on "$AGENT" cat /sys/class/net/k8s.vxlan/address)
+  stop_agent
+  mv "$shared/$AGENT.log" "$shared/$AGENT.1.log"
+  start_agent
+  wait_log "$shared/$AGENT.log" "k8s agent ready" 300 || fail "the agent did not become ready again"
+  [[ $(on "$AGENT" cat /sys/class/net/k8s.vxlan/address) == "$mac" ]] || fail "vxlan: the agent's restart recreated k8s.vxlan"
+  # kubectl exec needs the restarted kubelet serving again: retry a while.
+  for ((i = 0; i < 30; i++)); do
+    out=$(fetch "http://$server_pod:8080/") && [[ $out == "hello-from-$SERVER" ]] && break
+    sleep 1
+  done
+  [[ $out == "hello-from-$SERVER" ]] || fail "vxlan: pod-to-pod fails after the agent restarted: $out"
+  ok "vxlan: the agent restarted with the same device ($mac); pods reach each other again (after ${i}s of retries)"
+fi
+
+# A node that leaves: stop the agent, delete its Node; the server drops its routes (and VXLAN entries).
+stop_agent
+kubectl delete node "$AGENT" >/dev/null
+gone=""
+for ((i = 0; i < 30; i++)); do
+  left=$(on "$SERVER" ip route show "$agent_cidr")
+  [[ $POD_NETWORK == vxlan ]] && left+=$(on "$SERVER" ip neigh show dev k8s.vxlan nud permanent)$(on "$SERVER" bridge fdb show dev k8s.vxlan)
+  if [[ -z $left ]]; then gone=1; break; fi
+  sleep 1
+done
+[[ -n $gone ]] || fail "the server kept entries for the removed node $AGENT: $left"
+if [[ $POD_NETWORK == vxlan ]]; then
+  ok "the removed node's route, ARP and FDB entries on the server's k8s.vxlan are gone"
+else
+  ok "the removed node's route ($agent_cidr via $agent_ip) is gone from the server"
+fi
+on "$AGENT" "$K8S" reset --yes >/dev/null || fail "k8s reset on $AGENT failed"
+if on "$AGENT" ip link show k8s.vxlan >/dev/null 2>&1 || on "$AGENT" ip link show cni0 >/dev/null 2>&1; then
+  fail "k8s reset left k8s.vxlan or cni0 on $AGENT"
+fi
+ok "k8s reset on the agent removed its pod network devices"
+echo "PASS e2e/agent.sh (pod network $POD_NETWORK)"

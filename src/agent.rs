@@ -113,21 +113,21 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let balancer = start_balancer(&data_dir, &cluster.api_server).await?;
     let mut sup = Supervisor::default();
     let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &data_dir, &mut sup).await;
-    let routes = match &result {
-        Ok(()) => Some([
-            tokio::spawn(node::routes::follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?, node_name.clone())),
-            tokio::spawn(balancer.follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?)),
-        ]),
-        Err(_) => None,
+    let backend = match result {
+        Ok(backend) => backend,
+        Err(e) => {
+            sup.stop_all().await;
+            return Err(e);
+        }
     };
-    if let Err(e) = result {
-        sup.stop_all().await;
-        return Err(e);
-    }
+    let tasks = [
+        tokio::spawn(node::routes::follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?, node_name.clone(), backend)),
+        tokio::spawn(balancer.follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?)),
+    ];
     tracing::info!(node = %node_name, "k8s agent ready");
     crate::systemd::notify_ready();
     crate::signals::terminated().await;
-    for task in routes.iter().flatten() {
+    for task in &tasks {
         task.abort();
     }
     sup.stop_all().await;
@@ -148,7 +148,7 @@ async fn start_balancer(data_dir: &Path, api_server: &str) -> anyhow::Result<nod
 
 #[allow(clippy::too_many_arguments)]
 async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &str, node_ip: IpAddr,
-    kubelet_args: &[String], data_dir: &Path, sup: &mut Supervisor) -> anyhow::Result<()> {
+    kubelet_args: &[String], data_dir: &Path, sup: &mut Supervisor) -> anyhow::Result<node::routes::Backend> {
     let paths = node::Paths::new(data_dir, Path::new(RUN_DIR));
     let settings = node::Settings {
         node_name,
@@ -168,23 +168,32 @@ async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name:
     let logs = paths.logs.join("kubelet.log");
     let cidr = api.wait_node(node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
         .with_context(|| format!("see {}", logs.display()))?;
-    node::write_pod_network(&paths, &cidr, &cluster.cluster_cidr)?;
+    let backend = node::routes::Backend::prepare(cluster.pod_network, node_ip, &cidr, &f.kubelet_kubeconfig)?;
+    node::write_pod_network(&paths, &cidr, &cluster.cluster_cidr, backend.pod_mtu())?;
     api.wait_node(node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
         .with_context(|| format!("see {}", logs.display()))?;
-    Ok(())
+    Ok(backend)
 }
 
 /// The cluster settings an agent runs with.
+#[derive(Debug, PartialEq)]
 struct Settings {
     api_server: String,
     cluster_cidr: String,
     cluster_dns: IpAddr,
     cluster_domain: String,
+    pod_network: node::PodNetwork,
 }
 
 impl From<AgentConfig> for Settings {
     fn from(c: AgentConfig) -> Settings {
-        Settings { api_server: c.api_server, cluster_cidr: c.cluster_cidr, cluster_dns: c.cluster_dns, cluster_domain: c.cluster_domain }
+        Settings {
+            api_server: c.api_server,
+            cluster_cidr: c.cluster_cidr,
+            cluster_dns: c.cluster_dns,
+            cluster_domain: c.cluster_domain,
+            pod_network: c.pod_network,
+        }
     }
 }
 
@@ -225,6 +234,7 @@ impl AgentFiles {
         write_atomic(&self.kube_proxy_kubeconfig, local(&c.kube_proxy_kubeconfig).as_bytes(), 0o600)?;
         let settings = serde_json::json!({
             "api_server": c.api_server, "cluster_cidr": c.cluster_cidr, "cluster_dns": c.cluster_dns, "cluster_domain": c.cluster_domain,
+            "pod_network": c.pod_network,
         });
         write_atomic(&self.settings, settings.to_string().as_bytes(), 0o644)
     }
@@ -233,6 +243,56 @@ impl AgentFiles {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.settings)?)?;
         let s = |k: &str| v[k].as_str().map(String::from).with_context(|| format!("{} lacks {k}", self.settings.display()));
         let dns = s("cluster_dns")?.parse()?;
-        Ok(Settings { api_server: s("api_server")?, cluster_cidr: s("cluster_cidr")?, cluster_dns: dns, cluster_domain: s("cluster_domain")? })
+        // Files written before pod-network existed: host-gw, what they ran.
+        let pod_network = match v.get("pod_network") {
+            Some(p) => serde_json::from_value(p.clone()).with_context(|| format!("{}: bad pod_network", self.settings.display()))?,
+            None => node::PodNetwork::HostGw,
+        };
+        Ok(Settings {
+            api_server: s("api_server")?,
+            cluster_cidr: s("cluster_cidr")?,
+            cluster_dns: dns,
+            cluster_domain: s("cluster_domain")?,
+            pod_network,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(pod_network: node::PodNetwork) -> AgentConfig {
+        AgentConfig {
+            ca_pem: "ca".into(),
+            kubelet_kubeconfig: "kubelet".into(),
+            kube_proxy_kubeconfig: "proxy".into(),
+            kubelet_cert_pem: "cert".into(),
+            kubelet_key_pem: "key".into(),
+            api_server: "https://10.0.0.1:6443".into(),
+            cluster_cidr: "10.42.0.0/16".into(),
+            cluster_dns: "10.43.0.10".parse().unwrap(),
+            cluster_domain: "cluster.local".into(),
+            pod_network,
+        }
+    }
+
+    #[test]
+    fn settings_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = AgentFiles::new(dir.path());
+        files.write(&answer(node::PodNetwork::Vxlan)).unwrap();
+        assert!(files.exist());
+        assert_eq!(files.read_settings().unwrap(), Settings::from(answer(node::PodNetwork::Vxlan)));
+    }
+
+    #[test]
+    fn settings_from_before_pod_network_mean_host_gw() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = AgentFiles::new(dir.path());
+        files.write(&answer(node::PodNetwork::Vxlan)).unwrap();
+        let old = r#"{"api_server":"https://10.0.0.1:6443","cluster_cidr":"10.42.0.0/16","cluster_dns":"10.43.0.10","cluster_domain":"cluster.local"}"#;
+        std::fs::write(&files.settings, old).unwrap();
+        assert_eq!(files.read_settings().unwrap().pod_network, node::PodNetwork::HostGw);
     }
 }

@@ -89,6 +89,17 @@ impl Api {
         }
     }
 
+    /// Changes an object with a JSON merge patch.
+    pub async fn merge_patch(&self, path: &str, patch: &serde_json::Value) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(patch)?;
+        let (status, text) =
+            self.client.request(&self.host, self.port, "PATCH", path, Some(("application/merge-patch+json", &body))).await?;
+        match status {
+            200 => Ok(()),
+            code => bail!("PATCH {path}: HTTP {code}: {}", text.trim()),
+        }
+    }
+
     /// Deletes an object; false when there was none.
     pub async fn delete(&self, path: &str) -> anyhow::Result<bool> {
         let (status, text) = self.client.request(&self.host, self.port, "DELETE", path, None).await?;

@@ -169,10 +169,12 @@ fn unmount_under(roots: &[&Path]) {
     }
 }
 
-/// The bridge and the pods' network namespaces go; so do the iptables
-/// rules kube-proxy and the CNI plugins added (KUBE-*, CNI-* chains).
+/// The bridge, the VXLAN device and the pods' network namespaces go; so do
+/// the iptables rules kube-proxy and the CNI plugins added (KUBE-*, CNI-* chains).
 fn remove_network() {
-    let _ = Command::new("ip").args(["link", "delete", "cni0"]).stderr(std::process::Stdio::null()).status();
+    for link in ["cni0", crate::node::vxlan::DEVICE] {
+        let _ = Command::new("ip").args(["link", "delete", link]).stderr(std::process::Stdio::null()).status();
+    }
     for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with("cni-") {
             let _ = std::fs::remove_file(e.path());

@@ -106,6 +106,7 @@ impl Inventory {
                 service_cidr,
                 cluster_dns: c.cluster_dns.or_else(|| service_cidr.nth(10)).expect("checked"),
                 cluster_domain: c.cluster_domain,
+                pod_network: c.pod_network,
                 version: c.version,
             },
             ssh: draft.ssh,

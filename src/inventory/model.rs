@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::syntax;
 pub use super::syntax::Cidr;
+pub use crate::node::PodNetwork;
 
 pub const DEFAULT_CLUSTER_NAME: &str = "k8s";
 pub const DEFAULT_API_PORT: u16 = 6443;
@@ -35,6 +36,8 @@ pub struct Cluster {
     /// Explicit or the 10th address of the service network.
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// How pods reach pods on other nodes (`pod-network`).
+    pub pod_network: PodNetwork,
     /// The `k8s` version to install; `None`: the running binary's.
     pub version: Option<String>,
 }

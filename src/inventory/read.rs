@@ -48,6 +48,7 @@ pub struct ClusterDraft {
     pub cluster_dns: Option<IpAddr>,
     pub cluster_dns_given: bool,
     pub cluster_domain: String,
+    pub pod_network: PodNetwork,
     pub version: Option<String>,
 }
 
@@ -113,6 +114,8 @@ const CLUSTER_HINTS: &[(&str, &str)] = &[
     ("san", "tls-san"),
     ("pod-cidr", "cluster-cidr"),
     ("dns", "cluster-dns"),
+    ("flannel-backend", "pod-network (host-gw or vxlan)"),
+    ("network", "pod-network (host-gw or vxlan)"),
     ("kubernetes-version", "version (the k8s binary's version; it decides the Kubernetes version)"),
 ];
 
@@ -364,11 +367,21 @@ impl Reader {
             cluster_dns: None,
             cluster_dns_given: false,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            pod_network: PodNetwork::default(),
             version: None,
         };
         let Some((v, path)) = section else { return c };
-        let known =
-            ["name", "api", "tls-san", "cluster-cidr", "service-cidr", "cluster-dns", "cluster-domain", "version"];
+        let known = [
+            "name",
+            "api",
+            "tls-san",
+            "cluster-cidr",
+            "service-cidr",
+            "cluster-dns",
+            "cluster-domain",
+            "pod-network",
+            "version",
+        ];
         let Some(f) = self.fields(v, &path, "the cluster settings", &known, CLUSTER_HINTS) else {
             return c;
         };
@@ -429,6 +442,13 @@ impl Reader {
             };
             if let Some(s) = self.checked(v, &p, "a DNS domain", check) {
                 c.cluster_domain = s;
+            }
+        }
+        if let Some((v, p)) = f.get("pod-network") {
+            let hints = [("flannel", "write vxlan (flannel's default backend) or host-gw")];
+            let choices = [("host-gw", PodNetwork::HostGw), ("vxlan", PodNetwork::Vxlan)];
+            if let Some(n) = self.choice(v, &p, &choices, &hints) {
+                c.pod_network = n;
             }
         }
         if let Some((v, p)) = f.get("version") {

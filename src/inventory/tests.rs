@@ -129,6 +129,7 @@ fn minimal_inventory_gets_every_default() {
     assert_eq!(c.service_cidr.to_string(), "10.43.0.0/16");
     assert_eq!(c.cluster_dns.to_string(), "10.43.0.10");
     assert_eq!(c.cluster_domain, "cluster.local");
+    assert_eq!(c.pod_network, PodNetwork::HostGw);
     assert_eq!(c.version, None);
     assert_eq!(inv.ssh, SshDefaults { base_dir: PathBuf::from("."), ..SshDefaults::default() });
     assert_eq!(inv.ssh.user, "root");
@@ -366,6 +367,21 @@ fn invalid_cidrs() {
     has(&all, "4:16", &["cluster.cluster-dns: \"ten\" is not an IP address"]);
     has(&all, "5:19", &["cluster.cluster-domain: \"Cluster_Local\" is not a DNS domain"]);
     has(&all, "6:12", &["cluster.version: \"latest\" is not a version like v0.1.0"]);
+}
+
+#[test]
+fn pod_network_choice() {
+    let inv = ok(&format!("cluster:\n  pod-network: vxlan\n{ONE}"));
+    assert_eq!(inv.cluster.pod_network, PodNetwork::Vxlan);
+    assert_eq!(inv.cluster.pod_network.to_string(), "vxlan", "written to the servers' config as it was read");
+    assert_eq!(ok(&format!("cluster:\n  pod-network: host-gw\n{ONE}")).cluster.pod_network, PodNetwork::HostGw);
+    one(
+        &format!("cluster:\n  pod-network: hostgw\n{ONE}"),
+        "2:16",
+        &["cluster.pod-network: \"hostgw\" is not one of host-gw, vxlan; did you mean host-gw?"],
+    );
+    one(&format!("cluster:\n  pod-network: flannel\n{ONE}"), "2:16", &["write vxlan (flannel's default backend)"]);
+    one(&format!("cluster:\n  flannel-backend: vxlan\n{ONE}"), "2:3", &["flannel-backend: unknown key; write pod-network"]);
 }
 
 #[test]

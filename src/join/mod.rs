@@ -40,6 +40,10 @@ pub struct AgentConfig {
     pub cluster_cidr: String,
     pub cluster_dns: std::net::IpAddr,
     pub cluster_domain: String,
+    /// Absent from the answers of servers that predate it: host-gw, the
+    /// only pod network they had.
+    #[serde(default)]
+    pub pod_network: crate::node::PodNetwork,
 }
 
 /// No Debug: it carries the token.
@@ -62,4 +66,26 @@ pub struct ServerBundle {
     pub service_cidr: String,
     pub cluster_dns: std::net::IpAddr,
     pub cluster_domain: String,
+    /// Absent from older servers' bundles: host-gw.
+    #[serde(default)]
+    pub pod_network: crate::node::PodNetwork,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_without_pod_network_means_host_gw() {
+        let mut answer = serde_json::json!({
+            "ca_pem": "", "kubelet_kubeconfig": "", "kube_proxy_kubeconfig": "", "kubelet_cert_pem": "",
+            "kubelet_key_pem": "", "api_server": "https://10.0.0.1:6443", "cluster_cidr": "10.42.0.0/16",
+            "cluster_dns": "10.43.0.10", "cluster_domain": "cluster.local",
+        });
+        let old: AgentConfig = serde_json::from_value(answer.clone()).unwrap();
+        assert_eq!(old.pod_network, crate::node::PodNetwork::HostGw);
+        answer["pod_network"] = "vxlan".into();
+        let new: AgentConfig = serde_json::from_value(answer).unwrap();
+        assert_eq!(new.pod_network, crate::node::PodNetwork::Vxlan);
+    }
 }

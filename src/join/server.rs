@@ -30,6 +30,7 @@ pub struct Cluster {
     pub service_cidr: String,
     pub cluster_dns: std::net::IpAddr,
     pub cluster_domain: String,
+    pub pod_network: crate::node::PodNetwork,
     /// HA: servers may join (the datastore is etcd).
     pub servers_may_join: bool,
     /// One joining server at a time.
@@ -90,6 +91,7 @@ async fn join_server(
         service_cidr: c.service_cidr.clone(),
         cluster_dns: c.cluster_dns,
         cluster_domain: c.cluster_domain.clone(),
+        pod_network: c.pod_network,
     }))
 }
 
@@ -131,6 +133,7 @@ fn agent_config(c: &Cluster, req: &AgentRequest) -> anyhow::Result<AgentConfig> 
         cluster_cidr: c.cluster_cidr.clone(),
         cluster_dns: c.cluster_dns,
         cluster_domain: c.cluster_domain.clone(),
+        pod_network: c.pod_network,
     })
 }
 

@@ -5,12 +5,15 @@ pub mod api_balancer;
 pub mod host;
 mod masquerade;
 pub mod routes;
+pub mod vxlan;
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
 
 use crate::components::{Spec, Supervisor};
 use crate::fsutil::write_if_changed;
@@ -40,6 +43,29 @@ impl Paths {
             ipam_dir: agent.join("cni-ipam"),
             logs: data_dir.join("logs"),
         }
+    }
+}
+
+/// How pods reach pods on other nodes: one setting for the whole cluster
+/// (`pod-network`), which agents receive when they join.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodNetwork {
+    /// A route to each node's pod CIDR via its node IP: the nodes share an
+    /// L2 segment.
+    #[default]
+    HostGw,
+    /// A VXLAN overlay (UDP 8472) between the node IPs: the nodes need only
+    /// reach each other over IP.
+    Vxlan,
+}
+
+impl fmt::Display for PodNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            PodNetwork::HostGw => "host-gw",
+            PodNetwork::Vxlan => "vxlan",
+        })
     }
 }
 
@@ -190,11 +216,13 @@ fn start_kube_proxy(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setting
 
 /// Writes the CNI configuration for this node's pod CIDR (allocated by the
 /// controller-manager); containerd picks it up and the node turns Ready.
-pub fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str) -> anyhow::Result<()> {
+/// `mtu` is the pods' (see [`routes::Backend::pod_mtu`]).
+pub fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str, mtu: u32) -> anyhow::Result<()> {
     masquerade::install(pod_cidr, cluster_cidr)?;
     let conf = templates::render(templates::CNI, &[
         ("ipam_dir", &p.ipam_dir.display().to_string()),
         ("pod_cidr", pod_cidr),
+        ("mtu", &mtu.to_string()),
     ]);
     let file = p.cni_conf_dir.join("10-k8s.conflist");
     if write_if_changed(&file, conf.as_bytes(), 0o644)? {

@@ -8,6 +8,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::node::PodNetwork;
+
 pub const DEFAULT_CONFIG: &str = "/etc/k8s/config.yaml";
 
 /// Every setting, as a flag and as a config-file key. All optional here;
@@ -52,6 +54,11 @@ pub struct Options {
     /// Cluster domain [default: cluster.local].
     #[arg(long)]
     pub cluster_domain: Option<String>,
+    /// How pods reach pods on other nodes: host-gw (routes via the node IPs;
+    /// nodes on one L2 segment) or vxlan (an overlay on UDP 8472; nodes in
+    /// different networks). The whole cluster's; agents receive it on joining [default: host-gw].
+    #[arg(long, value_enum)]
+    pub pod_network: Option<PodNetwork>,
     /// Run the control plane only, without a node.
     #[arg(long)]
     #[serde(default)]
@@ -117,6 +124,7 @@ pub struct Config {
     pub service_cidr: String,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    pub pod_network: PodNetwork,
     pub disable_agent: bool,
     pub components_dir: Option<PathBuf>,
     pub admin_kubeconfig: PathBuf,
@@ -147,6 +155,7 @@ impl Options {
             service_cidr: pick(self.service_cidr, file.service_cidr),
             cluster_dns: pick(self.cluster_dns, file.cluster_dns),
             cluster_domain: pick(self.cluster_domain, file.cluster_domain),
+            pod_network: pick(self.pod_network, file.pod_network),
             disable_agent: self.disable_agent || file.disable_agent,
             components_dir: pick(self.components_dir, file.components_dir),
             write_kubeconfig: pick(self.write_kubeconfig, file.write_kubeconfig),
@@ -198,6 +207,7 @@ impl Options {
             service_cidr,
             cluster_dns: self.cluster_dns.unwrap_or(IpAddr::from([10, 43, 0, 10])),
             cluster_domain: self.cluster_domain.unwrap_or_else(|| "cluster.local".into()),
+            pod_network: self.pod_network.unwrap_or_default(),
             disable_agent: self.disable_agent,
             components_dir: self.components_dir,
             admin_kubeconfig: self.write_kubeconfig.unwrap_or_else(|| crate::kubectl::ADMIN_KUBECONFIG.into()),
@@ -327,6 +337,18 @@ mod tests {
         let f = write("https-listen-port: lots\n");
         let err = load_file::<Options>(f.path(), true).unwrap_err().to_string();
         assert!(err.contains(":1:") && err.contains("https-listen-port"), "{err}");
+    }
+
+    #[test]
+    fn pod_network_defaults_to_host_gw_and_reads_vxlan() {
+        let ip = Some("10.0.0.5".parse().unwrap());
+        assert_eq!(Options { node_ip: ip, ..Default::default() }.resolve().unwrap().pod_network, PodNetwork::HostGw);
+        let f = write("pod-network: vxlan\n");
+        let file = load_file::<Options>(f.path(), true).unwrap();
+        assert_eq!(Options { node_ip: ip, ..Default::default() }.over(file).resolve().unwrap().pod_network, PodNetwork::Vxlan);
+        let f = write("cluster-domain: example.org\npod-network: wireguard\n");
+        let err = load_file::<Options>(f.path(), true).unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("host-gw") && err.contains("vxlan"), "{err}");
     }
 
     #[test]

@@ -222,13 +222,14 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     status.refresh(sup);
     let pod_cidr = api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
         .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
-    node::write_pod_network(&paths, &pod_cidr, &cfg.cluster_cidr)?;
+    let backend = node::routes::Backend::prepare(cfg.pod_network, cfg.node_ip, &pod_cidr, &kc.kubelet)?;
+    node::write_pod_network(&paths, &pod_cidr, &cfg.cluster_cidr, backend.pod_mtu())?;
     label_node(cfg, c, kc).await;
     api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
         .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
     tracing::info!(node = %cfg.node_name, "node Ready");
     let routes_api = Api::from_kubeconfig(&kc.kube_proxy)?;
-    tasks.push(tokio::spawn(node::routes::follow(routes_api, cfg.node_name.clone())));
+    tasks.push(tokio::spawn(node::routes::follow(routes_api, cfg.node_name.clone(), backend)));
     Ok(())
 }
 
@@ -249,6 +250,7 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, kc: &Kubeconfigs, api: &Ap
         service_cidr: cfg.service_cidr.clone(),
         cluster_dns: cfg.cluster_dns,
         cluster_domain: cfg.cluster_domain.clone(),
+        pod_network: cfg.pod_network,
         servers_may_join: cfg.datastore != config::Datastore::Sqlite,
         joining: Default::default(),
     };
