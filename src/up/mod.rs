@@ -112,6 +112,7 @@ async fn converge(
     }
     for h in report.hosts.iter_mut() {
         (h.changes, h.changed) = (vec![], false);
+        progress.step(h.plan.index, "waiting for its turn");
     }
     if args.prune && !plan.extra_nodes.is_empty() && !args.yes {
         let names: Vec<&str> = plan.extra_nodes.iter().map(|n| n.name.as_str()).collect();

@@ -124,8 +124,11 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The last lines of systemctl's answer that say something (not the
+/// symlinks `enable` made, nor its pointers to `systemctl status`).
 fn last_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    let noise = |l: &str| l.trim().is_empty() || l.starts_with("Created symlink") || l.starts_with("See \"systemctl status");
+    let lines: Vec<&str> = s.lines().filter(|l| !noise(l)).collect();
     lines[lines.len().saturating_sub(n)..].join("; ")
 }
 
