@@ -159,8 +159,9 @@ impl SshConfig {
 
     /// The settings for `host` (the name as given, before HostName).
     pub fn lookup(&self, host: &str) -> HostConfig {
+        static WARNED: std::sync::Once = std::sync::Once::new();
         if let Some(at) = self.skipped_match.first() {
-            tracing::warn!("{at}: Match blocks are not supported by k8s up; their settings are ignored");
+            WARNED.call_once(|| tracing::warn!("{at}: Match blocks are not supported by k8s up; their settings are ignored"));
         }
         let mut h = HostConfig::default();
         for e in &self.entries {

@@ -4,7 +4,7 @@
 //! An encrypted key whose public half the ssh-agent holds is left to the
 //! agent and never asked for.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,9 @@ const PROMPT_TRIES: usize = 3;
 #[derive(Default)]
 pub struct Keys {
     loaded: HashMap<PathBuf, Arc<PrivateKey>>,
-    /// Encrypted files that are used through the agent instead.
-    in_agent: HashSet<PathBuf>,
+    /// Encrypted files that are used through the agent instead, with
+    /// their public keys.
+    in_agent: HashMap<PathBuf, PublicKey>,
     /// Default key files that exist but are not used, and why.
     skipped: BTreeMap<PathBuf, String>,
 }
@@ -41,18 +42,16 @@ impl Keys {
     /// Loads every key file the targets (and their jump hosts) need.
     pub fn prepare(targets: &[&Target]) -> Result<Keys, SshError> {
         let mut wanted: BTreeMap<PathBuf, Wanted> = BTreeMap::new();
-        let mut agents: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let mut agents: BTreeSet<PathBuf> = BTreeSet::new();
         for t in targets {
             let mut hop = Some(t.resolve()?);
             while let Some(r) = hop {
                 note_wanted(&r, &mut wanted);
-                if let Some(sock) = &r.agent {
-                    agents.entry(sock.clone()).or_insert_with(|| r.name.clone());
-                }
+                agents.extend(r.agent.clone());
                 hop = r.jump.map(|j| *j);
             }
         }
-        let agent_keys: Vec<PublicKey> = agents.keys().flat_map(|sock| agent_identities(sock).unwrap_or_default()).collect();
+        let agent_keys: Vec<PublicKey> = agents.iter().flat_map(|sock| agent_identities(sock).unwrap_or_default()).collect();
         let mut keys = Keys::default();
         for (path, w) in wanted {
             keys.load(&path, &w, &agent_keys)?;
@@ -85,7 +84,7 @@ impl Keys {
         }
         if let Some(public) = public_half(path, &text) {
             if agent_keys.iter().any(|k| k.key_data() == public.key_data()) {
-                self.in_agent.insert(path.to_path_buf());
+                self.in_agent.insert(path.to_path_buf(), public);
                 return Ok(());
             }
         }
@@ -105,9 +104,9 @@ impl Keys {
         self.loaded.get(path).cloned()
     }
 
-    /// Whether an encrypted file is to be used through the agent.
-    pub(crate) fn in_agent(&self, path: &Path) -> bool {
-        self.in_agent.contains(path)
+    /// The public key of an encrypted file that is used through the agent.
+    pub(crate) fn in_agent(&self, path: &Path) -> Option<&PublicKey> {
+        self.in_agent.get(path)
     }
 
     pub(crate) fn skipped(&self, path: &Path) -> Option<&str> {

@@ -279,15 +279,16 @@ impl Session {
     /// sudo's own failures, told apart from the command's.
     fn sudo_problem(&self, out: &Output) -> Result<(), SshError> {
         let err = out.stderr_text();
-        let first = err.lines().next().unwrap_or("");
+        // sudo may warn first (e.g. "unable to resolve host"): look at each line.
+        let said = |what: &str| err.lines().find(|l| l.starts_with("sudo:") && l.contains(what));
         let (host, user) = (self.r.name.clone(), self.r.user.clone());
-        if out.status == 1 && first.starts_with("sudo:") && first.contains("password is required") {
+        if out.status == 1 && said("password is required").is_some() {
             return Err(SshError::SudoPassword { host, user });
         }
-        let missing = out.status == 127 && first.contains("sudo") && first.contains("not found");
-        let refused = out.status == 1 && first.starts_with("sudo:") && first.contains("sudoers");
-        if missing || refused {
-            return Err(SshError::SudoUnavailable { host, user, stderr: first.to_string() });
+        let missing = (out.status == 127).then(|| err.lines().find(|l| l.contains("sudo") && l.contains("not found"))).flatten();
+        let refused = if out.status == 1 { said("sudoers") } else { None };
+        if let Some(line) = missing.or(refused) {
+            return Err(SshError::SudoUnavailable { host, user, stderr: line.to_string() });
         }
         Ok(())
     }
