@@ -2,7 +2,7 @@
 # Installs the Debian packages the build and the tests use, once.
 # Idempotent: only missing packages are installed.
 set -euo pipefail
-want=(etcd-server etcd-client sqlite3 zstd iproute2 util-linux iptables openssl openssh-server openssh-client sudo)
+want=(etcd-server etcd-client sqlite3 zstd iproute2 util-linux iptables openssl jq openssh-server openssh-client sudo)
 missing=()
 for p in "${want[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

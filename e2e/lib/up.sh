@@ -47,6 +47,28 @@ kc() { ws "$BIN" kubectl --kubeconfig "$KC" "$@"; }
 host_index() { local i; for ((i = 1; i <= NHOSTS; i++)); do [[ ${HOST[i]} == "$1" ]] && { echo "$i"; return 0; }; done; return 1; }
 
 # ------------------------------------------------------------------------------------------ setup, cleanup
+# Every host's systemd, kube-apiserver, kubelet and containerd hold inotify instances, and all hosts are uid 0 of the
+# machine's one user namespace: the machine-wide default of 128 runs out with three servers (containerd then starts
+# without its CRI plugin, "too many open files", and kubelet fails forever). Raised for the run; the last test that
+# leaves (no nspawn cluster left) puts the old value back.
+INOTIFY=/proc/sys/fs/inotify/max_user_instances
+INOTIFY_WANT=1024
+INOTIFY_ORIG=/var/tmp/k8s-e2e-nspawn/inotify-max-user-instances.orig
+raise_inotify() {
+  local cur; cur=$(cat "$INOTIFY")
+  ((cur >= INOTIFY_WANT)) && return 0
+  mkdir -p "${INOTIFY_ORIG%/*}"
+  [[ -f $INOTIFY_ORIG ]] || echo "$cur" >"$INOTIFY_ORIG"
+  echo "$INOTIFY_WANT" >"$INOTIFY" || die "cannot raise fs.inotify.max_user_instances ($cur) to $INOTIFY_WANT"
+  say "note: fs.inotify.max_user_instances raised from $cur to $INOTIFY_WANT for the run (4 k8s hosts need ~200)"
+}
+restore_inotify() {
+  [[ -f $INOTIFY_ORIG ]] || return 0
+  ls /var/tmp/k8s-e2e-nspawn/clusters/*/env >/dev/null 2>&1 && return 0
+  [[ $(cat "$INOTIFY") == "$INOTIFY_WANT" ]] && cat "$INOTIFY_ORIG" >"$INOTIFY"
+  rm -f "$INOTIFY_ORIG"
+}
+
 up_cleanup() {
   local rc=$? i
   trap - EXIT INT TERM
@@ -59,10 +81,15 @@ up_cleanup() {
       "$N" pid "$CL" "$i" >/dev/null 2>&1 || continue
       echo "--- ${HOST[i]}: journal of k8s-server / k8s-agent (last 30 lines)"
       TMO=20 hx "$i" journalctl -u k8s-server -u k8s-agent --no-pager -n 30 -o short-precise 2>&1 | noansi | indent
+      # a component's own complaint is only in its log
+      TMO=20 hx "$i" sh -c 'for f in /var/lib/k8s/logs/*.log; do [ -f "$f" ] || continue
+        grep -E "^[EF][0-9]{4} |level=(error|fatal)|level=warning msg=\"failed to load plugin" "$f" | tail -n 3 | sed "s|^|${f##*/}: |"; done' 2>&1 |
+        cut -c1-300 | indent
     done
   fi
   say "downing the test hosts"
   "$N" down "$CL" 2>&1 | indent
+  restore_inotify
   rm -rf "$WORK/ws-data" "$BIN"
   echo
   if ((FAILS == 0)); then
@@ -88,6 +115,7 @@ up_init() {
   WATCHDOG=$!
 
   step "setup: $NHOSTS hosts, binary $K8S_BIN"
+  raise_inotify
   rm -rf "$WORK"; mkdir -p "$WORK/home" "$WORK/ws-data"
   cp "$K8S_BIN" "$BIN.tmp" && mv "$BIN.tmp" "$BIN" || die "cannot copy $K8S_BIN to $BIN"
   "$BIN" version 2>&1 | head -1 | indent
