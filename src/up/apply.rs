@@ -152,7 +152,7 @@ async fn converge(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut Ho
     let p = |s: &str| ctx.progress.step(h.index, s);
     p("writing config");
     remote.run("mkdir -p /etc/k8s && chmod 0755 /etc/k8s").await?;
-    let mut changed = r.changes.iter().any(|c| c == "binary") || h.stale;
+    let mut changed = r.changes.iter().any(|c| c == "binary");
     if let Some(token) = token {
         if remote.write(render::TOKEN, token.as_bytes(), 0o600).await? {
             r.note("token");
@@ -168,8 +168,9 @@ async fn converge(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut Ho
         changed = true;
         remote.run("systemctl daemon-reload").await?;
     }
-    let restart = changed && h.service != Service::Start;
-    if restart || h.service != Service::Keep {
+    // A service that was not running starts with the new files anyway.
+    let restart = h.service == Service::Restart || (changed && h.service == Service::Keep);
+    if restart || h.service == Service::Start {
         let verb = if restart { "restart" } else { "start" };
         p(&format!("{verb}ing {}", h.unit.name));
         remote.start(h.unit.name, restart).await?;

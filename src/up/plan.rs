@@ -182,12 +182,16 @@ fn host_plan(
     let state = f.units.get(unit.name);
     let active = state.is_some_and(|u| u.is_active());
     let enabled = state.is_some_and(|u| u.enabled == "enabled");
+    // Still starting (an earlier run gave up waiting) or between automatic
+    // restarts: a restart starts over with the current files.
+    let starting = state.is_some_and(|u| u.active == "activating");
     let stale = f.stale(unit.name, &[render::BINARY, render::CONFIG, render::TOKEN]);
     let changed = upload
         || !config_changes.is_empty()
         || unit_changed
         || matches!(token, TokenPlan::Write | TokenPlan::AfterFirstServer);
     let service = match (active, changed || stale, enabled) {
+        _ if starting => Service::Restart,
         (false, _, _) => Service::Start,
         (true, true, _) => Service::Restart,
         // `enable --now` on an active unit only enables it.

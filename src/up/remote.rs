@@ -57,12 +57,6 @@ impl Remote {
         Ok(self.session.run_checked(cmd).await?)
     }
 
-    /// Runs `cmd` as root; (success, stdout, stderr).
-    pub async fn try_run(&self, cmd: &str) -> anyhow::Result<(bool, String, String)> {
-        let out = self.session.run(cmd).await?;
-        Ok((out.status == 0, text(&out.stdout), text(&out.stderr)))
-    }
-
     pub async fn read(&self, path: &str) -> anyhow::Result<Option<String>> {
         let bytes = self.session.read_file(path).await?;
         Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
@@ -94,22 +88,23 @@ impl Remote {
         } else {
             format!("timeout {secs} systemctl enable --now {unit}")
         };
-        let (ok, out, err) = self.try_run(&cmd).await?;
-        if ok {
+        let out = self.session.run(&cmd).await?;
+        if out.status == 0 {
             return Ok(());
         }
-        let why = if err.contains("Terminated") || out.is_empty() && err.is_empty() {
+        // 124: `timeout` ended systemctl; the start goes on on the host.
+        let why = if out.status == 124 {
             format!("did not report ready within {secs} s")
         } else {
-            format!("failed: {}", last_lines(&format!("{out}{err}"), 3))
+            format!("failed: {}", last_lines(&format!("{}{}", text(&out.stdout), text(&out.stderr)), 3))
         };
         let journal = self.journal(unit, 20).await;
         bail!("{}: {unit} {why}\nlast lines of `journalctl -u {unit}`:\n{journal}", self.who)
     }
 
     pub async fn journal(&self, unit: &str, lines: usize) -> String {
-        match self.try_run(&format!("journalctl -u {unit} -n {lines} --no-pager -o cat")).await {
-            Ok((_, out, _)) if !out.trim().is_empty() => indent(&out),
+        match self.session.run(&format!("journalctl -u {unit} -n {lines} --no-pager -o cat")).await {
+            Ok(out) if !out.stdout.is_empty() => indent(&text(&out.stdout)),
             Ok(_) => "  (empty)".into(),
             Err(e) => format!("  (cannot read it: {e:#})"),
         }

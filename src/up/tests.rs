@@ -189,6 +189,14 @@ fn a_service_older_than_its_files_is_restarted() {
     let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(t) });
     assert!(p.hosts[0].stale && p.hosts[0].service == Service::Restart);
     assert_eq!(p.hosts[1].service, Service::Keep);
+    // Still starting after an earlier run gave up waiting: started over.
+    facts[1].units.get_mut("k8s-agent").unwrap().active = "activating".into();
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(tokens()) });
+    assert_eq!(p.hosts[1].service, Service::Restart);
+    // Stopped: started, not restarted.
+    facts[1].units.get_mut("k8s-agent").unwrap().active = "failed".into();
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(tokens()) });
+    assert_eq!(p.hosts[1].service, Service::Start);
 }
 
 #[test]
