@@ -56,6 +56,8 @@ test-e2e:
 	K8S_BIN=$(K8S) e2e/ha.sh
 	K8S_BIN=$(K8S) POD_NETWORK=vxlan e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/systemd.sh
+	K8S_BIN=$(K8S) e2e/up.sh
+	K8S_BIN=$(K8S) e2e/up-ha.sh
 
 # Figures, not tests: the datastore against real etcd, and a node's start time and memory.
 bench: build
