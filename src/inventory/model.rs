@@ -177,6 +177,9 @@ pub struct SshSettings {
     /// With `identity_file` filled in from the host's, and `user` too when
     /// the host's was written.
     pub bastion: Option<Bastion>,
+    /// `bastion: none` was written for the host: connect directly, even if
+    /// `~/.ssh/config` names a ProxyJump.
+    pub bastion_none: bool,
     pub host_key_checking: HostKeyChecking,
     pub sudo: Sudo,
     pub timeout: Duration,
@@ -337,6 +340,7 @@ impl Host {
             port_written: s.port.is_some() || defaults.port_written,
             identity_file,
             bastion,
+            bastion_none: s.bastion == BastionChoice::Direct,
             host_key_checking: s.host_key_checking.unwrap_or(defaults.host_key_checking),
             sudo: s.sudo.unwrap_or(defaults.sudo),
             timeout: s.timeout.unwrap_or(defaults.timeout),

@@ -120,8 +120,8 @@ async fn handshake(r: &Resolved, via: Option<&Connection>) -> Result<Handle<Clie
         match via {
             None => {
                 let tcp = tokio::net::TcpStream::connect((r.host.as_str(), r.port)).await.map_err(io_failure)?;
-                // Commands are small request/answer exchanges: Nagle's delays
-                // cost ~40 ms each (measured: 290 → … ms per command).
+                // Commands are small request/answer exchanges that Nagle's
+                // algorithm would hold back waiting for ACKs.
                 let _ = tcp.set_nodelay(true);
                 client::connect_stream(config, tcp, handler).await.map_err(handshake_failure)
             }

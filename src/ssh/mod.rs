@@ -12,6 +12,7 @@ mod error;
 mod keys;
 mod known_hosts;
 mod session;
+mod settings;
 mod target;
 
 // The API `k8s up` uses; unused in the binary until it lands.

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use super::config::{self, expand_tokens, SshConfig};
 use super::SshError;
-use crate::inventory::{self, SshSettings};
 
+/// OpenSSH's defaults (the inventory's too).
+pub const DEFAULT_PORT: u16 = 22;
+pub const DEFAULT_USER: &str = "root";
 /// Jump chains longer than this are refused (a loop in ProxyJump).
 const MAX_JUMPS: usize = 8;
 
@@ -43,6 +45,8 @@ pub struct Target {
     pub identity_file: Option<PathBuf>,
     /// A jump host (like `ssh -J`); `None`: the config's ProxyJump if any.
     pub bastion: Option<Box<Target>>,
+    /// Connect directly: no jump host, whatever the config says.
+    pub direct: bool,
     pub host_key_checking: HostKeyChecking,
     pub known_hosts: PathBuf,
     pub sudo: Sudo,
@@ -54,49 +58,6 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target for an inventory host. Values the inventory left at their
-    /// defaults stay `None`, so that `~/.ssh/config` can set them.
-    pub fn from_settings(name: &str, s: &SshSettings) -> Result<Target, String> {
-        let host_key_checking = match s.host_key_checking {
-            inventory::HostKeyChecking::Strict => HostKeyChecking::Strict,
-            inventory::HostKeyChecking::AcceptNew => HostKeyChecking::AcceptNew,
-        };
-        let known_hosts = s.known_hosts_path()?;
-        let bastion = match &s.bastion {
-            None => None,
-            Some(b) => Some(Box::new(Target {
-                name: format!("bastion {} (for {name})", b.address),
-                address: b.address.clone(),
-                port: b.port,
-                user: b.user.clone(),
-                identity_file: s.bastion_identity_path()?,
-                bastion: None,
-                host_key_checking,
-                known_hosts: known_hosts.clone(),
-                sudo: Sudo::Never,
-                timeout: s.timeout,
-                ssh_config: None,
-            })),
-        };
-        Ok(Target {
-            name: name.to_string(),
-            address: s.address.clone(),
-            port: s.port_written.then_some(s.port),
-            user: s.user_written.then(|| s.user.clone()),
-            identity_file: s.identity_path()?,
-            bastion,
-            host_key_checking,
-            known_hosts,
-            sudo: match s.sudo {
-                inventory::Sudo::Auto => Sudo::Auto,
-                inventory::Sudo::Always => Sudo::Always,
-                inventory::Sudo::Never => Sudo::Never,
-            },
-            timeout: s.timeout,
-            ssh_config: None,
-        })
-    }
-
     /// The config file that applies: the named one, else `~/.ssh/config`.
     fn config_path(&self) -> PathBuf {
         self.ssh_config.clone().unwrap_or_else(|| config::home().join(".ssh/config"))
@@ -125,10 +86,10 @@ impl Target {
             (Some(p), _, _) => p,
             (None, Some(p), _) => p,
             (None, None, Some(at)) => return Err(config_error(format!("{at}: Port is not a port number from 1 to 65535"))),
-            (None, None, None) => inventory::DEFAULT_SSH_PORT,
+            (None, None, None) => DEFAULT_PORT,
         };
         let user = (self.user.clone().or(hc.user.clone()))
-            .unwrap_or_else(|| fallback_user.unwrap_or(inventory::DEFAULT_SSH_USER).to_string());
+            .unwrap_or_else(|| fallback_user.unwrap_or(DEFAULT_USER).to_string());
         let identity_files: Vec<PathBuf> = match &self.identity_file {
             Some(f) => vec![f.clone()],
             None => hc.identity_files.iter().map(|f| PathBuf::from(expand_tokens(f, &host, &user, port))).collect(),
@@ -140,10 +101,11 @@ impl Target {
         };
         let agent = if hc.identities_only == Some(true) && !identity_files.is_empty() { None } else { agent };
         let (jump, jump_user) = match &self.bastion {
+            _ if self.direct => (None, None),
             Some(b) => (Some(b.as_ref().clone()), Some(user.as_str())),
             None => (self.jump_from_config(&hc)?, None),
         };
-        if jump.is_none() {
+        if jump.is_none() && !self.direct {
             if let Some(at) = &hc.proxy_command {
                 return Err(config_error(format!(
                     "{at}: ProxyCommand is not supported by k8s up; use ProxyJump (or a bastion in the inventory)"
@@ -191,6 +153,7 @@ impl Target {
                 identity_file: None,
                 // Each hop goes through the one before it.
                 bastion: chain,
+                direct: false,
                 host_key_checking: self.host_key_checking,
                 known_hosts: self.known_hosts.clone(),
                 sudo: Sudo::Never,
@@ -253,6 +216,7 @@ mod tests {
             user: None,
             identity_file: None,
             bastion: None,
+            direct: false,
             host_key_checking: HostKeyChecking::Strict,
             known_hosts: "/kh".into(),
             sudo: Sudo::Auto,
@@ -304,22 +268,7 @@ mod tests {
         assert!(e.contains("ProxyJump loop"), "{e}");
         let e = target("pc", &cfg).resolve().unwrap_err().to_string();
         assert!(e.contains(":6: ProxyCommand is not supported"), "{e}");
-    }
-
-    #[test]
-    fn from_inventory_settings() {
-        let text = "ssh:\n  port: 2222\n  bastion: jump.example.com\nhosts:\n  - {address: 10.0.0.11, role: server}\n";
-        let inv = crate::inventory::Inventory::parse(text, std::path::Path::new("/fleet/hosts.yaml")).unwrap();
-        let s = inv.hosts[0].ssh_settings(&inv.ssh);
-        let t = Target::from_settings("cp-1", &s).unwrap();
-        assert_eq!((t.port, t.user.as_deref()), (Some(2222), None), "only what was written is set");
-        let b = t.bastion.unwrap();
-        assert_eq!((b.address.as_str(), b.port, b.user.as_deref()), ("jump.example.com", None, None));
-        assert_eq!(t.sudo, Sudo::Auto);
-        let mut t = Target::from_settings("cp-1", &s).unwrap();
-        t.ssh_config = Some("/nonexistent".into());
-        t.user = Some("debian".into());
-        let r = t.resolve().unwrap();
-        assert_eq!(r.jump.unwrap().user, "debian", "a bastion's user defaults to its host's");
+        let direct = Target { direct: true, ..target("h", &cfg) };
+        assert!(direct.resolve().unwrap().jump.is_none(), "bastion: none wins over ProxyJump");
     }
 }

@@ -1,0 +1,77 @@
+//! The inventory's SSH settings as a [`Target`]. The only part of the
+//! module that knows the inventory (tests/ssh.rs builds the rest alone).
+
+use super::{HostKeyChecking, Sudo, Target};
+use crate::inventory::{self, SshSettings};
+
+impl Target {
+    /// The target for an inventory host. Values the inventory left at their
+    /// defaults stay `None`, so that `~/.ssh/config` can set them.
+    pub fn from_settings(name: &str, s: &SshSettings) -> Result<Target, String> {
+        let host_key_checking = match s.host_key_checking {
+            inventory::HostKeyChecking::Strict => HostKeyChecking::Strict,
+            inventory::HostKeyChecking::AcceptNew => HostKeyChecking::AcceptNew,
+        };
+        let known_hosts = s.known_hosts_path()?;
+        let bastion = match &s.bastion {
+            None => None,
+            Some(b) => Some(Box::new(Target {
+                name: format!("bastion {} (for {name})", b.address),
+                address: b.address.clone(),
+                port: b.port,
+                user: b.user.clone(),
+                identity_file: s.bastion_identity_path()?,
+                bastion: None,
+                direct: false,
+                host_key_checking,
+                known_hosts: known_hosts.clone(),
+                sudo: Sudo::Never,
+                timeout: s.timeout,
+                ssh_config: None,
+            })),
+        };
+        Ok(Target {
+            name: name.to_string(),
+            address: s.address.clone(),
+            port: s.port_written.then_some(s.port),
+            user: s.user_written.then(|| s.user.clone()),
+            identity_file: s.identity_path()?,
+            bastion,
+            direct: s.bastion_none,
+            host_key_checking,
+            known_hosts,
+            sudo: match s.sudo {
+                inventory::Sudo::Auto => Sudo::Auto,
+                inventory::Sudo::Always => Sudo::Always,
+                inventory::Sudo::Never => Sudo::Never,
+            },
+            timeout: s.timeout,
+            ssh_config: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_inventory_settings() {
+        let text = "ssh:\n  port: 2222\n  bastion: jump.example.com\nhosts:\n  - {address: 10.0.0.11, role: server}\n  - {address: 10.0.0.12, role: agent, ssh: {bastion: none}}\n";
+        let inv = inventory::Inventory::parse(text, std::path::Path::new("/fleet/hosts.yaml")).unwrap();
+        let s = inv.hosts[0].ssh_settings(&inv.ssh);
+        let t = Target::from_settings("cp-1", &s).unwrap();
+        assert_eq!((t.port, t.user.as_deref()), (Some(2222), None), "only what was written is set");
+        assert!(!t.direct);
+        let b = t.bastion.unwrap();
+        assert_eq!((b.address.as_str(), b.port, b.user.as_deref()), ("jump.example.com", None, None));
+        let d = Target::from_settings("w", &inv.hosts[1].ssh_settings(&inv.ssh)).unwrap();
+        assert!(d.direct && d.bastion.is_none());
+        assert_eq!(t.sudo, Sudo::Auto);
+        let mut t = Target::from_settings("cp-1", &s).unwrap();
+        t.ssh_config = Some("/nonexistent".into());
+        t.user = Some("debian".into());
+        let r = t.resolve().unwrap();
+        assert_eq!(r.jump.unwrap().user, "debian", "a bastion's user defaults to its host's");
+    }
+}
