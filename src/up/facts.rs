@@ -29,7 +29,7 @@ for u in k8s-server k8s-agent; do
   [ -n "$t" ] && echo "started:$u=$(date -d "$t" +%s 2>/dev/null)"
 done
 [ -d /var/lib/k8s/server/db ] && echo "datastore=sqlite"
-[ -d /var/lib/k8s/server/etcd ] || [ -d /var/lib/k8s/etcd ] && echo "datastore=etcd"
+[ -d /var/lib/k8s/etcd/member ] && echo "datastore=etcd"
 d=/usr/local/bin; [ -d $d ] || d=/usr/local
 echo "free_bin=$(df -Pk $d | awk 'NR==2 {print $4}')"
 d=/var/lib/k8s; [ -d $d ] || d=/var/lib

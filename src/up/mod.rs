@@ -114,9 +114,10 @@ async fn converge(
         (h.changes, h.changed) = (vec![], false);
         progress.step(h.plan.index, "waiting for its turn");
     }
-    if args.prune && !plan.extra_nodes.is_empty() && !args.yes {
-        let names: Vec<&str> = plan.extra_nodes.iter().map(|n| n.name.as_str()).collect();
-        let question = format!("--prune removes the nodes {} (drain, reset the host, delete). Continue?", names.join(", "));
+    let extra: Vec<&str> =
+        plan.extra_nodes.iter().map(|n| n.name.as_str()).chain(plan.extra_members.iter().map(|m| m.name.as_str())).collect();
+    if args.prune && !extra.is_empty() && !args.yes {
+        let question = format!("--prune removes {} from the cluster (drain, reset the host, delete). Continue?", extra.join(", "));
         match progress.suspend(|| confirm(&question)) {
             Ok(true) => {}
             Ok(false) => return (report, Err(anyhow::anyhow!("nothing was changed (the prune was not confirmed)"))),
@@ -271,7 +272,17 @@ async fn running(first: &Remote, f: &Facts, progress: &Progress) -> Running {
             None
         }
     };
-    Running { nodes, tokens: apply::read_tokens(first).await.ok() }
+    let members = match f.datastore.as_deref() {
+        Some("etcd") => match prune::members(first).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                progress.say(&format!("warning: cannot list the etcd members: {e:#}"));
+                None
+            }
+        },
+        _ => None,
+    };
+    Running { nodes, members, tokens: apply::read_tokens(first).await.ok() }
 }
 
 /// The admin kubeconfig of the first server, pointed at the API address.
@@ -288,7 +299,14 @@ async fn write_kubeconfig(first: &Remote, inv: &Inventory, path: &Path) -> anyho
 }
 
 fn empty_report(inv: &Inventory, dry_run: bool) -> Report {
-    let plan = plan::Plan { mode: inv.mode(), hosts: vec![], problems: vec![], warnings: vec![], extra_nodes: vec![] };
+    let plan = plan::Plan {
+        mode: inv.mode(),
+        hosts: vec![],
+        problems: vec![],
+        warnings: vec![],
+        extra_nodes: vec![],
+        extra_members: vec![],
+    };
     Report::new(&inv.cluster.name, &plan, dry_run)
 }
 
@@ -315,6 +333,12 @@ fn print(report: &Report, json: bool, dry_run: bool) {
         eprintln!(
             "warning: nodes not in the inventory: {}; `k8s up --prune` removes them",
             report.extra_nodes.join(", ")
+        );
+    }
+    if !report.extra_members.is_empty() && report.pruned.is_empty() {
+        eprintln!(
+            "warning: etcd members (servers) not in the inventory: {}; `k8s up --prune` removes them",
+            report.extra_members.join(", ")
         );
     }
     if !report.pruned.is_empty() {

@@ -1,6 +1,7 @@
-//! The cluster's Nodes as `kubectl get nodes -o json` shows them, and what
-//! `up` converges through the API: labels the kubelet may not set on its
-//! own Node, and taints (the kubelet applies both only when it registers).
+//! The cluster as the first server shows it: its Nodes (`kubectl get nodes
+//! -o json`) and, in HA, its etcd members (`k8s etcd members`); and what
+//! `up` converges through the API: labels and taints (the kubelet applies
+//! its own only when it registers, and may not set `kubernetes.io` ones).
 
 use std::collections::BTreeMap;
 
@@ -77,6 +78,30 @@ fn node(item: &Value) -> Node {
         taints,
         managed,
     }
+}
+
+/// An etcd member of an HA cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub name: String,
+    /// The host of its peer URL.
+    pub address: Option<String>,
+}
+
+/// `k8s etcd members`: `NAME ID ROLE PEER CLIENT` columns after a header;
+/// a member that has not started yet has no name and is left out.
+pub fn parse_members(text: &str) -> Vec<Member> {
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.starts_with(char::is_whitespace))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let peer = fields.get(3)?.split(',').next()?;
+            let host = peer.split_once("://").map_or(peer, |(_, h)| h);
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
+            Some(Member { name: fields[0].to_string(), address: (!host.is_empty()).then(|| host.to_string()) })
+        })
+        .collect()
 }
 
 /// `kubectl` argument lists that bring a node's labels and taints to what

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 
 use super::facts::{Facts, MIN_FREE_VAR_KIB};
-use super::nodes::Node;
+use super::nodes::{Member, Node};
 use super::render::{self, Unit};
 use crate::inventory::{Host, Inventory, Mode, Role};
 
@@ -23,6 +23,8 @@ pub struct Local {
 #[derive(Debug, Clone, Default)]
 pub struct Running {
     pub nodes: Option<Vec<Node>>,
+    /// The etcd members (HA).
+    pub members: Option<Vec<Member>>,
     /// The join tokens: (servers', agents').
     pub tokens: Option<(String, String)>,
 }
@@ -100,6 +102,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Nodes of the cluster that the inventory does not list.
     pub extra_nodes: Vec<Node>,
+    /// etcd members that are neither inventory servers nor extra nodes
+    /// (control-plane-only servers run no node).
+    pub extra_members: Vec<Member>,
 }
 
 /// Roles as the inventory writes them, in JSON.
@@ -143,8 +148,18 @@ pub fn plan(inv: &Inventory, facts: &[Facts], local: &Local, running: &Running) 
     }
 
     let listed: Vec<&str> = names.iter().map(String::as_str).collect();
-    let extra_nodes = running.nodes.iter().flatten().filter(|n| !listed.contains(&n.name.as_str())).cloned().collect();
-    Plan { mode: inv.mode(), hosts, problems, warnings, extra_nodes }
+    let extra_nodes: Vec<Node> =
+        running.nodes.iter().flatten().filter(|n| !listed.contains(&n.name.as_str())).cloned().collect();
+    let servers: Vec<&str> =
+        inv.hosts.iter().zip(&names).filter(|(h, _)| h.is_server()).map(|(_, n)| n.as_str()).collect();
+    let extra_members = running
+        .members
+        .iter()
+        .flatten()
+        .filter(|m| !servers.contains(&m.name.as_str()) && !extra_nodes.iter().any(|n| n.name == m.name))
+        .cloned()
+        .collect();
+    Plan { mode: inv.mode(), hosts, problems, warnings, extra_nodes, extra_members }
 }
 
 fn host_plan(

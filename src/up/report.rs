@@ -96,6 +96,8 @@ pub struct Report {
     pub hosts: Vec<HostReport>,
     /// Nodes of the cluster missing from the inventory.
     pub extra_nodes: Vec<String>,
+    /// etcd members missing from the inventory that are not nodes.
+    pub extra_members: Vec<String>,
     /// Nodes removed with `--prune`.
     pub pruned: Vec<String>,
     /// Where the workstation's kubeconfig was written.
@@ -118,6 +120,7 @@ impl Report {
             warnings: plan.warnings.clone(),
             hosts: plan.hosts.iter().map(HostReport::new).collect(),
             extra_nodes: plan.extra_nodes.iter().map(|n| n.name.clone()).collect(),
+            extra_members: plan.extra_members.iter().map(|m| m.name.clone()).collect(),
             pruned: vec![],
             kubeconfig: None,
             seconds: 0.0,

@@ -12,15 +12,17 @@ use super::remote::{self, Remote};
 use crate::inventory::{Host, Inventory, Role};
 use crate::ssh;
 
-/// Stops the service, runs `k8s reset` (which removes the data and, on an
-/// HA server, its etcd member), then removes what `up` installed.
+/// `k8s reset` stops the service, leaves the etcd membership (an HA
+/// server, while its member still runs), and removes the data, units and
+/// /etc/k8s; then the binary goes. Without a binary (a half-done install)
+/// what `up` wrote is removed all the same.
 const UNINSTALL: &str = r#"
 set -e
+if [ -x /usr/local/bin/k8s ]; then /usr/local/bin/k8s reset --yes >/dev/null; fi
 for u in k8s-agent k8s-server; do
   if [ -e /etc/systemd/system/$u.service ]; then timeout 120 systemctl disable --now $u >/dev/null 2>&1 || true; fi
 done
-if [ -x /usr/local/bin/k8s ]; then /usr/local/bin/k8s reset --yes >/dev/null; fi
-rm -f /usr/local/bin/k8s /usr/local/bin/k8s.prev /etc/systemd/system/k8s-server.service /etc/systemd/system/k8s-agent.service
+rm -f /usr/local/bin/k8s /usr/local/bin/k8s.prev /usr/local/bin/k8s.tmp /etc/systemd/system/k8s-server.service /etc/systemd/system/k8s-agent.service
 rm -rf /etc/k8s
 if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 "#;

@@ -148,7 +148,7 @@ fn a_second_run_changes_nothing() {
         let t = tokens();
         let facts: Vec<Facts> = (0..a.hosts.len()).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
         let names: Vec<String> = a.hosts.iter().zip(&facts).map(|(h, f)| plan::node_name(h, f)).collect();
-        let running = Running { nodes: Some(names.iter().map(|n| node(n, true)).collect()), tokens: Some(t) };
+        let running = Running { nodes: Some(names.iter().map(|n| node(n, true)).collect()), members: None, tokens: Some(t) };
         let p = plan::plan(&a, &facts, &local(), &running);
         assert!(p.problems.is_empty(), "{:?}", p.problems);
         assert!(p.hosts.iter().all(|h| planned_changes(h).is_empty()), "{:#?}", p.hosts);
@@ -163,7 +163,7 @@ fn a_changed_setting_restarts_only_that_host() {
     let t = tokens();
     let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
     facts[1].config = Some(facts[1].config.clone().unwrap().replace("node-name: h1", "node-name: old"));
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(t.clone()) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(t.clone()) });
     assert_eq!(p.hosts[0].service, Service::Keep);
     assert_eq!(p.hosts[1].service, Service::Restart);
     assert_eq!(p.hosts[1].config_changes, vec!["~node-name"]);
@@ -174,7 +174,7 @@ fn a_changed_setting_restarts_only_that_host() {
     let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &other, &Running::default());
     assert!(p.hosts.iter().all(|h| h.upload && h.service == Service::Restart));
     let new_tokens = ("K10x::a.b\n".to_string(), "K10x::c.d\n".to_string());
-    let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &local(), &Running { nodes: None, tokens: Some(new_tokens) });
+    let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &local(), &Running { nodes: None, members: None, tokens: Some(new_tokens) });
     assert_eq!(p.hosts[0].service, Service::Keep);
     assert_eq!((p.hosts[1].token, p.hosts[1].service), (TokenPlan::Write, Service::Restart));
 }
@@ -186,16 +186,16 @@ fn a_service_older_than_its_files_is_restarted() {
     let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
     // An earlier run wrote the config at 3000 and stopped before restarting.
     facts[0].mtimes.insert(render::CONFIG.into(), 3000);
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(t) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(t) });
     assert!(p.hosts[0].stale && p.hosts[0].service == Service::Restart);
     assert_eq!(p.hosts[1].service, Service::Keep);
     // Still starting after an earlier run gave up waiting: started over.
     facts[1].units.get_mut("k8s-agent").unwrap().active = "activating".into();
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(tokens()) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(tokens()) });
     assert_eq!(p.hosts[1].service, Service::Restart);
     // Stopped: started, not restarted.
     facts[1].units.get_mut("k8s-agent").unwrap().active = "failed".into();
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, tokens: Some(tokens()) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(tokens()) });
     assert_eq!(p.hosts[1].service, Service::Start);
 }
 
@@ -260,12 +260,12 @@ fn nodes_missing_from_the_inventory_are_found() {
     let a = inv(SINGLE);
     let t = tokens();
     let facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
-    let running = Running { nodes: Some(vec![node("s1", true), node("h1", true), node("old-worker", false)]), tokens: Some(t) };
+    let running = Running { nodes: Some(vec![node("s1", true), node("h1", true), node("old-worker", false)]), members: None, tokens: Some(t) };
     let p = plan::plan(&a, &facts, &local(), &running);
     let extra: Vec<&str> = p.extra_nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(extra, ["old-worker"]);
     // A host whose node is gone although it is installed joins again.
-    let running = Running { nodes: Some(vec![node("s1", true)]), tokens: None };
+    let running = Running { nodes: Some(vec![node("s1", true)]), members: None, tokens: None };
     let p = plan::plan(&a, &facts, &local(), &running);
     assert!(p.hosts[1].join && !p.hosts[0].join);
 }
@@ -380,4 +380,29 @@ fn nodes_parse_from_kubectl_json() {
     assert_eq!(n[0].taints, ["k=v:NoSchedule", "g:NoExecute"]);
     assert_eq!(n[0].managed, ["label:a"]);
     assert!(nodes::parse("not json").is_err());
+}
+
+#[test]
+fn etcd_members_missing_from_the_inventory_are_found() {
+    let text = [
+        "NAME                 ID               ROLE     PEER                         CLIENT",
+        "s1                   1ca75a6e37456ba4 leader   https://10.0.0.11:2380       https://10.0.0.11:2379",
+        "cp-old               1f3556079b3acb17 voter    https://[fd00::9]:2380       https://[fd00::9]:2379",
+        "s4                   362d4a0eb5a5412f voter    https://10.0.0.14:2380       https://10.0.0.14:2379",
+        // A learner that has not started has no name yet.
+        "                     462d4a0eb5a5412f learner  https://10.0.0.15:2380       ",
+    ]
+    .join("\n");
+    let members = nodes::parse_members(&text);
+    let got: Vec<(&str, Option<&str>)> = members.iter().map(|m| (m.name.as_str(), m.address.as_deref())).collect();
+    assert_eq!(got, [("s1", Some("10.0.0.11")), ("cp-old", Some("fd00::9")), ("s4", Some("10.0.0.14"))]);
+
+    let a = inv(HA);
+    let t = tokens();
+    let facts: Vec<Facts> = (0..a.hosts.len()).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
+    // s4 is also a node (handled as a node); cp-old runs no node.
+    let running = Running { nodes: Some(vec![node("w1", true), node("s2", true), node("s3", true), node("s4", true)]), members: Some(members), tokens: Some(t) };
+    let p = plan::plan(&a, &facts, &local(), &running);
+    assert_eq!(p.extra_nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["s4"]);
+    assert_eq!(p.extra_members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["cp-old"]);
 }
