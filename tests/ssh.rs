@@ -489,6 +489,8 @@ fn commands_errors_and_silence() {
     t.timeout = Duration::from_secs(1);
     runtime().block_on(async {
         let s = connect(&t).await.unwrap();
+        // POSIX sh, not root's login shell (bash here).
+        assert_eq!(s.run_checked("echo $0").await.unwrap(), "sh\n");
         let out = s.run("printf out; printf err >&2; exit 3").await.unwrap();
         assert_eq!((out.status, &out.stdout[..], &out.stderr[..]), (3, &b"out"[..], &b"err"[..]));
         let e = s.run_checked("echo 'no such unit' >&2; exit 7").await.unwrap_err();

@@ -62,8 +62,8 @@ impl Session {
         &self.target
     }
 
-    /// Runs `cmd` with `sh` as root (through `sudo -n` per the target's sudo
-    /// setting). A non-zero status is not an error here.
+    /// Runs `cmd` with `sh -c` as root (through `sudo -n` per the target's
+    /// sudo setting). A non-zero status is not an error here.
     pub async fn run(&self, cmd: &str) -> Result<Output, SshError> {
         self.exec(cmd, None::<&[u8]>).await
     }
@@ -222,7 +222,10 @@ impl Session {
 
     /// Runs `cmd` (wrapped in sudo as needed) with `stdin` streamed to it.
     async fn exec(&self, cmd: &str, stdin: Option<impl AsyncRead + Unpin + Send>) -> Result<Output, SshError> {
-        let wrapped = if self.r.sudo { format!("sudo -n -- sh -c {}", sh_quote(cmd)) } else { cmd.to_string() };
+        // Always POSIX sh, whatever the user's login shell is (sshd runs the
+        // command with it).
+        let sh = format!("sh -c {}", sh_quote(cmd));
+        let wrapped = if self.r.sudo { format!("sudo -n -- {sh}") } else { sh };
         let lost = |e: russh::Error| SshError::Lost {
             host: self.r.name.clone(),
             what: format!("`{}`", short(cmd)),
