@@ -80,6 +80,7 @@ fn config_is_deterministic_and_uses_flag_names() {
     assert_eq!(cfg.tls_san, vec!["10.0.0.11"]);
     assert_eq!(cfg.cluster_cidr.as_deref(), Some("10.42.0.0/16"));
     assert_eq!(cfg.cluster_dns.unwrap().to_string(), "10.43.0.10");
+    assert_eq!(cfg.pod_network, Some(crate::node::PodNetwork::HostGw));
     // Only labels kubelet may set itself; the other goes through the API.
     assert_eq!(cfg.node_label, vec!["zone=a"]);
     assert_eq!(cfg.node_taint, vec!["dedicated=edge:NoSchedule"]);
@@ -243,6 +244,11 @@ hosts:
     let p = plan::plan(&grown, &[first, fresh("s2"), fresh("s3")], &local(), &Running::default());
     assert!(p.problems.iter().any(|m| m.contains("10.0.0.11: this cluster runs a single server on SQLite; it cannot become HA")), "{:?}", p.problems);
 
+    // The pod network is the cluster's for good.
+    let vxlan = inv(&SINGLE.replace("cluster: {name: demo}", "cluster: {name: demo, pod-network: vxlan}"));
+    let p = plan::plan(&vxlan, &[installed(&single, 0, "s1", &t), installed(&single, 1, "w", &t)], &local(), &Running::default());
+    assert!(p.problems.iter().any(|m| m.contains("10.0.0.11: the cluster runs pod-network host-gw; it cannot change to vxlan")), "{:?}", p.problems);
+
     // A role change needs a reset first.
     let mut f = installed(&single, 1, "w", &t);
     f.datastore = None;
@@ -405,4 +411,14 @@ fn etcd_members_missing_from_the_inventory_are_found() {
     let p = plan::plan(&a, &facts, &local(), &running);
     assert_eq!(p.extra_nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["s4"]);
     assert_eq!(p.extra_members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["cp-old"]);
+}
+
+#[test]
+fn vxlan_reaches_the_servers_config_and_host_gw_stays_unwritten() {
+    let text = "cluster: {pod-network: vxlan}\nhosts:\n  - {address: 10.0.0.11, role: server}\n  - {address: 10.0.0.21, role: agent}\n";
+    let inv = crate::inventory::Inventory::parse(text, std::path::Path::new("hosts.yaml")).unwrap();
+    let server: crate::server::config::Options = serde_yaml::from_str(&render::config(&inv, &inv.hosts[0], "s1")).unwrap();
+    assert_eq!(server.pod_network, Some(crate::node::PodNetwork::Vxlan));
+    let plain = crate::inventory::Inventory::parse(&text.replace("{pod-network: vxlan}", "{name: x}"), std::path::Path::new("hosts.yaml")).unwrap();
+    assert!(!render::config(&plain, &plain.hosts[0], "s1").contains("pod-network"));
 }
