@@ -290,6 +290,20 @@ fn check_mode(inv: &Inventory, facts: &[Facts], problems: &mut Vec<String>) {
             _ => {}
         }
     }
+    // Pods keep the MTU of the network they started in.
+    let want = inv.cluster.pod_network.to_string();
+    for &i in &servers {
+        let Some(old) = facts[i].config.as_deref().filter(|_| facts[i].datastore.is_some()) else { continue };
+        let old: serde_yaml::Value = serde_yaml::from_str(old).unwrap_or_default();
+        let had = old.get("pod-network").and_then(|v| v.as_str()).unwrap_or("host-gw");
+        if had != want {
+            problems.push(format!(
+                "{}: the cluster runs pod-network {had}; it cannot change to {want} (pods keep the network they started in); \
+                 set cluster.pod-network: {had}",
+                inv.hosts[i].address
+            ));
+        }
+    }
     // In HA, a new first server would start a second cluster beside one
     // that the other servers already run.
     if ha && facts[first].datastore.is_none() {

@@ -90,7 +90,6 @@ pub fn config(inv: &Inventory, host: &Host, node_name: &str) -> String {
         put("service-cidr", c.service_cidr.to_string().into());
         put("cluster-dns", c.cluster_dns.to_string().into());
         put("cluster-domain", c.cluster_domain.clone().into());
-        put("pod-network", c.pod_network.to_string().into());
         // Written only when not the default, so host-gw configs stay as they were.
         if c.pod_network != crate::node::PodNetwork::default() {
             put("pod-network", c.pod_network.to_string().into());

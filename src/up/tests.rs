@@ -80,7 +80,6 @@ fn config_is_deterministic_and_uses_flag_names() {
     assert_eq!(cfg.tls_san, vec!["10.0.0.11"]);
     assert_eq!(cfg.cluster_cidr.as_deref(), Some("10.42.0.0/16"));
     assert_eq!(cfg.cluster_dns.unwrap().to_string(), "10.43.0.10");
-    assert_eq!(cfg.pod_network, Some(crate::node::PodNetwork::HostGw));
     // Only labels kubelet may set itself; the other goes through the API.
     assert_eq!(cfg.node_label, vec!["zone=a"]);
     assert_eq!(cfg.node_taint, vec!["dedicated=edge:NoSchedule"]);
