@@ -92,10 +92,6 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let _lock = layout.lock()?;
     tracing::info!(node = %node_name, ip = %node_ip, %server, "k8s agent starting");
 
-    let components = {
-        let (d, c) = (data_dir.clone(), o.components_dir.clone());
-        tokio::task::spawn_blocking(move || Components::locate(&d, c.as_deref())).await??
-    };
     let files = AgentFiles::new(&data_dir);
     let cluster = match join::client::join_agent(&server, &token, &node_name, node_ip).await {
         Ok(config) => {
@@ -110,6 +106,11 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
 
+    // After the join: a refused token leaves no extracted payload behind.
+    let components = {
+        let (d, c) = (data_dir.clone(), o.components_dir.clone());
+        tokio::task::spawn_blocking(move || Components::locate(&d, c.as_deref())).await??
+    };
     let balancer = start_balancer(&data_dir, &cluster.api_server).await?;
     let mut sup = Supervisor::default();
     let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &data_dir, &mut sup).await;

@@ -127,7 +127,34 @@ async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> an
     });
     wait_for_socket(&p.containerd_socket, Duration::from_secs(60))
         .await
-        .with_context(|| format!("containerd did not start; see {}", p.logs.join("containerd.log").display()))
+        .with_context(|| format!("containerd did not start; see {}", p.logs.join("containerd.log").display()))?;
+    check_cri(c, p).await
+}
+
+/// containerd keeps running when its CRI plugin fails to load (e.g. out
+/// of inotify instances), and kubelet would then retry forever: say why now.
+async fn check_cri(c: &Components, p: &Paths) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(c.bin("ctr"))
+        .arg("--address").arg(&p.containerd_socket)
+        .args(["plugins", "ls"])
+        .output()
+        .await?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let failed = listing.lines().any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.first() == Some(&"io.containerd.grpc.v1") && cols.get(1) == Some(&"cri") && cols.last() == Some(&"error")
+    });
+    if !failed {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(p.logs.join("containerd.log")).unwrap_or_default();
+    let why = log.lines().rev().find(|l| l.contains("failed to load plugin") && l.contains("cri")).unwrap_or("");
+    let hint = if why.contains("inotify") {
+        "; raise fs.inotify.max_user_instances (e.g. sysctl -w fs.inotify.max_user_instances=1024)"
+    } else {
+        ""
+    };
+    bail!("containerd runs without its CRI plugin, so kubelet cannot use it: {}{hint}; see {}", why.trim(), p.logs.join("containerd.log").display())
 }
 
 async fn wait_for_socket(path: &Path, timeout: Duration) -> anyhow::Result<()> {

@@ -33,33 +33,40 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "k8s server starting");
 
     let components = locate_components(&cfg).await?;
-    let joined = store::join_if_needed(&cfg, &layout).await?;
-    let pki = ensure_pki(&cfg, &layout)?;
-    let kubeconfigs = Kubeconfigs::ensure(&cfg, &layout, &pki)?;
+    // A stop asked for while starting stops what was started so far.
+    let stop = crate::signals::terminated();
+    tokio::pin!(stop);
     let mut sup = Supervisor::default();
     let status = status::Writer::start(&layout);
-    let store = match store::start(&cfg, &layout, &components, &pki, &mut sup, joined).await {
-        Ok(store) => store,
-        Err(e) => {
-            sup.stop_all().await;
-            status.remove();
-            return Err(e);
+    let mut store = None;
+    let mut tasks = Vec::new();
+    let outcome = {
+        let starting = start(&cfg, &layout, &components, &mut sup, &status, &mut tasks, &mut store);
+        tokio::select! {
+            result = starting => Some(result),
+            _ = &mut stop => None,
         }
     };
-
-    let mut tasks = Vec::new();
-    let result = bring_up(&cfg, &layout, &components, &pki, &kubeconfigs, &mut sup, &status, &mut tasks).await;
-    if let Err(e) = result {
-        tracing::error!("start failed: {e:#}; stopping what was started");
-        tasks.iter().for_each(|t| t.abort());
-        shutdown(sup, store, status).await;
-        return Err(e);
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            tracing::error!("start failed: {e:#}; stopping what was started");
+            tasks.iter().for_each(|t| t.abort());
+            shutdown(sup, store, status).await;
+            return Err(e);
+        }
+        None => {
+            tracing::info!("stop requested while starting");
+            tasks.iter().for_each(|t| t.abort());
+            shutdown(sup, store, status).await;
+            return Ok(());
+        }
     }
     tracing::info!(seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "k8s server ready; kubectl: k8s kubectl get nodes");
     crate::systemd::notify_ready();
     status.set_ready(&sup);
     tokio::select! {
-        _ = crate::signals::terminated() => {}
+        _ = &mut stop => {}
         _ = status.refresh_forever(&sup) => {}
     }
     tasks.iter().for_each(|t| t.abort());
@@ -67,10 +74,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown(mut sup: Supervisor, store: store::Store, status: status::Writer) {
+/// Everything from the join (HA) to the node Ready; `store` is set as soon
+/// as the store runs, so a failure or a stop later can stop it.
+async fn start(cfg: &Config, layout: &Layout, components: &Components, sup: &mut Supervisor,
+    status: &status::Writer, tasks: &mut Tasks, store: &mut Option<store::Store>) -> anyhow::Result<()> {
+    let joined = store::join_if_needed(cfg, layout).await?;
+    let pki = ensure_pki(cfg, layout)?;
+    let kubeconfigs = Kubeconfigs::ensure(cfg, layout, &pki)?;
+    *store = Some(store::start(cfg, layout, components, &pki, sup, joined).await?);
+    bring_up(cfg, layout, components, &pki, &kubeconfigs, sup, status, tasks).await
+}
+
+async fn shutdown(mut sup: Supervisor, store: Option<store::Store>, status: status::Writer) {
     tracing::info!("k8s server stopping");
     sup.stop_all().await;
-    store.stop().await;
+    if let Some(store) = store {
+        store.stop().await;
+    }
     status.remove();
     tracing::info!("k8s server stopped");
 }
