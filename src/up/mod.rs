@@ -42,28 +42,14 @@ use report::{Report, Status};
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let json = args.output == OutputFormat::Json;
-    let inv = Inventory::load(&args.inventory)?;
-    let (exe, local) = local_binary().await?;
-
-    let mut targets = remote::targets(&inv)?;
-    // A pruned host is reached with the default settings: its key is
-    // prepared (and its passphrase asked) now, before the progress lines.
-    if args.prune {
-        targets.push(prune_default_target(&inv)?);
-    }
-    let keys = ssh::Keys::prepare(&targets.iter().collect::<Vec<_>>()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    targets.truncate(inv.hosts.len());
-
-    let names: Vec<String> = inv.hosts.iter().map(|h| h.display_name().to_string()).collect();
-    let progress = Progress::new(Style::detect(json), &names);
-    let concurrency = inv.ssh.concurrency.max(1);
-    let remotes = connect_all(&inv, &targets, &keys, &progress, concurrency).await?;
-    let outcome = converge(&args, &inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
-    for r in remotes {
-        r.close().await;
-    }
-    progress.clear();
-    let (mut report, result) = outcome;
+    let (mut report, result) = match Inventory::load(&args.inventory) {
+        Ok(inv) => up(&args, &inv, json).await,
+        Err(e) => {
+            let mut report = Report::empty("", None, args.dry_run);
+            report.problems = e.problems().iter().map(|p| p.to_string()).collect();
+            (report, Err(e.into()))
+        }
+    };
     report.seconds = started.elapsed().as_secs_f64();
     if let Err(e) = &result {
         report.ok = false;
@@ -71,6 +57,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     print(&report, json, args.dry_run);
     result
+}
+
+/// Connects, then converges; a report in any case (for `--output json`).
+async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Result<()>) {
+    let empty = || Report::empty(&inv.cluster.name, Some(inv.mode()), args.dry_run);
+    let prepared = async {
+        let (exe, local) = local_binary().await?;
+        let mut targets = remote::targets(inv)?;
+        // A pruned host is reached with the default settings: its key is
+        // prepared (and its passphrase asked) now, before the progress lines.
+        if args.prune {
+            targets.push(prune_default_target(inv)?);
+        }
+        let keys = ssh::Keys::prepare(&targets.iter().collect::<Vec<_>>())?;
+        targets.truncate(inv.hosts.len());
+        anyhow::Ok((exe, local, targets, keys))
+    };
+    let (exe, local, targets, keys) = match prepared.await {
+        Ok(p) => p,
+        Err(e) => return (empty(), Err(e)),
+    };
+    let names: Vec<String> = inv.hosts.iter().map(|h| h.display_name().to_string()).collect();
+    let progress = Progress::new(Style::detect(json), &names);
+    let concurrency = inv.ssh.concurrency.max(1);
+    let remotes = match connect_all(inv, &targets, &keys, &progress, concurrency).await {
+        Ok(r) => r,
+        Err(e) => return (empty(), Err(e)),
+    };
+    let outcome = converge(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
+    for r in remotes {
+        r.close().await;
+    }
+    progress.clear();
+    outcome
 }
 
 /// Everything after connecting; the report is filled in as far as it got.
@@ -87,7 +107,7 @@ async fn converge(
 ) -> (Report, anyhow::Result<()>) {
     let facts = match gather_all(remotes, progress, concurrency).await {
         Ok(f) => f,
-        Err(e) => return (empty_report(inv, args.dry_run), Err(e)),
+        Err(e) => return (Report::empty(&inv.cluster.name, Some(inv.mode()), args.dry_run), Err(e)),
     };
     let first = inv.hosts.iter().position(|h| render::is_first_server(inv, h)).expect("an inventory has a server");
     let running = running(&remotes[first], &facts[first], progress).await;
@@ -298,18 +318,6 @@ async fn write_kubeconfig(first: &Remote, inv: &Inventory, path: &Path) -> anyho
     Ok(())
 }
 
-fn empty_report(inv: &Inventory, dry_run: bool) -> Report {
-    let plan = plan::Plan {
-        mode: inv.mode(),
-        hosts: vec![],
-        problems: vec![],
-        warnings: vec![],
-        extra_nodes: vec![],
-        extra_members: vec![],
-    };
-    Report::new(&inv.cluster.name, &plan, dry_run)
-}
-
 fn print(report: &Report, json: bool, dry_run: bool) {
     if json {
         println!("{}", report.json());
@@ -323,7 +331,7 @@ fn print(report: &Report, json: bool, dry_run: bool) {
     }
     if dry_run {
         if report.problems.is_empty() {
-            println!("plan for cluster {} ({} mode); --dry-run: nothing was changed", report.cluster, report.mode);
+            println!("plan for cluster {} ({} mode); --dry-run: nothing was changed", report.cluster, report.mode.unwrap_or("?"));
             print!("{}", report.plan_table());
         }
     } else if report.problems.is_empty() {

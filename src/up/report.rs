@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::plan::{HostPlan, Plan, Service, TokenPlan};
+use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan};
 use crate::inventory::{Mode, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,8 +83,8 @@ pub fn planned_changes(p: &HostPlan) -> Vec<String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub cluster: String,
-    /// `single` or `ha`.
-    pub mode: &'static str,
+    /// `single` or `ha`; `null` when the inventory could not be read.
+    pub mode: Option<&'static str>,
     pub dry_run: bool,
     pub ok: bool,
     /// Why the run failed, naming the host.
@@ -108,19 +108,31 @@ pub struct Report {
 impl Report {
     pub fn new(cluster: &str, plan: &Plan, dry_run: bool) -> Report {
         Report {
-            cluster: cluster.to_string(),
-            mode: match plan.mode {
-                Mode::Single => "single",
-                Mode::Ha { .. } => "ha",
-            },
-            dry_run,
-            ok: true,
-            error: None,
             problems: plan.problems.clone(),
             warnings: plan.warnings.clone(),
             hosts: plan.hosts.iter().map(HostReport::new).collect(),
             extra_nodes: plan.extra_nodes.iter().map(|n| n.name.clone()).collect(),
             extra_members: plan.extra_members.iter().map(|m| m.name.clone()).collect(),
+            ..Report::empty(cluster, Some(plan.mode), dry_run)
+        }
+    }
+
+    /// A run that stopped before it had a plan.
+    pub fn empty(cluster: &str, mode: Option<Mode>, dry_run: bool) -> Report {
+        Report {
+            cluster: cluster.to_string(),
+            mode: mode.map(|m| match m {
+                Mode::Single => "single",
+                Mode::Ha { .. } => "ha",
+            }),
+            dry_run,
+            ok: true,
+            error: None,
+            problems: vec![],
+            warnings: vec![],
+            hosts: vec![],
+            extra_nodes: vec![],
+            extra_members: vec![],
             pruned: vec![],
             kubeconfig: None,
             seconds: 0.0,
@@ -173,6 +185,7 @@ impl Report {
                 };
                 let service = match (p.service, p.join) {
                     (Service::Keep, _) => "keep",
+                    (Service::Start, true) if p.stage == Stage::FirstServer => "start (new cluster)",
                     (Service::Start, true) => "start (joins)",
                     (Service::Start, false) => "start",
                     (Service::Restart, _) if p.stale && !p.upload && p.config_changes.is_empty() => "restart (outdated)",

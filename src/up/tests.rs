@@ -283,6 +283,9 @@ fn json_report_shape() {
     let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
     assert_eq!(v["cluster"], "demo");
     assert_eq!(v["mode"], "single");
+    let table = r.plan_table();
+    assert!(table.lines().nth(1).unwrap().ends_with("start (new cluster)"), "{table}");
+    assert!(table.lines().nth(2).unwrap().ends_with("start (joins)"), "{table}");
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["ok"], true);
     let h = &v["hosts"][1];
