@@ -55,7 +55,7 @@ fn leave_etcd(data_dir: &Path) {
         return;
     }
     let pki = crate::pki::Pki { dir: Layout::new(data_dir).pki_dir() };
-    let leave = async { tokio::time::timeout(Duration::from_secs(20), crate::etcd::membership::leave(&pki)).await };
+    let leave = async { tokio::time::timeout(Duration::from_secs(40), crate::etcd::membership::leave(&pki, Duration::from_secs(30))).await };
     let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(leave));
     match outcome {
         Ok(Ok(Ok(()))) => println!("left the etcd cluster"),

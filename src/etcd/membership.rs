@@ -99,17 +99,34 @@ pub async fn promote_self(pki: &Pki, local: &Client, others: &[String], timeout:
 }
 
 /// Removes the local member from the cluster (before its data is deleted).
-/// A last member has nobody to tell and stays.
-pub async fn leave(pki: &Pki) -> anyhow::Result<()> {
+/// A last member has nobody to tell and stays. The request goes through
+/// another member: etcd refuses a removal from a member that was connected
+/// to its peers only briefly (it cannot yet vouch for their health), which
+/// is common right after a restart; it is retried for the same reason.
+pub async fn leave(pki: &Pki, timeout: Duration) -> anyhow::Result<()> {
     let local = Client::connect(&[LOCAL.to_string()], pki).await?;
     let id = local.status().await?.header.map(|h| h.member_id).context("etcd status has no member id")?;
     let members = local.members().await?;
     if members.len() <= 1 {
         return Ok(());
     }
-    local.remove(id).await?;
-    tracing::info!(id, "left the etcd cluster");
-    Ok(())
+    let others: Vec<String> = members.iter().filter(|m| m.id != id).flat_map(|m| m.client_ur_ls.iter().cloned()).collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let outcome = match Client::connect(&others, pki).await {
+            Ok(c) => c.remove(id).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(id, "left the etcd cluster");
+                return Ok(());
+            }
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => tracing::debug!("leaving etcd: {e:#}; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Removes the member named `name` (a server that is gone for good).
