@@ -6,8 +6,6 @@ mod components;
 mod datastore;
 mod etcd;
 mod fsutil;
-// Read by `k8s up` (the next step); until then only its tests use it.
-#[allow(dead_code)]
 mod inventory;
 mod https;
 mod kubeapi;
@@ -19,8 +17,6 @@ mod pki;
 mod reset;
 mod server;
 mod signals;
-// Used by `k8s up` (in progress); until then only its tests use it.
-#[allow(dead_code)]
 mod ssh;
 mod status;
 mod systemd;

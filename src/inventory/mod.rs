@@ -39,7 +39,6 @@ pub struct Inventory {
     pub ssh: SshDefaults,
     /// In file order.
     pub hosts: Vec<Host>,
-    pub options: Options,
     mode: Mode,
     warnings: Vec<Problem>,
 }
@@ -111,7 +110,6 @@ impl Inventory {
             },
             ssh: draft.ssh,
             hosts,
-            options: draft.options,
             mode,
             warnings: resolve(text, &file, warnings),
         })

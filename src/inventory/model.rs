@@ -203,15 +203,6 @@ impl SshSettings {
     pub fn known_hosts_path(&self) -> Result<PathBuf, String> {
         expand_path(self.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts"), &self.base_dir)
     }
-
-    /// Whether commands need sudo.
-    pub fn use_sudo(&self) -> bool {
-        match self.sudo {
-            Sudo::Always => true,
-            Sudo::Never => false,
-            Sudo::Auto => self.user != "root",
-        }
-    }
 }
 
 /// `~` → `$HOME`, `~/x` → `$HOME/x`; relative paths join `base`.
@@ -307,13 +298,6 @@ impl Host {
     /// Labels kubelet may set on its own Node (`--node-labels`).
     pub fn kubelet_labels(&self) -> BTreeMap<&str, &str> {
         self.labels.iter().filter(|(k, _)| syntax::kubelet_may_set(k)).map(|(k, v)| (k.as_str(), v.as_str())).collect()
-    }
-
-    /// Labels in the `kubernetes.io`/`k8s.io` namespaces that kubelet may not
-    /// set on itself (e.g. `node-role.kubernetes.io/worker`): `up` applies
-    /// them through the API once the node has registered.
-    pub fn api_labels(&self) -> BTreeMap<&str, &str> {
-        self.labels.iter().filter(|(k, _)| !syntax::kubelet_may_set(k)).map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
     /// The host's SSH settings over `defaults`.

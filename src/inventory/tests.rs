@@ -75,7 +75,6 @@ fn example_ha_loads() {
     assert!(inv.warnings().is_empty(), "{:?}", inv.warnings());
     let s = inv.first_server().ssh_settings(&inv.ssh);
     assert_eq!(s.user, "debian");
-    assert!(s.use_sudo());
 }
 
 #[test]
@@ -91,7 +90,6 @@ fn example_ha_agents_loads() {
     let worker = &inv.hosts[3];
     assert_eq!(worker.display_name(), "worker-1");
     assert_eq!(worker.kubelet_labels().into_iter().collect::<Vec<_>>(), [("disk", "ssd")]);
-    assert_eq!(worker.api_labels().into_iter().collect::<Vec<_>>(), [("node-role.kubernetes.io/worker", "")]);
     let s = worker.ssh_settings(&inv.ssh);
     assert_eq!((s.user.as_str(), s.port), ("ops", 22));
     let b = s.bastion.unwrap();
@@ -145,7 +143,6 @@ fn minimal_inventory_gets_every_default() {
     assert_eq!(h.line, 2);
     assert_eq!(h.display_name(), "10.0.0.11");
     assert!(h.is_node() && h.is_server());
-    assert!(!h.ssh_settings(&inv.ssh).use_sudo());
 }
 
 #[test]
@@ -508,13 +505,11 @@ hosts:
 }
 
 #[test]
-fn labels_kubelet_may_not_set_go_through_the_api() {
+fn kubelet_sets_only_the_labels_it_may_set_on_itself() {
     let inv = ok("hosts:\n  - address: 10.0.0.11\n    role: server\n    labels: {node-role.kubernetes.io/edge: '', topology.kubernetes.io/zone: a, node.kubernetes.io/pool: x, example.com/y: z, k8s.io/q: r}\n");
     let h = &inv.hosts[0];
     let kubelet: Vec<_> = h.kubelet_labels().into_keys().collect();
-    let api: Vec<_> = h.api_labels().into_keys().collect();
     assert_eq!(kubelet, ["example.com/y", "node.kubernetes.io/pool", "topology.kubernetes.io/zone"]);
-    assert_eq!(api, ["k8s.io/q", "node-role.kubernetes.io/edge"]);
 }
 
 #[test]
@@ -665,7 +660,6 @@ hosts:
     let a = inv.hosts[0].ssh_settings(d);
     assert_eq!((a.address.as_str(), a.user.as_str(), a.port), ("10.0.0.11", "ops", 22));
     assert_eq!(a.timeout, Duration::from_secs(90));
-    assert!(!a.use_sudo());
     assert_eq!(a.host_key_checking, HostKeyChecking::AcceptNew);
     let b = a.bastion.as_ref().unwrap();
     assert_eq!(b.to_string(), "ops@jump.example.com:22");
@@ -678,7 +672,6 @@ hosts:
     let b = inv.hosts[1].ssh_settings(d);
     assert_eq!((b.user.as_str(), b.port, b.bastion.is_none()), ("root", 2222, true));
     assert_eq!(b.timeout, Duration::from_millis(500));
-    assert!(b.use_sudo());
     assert_eq!(b.host_key_checking, HostKeyChecking::Strict);
     assert_eq!(b.identity_file.as_deref(), Some("~/.ssh/ops"));
 

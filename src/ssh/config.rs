@@ -99,6 +99,7 @@ impl SshConfig {
     }
 
     /// Parses text as if read from `file` (includes relative to `base`).
+    #[cfg(test)]
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<SshConfig, ConfigError> {
         let mut cfg = SshConfig { conditions: vec![Condition::Always], ..Default::default() };
         cfg.add_text(text, file, base, 0)?;

@@ -70,29 +70,6 @@ pub enum SshError {
     Local { host: String, file: PathBuf, error: String },
 }
 
-impl SshError {
-    /// The host the error is about (the target's name).
-    pub fn host(&self) -> &str {
-        match self {
-            SshError::Config { host, .. }
-            | SshError::Unreachable { host, .. }
-            | SshError::HostKeyUnknown { host, .. }
-            | SshError::HostKeyChanged { host, .. }
-            | SshError::HostKeyRevoked { host, .. }
-            | SshError::KnownHosts { host, .. }
-            | SshError::KeyFile { host, .. }
-            | SshError::Auth { host, .. }
-            | SshError::SudoPassword { host, .. }
-            | SshError::SudoUnavailable { host, .. }
-            | SshError::Command { host, .. }
-            | SshError::Timeout { host, .. }
-            | SshError::Lost { host, .. }
-            | SshError::Remote { host, .. }
-            | SshError::Local { host, .. } => host,
-        }
-    }
-}
-
 fn stderr_or_none(stderr: &str) -> String {
     let s = stderr.trim();
     if s.is_empty() {

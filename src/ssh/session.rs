@@ -40,7 +40,6 @@ pub enum Upload {
 
 /// An open, authenticated connection to one host.
 pub struct Session {
-    target: Target,
     r: Resolved,
     conn: Connection,
 }
@@ -51,15 +50,11 @@ impl Session {
     pub async fn connect(target: &Target, keys: &Keys) -> Result<Session, SshError> {
         let r = target.resolve()?;
         let conn = connect::open(&r, keys).await?;
-        let session = Session { target: target.clone(), r, conn };
+        let session = Session { r, conn };
         if session.r.sudo {
             session.run_checked("true").await?;
         }
         Ok(session)
-    }
-
-    pub fn target(&self) -> &Target {
-        &self.target
     }
 
     /// Runs `cmd` with `sh -c` as root (through `sudo -n` per the target's
