@@ -10,6 +10,8 @@ use std::time::Duration;
 use super::syntax;
 pub use super::syntax::Cidr;
 pub use crate::node::PodNetwork;
+/// The inventory's `host-key-checking` and `sudo` are the SSH module's own settings.
+pub use crate::ssh::{HostKeyChecking, Sudo};
 
 pub const DEFAULT_CLUSTER_NAME: &str = "k8s";
 pub const DEFAULT_API_PORT: u16 = 6443;
@@ -123,22 +125,6 @@ impl fmt::Display for Bastion {
             write!(f, "{}:{}", self.address, self.port())
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKeyChecking {
-    /// The host key must already be in known_hosts.
-    Strict,
-    /// Unknown hosts are added to known_hosts; a changed key is refused.
-    AcceptNew,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sudo {
-    /// Use sudo when the user is not root.
-    Auto,
-    Always,
-    Never,
 }
 
 /// `hosts[i].ssh:`: per-host settings over the defaults.
@@ -298,6 +284,22 @@ impl Host {
     /// Labels kubelet may set on its own Node (`--node-labels`).
     pub fn kubelet_labels(&self) -> BTreeMap<&str, &str> {
         self.labels.iter().filter(|(k, _)| syntax::kubelet_may_set(k)).map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    /// A host with nothing but its address and role (e.g. one found in the
+    /// cluster but no longer listed).
+    pub fn new(address: &str, role: Role) -> Host {
+        Host {
+            address: address.to_string(),
+            role,
+            name: None,
+            control_plane_only: false,
+            labels: BTreeMap::new(),
+            taints: vec![],
+            node_ip: None,
+            ssh: HostSsh::default(),
+            line: 0,
+        }
     }
 
     /// The host's SSH settings over `defaults`.

@@ -628,17 +628,7 @@ impl Reader {
             return None;
         }
         let f = self.fields(v, path, "a host", &known, HOST_HINTS)?;
-        let mut host = Host {
-            address: String::new(),
-            role: Role::Agent,
-            name: None,
-            control_plane_only: false,
-            labels: BTreeMap::new(),
-            taints: vec![],
-            node_ip: None,
-            ssh: HostSsh::default(),
-            line: 0,
-        };
+        let mut host = Host::new("", Role::Agent);
         let mut address_ok = false;
         match f.get("address") {
             Some((v, p)) => {

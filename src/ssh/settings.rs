@@ -1,17 +1,14 @@
 //! The inventory's SSH settings as a [`Target`]. The only part of the
 //! module that knows the inventory (tests/ssh.rs builds the rest alone).
 
-use super::{HostKeyChecking, Sudo, Target};
-use crate::inventory::{self, SshSettings};
+use super::{Sudo, Target};
+use crate::inventory::SshSettings;
 
 impl Target {
     /// The target for an inventory host. Values the inventory left at their
     /// defaults stay `None`, so that `~/.ssh/config` can set them.
     pub fn from_settings(name: &str, s: &SshSettings) -> Result<Target, String> {
-        let host_key_checking = match s.host_key_checking {
-            inventory::HostKeyChecking::Strict => HostKeyChecking::Strict,
-            inventory::HostKeyChecking::AcceptNew => HostKeyChecking::AcceptNew,
-        };
+        let host_key_checking = s.host_key_checking;
         let known_hosts = s.known_hosts_path()?;
         let bastion = match &s.bastion {
             None => None,
@@ -40,11 +37,7 @@ impl Target {
             direct: s.bastion_none,
             host_key_checking,
             known_hosts,
-            sudo: match s.sudo {
-                inventory::Sudo::Auto => Sudo::Auto,
-                inventory::Sudo::Always => Sudo::Always,
-                inventory::Sudo::Never => Sudo::Never,
-            },
+            sudo: s.sudo,
             timeout: s.timeout,
             ssh_config: None,
         })
@@ -58,7 +51,7 @@ mod tests {
     #[test]
     fn from_inventory_settings() {
         let text = "ssh:\n  port: 2222\n  bastion: jump.example.com\nhosts:\n  - {address: 10.0.0.11, role: server}\n  - {address: 10.0.0.12, role: agent, ssh: {bastion: none}}\n";
-        let inv = inventory::Inventory::parse(text, std::path::Path::new("/fleet/hosts.yaml")).unwrap();
+        let inv = crate::inventory::Inventory::parse(text, std::path::Path::new("/fleet/hosts.yaml")).unwrap();
         let s = inv.hosts[0].ssh_settings(&inv.ssh);
         let t = Target::from_settings("cp-1", &s).unwrap();
         assert_eq!((t.port, t.user.as_deref()), (Some(2222), None), "only what was written is set");

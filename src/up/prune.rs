@@ -6,7 +6,6 @@
 //! peer address and removed. A host that cannot be reached is removed from
 //! the cluster all the same.
 
-use std::collections::BTreeMap;
 
 use anyhow::Context;
 
@@ -15,7 +14,7 @@ use super::nodes::{self, Member, Node};
 use super::plan::Plan;
 use super::remote::{self, Remote};
 use super::reset;
-use crate::inventory::{Host, HostSsh, Inventory, Mode, Role};
+use crate::inventory::{Host, Inventory, Mode, Role};
 use crate::ssh;
 
 const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
@@ -23,17 +22,7 @@ const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
 /// How a host that is not in the inventory is reached: the default SSH
 /// settings at `address`.
 pub fn default_target(inv: &Inventory, name: &str, address: &str) -> anyhow::Result<ssh::Target> {
-    let host = Host {
-        address: address.to_string(),
-        role: Role::Agent,
-        name: Some(name.to_string()),
-        control_plane_only: false,
-        labels: BTreeMap::new(),
-        taints: vec![],
-        node_ip: None,
-        ssh: HostSsh::default(),
-        line: 0,
-    };
+    let host = Host { name: Some(name.to_string()), ..Host::new(address, Role::Agent) };
     remote::target(inv, &host)
 }
 
