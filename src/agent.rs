@@ -3,96 +3,36 @@
 //! network, and keeps routes to the other nodes' pod CIDRs.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
-use serde::Deserialize;
-
 use crate::components::Supervisor;
 use crate::fsutil::write_atomic;
 use crate::join::{self, token::Token, AgentConfig};
 use crate::kubeapi::{self, Api};
 use crate::node;
 use crate::payload::Components;
-use crate::server::layout::RUN_DIR;
-
-/// Flags, also readable from /etc/k8s/config.yaml (same names).
-#[derive(Args, Deserialize, Debug, Default, Clone)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Options {
-    /// The join endpoint of a server: https://HOST:9345.
-    #[arg(long)]
-    pub server: Option<String>,
-    /// File holding the join token (from the server's `k8s token create --role agent`).
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
-    /// Where state lives [default: /var/lib/k8s].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Node name [default: the hostname].
-    #[arg(long)]
-    pub node_name: Option<String>,
-    /// The node's IP [default: the address of the default-route interface].
-    #[arg(long)]
-    pub node_ip: Option<IpAddr>,
-    /// Use components from this directory instead of the attached payload.
-    #[arg(long)]
-    pub components_dir: Option<PathBuf>,
-    /// Extra kubelet flags (`name=value`); repeatable.
-    #[arg(long)]
-    #[serde(default)]
-    pub kubelet_arg: Vec<String>,
-    /// Node labels at registration (`key=value`); repeatable.
-    #[arg(long)]
-    #[serde(default)]
-    pub node_label: Vec<String>,
-    /// Node taints at registration (`key=value:Effect`); repeatable.
-    #[arg(long)]
-    #[serde(default)]
-    pub node_taint: Vec<String>,
-}
-
-impl Options {
-    pub fn over(self, file: Options) -> Options {
-        Options {
-            server: self.server.or(file.server),
-            token_file: self.token_file.or(file.token_file),
-            data_dir: self.data_dir.or(file.data_dir),
-            node_name: self.node_name.or(file.node_name),
-            node_ip: self.node_ip.or(file.node_ip),
-            components_dir: self.components_dir.or(file.components_dir),
-            kubelet_arg: if self.kubelet_arg.is_empty() { file.kubelet_arg } else { self.kubelet_arg },
-            node_label: if self.node_label.is_empty() { file.node_label } else { self.node_label },
-            node_taint: if self.node_taint.is_empty() { file.node_taint } else { self.node_taint },
-        }
-    }
-}
+use crate::host::config::AgentOptions;
+use crate::host::{net, paths, Layout};
 
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub async fn run(o: Options) -> anyhow::Result<()> {
+pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
     let server = o.server.clone().context("--server is required (https://SERVER:9345)")?;
     let token_file = o.token_file.clone().context("--token-file is required")?;
     let token_text = std::fs::read_to_string(&token_file).with_context(|| format!("cannot read the token file {}", token_file.display()))?;
     let token = Token::parse(&token_text).with_context(|| format!("{}", token_file.display()))?;
-    let data_dir = o.data_dir.clone().unwrap_or_else(|| "/var/lib/k8s".into());
-    let node_name = match &o.node_name {
-        Some(n) => n.to_lowercase(),
-        None => crate::server::config::hostname()?.to_lowercase(),
-    };
-    let node_ip = match o.node_ip {
-        Some(ip) => ip,
-        None => crate::server::config::default_route_ip().context("cannot find this host's IP; pass --node-ip")?,
-    };
-    let kubelet_args = crate::server::config::kubelet_registration_args(o.kubelet_arg.clone(), &o.node_label, &o.node_taint)?;
-    let layout = crate::server::layout::Layout::new(&data_dir);
+    let data_dir = o.data_dir.clone().unwrap_or_else(|| paths::DATA_DIR.into());
+    let node_name = net::node_name(o.node_name.as_deref())?;
+    let node_ip = net::node_ip(o.node_ip)?;
+    let kubelet_args = node::kubelet_registration_args(o.kubelet_arg.clone(), &o.node_label, &o.node_taint)?;
+    let layout = Layout::new(&data_dir);
     layout.check_writable()?;
     let _lock = layout.lock()?;
     tracing::info!(node = %node_name, ip = %node_ip, %server, "k8s agent starting");
 
-    let files = AgentFiles::new(&data_dir);
+    let files = AgentFiles::new(&layout);
     let cluster = match join::client::join_agent(&server, &token, &node_name, node_ip).await {
         Ok(config) => {
             files.write(&config)?;
@@ -111,9 +51,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let (d, c) = (data_dir.clone(), o.components_dir.clone());
         tokio::task::spawn_blocking(move || Components::locate(&d, c.as_deref())).await??
     };
-    let balancer = start_balancer(&data_dir, &cluster.api_server).await?;
+    let balancer = start_balancer(&layout, &cluster.api_server).await?;
     let mut sup = Supervisor::default();
-    let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &data_dir, &mut sup).await;
+    let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &layout, &mut sup).await;
     let backend = match result {
         Ok(backend) => backend,
         Err(e) => {
@@ -137,20 +77,20 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 
 /// The node's components reach the API servers through the local load
 /// balancer; the server the agent joined through seeds its list.
-async fn start_balancer(data_dir: &Path, api_server: &str) -> anyhow::Result<node::api_balancer::Balancer> {
+async fn start_balancer(layout: &Layout, api_server: &str) -> anyhow::Result<node::api_balancer::Balancer> {
     let (host, port) = join::client::parse_url(api_server)?;
     let seed = tokio::net::lookup_host((host.as_str(), port))
         .await
         .ok()
         .and_then(|mut a| a.next())
         .with_context(|| format!("cannot resolve the API server {api_server}"))?;
-    node::api_balancer::Balancer::start(&data_dir.join("agent/api-servers.json"), seed).await
+    node::api_balancer::Balancer::start(&layout.api_servers_file(), seed).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &str, node_ip: IpAddr,
-    kubelet_args: &[String], data_dir: &Path, sup: &mut Supervisor) -> anyhow::Result<node::routes::Backend> {
-    let paths = node::Paths::new(data_dir, Path::new(RUN_DIR));
+    kubelet_args: &[String], layout: &Layout, sup: &mut Supervisor) -> anyhow::Result<node::routes::Backend> {
+    let paths = layout.node();
     let settings = node::Settings {
         node_name,
         node_ip,
@@ -209,8 +149,8 @@ struct AgentFiles {
 }
 
 impl AgentFiles {
-    fn new(data_dir: &Path) -> AgentFiles {
-        let dir = data_dir.join("agent/pki");
+    fn new(layout: &Layout) -> AgentFiles {
+        let dir = layout.agent_pki_dir();
         AgentFiles {
             ca: dir.join("ca.crt"),
             kubelet_cert: dir.join("kubelet.crt"),
@@ -281,7 +221,7 @@ mod tests {
     #[test]
     fn settings_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let files = AgentFiles::new(dir.path());
+        let files = AgentFiles::new(&Layout::new(dir.path()));
         files.write(&answer(node::PodNetwork::Vxlan)).unwrap();
         assert!(files.exist());
         assert_eq!(files.read_settings().unwrap(), Settings::from(answer(node::PodNetwork::Vxlan)));
@@ -290,7 +230,7 @@ mod tests {
     #[test]
     fn settings_from_before_pod_network_mean_host_gw() {
         let dir = tempfile::tempdir().unwrap();
-        let files = AgentFiles::new(dir.path());
+        let files = AgentFiles::new(&Layout::new(dir.path()));
         files.write(&answer(node::PodNetwork::Vxlan)).unwrap();
         let old = r#"{"api_server":"https://10.0.0.1:6443","cluster_cidr":"10.42.0.0/16","cluster_dns":"10.43.0.10","cluster_domain":"cluster.local"}"#;
         std::fs::write(&files.settings, old).unwrap();

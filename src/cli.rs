@@ -61,7 +61,7 @@ pub struct ServerArgs {
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub options: crate::server::Options,
+    pub options: crate::host::config::ServerOptions,
 }
 
 #[derive(Args)]
@@ -70,7 +70,7 @@ pub struct AgentArgs {
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub options: crate::agent::Options,
+    pub options: crate::host::config::AgentOptions,
 }
 
 #[derive(Subcommand)]

@@ -4,14 +4,13 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use crate::host::paths::{ADMIN_KUBECONFIG, DATA_DIR};
 use crate::payload::Components;
 
-/// Where the admin kubeconfig lives on a server.
-pub const ADMIN_KUBECONFIG: &str = "/etc/k8s/admin.kubeconfig";
 
 /// Replaces this process with kubectl; returns only on failure.
 pub fn exec(args: Vec<OsString>) -> anyhow::Result<()> {
-    let data_dir = std::env::var_os("K8S_DATA_DIR").map_or_else(|| PathBuf::from("/var/lib/k8s"), PathBuf::from);
+    let data_dir = std::env::var_os("K8S_DATA_DIR").map_or_else(|| PathBuf::from(DATA_DIR), PathBuf::from);
     let override_dir = std::env::var_os("K8S_COMPONENTS_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
     let components = Components::locate(&data_dir, override_dir.as_deref())?;
     let mut cmd = std::process::Command::new(components.bin("kubectl"));

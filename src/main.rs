@@ -1,30 +1,7 @@
-//! `k8s`: a lightweight Kubernetes distribution in one binary.
-
-mod agent;
-mod cli;
-mod components;
-mod datastore;
-mod etcd;
-mod fsutil;
-mod inventory;
-mod https;
-mod kubeapi;
-mod join;
-mod kubectl;
-mod node;
-mod payload;
-mod pki;
-mod reset;
-mod server;
-mod signals;
-mod ssh;
-mod status;
-mod systemd;
-mod templates;
-mod up;
-mod version;
+//! `k8s`: the command line over the library (`lib.rs`).
 
 use clap::Parser;
+use k8s::{agent, cli, datastore, host, join, kubectl, payload, reset, server, status, up, version};
 
 fn main() -> std::process::ExitCode {
     // glibc gives every thread that allocates its own arena; the read pool's
@@ -55,13 +32,13 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Version => Ok(version::print()?),
         cli::Command::Kubectl { args } => kubectl::exec(args),
         cli::Command::Server(args) => {
-            let file = config_file(args.config)?;
-            let config = args.options.over(file).resolve()?;
+            let file = host::config::load(args.config.as_deref())?;
+            let config = server::Config::resolve(host::config::over(args.options, file))?;
             runtime()?.block_on(server::run(config))
         }
         cli::Command::Agent(args) => {
-            let file = config_file(args.config)?;
-            runtime()?.block_on(agent::run(args.options.over(file)))
+            let file = host::config::load(args.config.as_deref())?;
+            runtime()?.block_on(agent::run(host::config::over(args.options, file)))
         }
         cli::Command::Token(cmd) => runtime()?.block_on(join::cli::run(cmd)),
         cli::Command::Etcd(cmd) => runtime()?.block_on(cmd.run()),
@@ -75,13 +52,6 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::AttachPayload { exe, payload, out } => payload::attach(&exe, &payload, &out),
         cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
     }
-}
-
-/// The config file named with --config, else the default one if present.
-fn config_file<T: serde::de::DeserializeOwned + Default>(named: Option<std::path::PathBuf>) -> anyhow::Result<T> {
-    let explicit = named.is_some();
-    let path = named.unwrap_or_else(|| server::config::DEFAULT_CONFIG.into());
-    server::config::load_file(&path, explicit)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -8,14 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::server::layout::{Layout, RUN_DIR};
+use crate::host::paths::{self, CONFIG_DIR, KUBELET_DIR, RUN_DIR};
+use crate::host::Layout;
 use crate::server::status;
 
 const UNITS: [&str; 2] = ["k8s-server", "k8s-agent"];
 
-fn unit_path(unit: &str) -> PathBuf {
-    PathBuf::from(format!("/etc/systemd/system/{unit}.service"))
-}
 
 pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
     if !yes && !confirm(data_dir)? {
@@ -25,15 +23,15 @@ pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
     leave_etcd(data_dir);
     stop_service(data_dir);
     kill_pods_and_shims(data_dir);
-    unmount_under(&[data_dir, Path::new("/var/lib/kubelet"), Path::new(RUN_DIR)]);
+    unmount_under(&[data_dir, Path::new(KUBELET_DIR), Path::new(RUN_DIR)]);
     remove_network();
-    for path in [data_dir, Path::new("/var/lib/kubelet"), Path::new(RUN_DIR), Path::new("/etc/k8s")] {
+    for path in [data_dir, Path::new(KUBELET_DIR), Path::new(RUN_DIR), Path::new(CONFIG_DIR)] {
         remove(path);
     }
     for unit in UNITS {
-        remove(&unit_path(unit));
+        remove(Path::new(&paths::unit_file(unit)));
     }
-    if Path::new("/run/systemd/system").exists() {
+    if Path::new(paths::SYSTEMD_RUN_DIR).exists() {
         let _ = Command::new("systemctl").arg("daemon-reload").status();
     }
     println!("k8s reset: done");
@@ -66,7 +64,7 @@ fn leave_etcd(data_dir: &Path) {
 
 fn stop_service(data_dir: &Path) {
     for unit in UNITS {
-        if unit_path(unit).exists() {
+        if Path::new(&paths::unit_file(unit)).exists() {
             let _ = Command::new("systemctl").args(["disable", "--now", unit]).status();
         }
     }

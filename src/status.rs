@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::kubeapi::{self, Api};
-use crate::kubectl::ADMIN_KUBECONFIG;
-use crate::server::layout::Layout;
+use crate::host::paths::ADMIN_KUBECONFIG;
+use crate::host::Layout;
 use crate::server::status;
 
 pub async fn print(data_dir: &Path) -> anyhow::Result<()> {

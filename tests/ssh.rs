@@ -8,38 +8,7 @@
 //! which the module reads (and the modules' unit tests stay out of it).
 //! `cargo test --release --test ssh [filter…]`.
 
-// The module's files, without `settings.rs` (the inventory glue), at this
-// crate's root: their `super::` paths then resolve to the uses below.
-#[path = "../src/ssh/config.rs"]
-#[allow(unused)]
-mod config;
-#[path = "../src/ssh/connect.rs"]
-#[allow(unused)]
-mod connect;
-#[path = "../src/ssh/error.rs"]
-#[allow(unused)]
-mod error;
-#[path = "../src/ssh/keys.rs"]
-#[allow(unused)]
-mod keys;
-#[path = "../src/ssh/known_hosts.rs"]
-#[allow(unused)]
-mod known_hosts;
-#[path = "../src/ssh/session.rs"]
-#[allow(unused)]
-mod session;
-#[path = "../src/ssh/target.rs"]
-#[allow(unused)]
-mod target;
-
-/// The names `src/ssh/mod.rs` exports.
-mod ssh {
-    pub use crate::error::SshError;
-    pub use crate::keys::{Keys, PASSPHRASE_ENV};
-    pub use crate::session::{Session, Upload};
-    pub use crate::target::{HostKeyChecking, Sudo, Target};
-}
-use ssh::{HostKeyChecking, Keys, Session, SshError, Sudo, Target, Upload};
+use k8s::ssh::{self, HostKeyChecking, Keys, Session, SshError, Sudo, Target, Upload};
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;

@@ -9,7 +9,7 @@ use super::{membership, Client, LOCAL};
 use crate::pki::Pki;
 
 fn pki(data_dir: &Path) -> anyhow::Result<Pki> {
-    let pki = Pki { dir: crate::server::layout::Layout::new(data_dir).pki_dir() };
+    let pki = Pki { dir: crate::host::Layout::new(data_dir).pki_dir() };
     if !pki.etcd_ca_cert().exists() {
         bail!("{} has no etcd certificates: this is not a server of an HA cluster (a single server keeps its state in SQLite)", pki.dir.display());
     }

@@ -9,7 +9,7 @@ use super::token::Role;
 use super::tokens;
 use crate::cli::TokenCommand;
 use crate::kubeapi::Api;
-use crate::kubectl::ADMIN_KUBECONFIG;
+use crate::host::paths::ADMIN_KUBECONFIG;
 
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     let api = Api::from_kubeconfig(Path::new(ADMIN_KUBECONFIG))
@@ -17,7 +17,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create { role, ttl, description, data_dir } => {
             let role = Role::parse(&role)?;
-            let ca_path = data_dir.data_dir.join("pki/ca.crt");
+            let ca_path = crate::pki::Pki { dir: crate::host::Layout::new(&data_dir.data_dir).pki_dir() }.ca_cert();
             let ca = std::fs::read(&ca_path).with_context(|| format!("cannot read the cluster CA {}", ca_path.display()))?;
             let token = tokens::create(&api, &ca, role, ttl, &description).await?;
             println!("{token}");

@@ -2,72 +2,25 @@
 //! the carried images, kubelet, kube-proxy and the pod network.
 
 pub mod api_balancer;
-pub mod host;
+mod host_settings;
 mod masquerade;
 pub mod routes;
 pub mod vxlan;
 
-use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 
 use crate::components::{Spec, Supervisor};
 use crate::fsutil::write_if_changed;
+use crate::host::facts;
+use crate::host::layout::NodePaths as Paths;
 use crate::payload::Components;
 use crate::templates;
 
-/// Where the node keeps its files.
-pub struct Paths {
-    pub etc: PathBuf,
-    pub containerd_root: PathBuf,
-    pub containerd_state: PathBuf,
-    pub containerd_socket: PathBuf,
-    pub cni_conf_dir: PathBuf,
-    pub ipam_dir: PathBuf,
-    pub logs: PathBuf,
-}
-
-impl Paths {
-    pub fn new(data_dir: &Path, run_dir: &Path) -> Paths {
-        let agent = data_dir.join("agent");
-        Paths {
-            etc: agent.join("etc"),
-            containerd_root: agent.join("containerd"),
-            containerd_state: run_dir.join("containerd"),
-            containerd_socket: run_dir.join("containerd/containerd.sock"),
-            cni_conf_dir: agent.join("etc/cni/net.d"),
-            ipam_dir: agent.join("cni-ipam"),
-            logs: data_dir.join("logs"),
-        }
-    }
-}
-
-/// How pods reach pods on other nodes: one setting for the whole cluster
-/// (`pod-network`), which agents receive when they join.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum PodNetwork {
-    /// A route to each node's pod CIDR via its node IP: the nodes share an
-    /// L2 segment.
-    #[default]
-    HostGw,
-    /// A VXLAN overlay (UDP 8472) between the node IPs: the nodes need only
-    /// reach each other over IP.
-    Vxlan,
-}
-
-impl fmt::Display for PodNetwork {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            PodNetwork::HostGw => "host-gw",
-            PodNetwork::Vxlan => "vxlan",
-        })
-    }
-}
+pub use crate::host::config::PodNetwork;
 
 /// What the node needs to know about the cluster and itself.
 pub struct Settings<'a> {
@@ -86,7 +39,7 @@ pub struct Settings<'a> {
 
 /// Starts containerd (and imports the images), kubelet and kube-proxy.
 pub async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
-    host::prepare_network()?;
+    host_settings::prepare_network()?;
     start_containerd(sup, c, p).await?;
     import_images(c, p).await?;
     start_kubelet(sup, c, p, s)?;
@@ -102,7 +55,7 @@ fn path_env(c: &Components) -> (String, String) {
 }
 
 async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> anyhow::Result<()> {
-    let systemd_cgroup = host::cgroups() == host::Cgroups::V2 && host::systemd_is_init();
+    let systemd_cgroup = facts::cgroups() == facts::Cgroups::V2 && facts::systemd_is_init();
     let pause = c.image("pause")?;
     let config = templates::render(templates::CONTAINERD, &[
         ("root", &p.containerd_root.display().to_string()),
@@ -113,7 +66,7 @@ async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> an
         ("cni_conf_dir", &p.cni_conf_dir.display().to_string()),
         ("runc", &c.bin("runc").display().to_string()),
         ("systemd_cgroup", if systemd_cgroup { "true" } else { "false" }),
-        ("restrict_oom_score_adj", if host::has_sys_resource() { "false" } else { "true" }),
+        ("restrict_oom_score_adj", if facts::has_sys_resource() { "false" } else { "true" }),
     ]);
     let file = p.etc.join("containerd.toml");
     write_if_changed(&file, config.as_bytes(), 0o600)?;
@@ -193,12 +146,12 @@ async fn import_images(c: &Components, p: &Paths) -> anyhow::Result<()> {
 }
 
 fn start_kubelet(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
-    let v1 = host::cgroups() == host::Cgroups::V1;
+    let v1 = facts::cgroups() == facts::Cgroups::V1;
     if v1 {
         tracing::warn!("this host uses cgroup v1; kubelet runs with failCgroupV1: false (cgroup v1 is deprecated upstream)");
     }
-    let driver = if !v1 && host::systemd_is_init() { "systemd" } else { "cgroupfs" };
-    let resolv = host::resolv_conf(&p.etc.join("resolv.conf"))?;
+    let driver = if !v1 && facts::systemd_is_init() { "systemd" } else { "cgroupfs" };
+    let resolv = host_settings::resolv_conf(&p.etc.join("resolv.conf"))?;
     let config = templates::render(templates::KUBELET, &[
         ("client_ca", &s.client_ca.display().to_string()),
         ("cgroup_driver", driver),
@@ -258,3 +211,26 @@ pub fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str, mtu: u32
     Ok(())
 }
 
+
+/// `node-label`/`node-taint` become kubelet's registration flags (the
+/// same keys for `k8s server` and `k8s agent`).
+pub fn kubelet_registration_args(mut args: Vec<String>, labels: &[String], taints: &[String]) -> anyhow::Result<Vec<String>> {
+    for l in labels {
+        if !l.contains('=') {
+            bail!("node-label {l:?} must look like key=value");
+        }
+    }
+    for t in taints {
+        let effect = t.rsplit_once(':').map(|(_, e)| e);
+        if !matches!(effect, Some("NoSchedule" | "PreferNoSchedule" | "NoExecute")) {
+            bail!("node-taint {t:?} must look like key[=value]:Effect, Effect one of NoSchedule, PreferNoSchedule, NoExecute");
+        }
+    }
+    if !labels.is_empty() {
+        args.push(format!("node-labels={}", labels.join(",")));
+    }
+    if !taints.is_empty() {
+        args.push(format!("register-with-taints={}", taints.join(",")));
+    }
+    Ok(args)
+}

@@ -142,7 +142,7 @@ fn set_address(addr: IpAddr) -> anyhow::Result<()> {
 
 /// A pod CIDR's first (network) address: the node's address on the device.
 fn first_address(cidr: &str) -> anyhow::Result<IpAddr> {
-    let (addr, _) = crate::server::config::parse_cidr(cidr).with_context(|| format!("pod CIDR {cidr:?} is not a CIDR"))?;
+    let (addr, _) = crate::host::net::parse_cidr(cidr).with_context(|| format!("pod CIDR {cidr:?} is not a CIDR"))?;
     Ok(addr)
 }
 

@@ -4,7 +4,6 @@
 
 pub mod config;
 mod control_plane;
-pub mod layout;
 pub mod status;
 mod store;
 
@@ -19,8 +18,8 @@ use crate::payload::Components;
 use crate::pki::{self, Identity, Pki, PkiParams};
 use crate::{join, node, templates};
 
-pub use config::{Config, Options};
-use layout::Layout;
+pub use config::Config;
+use crate::host::Layout;
 
 const API_READY_TIMEOUT: Duration = Duration::from_secs(180);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -224,7 +223,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         return Ok(());
     }
 
-    let paths = node::Paths::new(&cfg.data_dir, &layout.run_dir());
+    let paths = layout.node();
     let settings = node::Settings {
         node_name: &cfg.node_name,
         node_ip: cfg.node_ip,

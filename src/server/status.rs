@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::components::{State, Supervisor};
 
-use super::layout::Layout;
+use crate::host::Layout;
 
 #[derive(Serialize, Deserialize)]
 pub struct Status {

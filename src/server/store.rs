@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::config::{Config, Datastore};
-use super::layout::Layout;
+use crate::host::Layout;
 use crate::components::Supervisor;
 use crate::etcd::{self, membership, Bootstrap};
 use crate::join::{self, token::Token, ServerBundle};

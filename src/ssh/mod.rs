@@ -15,12 +15,7 @@ mod session;
 mod settings;
 mod target;
 
-// The API `k8s up` uses; unused in the binary until it lands.
-#[allow(unused_imports)]
 pub use error::SshError;
-#[allow(unused_imports)]
 pub use keys::{Keys, PASSPHRASE_ENV};
-#[allow(unused_imports)]
 pub use session::{sh_quote, Output, Session, Upload};
-#[allow(unused_imports)]
 pub use target::{HostKeyChecking, Sudo, Target};

@@ -1,5 +1,5 @@
 //! The inventory's SSH settings as a [`Target`]. The only part of the
-//! module that knows the inventory (tests/ssh.rs builds the rest alone).
+//! module that knows the inventory.
 
 use super::{Sudo, Target};
 use crate::inventory::SshSettings;

@@ -181,12 +181,14 @@ async fn converge(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut Ho
 
 /// The join tokens the first server keeps: (servers', agents').
 pub async fn read_tokens(first: &Remote) -> anyhow::Result<(String, String)> {
-    let read = |path: &'static str| async move {
-        first.read(path).await?.filter(|t| !t.trim().is_empty()).with_context(|| {
+    let read = |path: std::path::PathBuf| async move {
+        let path = path.display().to_string();
+        first.read(&path).await?.filter(|t| !t.trim().is_empty()).with_context(|| {
             format!("{}: {path} is missing although k8s-server runs; see `journalctl -u k8s-server`", first.who)
         })
     };
-    Ok((read(render::SERVER_TOKEN).await?, read(render::AGENT_TOKEN).await?))
+    let layout = crate::host::Layout::new(std::path::Path::new(crate::host::paths::DATA_DIR));
+    Ok((read(layout.server_token()).await?, read(layout.agent_token()).await?))
 }
 
 /// The cluster's nodes, as the first server sees them.

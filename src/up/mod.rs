@@ -308,11 +308,11 @@ async fn running(first: &Remote, f: &Facts, progress: &Progress) -> Running {
 /// The admin kubeconfig of the first server, pointed at the API address.
 async fn write_kubeconfig(first: &Remote, inv: &Inventory, path: &Path) -> anyhow::Result<()> {
     let admin = first
-        .read(crate::kubectl::ADMIN_KUBECONFIG)
+        .read(crate::host::paths::ADMIN_KUBECONFIG)
         .await?
-        .with_context(|| format!("{}: {} is missing", first.who, crate::kubectl::ADMIN_KUBECONFIG))?;
+        .with_context(|| format!("{}: {} is missing", first.who, crate::host::paths::ADMIN_KUBECONFIG))?;
     let text = render::workstation_kubeconfig(&admin, &inv.cluster.name, &inv.api_url())
-        .map_err(|e| anyhow::anyhow!("{}: {}: {e}", first.who, crate::kubectl::ADMIN_KUBECONFIG))?;
+        .map_err(|e| anyhow::anyhow!("{}: {}: {e}", first.who, crate::host::paths::ADMIN_KUBECONFIG))?;
     crate::fsutil::write_if_changed(path, text.as_bytes(), 0o600)
         .with_context(|| format!("cannot write the kubeconfig {}", path.display()))?;
     Ok(())

@@ -7,12 +7,7 @@ use serde_yaml::{Mapping, Value};
 
 use crate::inventory::{Host, Inventory, Mode, Role};
 
-pub const BINARY: &str = "/usr/local/bin/k8s";
-pub const CONFIG: &str = "/etc/k8s/config.yaml";
-pub const TOKEN: &str = "/etc/k8s/token";
-/// The tokens a server keeps for joining servers and agents.
-pub const SERVER_TOKEN: &str = "/var/lib/k8s/server/token";
-pub const AGENT_TOKEN: &str = "/var/lib/k8s/server/agent-token";
+pub use crate::host::paths::{BINARY, CONFIG, TOKEN};
 pub const HEADER: &str = "# written by k8s up; changes are replaced on the next up\n";
 
 /// A systemd unit `up` installs.

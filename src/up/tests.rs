@@ -75,7 +75,7 @@ fn config_is_deterministic_and_uses_flag_names() {
     let s = render::config(&a, &a.hosts[0], "s1");
     assert_eq!(s, render::config(&b, &b.hosts[0], "s1"), "same inventory, same bytes");
     assert!(s.starts_with(render::HEADER), "{s}");
-    let cfg: crate::server::config::Options = serde_yaml::from_str(&s).expect("k8s server reads it");
+    let cfg: crate::host::config::ServerOptions = serde_yaml::from_str(&s).expect("k8s server reads it");
     assert_eq!(cfg.node_name.as_deref(), Some("s1"));
     assert_eq!(cfg.tls_san, vec!["10.0.0.11"]);
     assert_eq!(cfg.cluster_cidr.as_deref(), Some("10.42.0.0/16"));
@@ -87,7 +87,7 @@ fn config_is_deterministic_and_uses_flag_names() {
     assert!(!s.contains("https-listen-port") && !s.contains("disable-agent"), "{s}");
 
     let agent = render::config(&a, &a.hosts[1], "w1");
-    let cfg: crate::agent::Options = serde_yaml::from_str(&agent).expect("k8s agent reads it");
+    let cfg: crate::host::config::AgentOptions = serde_yaml::from_str(&agent).expect("k8s agent reads it");
     assert_eq!(cfg.server.as_deref(), Some("https://10.0.0.11:9345"));
     assert_eq!(cfg.token_file.as_deref(), Some(Path::new(render::TOKEN)));
     assert_eq!(cfg.node_name.as_deref(), Some("w1"));
@@ -96,17 +96,17 @@ fn config_is_deterministic_and_uses_flag_names() {
 #[test]
 fn ha_config_inits_on_the_first_server_and_joins_the_others() {
     let a = inv(HA);
-    let first: crate::server::config::Options = serde_yaml::from_str(&render::config(&a, &a.hosts[1], "s1")).unwrap();
+    let first: crate::host::config::ServerOptions = serde_yaml::from_str(&render::config(&a, &a.hosts[1], "s1")).unwrap();
     assert!(first.cluster_init && first.server.is_none());
     assert!(first.disable_agent && first.node_label.is_empty());
     assert_eq!(first.https_listen_port, Some(7443));
     assert_eq!(first.tls_san, vec!["lb.example.com", "10.0.0.11"]);
-    let second: crate::server::config::Options = serde_yaml::from_str(&render::config(&a, &a.hosts[2], "s2")).unwrap();
+    let second: crate::host::config::ServerOptions = serde_yaml::from_str(&render::config(&a, &a.hosts[2], "s2")).unwrap();
     assert!(!second.cluster_init);
     assert_eq!(second.server.as_deref(), Some("https://10.0.0.11:9345"));
     assert_eq!(second.token_file.as_deref(), Some(Path::new(render::TOKEN)));
     assert_eq!(second.node_ip.unwrap().to_string(), "10.1.0.12");
-    let agent: crate::agent::Options = serde_yaml::from_str(&render::config(&a, &a.hosts[0], "w1")).unwrap();
+    let agent: crate::host::config::AgentOptions = serde_yaml::from_str(&render::config(&a, &a.hosts[0], "w1")).unwrap();
     assert_eq!(agent.server.as_deref(), Some("https://10.0.0.11:9345"));
 }
 
@@ -419,7 +419,7 @@ fn etcd_members_missing_from_the_inventory_are_found() {
 fn vxlan_reaches_the_servers_config_and_host_gw_stays_unwritten() {
     let text = "cluster: {pod-network: vxlan}\nhosts:\n  - {address: 10.0.0.11, role: server}\n  - {address: 10.0.0.21, role: agent}\n";
     let inv = crate::inventory::Inventory::parse(text, std::path::Path::new("hosts.yaml")).unwrap();
-    let server: crate::server::config::Options = serde_yaml::from_str(&render::config(&inv, &inv.hosts[0], "s1")).unwrap();
+    let server: crate::host::config::ServerOptions = serde_yaml::from_str(&render::config(&inv, &inv.hosts[0], "s1")).unwrap();
     assert_eq!(server.pod_network, Some(crate::node::PodNetwork::Vxlan));
     let plain = crate::inventory::Inventory::parse(&text.replace("{pod-network: vxlan}", "{name: x}"), std::path::Path::new("hosts.yaml")).unwrap();
     assert!(!render::config(&plain, &plain.hosts[0], "s1").contains("pod-network"));

@@ -1,9 +1,11 @@
-//! Where a server keeps its files.
+//! Where a server or agent keeps its files.
 //!
 //! `<data-dir>` (default /var/lib/k8s): `bin/<hash>/` components, `pki/`,
 //! `kubeconfigs/`, `server/db/` (the datastore), `server/manifests/`
-//! (addons), `agent/` (containerd, kubelet and CNI state), `logs/`.
-//! `/run/k8s`: sockets and the status file, gone at reboot.
+//! (addons), `server/{token,agent-token}` (the default join tokens),
+//! `agent/` (containerd, kubelet and CNI state; an agent's credentials in
+//! `agent/pki/`), `logs/`. `/run/k8s`: sockets and the status file, gone
+//! at reboot.
 
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
@@ -11,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-pub const RUN_DIR: &str = "/run/k8s";
+use super::paths::RUN_DIR;
 
+#[derive(Clone, Debug)]
 pub struct Layout {
     data_dir: PathBuf,
     run_dir: PathBuf,
@@ -23,6 +26,9 @@ impl Layout {
         Layout { data_dir: data_dir.into(), run_dir: RUN_DIR.into() }
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
     pub fn run_dir(&self) -> PathBuf {
         self.run_dir.clone()
     }
@@ -38,6 +44,14 @@ impl Layout {
     pub fn manifests_dir(&self) -> PathBuf {
         self.data_dir.join("server/manifests")
     }
+    /// The default token that joins servers (HA).
+    pub fn server_token(&self) -> PathBuf {
+        self.data_dir.join("server/token")
+    }
+    /// The default token that joins agents.
+    pub fn agent_token(&self) -> PathBuf {
+        self.data_dir.join("server/agent-token")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
     }
@@ -46,6 +60,17 @@ impl Layout {
     }
     pub fn status_file(&self) -> PathBuf {
         self.run_dir.join("status.json")
+    }
+    /// What an agent received when it joined (CA, credentials, settings).
+    pub fn agent_pki_dir(&self) -> PathBuf {
+        self.data_dir.join("agent/pki")
+    }
+    /// The agent's API load balancer's last list of servers.
+    pub fn api_servers_file(&self) -> PathBuf {
+        self.data_dir.join("agent/api-servers.json")
+    }
+    pub fn node(&self) -> NodePaths {
+        NodePaths::new(self)
     }
 
     /// Fails with the reason when the data dir cannot be created or written.
@@ -58,7 +83,7 @@ impl Layout {
         Ok(())
     }
 
-    /// One server per data dir: holds an exclusive lock while it runs.
+    /// One server or agent per data dir: holds an exclusive lock while it runs.
     pub fn lock(&self) -> anyhow::Result<std::fs::File> {
         let path = self.data_dir.join("server.lock");
         let mut f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)
@@ -71,5 +96,32 @@ impl Layout {
         f.set_len(0)?;
         write!(f, "{}", std::process::id())?;
         Ok(f)
+    }
+}
+
+/// Where the node part (containerd, kubelet, CNI) keeps its files.
+#[derive(Clone, Debug)]
+pub struct NodePaths {
+    pub etc: PathBuf,
+    pub containerd_root: PathBuf,
+    pub containerd_state: PathBuf,
+    pub containerd_socket: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub ipam_dir: PathBuf,
+    pub logs: PathBuf,
+}
+
+impl NodePaths {
+    fn new(layout: &Layout) -> NodePaths {
+        let agent = layout.data_dir.join("agent");
+        NodePaths {
+            etc: agent.join("etc"),
+            containerd_root: agent.join("containerd"),
+            containerd_state: layout.run_dir.join("containerd"),
+            containerd_socket: layout.run_dir.join("containerd/containerd.sock"),
+            cni_conf_dir: agent.join("etc/cni/net.d"),
+            ipam_dir: agent.join("cni-ipam"),
+            logs: layout.logs_dir(),
+        }
     }
 }

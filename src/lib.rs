@@ -1,0 +1,33 @@
+//! `k8s`: a lightweight Kubernetes distribution in one binary. The modules
+//! are a library so that integration tests use them directly; the binary
+//! (`main.rs`) is the command line over them.
+//!
+//! Layers, top to bottom (imports point down only; see docs/architecture.md):
+//! `cli` → `up`, `server`, `agent`, the small commands → `node`, `join`,
+//! `etcd`, `controllers` → `kube`, `components`, `pki`, `datastore`,
+//! `payload`, `ssh`, `inventory` → `host`.
+
+pub mod agent;
+pub mod cli;
+pub mod components;
+pub mod datastore;
+pub mod etcd;
+pub mod fsutil;
+pub mod host;
+pub mod inventory;
+pub mod https;
+pub mod join;
+pub mod kubeapi;
+pub mod kubectl;
+pub mod node;
+pub mod payload;
+pub mod pki;
+pub mod reset;
+pub mod server;
+pub mod signals;
+pub mod ssh;
+pub mod status;
+pub mod systemd;
+pub mod templates;
+pub mod up;
+pub mod version;
