@@ -271,6 +271,9 @@ check_status() {   # `k8s status`: ready, every component running
   for c in kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
     grep -Eq "^$c +[0-9]+ +running" <<<"$out" && ok "k8s status: $c running" || fail "k8s status: $c is not running"
   done
+  for c in datastore join-endpoint pod-routes; do   # in-process services: the server's own pid
+    grep -Eq "^$c +$SPID +running" <<<"$out" && ok "k8s status: $c running in process" || fail "k8s status: $c is not running in process $SPID"
+  done
   grep -Eq "^$H +Ready" <<<"$out" && ok "k8s status: node $H Ready" || fail "k8s status: node $H not shown Ready"
   ! grep -Eiq 'exited|starting|stopped' <<<"$out" || fail "k8s status shows a component not running"
 }

@@ -3,20 +3,18 @@
 //! network, and keeps routes to the other nodes' pod CIDRs.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
 use crate::components::Supervisor;
 use crate::fsutil::write_atomic;
-use crate::join::{self, token::Token, AgentConfig};
-use crate::kubeapi::{self, Api};
-use crate::node;
-use crate::payload::Components;
 use crate::host::config::AgentOptions;
 use crate::host::{net, paths, Layout};
-
-const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::join::{self, token::Token, AgentConfig};
+use crate::payload::Components;
+use crate::{kubeclient, node};
 
 pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
     let server = o.server.clone().context("--server is required (https://SERVER:9345)")?;
@@ -36,7 +34,7 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
     let cluster = match join::client::join_agent(&server, &token, &node_name, node_ip).await {
         Ok(config) => {
             files.write(&config)?;
-            config.into()
+            Settings::from(&config)
         }
         // Restarting while the server is away: run with what we have.
         Err(e) if files.exist() => {
@@ -51,46 +49,36 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
         let (d, c) = (data_dir.clone(), o.components_dir.clone());
         tokio::task::spawn_blocking(move || Components::locate(&d, c.as_deref())).await??
     };
-    let balancer = start_balancer(&layout, &cluster.api_server).await?;
     let mut sup = Supervisor::default();
-    let result = bring_up(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &layout, &mut sup).await;
-    let backend = match result {
-        Ok(backend) => backend,
-        Err(e) => {
+    let stop = crate::signals::terminated();
+    tokio::pin!(stop);
+    let outcome = tokio::select! {
+        result = start(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &layout, &mut sup) => Some(result),
+        _ = &mut stop => None,
+    };
+    match outcome {
+        Some(Ok(())) => {
+            tracing::info!(node = %node_name, "k8s agent ready");
+            crate::systemd::notify_ready();
+            stop.await;
+        }
+        Some(Err(e)) => {
             sup.stop_all().await;
             return Err(e);
         }
-    };
-    let tasks = [
-        tokio::spawn(node::routes::follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?, node_name.clone(), backend)),
-        tokio::spawn(balancer.follow(Api::from_kubeconfig(&files.kube_proxy_kubeconfig)?)),
-    ];
-    tracing::info!(node = %node_name, "k8s agent ready");
-    crate::systemd::notify_ready();
-    crate::signals::terminated().await;
-    for task in &tasks {
-        task.abort();
+        None => tracing::info!("stop requested while starting"),
     }
     sup.stop_all().await;
     Ok(())
 }
 
-/// The node's components reach the API servers through the local load
-/// balancer; the server the agent joined through seeds its list.
-async fn start_balancer(layout: &Layout, api_server: &str) -> anyhow::Result<node::api_balancer::Balancer> {
-    let (host, port) = join::client::parse_url(api_server)?;
-    let seed = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .with_context(|| format!("cannot resolve the API server {api_server}"))?;
-    node::api_balancer::Balancer::start(&layout.api_servers_file(), seed).await
-}
-
+/// The agent's components in start order (see [`crate::components`] for
+/// their lifecycle): the API load balancer (with its follower), then the
+/// node ([`node::bring_up`]).
 #[allow(clippy::too_many_arguments)]
-async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &str, node_ip: IpAddr,
-    kubelet_args: &[String], layout: &Layout, sup: &mut Supervisor) -> anyhow::Result<node::routes::Backend> {
-    let paths = layout.node();
+async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &str, node_ip: IpAddr,
+    kubelet_args: &[String], layout: &Layout, sup: &mut Supervisor) -> anyhow::Result<()> {
+    start_balancer(layout, &cluster.api_server, &f.kube_proxy_kubeconfig, sup).await?;
     let settings = node::Settings {
         node_name,
         node_ip,
@@ -103,36 +91,49 @@ async fn bring_up(c: &Components, f: &AgentFiles, cluster: &Settings, node_name:
         kubelet_key: &f.kubelet_key,
         kube_proxy_kubeconfig: &f.kube_proxy_kubeconfig,
         kubelet_extra_args: kubelet_args,
+        pod_network: cluster.pod_network,
     };
-    node::start(sup, c, &paths, &settings).await?;
-    let api = Api::from_kubeconfig(&f.kubelet_kubeconfig)?;
-    let logs = paths.logs.join("kubelet.log");
-    let cidr = api.wait_node(node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
-        .with_context(|| format!("see {}", logs.display()))?;
-    let backend = node::routes::Backend::prepare(cluster.pod_network, node_ip, &cidr, &f.kubelet_kubeconfig)?;
-    node::write_pod_network(&paths, &cidr, &cluster.cluster_cidr, backend.pod_mtu())?;
-    api.wait_node(node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
-        .with_context(|| format!("see {}", logs.display()))?;
-    Ok(backend)
+    node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await
+}
+
+/// The node's components reach the API servers through the local load
+/// balancer; the server the agent joined through seeds its list, which then
+/// follows the live API servers (kube-proxy's identity may watch them).
+async fn start_balancer(layout: &Layout, api_server: &str, kube_proxy_kubeconfig: &Path, sup: &mut Supervisor) -> anyhow::Result<()> {
+    let (host, port) = join::client::parse_url(api_server)?;
+    let seed = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("cannot resolve the API server {api_server}"))?;
+    let balancer = node::api_balancer::Balancer::bind(&layout.api_servers_file(), seed).await?;
+    let client = kubeclient::client(kube_proxy_kubeconfig).await?;
+    sup.spawn("api-load-balancer", move |stop| async move {
+        stop.or(balancer.run(client)).await;
+        Ok(())
+    });
+    Ok(())
 }
 
 /// The cluster settings an agent runs with.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Settings {
     api_server: String,
     cluster_cidr: String,
     cluster_dns: IpAddr,
     cluster_domain: String,
+    /// Files written before pod-network existed lack it: host-gw, what they ran.
+    #[serde(default)]
     pod_network: node::PodNetwork,
 }
 
-impl From<AgentConfig> for Settings {
-    fn from(c: AgentConfig) -> Settings {
+impl From<&AgentConfig> for Settings {
+    fn from(c: &AgentConfig) -> Settings {
         Settings {
-            api_server: c.api_server,
-            cluster_cidr: c.cluster_cidr,
+            api_server: c.api_server.clone(),
+            cluster_cidr: c.cluster_cidr.clone(),
             cluster_dns: c.cluster_dns,
-            cluster_domain: c.cluster_domain,
+            cluster_domain: c.cluster_domain.clone(),
             pod_network: c.pod_network,
         }
     }
@@ -173,29 +174,13 @@ impl AgentFiles {
         let local = |kubeconfig: &str| kubeconfig.replace(&c.api_server, node::api_balancer::LOCAL_URL);
         write_atomic(&self.kubelet_kubeconfig, local(&c.kubelet_kubeconfig).as_bytes(), 0o600)?;
         write_atomic(&self.kube_proxy_kubeconfig, local(&c.kube_proxy_kubeconfig).as_bytes(), 0o600)?;
-        let settings = serde_json::json!({
-            "api_server": c.api_server, "cluster_cidr": c.cluster_cidr, "cluster_dns": c.cluster_dns, "cluster_domain": c.cluster_domain,
-            "pod_network": c.pod_network,
-        });
-        write_atomic(&self.settings, settings.to_string().as_bytes(), 0o644)
+        let settings = Settings::from(c);
+        write_atomic(&self.settings, &serde_json::to_vec(&settings)?, 0o644)
     }
 
     fn read_settings(&self) -> anyhow::Result<Settings> {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.settings)?)?;
-        let s = |k: &str| v[k].as_str().map(String::from).with_context(|| format!("{} lacks {k}", self.settings.display()));
-        let dns = s("cluster_dns")?.parse()?;
-        // Files written before pod-network existed: host-gw, what they ran.
-        let pod_network = match v.get("pod_network") {
-            Some(p) => serde_json::from_value(p.clone()).with_context(|| format!("{}: bad pod_network", self.settings.display()))?,
-            None => node::PodNetwork::HostGw,
-        };
-        Ok(Settings {
-            api_server: s("api_server")?,
-            cluster_cidr: s("cluster_cidr")?,
-            cluster_dns: dns,
-            cluster_domain: s("cluster_domain")?,
-            pod_network,
-        })
+        let text = std::fs::read_to_string(&self.settings).with_context(|| format!("cannot read {}", self.settings.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged; remove it and let the agent join again", self.settings.display()))
     }
 }
 
@@ -224,7 +209,7 @@ mod tests {
         let files = AgentFiles::new(&Layout::new(dir.path()));
         files.write(&answer(node::PodNetwork::Vxlan)).unwrap();
         assert!(files.exist());
-        assert_eq!(files.read_settings().unwrap(), Settings::from(answer(node::PodNetwork::Vxlan)));
+        assert_eq!(files.read_settings().unwrap(), Settings::from(&answer(node::PodNetwork::Vxlan)));
     }
 
     #[test]

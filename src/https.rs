@@ -1,6 +1,7 @@
-//! A small HTTPS client for the supervisor's own calls: readiness probes
-//! (kube-apiserver's `/readyz`), a few API reads and writes, and joining a
-//! cluster. It trusts only the cluster CA and speaks HTTP/1.0.
+//! The join client's HTTPS: a cluster's join endpoint is not the
+//! Kubernetes API, and a joiner has no kubeconfig yet. It fetches the CA
+//! unverified (then checks it against the token's pinned hash) and from
+//! then on trusts only that CA. It speaks HTTP/1.0.
 
 use std::sync::Arc;
 
@@ -29,16 +30,6 @@ impl HttpsClient {
             .with_custom_certificate_verifier(Arc::new(AcceptAny))
             .with_no_client_auth();
         HttpsClient { config: Arc::new(config) }
-    }
-
-    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<HttpsClient> {
-        let roots = roots(ca)?;
-        let chain = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pemfile::private_key(&mut &key[..])?.context("no private key")?;
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        Ok(HttpsClient { config: Arc::new(config) })
     }
 
     /// GETs `path` from `host:port`; returns the status code and body.

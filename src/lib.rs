@@ -17,7 +17,7 @@ pub mod host;
 pub mod inventory;
 pub mod https;
 pub mod join;
-pub mod kubeapi;
+pub mod kubeclient;
 pub mod kubectl;
 pub mod node;
 pub mod payload;

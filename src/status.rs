@@ -3,10 +3,13 @@
 use std::path::Path;
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::ListParams;
+use kube::ResourceExt;
 
-use crate::kubeapi::{self, Api};
 use crate::host::paths::ADMIN_KUBECONFIG;
 use crate::host::Layout;
+use crate::kubeclient;
 use crate::server::status;
 
 pub async fn print(data_dir: &Path) -> anyhow::Result<()> {
@@ -17,26 +20,22 @@ pub async fn print(data_dir: &Path) -> anyhow::Result<()> {
     };
     println!("k8s server: pid {}, {}", s.pid, if s.ready { "ready" } else { "starting" });
     println!("{:<26} {:<8} {}", "COMPONENT", "PID", "STATE");
-    // HA servers list their etcd member among the components.
-    if !crate::etcd::has_data(data_dir) {
-        println!("{:<26} {:<8} {}", "datastore (SQLite)", s.pid, "in process");
-    }
+    // The datastore is among them: SQLite in process (k8s's pid), or etcd.
     for c in &s.components {
         let pid = c.pid.map_or("-".to_string(), |p| p.to_string());
         println!("{:<26} {:<8} {}", c.name, pid, c.state);
     }
-    let api = Api::from_kubeconfig(Path::new(ADMIN_KUBECONFIG))?;
-    match api.get("/api/v1/nodes").await {
-        Ok(Some(list)) => {
+    let client = kubeclient::client(Path::new(ADMIN_KUBECONFIG)).await?;
+    match kube::Api::<Node>::all(client).list(&ListParams::default()).await {
+        Ok(list) => {
             println!("\n{:<26} {:<10} {}", "NODE", "STATUS", "VERSION");
-            for n in list["items"].as_array().into_iter().flatten() {
-                let ready = if kubeapi::node_ready(n).is_some() { "Ready" } else { "NotReady" };
-                println!("{:<26} {:<10} {}", n["metadata"]["name"].as_str().unwrap_or("?"), ready,
-                    n.pointer("/status/nodeInfo/kubeletVersion").and_then(|v| v.as_str()).unwrap_or("?"));
+            for n in &list.items {
+                let ready = if kubeclient::node_ready(n) { "Ready" } else { "NotReady" };
+                let version = n.status.as_ref().and_then(|s| s.node_info.as_ref()).map_or("?", |i| i.kubelet_version.as_str());
+                println!("{:<26} {:<10} {}", n.name_any(), ready, version);
             }
         }
-        Ok(None) => {}
-        Err(e) => println!("\nnodes: the API server does not answer ({e:#})"),
+        Err(e) => println!("\nnodes: the API server does not answer ({e})"),
     }
     Ok(())
 }

@@ -1,9 +1,33 @@
-//! Supervising the upstream components as child processes: each has its
-//! own log file, is restarted with backoff when it dies, and is stopped in
-//! the reverse order of starting (SIGTERM, then SIGKILL after a grace
-//! period). Children get SIGKILL when `k8s` itself dies, so a `kill -9`
-//! of `k8s` never leaves a control plane running without its supervisor.
+//! The components of a running `k8s server` or `k8s agent`, under one
+//! owner. Two kinds, one lifecycle:
+//!
+//! - **child processes** (the upstream parts: kube-apiserver, kubelet,
+//!   containerd, …; [`Supervisor::start`]): each has its own log file, is
+//!   restarted with backoff when it dies, and gets SIGKILL when `k8s`
+//!   itself dies, so a `kill -9` of `k8s` never leaves a control plane
+//!   running without its supervisor;
+//! - **in-process services** (the SQLite datastore, the join endpoint, the
+//!   route follower, the API load balancer; [`Supervisor::spawn`]): a
+//!   future that owns its retries and returns only when told to stop.
+//!
+//! ```text
+//!            start / spawn            stop_all (reverse start order)
+//!   (none) ───────────────▶ Starting ─▶ Running ──────────────▶ Stopped
+//!                                        │   ▲
+//!             child process exits ──────┘   │ restarted after backoff
+//!                                     Exited ┘
+//!   in-process service returns an error  ─▶ Failed (not restarted: the
+//!                                           service retries inside itself)
+//! ```
+//!
+//! The contract for callers: start a component only once what it needs is
+//! ready (the start order is the dependency order); never stop one alone;
+//! `stop_all` stops every component, last started first, each fully
+//! (SIGTERM then SIGKILL after a grace period; a service's stop signal then
+//! its return) before the next, so the datastore stops after everything
+//! that writes to it.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -36,6 +60,8 @@ pub enum State {
     Starting,
     Running { pid: u32, since: std::time::SystemTime },
     Exited { code: Option<i32>, restarts: u32 },
+    /// An in-process service gave up.
+    Failed { error: String },
     Stopped,
 }
 
@@ -158,6 +184,47 @@ async fn terminate(name: &str, child: &mut Child) {
     }
 }
 
+/// Tells an in-process service to stop.
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Resolves once the service is asked to stop.
+    pub async fn requested(&mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+
+    /// Runs `work` until it ends or a stop is asked for (then drops it):
+    /// for services that hold nothing to close.
+    pub async fn or<T>(mut self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            out = work => Some(out),
+            _ = self.requested() => None,
+        }
+    }
+}
+
+/// Runs the service `run` makes until it returns; it gets the stop signal.
+pub fn service<F, Fut>(name: &str, run: F) -> Handle
+where
+    F: FnOnce(Stop) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (state_tx, state) = watch::channel(State::Running { pid: std::process::id(), since: std::time::SystemTime::now() });
+    let (stop, stop_rx) = watch::channel(false);
+    let service = run(Stop(stop_rx));
+    let owned = name.to_string();
+    let task = tokio::spawn(async move {
+        match service.await {
+            Ok(()) => state_tx.send_replace(State::Stopped),
+            Err(e) => {
+                tracing::error!(component = %owned, "failed: {e:#}");
+                state_tx.send_replace(State::Failed { error: format!("{e:#}") })
+            }
+        };
+    });
+    Handle { name: name.to_string(), state, stop, task }
+}
+
 /// Components in start order; stops them in reverse.
 #[derive(Default)]
 pub struct Supervisor {
@@ -165,8 +232,19 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// Starts a child process (see the module's doc for the lifecycle).
     pub fn start(&mut self, spec: Spec) -> &Handle {
         self.handles.push(start(spec));
+        self.handles.last().unwrap()
+    }
+
+    /// Starts an in-process service (see the module's doc for the lifecycle).
+    pub fn spawn<F, Fut>(&mut self, name: &str, run: F) -> &Handle
+    where
+        F: FnOnce(Stop) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.handles.push(service(name, run));
         self.handles.last().unwrap()
     }
 
@@ -183,28 +261,6 @@ impl Supervisor {
     }
 }
 
-use crate::https::HttpsClient;
-
-/// Polls until GET returns 200, for at most `timeout`; the error carries the
-/// last answer so a stuck start says why.
-pub async fn http_ready(client: &HttpsClient, host: &str, port: u16, path: &str, timeout: Duration)
-    -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), client.get(host, port, path)).await {
-            Ok(Ok((200, _))) => return Ok(()),
-            Ok(Ok((code, body))) => last = format!("HTTP {code}: {}", body.trim()),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "timed out".into(),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("https://{host}:{port}{path} not ready after {timeout:?}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +273,31 @@ mod tests {
             env: vec![],
             log: dir.join("test.log"),
         }
+    }
+
+    #[tokio::test]
+    async fn services_and_processes_stop_in_reverse_start_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut sup = Supervisor::default();
+        let record = |name: &'static str| {
+            let order = order.clone();
+            move |mut stop: Stop| async move {
+                stop.requested().await;
+                order.lock().unwrap().push(name);
+                Ok(())
+            }
+        };
+        sup.spawn("store", record("store"));
+        sup.start(spec(dir.path(), "trap 'exit 0' TERM; while true; do sleep 0.1; done"));
+        sup.spawn("follower", record("follower"));
+        sup.spawn("broken", |_| async { anyhow::bail!("no luck") });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let states = sup.states();
+        assert!(matches!(&states[3].1, State::Failed { error } if error == "no luck"), "{states:?}");
+        assert!(matches!(states[0].1, State::Running { pid, .. } if pid == std::process::id()));
+        sup.stop_all().await;
+        assert_eq!(*order.lock().unwrap(), ["follower", "store"]);
     }
 
     #[tokio::test]

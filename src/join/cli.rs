@@ -8,11 +8,12 @@ use anyhow::Context;
 use super::token::Role;
 use super::tokens;
 use crate::cli::TokenCommand;
-use crate::kubeapi::Api;
+use crate::kubeclient;
 use crate::host::paths::ADMIN_KUBECONFIG;
 
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
-    let api = Api::from_kubeconfig(Path::new(ADMIN_KUBECONFIG))
+    let api = kubeclient::client(Path::new(ADMIN_KUBECONFIG))
+        .await
         .context("token commands run on a server, as root")?;
     match cmd {
         TokenCommand::Create { role, ttl, description, data_dir } => {

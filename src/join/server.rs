@@ -17,12 +17,12 @@ use tokio_rustls::rustls;
 use super::token::{Role, Token};
 use super::{tokens, AgentConfig, AgentRequest, ServerBundle, ServerRequest};
 use crate::etcd::membership::{self, AdmitError};
-use crate::kubeapi::Api;
 use crate::pki::{self, Pki};
 
 /// What the endpoint needs to answer.
 pub struct Cluster {
-    pub api: Api,
+    /// The supervisor's API access (token records).
+    pub api: kube::Client,
     pub pki: Pki,
     pub ca_pem: String,
     pub api_server: String,

@@ -7,6 +7,8 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,32 +129,32 @@ impl Record {
     }
 
     /// The Secret object holding this record.
-    pub fn to_secret(&self) -> serde_json::Value {
-        serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": self.secret_name(),
-                "namespace": "kube-system",
-                "labels": { LABEL: "true" },
+    pub fn to_secret(&self) -> Secret {
+        let fields = [
+            ("id", self.id.clone()),
+            ("role", self.role.as_str().to_string()),
+            ("secret-sha256", self.secret_sha256.clone()),
+            ("expires", self.expires.map(|e| e.to_string()).unwrap_or_default()),
+            ("description", self.description.clone()),
+        ];
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.secret_name()),
+                namespace: Some("kube-system".into()),
+                labels: Some([(LABEL.to_string(), "true".to_string())].into()),
+                ..Default::default()
             },
-            "type": SECRET_TYPE,
-            "stringData": {
-                "id": self.id,
-                "role": self.role.as_str(),
-                "secret-sha256": self.secret_sha256,
-                "expires": self.expires.map(|e| e.to_string()).unwrap_or_default(),
-                "description": self.description,
-            },
-        })
+            type_: Some(SECRET_TYPE.into()),
+            string_data: Some(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+            ..Default::default()
+        }
     }
 
-    pub fn from_secret(secret: &serde_json::Value) -> anyhow::Result<Record> {
-        use base64::Engine;
+    pub fn from_secret(secret: &Secret) -> anyhow::Result<Record> {
+        let name = secret.metadata.name.as_deref().unwrap_or("?");
         let field = |k: &str| -> anyhow::Result<String> {
-            let b64 = secret["data"][k].as_str().unwrap_or("");
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
-            Ok(String::from_utf8(bytes)?)
+            let bytes = secret.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone()).unwrap_or_default();
+            String::from_utf8(bytes).with_context(|| format!("Secret kube-system/{name}: {k} is not text"))
         };
         let expires = field("expires")?;
         Ok(Record {
@@ -199,6 +201,18 @@ mod tests {
         assert!(!rec.admits(&wrong, Role::Agent));
         let expired = Record { expires: Some(1), ..rec };
         assert!(!expired.admits(&t, Role::Agent));
+    }
+
+    #[test]
+    fn records_round_trip_through_a_secret() {
+        let t = Token::generate(b"ca pem");
+        let rec = Record::new(&t, Role::Server, Some(Duration::from_secs(60)), "for node-4");
+        let mut secret = rec.to_secret();
+        assert_eq!(secret.metadata.labels.as_ref().unwrap()[LABEL], "true");
+        // What the API server stores: stringData becomes data.
+        let data = secret.string_data.take().unwrap();
+        secret.data = Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect());
+        assert_eq!(Record::from_secret(&secret).unwrap(), rec);
     }
 
     #[test]

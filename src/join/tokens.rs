@@ -6,39 +6,53 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
 
 use super::token::{secret_name, Record, Role, Token, LABEL};
-use crate::kubeapi::Api;
 
-const SECRETS: &str = "/api/v1/namespaces/kube-system/secrets";
-
-pub async fn store(api: &Api, record: &Record) -> anyhow::Result<()> {
-    if !api.create(SECRETS, &record.to_secret()).await? {
-        anyhow::bail!("a token with id {} exists already", record.id);
-    }
-    Ok(())
+/// Token records live in kube-system, readable by cluster admins only.
+fn secrets(client: &Client) -> Api<Secret> {
+    Api::namespaced(client.clone(), "kube-system")
 }
 
-pub async fn find(api: &Api, id: &str) -> anyhow::Result<Option<Record>> {
-    match api.get(&format!("{SECRETS}/{}", secret_name(id))).await? {
+pub async fn store(client: &Client, record: &Record) -> anyhow::Result<()> {
+    match secrets(client).create(&PostParams::default(), &record.to_secret()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => anyhow::bail!("a token with id {} exists already", record.id),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("storing the record of token {}", record.id))),
+    }
+}
+
+pub async fn find(client: &Client, id: &str) -> anyhow::Result<Option<Record>> {
+    match secrets(client).get_opt(&secret_name(id)).await? {
         Some(secret) => Ok(Some(Record::from_secret(&secret)?)),
         None => Ok(None),
     }
 }
 
-pub async fn list(api: &Api) -> anyhow::Result<Vec<Record>> {
-    let list = api.get(&format!("{SECRETS}?labelSelector={LABEL}%3Dtrue")).await?.unwrap_or_default();
-    list["items"].as_array().into_iter().flatten().map(Record::from_secret).collect()
+pub async fn list(client: &Client) -> anyhow::Result<Vec<Record>> {
+    let list = secrets(client).list(&ListParams::default().labels(&format!("{LABEL}=true"))).await?;
+    list.items.iter().map(Record::from_secret).collect()
 }
 
-pub async fn revoke(api: &Api, id: &str) -> anyhow::Result<bool> {
-    api.delete(&format!("{SECRETS}/{}", secret_name(id))).await
+pub async fn revoke(client: &Client, id: &str) -> anyhow::Result<bool> {
+    match secrets(client).delete(&secret_name(id), &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 404) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == code)
 }
 
 /// Creates a token for `role`, stores its record, returns the token.
-pub async fn create(api: &Api, ca_pem: &[u8], role: Role, ttl: Option<Duration>, description: &str) -> anyhow::Result<Token> {
+pub async fn create(client: &Client, ca_pem: &[u8], role: Role, ttl: Option<Duration>, description: &str) -> anyhow::Result<Token> {
     let token = Token::generate(ca_pem);
-    store(api, &Record::new(&token, role, ttl, description)).await?;
+    store(client, &Record::new(&token, role, ttl, description)).await?;
     Ok(token)
 }
 
@@ -51,16 +65,16 @@ pub fn file(data_dir: &Path, role: Role) -> PathBuf {
 
 /// Makes sure the default token of `role` exists on disk and in the cluster
 /// (a server that lost its datastore re-registers the file's token).
-pub async fn ensure_default(api: &Api, data_dir: &Path, ca_pem: &[u8], role: Role) -> anyhow::Result<Token> {
+pub async fn ensure_default(client: &Client, data_dir: &Path, ca_pem: &[u8], role: Role) -> anyhow::Result<Token> {
     let path = file(data_dir, role);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let token = Token::parse(&text).with_context(|| format!("{} holds a malformed token", path.display()))?;
-        if find(api, &token.id).await?.is_none() {
-            store(api, &Record::new(&token, role, None, "default")).await?;
+        if find(client, &token.id).await?.is_none() {
+            store(client, &Record::new(&token, role, None, "default")).await?;
         }
         return Ok(token);
     }
-    let token = create(api, ca_pem, role, None, "default").await?;
+    let token = create(client, ca_pem, role, None, "default").await?;
     crate::fsutil::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)?;
     Ok(token)
 }

@@ -1,5 +1,6 @@
-//! The node part of a server (and, later, of an agent): containerd with
-//! the carried images, kubelet, kube-proxy and the pod network.
+//! The node part of a server and of an agent: containerd with the carried
+//! images, kubelet, kube-proxy and the pod network, brought up the same way
+//! by both ([`bring_up`]).
 
 pub mod api_balancer;
 mod host_settings;
@@ -17,6 +18,7 @@ use crate::components::{Spec, Supervisor};
 use crate::fsutil::write_if_changed;
 use crate::host::facts;
 use crate::host::layout::NodePaths as Paths;
+use crate::kubeclient;
 use crate::payload::Components;
 use crate::templates;
 
@@ -35,10 +37,50 @@ pub struct Settings<'a> {
     pub kubelet_key: &'a Path,
     pub kube_proxy_kubeconfig: &'a Path,
     pub kubelet_extra_args: &'a [String],
+    pub pod_network: PodNetwork,
+}
+
+/// How long a node may take from its kubelet's start to each of
+/// "has a pod CIDR" and "Ready".
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A node's bring-up, the same for `k8s server` and `k8s agent`:
+///
+/// 1. containerd (with the carried images), kubelet and kube-proxy start;
+///    `started` is told (the server's status shows them from then on);
+/// 2. the kubelet registers the Node and the controller-manager gives it a
+///    pod CIDR (watched, with a timeout);
+/// 3. this host's end of the pod network is made for that CIDR (the VXLAN
+///    device, masquerading, the CNI configuration), so the Node turns Ready;
+/// 4. once Ready, the route follower starts (an in-process service): routes
+///    to the other nodes' pods follow the Node objects from then on.
+pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>,
+    started: impl FnOnce(&Supervisor)) -> anyhow::Result<()> {
+    start(sup, c, p, s).await?;
+    started(sup);
+    let kubelet = kubeclient::client(s.kubelet_kubeconfig).await?;
+    let see_log = || format!("see {}", p.logs.join("kubelet.log").display());
+    let pod_cidr = kubeclient::wait_node(&kubelet, s.node_name, READY_TIMEOUT, "registered with a pod CIDR", kubeclient::pod_cidr)
+        .await
+        .with_context(see_log)?;
+    let backend = routes::Backend::prepare(s.pod_network, s.node_ip, &pod_cidr, s.kubelet_kubeconfig).await?;
+    write_pod_network(p, &pod_cidr, s.cluster_cidr, backend.pod_mtu())?;
+    kubeclient::wait_node(&kubelet, s.node_name, READY_TIMEOUT, "Ready", |n| kubeclient::node_ready(n).then_some(()))
+        .await
+        .with_context(see_log)?;
+    tracing::info!(node = %s.node_name, "node Ready");
+    // kube-proxy's identity may watch all Nodes; the kubelet's may not.
+    let watcher = kubeclient::client(s.kube_proxy_kubeconfig).await?;
+    let own = s.node_name.to_string();
+    sup.spawn("pod-routes", move |stop| async move {
+        stop.or(routes::follow(watcher, own, backend)).await;
+        Ok(())
+    });
+    Ok(())
 }
 
 /// Starts containerd (and imports the images), kubelet and kube-proxy.
-pub async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
+async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
     host_settings::prepare_network()?;
     start_containerd(sup, c, p).await?;
     import_images(c, p).await?;
@@ -197,7 +239,7 @@ fn start_kube_proxy(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setting
 /// Writes the CNI configuration for this node's pod CIDR (allocated by the
 /// controller-manager); containerd picks it up and the node turns Ready.
 /// `mtu` is the pods' (see [`routes::Backend::pod_mtu`]).
-pub fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str, mtu: u32) -> anyhow::Result<()> {
+fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str, mtu: u32) -> anyhow::Result<()> {
     masquerade::install(pod_cidr, cluster_cidr)?;
     let conf = templates::render(templates::CNI, &[
         ("ipam_dir", &p.ipam_dir.display().to_string()),

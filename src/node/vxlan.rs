@@ -14,12 +14,16 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
 
-use super::routes::{internal_ip, other_nodes, pod_cidr};
-use crate::kubeapi::Api;
+use super::routes::other_nodes;
+use crate::kubeclient::{internal_ip, pod_cidr};
 
 pub const DEVICE: &str = "k8s.vxlan";
 /// Where each node publishes its device's MAC.
@@ -64,8 +68,8 @@ impl Vtep {
 
     /// One pass: publishes this node's MAC if its Node object lacks it, and
     /// brings the kernel's entries in line with the other nodes.
-    pub async fn sync(&self, nodes: &Value, own_node: &str, kubelet_api: &Api) {
-        if let Err(e) = self.publish(nodes, own_node, kubelet_api).await {
+    pub async fn sync(&self, nodes: &[Arc<Node>], own_node: &str, kubelet: &Client) {
+        if let Err(e) = self.publish(nodes, own_node, kubelet).await {
             tracing::warn!("publishing the VXLAN MAC on node {own_node}: {e:#}");
         }
         let present = match Entries::present() {
@@ -83,14 +87,20 @@ impl Vtep {
         }
     }
 
-    async fn publish(&self, nodes: &Value, own_node: &str, kubelet_api: &Api) -> anyhow::Result<()> {
-        let own = nodes["items"].as_array().into_iter().flatten().find(|n| n["metadata"]["name"] == own_node);
-        let published = own.and_then(|n| n["metadata"]["annotations"][MAC_ANNOTATION].as_str());
-        if own.is_none() || published == Some(self.mac.as_str()) {
+    async fn publish(&self, nodes: &[Arc<Node>], own_node: &str, kubelet: &Client) -> anyhow::Result<()> {
+        let Some(own) = nodes.iter().find(|n| n.name_any() == own_node) else { return Ok(()) };
+        if own.annotations().get(MAC_ANNOTATION) == Some(&self.mac) {
             return Ok(());
         }
-        let patch = json!({"metadata": {"annotations": {MAC_ANNOTATION: self.mac}}});
-        kubelet_api.merge_patch(&format!("/api/v1/nodes/{own_node}"), &patch).await?;
+        let patch = Node {
+            metadata: ObjectMeta {
+                annotations: Some([(MAC_ANNOTATION.to_string(), self.mac.clone())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let nodes: Api<Node> = Api::all(kubelet.clone());
+        nodes.patch(own_node, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         tracing::info!(mac = %self.mac, "VXLAN MAC published on the node");
         Ok(())
     }
@@ -161,13 +171,13 @@ impl Entries {
     /// What the Node objects ask for: every other node with a pod CIDR, an
     /// InternalIP and a published MAC (a node that has not published yet
     /// is added on a later pass).
-    fn wanted(nodes: &Value, own_node: &str) -> Entries {
+    fn wanted(nodes: &[Arc<Node>], own_node: &str) -> Entries {
         let mut e = Entries::default();
         for node in other_nodes(nodes, own_node) {
-            let mac = node["metadata"]["annotations"][MAC_ANNOTATION].as_str().and_then(normalized_mac);
+            let mac = node.annotations().get(MAC_ANNOTATION).and_then(|m| normalized_mac(m));
             let (Some(cidr), Some(node_ip), Some(mac)) = (pod_cidr(node), internal_ip(node), mac) else { continue };
-            let Ok(gateway) = first_address(cidr) else { continue };
-            e.routes.insert(cidr.to_string(), gateway);
+            let Ok(gateway) = first_address(&cidr) else { continue };
+            e.routes.insert(cidr, gateway);
             e.neighbours.insert(gateway, mac.clone());
             e.fdb.insert(mac, node_ip);
         }
@@ -274,8 +284,9 @@ fn run<S: AsRef<str>>(cmd: &[S]) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn node(name: &str, cidr: Option<&str>, ip: &str, mac: Option<&str>) -> Value {
+    fn node(name: &str, cidr: Option<&str>, ip: &str, mac: Option<&str>) -> Arc<Node> {
         let mut n = json!({"metadata": {"name": name}, "status": {"addresses": [
             {"type": "Hostname", "address": name}, {"type": "InternalIP", "address": ip}]}});
         if let Some(c) = cidr {
@@ -284,7 +295,7 @@ mod tests {
         if let Some(m) = mac {
             n["metadata"]["annotations"] = json!({MAC_ANNOTATION: m});
         }
-        n
+        Arc::new(serde_json::from_value(n).unwrap())
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -293,13 +304,13 @@ mod tests {
 
     #[test]
     fn wanted_covers_other_nodes_that_published_a_mac() {
-        let list = json!({"items": [
+        let list = [
             node("a", Some("10.42.0.0/24"), "192.168.1.1", Some("02:00:00:00:00:0a")),
             node("b", Some("10.42.1.0/24"), "192.168.2.2", Some("02:00:00:00:00:0B")),
             node("c", Some("10.42.2.0/24"), "192.168.3.3", None),
             node("d", None, "192.168.4.4", Some("02:00:00:00:00:0d")),
             node("e", Some("10.42.4.0/24"), "192.168.5.5", Some("not-a-mac")),
-        ]});
+        ];
         let e = Entries::wanted(&list, "a");
         assert_eq!(e.routes, BTreeMap::from([("10.42.1.0/24".to_string(), ip("10.42.1.0"))]));
         assert_eq!(e.neighbours, BTreeMap::from([(ip("10.42.1.0"), "02:00:00:00:00:0b".to_string())]));

@@ -1,6 +1,6 @@
 //! `k8s server`: the datastore, the control plane and (unless disabled) a
-//! node, started in order with readiness gates, supervised, and stopped in
-//! reverse order on SIGTERM.
+//! node, started in order with readiness gates under one supervisor, and
+//! stopped in reverse order on SIGTERM ([`start`] draws the order).
 
 pub mod config;
 mod control_plane;
@@ -11,18 +11,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+
 use crate::components::Supervisor;
 use crate::fsutil::write_if_changed;
-use crate::kubeapi::{self, Api};
+use crate::host::Layout;
 use crate::payload::Components;
 use crate::pki::{self, Identity, Pki, PkiParams};
-use crate::{join, node, templates};
+use crate::{join, kubeclient, node, templates};
 
 pub use config::Config;
-use crate::host::Layout;
 
 const API_READY_TIMEOUT: Duration = Duration::from_secs(180);
-const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -37,27 +38,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::pin!(stop);
     let mut sup = Supervisor::default();
     let status = status::Writer::start(&layout);
-    let mut store = None;
-    let mut tasks = Vec::new();
-    let outcome = {
-        let starting = start(&cfg, &layout, &components, &mut sup, &status, &mut tasks, &mut store);
-        tokio::select! {
-            result = starting => Some(result),
-            _ = &mut stop => None,
-        }
+    let outcome = tokio::select! {
+        result = start(&cfg, &layout, &components, &mut sup, &status) => Some(result),
+        _ = &mut stop => None,
     };
     match outcome {
         Some(Ok(())) => {}
         Some(Err(e)) => {
             tracing::error!("start failed: {e:#}; stopping what was started");
-            tasks.iter().for_each(|t| t.abort());
-            shutdown(sup, store, status).await;
+            shutdown(sup, status).await;
             return Err(e);
         }
         None => {
             tracing::info!("stop requested while starting");
-            tasks.iter().for_each(|t| t.abort());
-            shutdown(sup, store, status).await;
+            shutdown(sup, status).await;
             return Ok(());
         }
     }
@@ -68,28 +62,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = &mut stop => {}
         _ = status.refresh_forever(&sup) => {}
     }
-    tasks.iter().for_each(|t| t.abort());
-    shutdown(sup, store, status).await;
+    shutdown(sup, status).await;
     Ok(())
 }
 
-/// Everything from the join (HA) to the node Ready; `store` is set as soon
-/// as the store runs, so a failure or a stop later can stop it.
+/// Everything from the join (HA) to the node Ready, each component started
+/// under `sup` once what it needs is ready (see [`crate::components`] for
+/// the lifecycle every component follows):
+///
+/// datastore → kube-apiserver (ready) → controller-manager, scheduler →
+/// addons → join endpoint → node (containerd, kubelet, kube-proxy, Ready)
+/// → pod routes.
 async fn start(cfg: &Config, layout: &Layout, components: &Components, sup: &mut Supervisor,
-    status: &status::Writer, tasks: &mut Tasks, store: &mut Option<store::Store>) -> anyhow::Result<()> {
+    status: &status::Writer) -> anyhow::Result<()> {
     let joined = store::join_if_needed(cfg, layout).await?;
     let pki = ensure_pki(cfg, layout)?;
     let kubeconfigs = Kubeconfigs::ensure(cfg, layout, &pki)?;
-    *store = Some(store::start(cfg, layout, components, &pki, sup, joined).await?);
-    bring_up(cfg, layout, components, &pki, &kubeconfigs, sup, status, tasks).await
+    store::start(cfg, layout, components, &pki, sup, joined).await?;
+    bring_up(cfg, layout, components, &pki, &kubeconfigs, sup, status).await
 }
 
-async fn shutdown(mut sup: Supervisor, store: Option<store::Store>, status: status::Writer) {
+/// Stops every component, last started first (the datastore last).
+async fn shutdown(mut sup: Supervisor, status: status::Writer) {
     tracing::info!("k8s server stopping");
     sup.stop_all().await;
-    if let Some(store) = store {
-        store.stop().await;
-    }
     status.remove();
     tracing::info!("k8s server stopped");
 }
@@ -187,12 +183,8 @@ impl Kubeconfigs {
     }
 }
 
-/// Background work that lives as long as the server.
-type Tasks = Vec<tokio::task::JoinHandle<()>>;
-
-#[allow(clippy::too_many_arguments)]
 async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: &Kubeconfigs,
-    sup: &mut Supervisor, status: &status::Writer, tasks: &mut Tasks) -> anyhow::Result<()> {
+    sup: &mut Supervisor, status: &status::Writer) -> anyhow::Result<()> {
     let socket = layout.datastore_socket();
     let logs = layout.logs_dir();
     std::fs::create_dir_all(&logs)?;
@@ -208,22 +200,21 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     };
     sup.start(control_plane::apiserver(c, pki, cfg, &inputs));
     status.refresh(sup);
-    let api = Api::from_kubeconfig(&kc.supervisor)?;
+    let client = kubeclient::client(&kc.supervisor).await?;
     let t = Instant::now();
-    api.ready(API_READY_TIMEOUT)
+    kubeclient::wait_ready(&client, API_READY_TIMEOUT)
         .await
         .with_context(|| format!("the API server did not become ready; see {}", logs.join("kube-apiserver.log").display()))?;
     tracing::info!(ms = t.elapsed().as_millis() as u64, "kube-apiserver ready");
     sup.start(control_plane::controller_manager(c, pki, cfg, &inputs));
     sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
-    apply_addons(cfg, layout, c, kc).await?;
-    tasks.push(start_join_endpoint(cfg, pki, kc, &api).await?);
+    apply_addons(cfg, layout, c, &client).await?;
+    start_join_endpoint(cfg, pki, &client, sup).await?;
     if cfg.disable_agent {
         return Ok(());
     }
 
-    let paths = layout.node();
     let settings = node::Settings {
         node_name: &cfg.node_name,
         node_ip: cfg.node_ip,
@@ -236,32 +227,23 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         kubelet_key: &pki.kubelet_key(),
         kube_proxy_kubeconfig: &kc.kube_proxy,
         kubelet_extra_args: &cfg.kubelet_arg,
+        pod_network: cfg.pod_network,
     };
-    node::start(sup, c, &paths, &settings).await?;
-    status.refresh(sup);
-    let pod_cidr = api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "registered with a pod CIDR", kubeapi::pod_cidr).await
-        .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
-    let backend = node::routes::Backend::prepare(cfg.pod_network, cfg.node_ip, &pod_cidr, &kc.kubelet)?;
-    node::write_pod_network(&paths, &pod_cidr, &cfg.cluster_cidr, backend.pod_mtu())?;
-    label_node(cfg, c, kc).await;
-    api.wait_node(&cfg.node_name, NODE_READY_TIMEOUT, "Ready", kubeapi::node_ready).await
-        .with_context(|| format!("see {}", logs.join("kubelet.log").display()))?;
-    tracing::info!(node = %cfg.node_name, "node Ready");
-    let routes_api = Api::from_kubeconfig(&kc.kube_proxy)?;
-    tasks.push(tokio::spawn(node::routes::follow(routes_api, cfg.node_name.clone(), backend)));
+    node::bring_up(sup, c, &layout.node(), &settings, |sup| status.refresh(sup)).await?;
+    label_control_plane(&client, &cfg.node_name).await;
     Ok(())
 }
 
-/// Writes the default join tokens and serves the join endpoint.
-async fn start_join_endpoint(cfg: &Config, pki: &Pki, kc: &Kubeconfigs, api: &Api)
-    -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Writes the default join tokens and serves the join endpoint (an
+/// in-process service).
+async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
     let ca_pem = std::fs::read_to_string(pki.ca_cert())?;
     for role in [join::token::Role::Server, join::token::Role::Agent] {
-        join::tokens::ensure_default(api, &cfg.data_dir, ca_pem.as_bytes(), role).await
+        join::tokens::ensure_default(client, &cfg.data_dir, ca_pem.as_bytes(), role).await
             .context("writing the default join tokens")?;
     }
     let cluster = join::server::Cluster {
-        api: Api::from_kubeconfig(&kc.supervisor)?,
+        api: client.clone(),
         pki: pki.clone(),
         ca_pem,
         api_server: format!("https://{}:{}", cfg.advertise_address, cfg.port),
@@ -274,16 +256,16 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, kc: &Kubeconfigs, api: &Ap
         joining: Default::default(),
     };
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = join::server::serve(addr, cluster, std::future::pending()).await {
-            tracing::error!("join endpoint: {e:#}");
-        }
-    }))
+    sup.spawn("join-endpoint", move |mut stop| async move {
+        join::server::serve(addr, cluster, async move { stop.requested().await }).await
+    });
+    Ok(())
 }
 
 /// Renders the addon manifests and applies them (server-side apply, so a
-/// restart re-asserts them without fighting other field managers).
-async fn apply_addons(cfg: &Config, layout: &Layout, c: &Components, kc: &Kubeconfigs) -> anyhow::Result<()> {
+/// restart re-asserts them without fighting other field managers); retried
+/// for a minute while the API server settles (RBAC, discovery).
+async fn apply_addons(cfg: &Config, layout: &Layout, c: &Components, client: &kube::Client) -> anyhow::Result<()> {
     let coredns_image = c.image("coredns")?;
     let manifest = templates::render(templates::COREDNS, &[
         ("cluster_domain", &cfg.cluster_domain),
@@ -294,36 +276,30 @@ async fn apply_addons(cfg: &Config, layout: &Layout, c: &Components, kc: &Kubeco
     write_if_changed(&file, manifest.as_bytes(), 0o600)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = kubectl(c, kc, &["apply", "--server-side", "--force-conflicts", "--field-manager=k8s", "-f"])
-            .arg(&file)
-            .output()
-            .await?;
-        if out.status.success() {
-            tracing::info!(manifest = %file.display(), "addon applied");
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("applying {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
+        match kubeclient::apply_manifest(client, &manifest).await {
+            Ok(()) => {
+                tracing::info!(manifest = %file.display(), "addon applied");
+                return Ok(());
+            }
+            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("applying {}", file.display()))),
+            Err(e) => tracing::debug!("applying {}: {e:#}; retrying", file.display()),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-fn kubectl(c: &Components, kc: &Kubeconfigs, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(c.bin("kubectl"));
-    cmd.arg(format!("--kubeconfig={}", kc.supervisor.display())).args(args);
-    cmd
-}
-
 /// Marks the node as a control-plane node (kubelets may not set node-role
 /// labels on themselves).
-async fn label_node(cfg: &Config, c: &Components, kc: &Kubeconfigs) {
-    let out = kubectl(c, kc, &["label", "node", &cfg.node_name, "--overwrite", "node-role.kubernetes.io/control-plane=true"])
-        .output()
-        .await;
-    if let Ok(out) = out {
-        if !out.status.success() {
-            tracing::warn!("cannot label node: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
+async fn label_control_plane(client: &kube::Client, node_name: &str) {
+    let patch = Node {
+        metadata: ObjectMeta {
+            labels: Some([("node-role.kubernetes.io/control-plane".to_string(), "true".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    if let Err(e) = nodes.patch(node_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        tracing::warn!("cannot label node {node_name}: {e}");
     }
 }

@@ -78,6 +78,7 @@ fn describe(state: &State) -> (String, Option<u32>) {
             format!("exited ({}), restarts: {restarts}", code.map_or("signal".into(), |c| format!("code {c}"))),
             None,
         ),
+        State::Failed { error } => (format!("failed: {error}"), None),
         State::Stopped => ("stopped".into(), None),
     }
 }

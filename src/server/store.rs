@@ -20,23 +20,6 @@ const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a joining server waits while others join before it.
 const JOIN_PATIENCE: Duration = Duration::from_secs(600);
 
-/// A running store.
-pub enum Store {
-    Sqlite(datastore::Running),
-    /// The member runs under the supervisor (started first, stopped last).
-    Etcd,
-}
-
-impl Store {
-    pub async fn stop(self) {
-        if let Store::Sqlite(running) = self {
-            if let Err(e) = running.stop().await {
-                tracing::warn!("datastore stop: {e:#}");
-            }
-        }
-    }
-}
-
 /// A joining server without etcd data asks the cluster for its shared PKI
 /// and a learner's place, before its own PKI is made from those CAs.
 pub async fn join_if_needed(cfg: &Config, layout: &Layout) -> anyhow::Result<Option<ServerBundle>> {
@@ -90,9 +73,11 @@ fn write_shared_pki(layout: &Layout, b: &ServerBundle) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the store; for etcd, waits until this member votes.
+/// Starts the store under the supervisor, first of all components so it
+/// stops last: SQLite behind our etcd API as an in-process service, or an
+/// etcd member as a child process (waiting until it votes).
 pub async fn start(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, sup: &mut Supervisor,
-    joined: Option<ServerBundle>) -> anyhow::Result<Store> {
+    joined: Option<ServerBundle>) -> anyhow::Result<()> {
     if cfg.datastore == Datastore::Sqlite {
         let running = datastore::start(datastore::Config {
             data_dir: layout.datastore_dir(),
@@ -104,7 +89,11 @@ pub async fn start(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, sup
         })
         .await
         .context("starting the datastore")?;
-        return Ok(Store::Sqlite(running));
+        sup.spawn("datastore", |mut stop| async move {
+            stop.requested().await;
+            running.stop().await
+        });
+        return Ok(());
     }
     let logs = layout.logs_dir();
     let member = etcd::Member { name: &cfg.node_name, ip: cfg.node_ip, data_dir: &cfg.data_dir, logs: &logs };
@@ -122,7 +111,7 @@ pub async fn start(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, sup
     };
     membership::promote_self(pki, &local, &others, PROMOTE_TIMEOUT).await?;
     tracing::info!(endpoint = etcd::LOCAL, "etcd member ready");
-    Ok(Store::Etcd)
+    Ok(())
 }
 
 /// Client URLs of the other voting members (for a learner that restarted

@@ -1,0 +1,200 @@
+//! The binary's own access to the Kubernetes API: kube-rs clients built
+//! from our kubeconfigs (each identity has its own file), and the few
+//! patterns every caller shares: waiting for the API server, waiting for a
+//! Node to reach a state, following a set of objects, server-side apply.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+use kube::runtime::reflector::{self, Lookup};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+/// Every object this binary writes names this field manager.
+pub const FIELD_MANAGER: &str = "k8s";
+/// How long one probe of `/readyz` may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A client with the identity and the server of the kubeconfig at `path`
+/// (its current context).
+pub async fn client(path: &Path) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?;
+    Client::try_from(config).with_context(|| format!("cannot build an API client from {}", path.display()))
+}
+
+/// Waits until the API server answers `/readyz` with 200, for at most
+/// `timeout`; the error carries the last answer, so a stuck start says why.
+pub async fn wait_ready(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let request = http::Request::get("/readyz").body(Vec::new()).expect("a static request is valid");
+        let last = match tokio::time::timeout(PROBE_TIMEOUT, client.request_text(request)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the API server is not ready after {timeout:?}: {last}");
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// Watches the Node `name` until `check` returns a value, for at most
+/// `timeout`; `what` completes "node X not ..." in the error.
+pub async fn wait_node<T>(client: &Client, name: &str, timeout: Duration, what: &str,
+    check: impl Fn(&Node) -> Option<T>) -> anyhow::Result<T> {
+    let api: Api<Node> = Api::all(client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut nodes = watcher(api, config).default_backoff().applied_objects().boxed();
+    let mut last_error = None;
+    let found = tokio::time::timeout(timeout, async {
+        while let Some(item) = nodes.next().await {
+            match item {
+                Ok(node) => {
+                    if let Some(v) = check(&node) {
+                        return Some(v);
+                    }
+                }
+                Err(e) => last_error = Some(e.to_string()),
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => Ok(v),
+        _ => match last_error {
+            Some(e) => bail!("node {name} not {what} after {timeout:?} (last API error: {e})"),
+            None => bail!("node {name} not {what} after {timeout:?}"),
+        },
+    }
+}
+
+/// The node's pod CIDR, once the controller-manager allocated one.
+pub fn pod_cidr(node: &Node) -> Option<String> {
+    node.spec.as_ref()?.pod_cidr.clone()
+}
+
+/// Whether the node's Ready condition is True.
+pub fn node_ready(node: &Node) -> bool {
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The node's InternalIP (where other nodes reach it).
+pub fn internal_ip(node: &Node) -> Option<IpAddr> {
+    let addresses = node.status.as_ref()?.addresses.as_deref()?;
+    addresses.iter().find(|a| a.type_ == "InternalIP")?.address.parse().ok()
+}
+
+/// Keeps a cache of the objects `api` and `config` select and yields the
+/// whole set: once the first list is complete, after every change, and at
+/// least every `resync` if given (so what the caller keeps outside the
+/// cluster, such as kernel routes, is repaired even when nothing changes).
+/// Never ends; API errors are retried with backoff, the cache serving
+/// meanwhile.
+pub fn follow<K>(api: Api<K>, config: watcher::Config, resync: Option<Duration>) -> impl Stream<Item = Vec<Arc<K>>> + Send
+where
+    K: Resource + Lookup + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    <K as Lookup>::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (cache, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher(api, config)).default_backoff().boxed();
+    let resync = resync.unwrap_or(Duration::MAX);
+    futures::stream::unfold((cache, events, false), move |(cache, mut events, mut listed)| async move {
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) => listed = true,
+                    // A (re)list in progress: the cache swaps at InitDone.
+                    Some(Ok(Event::Init | Event::InitApply(_))) => continue,
+                    Some(Err(e)) => {
+                        tracing::debug!("watch: {e}");
+                        continue;
+                    }
+                    None => return None,
+                },
+                _ = tokio::time::sleep(resync) => {}
+            }
+            if listed {
+                return Some((cache.state(), (cache, events, listed)));
+            }
+        }
+    })
+}
+
+/// Applies every object of a multi-document YAML manifest (server-side
+/// apply, forcing conflicts: a restart re-asserts the manifest without
+/// fighting other field managers over fields it does not set).
+pub async fn apply_manifest(client: &Client, manifest: &str) -> anyhow::Result<()> {
+    for document in serde_yaml::Deserializer::from_str(manifest) {
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(document)?;
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_yaml::from_value(value).context("a manifest document is not a Kubernetes object")?;
+        apply_object(client, &object).await?;
+    }
+    Ok(())
+}
+
+async fn apply_object(client: &Client, object: &DynamicObject) -> anyhow::Result<()> {
+    let types = object.types.as_ref().context("a manifest object lacks apiVersion or kind")?;
+    let gvk = GroupVersionKind::try_from(types)?;
+    let name = object.name_any();
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("the API server does not serve {}/{}", types.api_version, types.kind))?;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => Api::namespaced_with(client.clone(), object.metadata.namespace.as_deref().unwrap_or("default"), &resource),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .with_context(|| format!("applying {} {name}", types.kind))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(json: serde_json::Value) -> Node {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn node_fields() {
+        let n = node(serde_json::json!({
+            "metadata": {"name": "a"},
+            "spec": {"podCIDR": "10.42.1.0/24"},
+            "status": {
+                "addresses": [{"type": "Hostname", "address": "a"}, {"type": "InternalIP", "address": "10.0.0.2"}],
+                "conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}],
+            },
+        }));
+        assert_eq!(pod_cidr(&n).as_deref(), Some("10.42.1.0/24"));
+        assert_eq!(internal_ip(&n), Some("10.0.0.2".parse().unwrap()));
+        assert!(node_ready(&n));
+        let bare = node(serde_json::json!({"metadata": {"name": "b"}}));
+        assert_eq!((pod_cidr(&bare), internal_ip(&bare), node_ready(&bare)), (None, None, false));
+    }
+}
