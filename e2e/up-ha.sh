@@ -5,7 +5,8 @@
 #   e2e/up-ha.sh         exit 0 = every check passed, 1 = a check failed, 77 = skipped
 #
 # 1. up: 3 servers (the second as user debian, through sudo) + 1 agent: every node Ready; etcd has 3 voting
-#    members, all healthy; a pod on the agent reaches a pod on the third server and a Service.
+#    members, all healthy; a pod on the agent reaches a pod on the third server and a Service; the agent's API
+#    load balancer lists the 3 servers.
 #    Prints "BENCH up ha3+agent: S s".
 # 2. The second server powered off (the kubeconfig points at the first): the API still serves reads and writes
 #    (a ConfigMap created and read back). Powered on again: its node is Ready, etcd has 3 healthy voting members
@@ -35,6 +36,15 @@ nodes_ready 120 "${HOST[@]:1}" && ok "all 4 nodes Ready (kubectl on the workstat
   { TMO=30 kc get nodes -o wide 2>&1 | indent; die "nodes not Ready"; }
 etcd_voters_healthy 3 60 "after up"
 pod_traffic "${HOST[S3]}" "${HOST[A]}"
+# The agent's API load balancer follows the kubernetes EndpointSlices (a watch): it knows every server.
+want=$(printf '"%s:6443"\n' "${IP[S1]}" "${IP[S2]}" "${IP[S3]}" | sort | paste -sd,)
+for ((i = 0; i < 30; i++)); do
+  got=$(hx "$A" cat /var/lib/k8s/agent/api-servers.json 2>/dev/null | tr -d '[]' | tr ',' '\n' | sort | paste -sd,)
+  [[ $got == "$want" ]] && break
+  sleep 1
+done
+[[ $got == "$want" ]] && ok "the agent's API load balancer lists the 3 servers ($got)" ||
+  fail "the agent's API load balancer lists '$got', not the 3 servers ($want)"
 
 # ------------------------------------------------------------------------------------------ 2. a server down
 step "${HOST[S2]} powered off: the API still reads and writes"

@@ -16,6 +16,7 @@ mod error;
 mod locate;
 mod model;
 mod read;
+mod ssh_target;
 mod syntax;
 #[cfg(test)]
 mod tests;

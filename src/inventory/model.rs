@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::syntax;
 pub use super::syntax::Cidr;
-pub use crate::node::PodNetwork;
+pub use crate::host::config::PodNetwork;
 /// The inventory's `host-key-checking` and `sudo` are the SSH module's own settings.
 pub use crate::ssh::{HostKeyChecking, Sudo};
 

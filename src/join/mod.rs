@@ -43,7 +43,7 @@ pub struct AgentConfig {
     /// Absent from the answers of servers that predate it: host-gw, the
     /// only pod network they had.
     #[serde(default)]
-    pub pod_network: crate::node::PodNetwork,
+    pub pod_network: crate::host::config::PodNetwork,
 }
 
 /// No Debug: it carries the token.
@@ -68,7 +68,7 @@ pub struct ServerBundle {
     pub cluster_domain: String,
     /// Absent from older servers' bundles: host-gw.
     #[serde(default)]
-    pub pod_network: crate::node::PodNetwork,
+    pub pod_network: crate::host::config::PodNetwork,
 }
 
 #[cfg(test)]
@@ -83,9 +83,9 @@ mod tests {
             "cluster_dns": "10.43.0.10", "cluster_domain": "cluster.local",
         });
         let old: AgentConfig = serde_json::from_value(answer.clone()).unwrap();
-        assert_eq!(old.pod_network, crate::node::PodNetwork::HostGw);
+        assert_eq!(old.pod_network, crate::host::config::PodNetwork::HostGw);
         answer["pod_network"] = "vxlan".into();
         let new: AgentConfig = serde_json::from_value(answer).unwrap();
-        assert_eq!(new.pod_network, crate::node::PodNetwork::Vxlan);
+        assert_eq!(new.pod_network, crate::host::config::PodNetwork::Vxlan);
     }
 }

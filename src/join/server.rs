@@ -30,7 +30,7 @@ pub struct Cluster {
     pub service_cidr: String,
     pub cluster_dns: std::net::IpAddr,
     pub cluster_domain: String,
-    pub pod_network: crate::node::PodNetwork,
+    pub pod_network: crate::host::config::PodNetwork,
     /// HA: servers may join (the datastore is etcd).
     pub servers_may_join: bool,
     /// One joining server at a time.

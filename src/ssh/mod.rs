@@ -2,7 +2,7 @@
 //! files and ssh-agent, `~/.ssh/config`, jump hosts, known_hosts checking,
 //! sudo, and uploads checked with sha256 on the host.
 //!
-//! Use: build a [`Target`] per host (`Target::from_settings`), load the keys
+//! Use: build a [`Target`] per host (the inventory's `SshSettings::target`), load the keys
 //! once with [`Keys::prepare`] (it may ask for passphrases, so call it before
 //! showing progress), then [`Session::connect`] and run commands or copy files.
 
@@ -12,7 +12,6 @@ mod error;
 mod keys;
 mod known_hosts;
 mod session;
-mod settings;
 mod target;
 
 pub use error::SshError;

@@ -26,7 +26,7 @@ pub fn targets(inv: &Inventory) -> anyhow::Result<Vec<ssh::Target>> {
 }
 
 pub fn target(inv: &Inventory, host: &Host) -> anyhow::Result<ssh::Target> {
-    ssh::Target::from_settings(&who(host), &host.ssh_settings(&inv.ssh)).map_err(|e| anyhow::anyhow!("{}: {e}", who(host)))
+    host.ssh_settings(&inv.ssh).target(&who(host)).map_err(|e| anyhow::anyhow!("{}: {e}", who(host)))
 }
 
 pub fn who(host: &Host) -> String {

@@ -1,13 +1,14 @@
-//! The inventory's SSH settings as a [`Target`]. The only part of the
-//! module that knows the inventory.
+//! A host's SSH settings as the `ssh` module's [`Target`] (the inventory
+//! knows the ssh module; the ssh module knows no inventory).
 
-use super::{Sudo, Target};
-use crate::inventory::SshSettings;
+use super::SshSettings;
+use crate::ssh::{Sudo, Target};
 
-impl Target {
-    /// The target for an inventory host. Values the inventory left at their
-    /// defaults stay `None`, so that `~/.ssh/config` can set them.
-    pub fn from_settings(name: &str, s: &SshSettings) -> Result<Target, String> {
+impl SshSettings {
+    /// The target for the inventory host `name`. Values the inventory left
+    /// at their defaults stay `None`, so that `~/.ssh/config` can set them.
+    pub fn target(&self, name: &str) -> Result<Target, String> {
+        let s = self;
         let host_key_checking = s.host_key_checking;
         let known_hosts = s.known_hosts_path()?;
         let bastion = match &s.bastion {
@@ -53,15 +54,15 @@ mod tests {
         let text = "ssh:\n  port: 2222\n  bastion: jump.example.com\nhosts:\n  - {address: 10.0.0.11, role: server}\n  - {address: 10.0.0.12, role: agent, ssh: {bastion: none}}\n";
         let inv = crate::inventory::Inventory::parse(text, std::path::Path::new("/fleet/hosts.yaml")).unwrap();
         let s = inv.hosts[0].ssh_settings(&inv.ssh);
-        let t = Target::from_settings("cp-1", &s).unwrap();
+        let t = s.target("cp-1").unwrap();
         assert_eq!((t.port, t.user.as_deref()), (Some(2222), None), "only what was written is set");
         assert!(!t.direct);
         let b = t.bastion.unwrap();
         assert_eq!((b.address.as_str(), b.port, b.user.as_deref()), ("jump.example.com", None, None));
-        let d = Target::from_settings("w", &inv.hosts[1].ssh_settings(&inv.ssh)).unwrap();
+        let d = inv.hosts[1].ssh_settings(&inv.ssh).target("w").unwrap();
         assert!(d.direct && d.bastion.is_none());
         assert_eq!(t.sudo, Sudo::Auto);
-        let mut t = Target::from_settings("cp-1", &s).unwrap();
+        let mut t = s.target("cp-1").unwrap();
         t.ssh_config = Some("/nonexistent".into());
         t.user = Some("debian".into());
         let r = t.resolve().unwrap();
