@@ -3,7 +3,7 @@
 //! pod network's interfaces and iptables rules, the units, the data dir and
 //! /etc/k8s.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,7 +16,11 @@ const UNITS: [&str; 2] = ["k8s-server", "k8s-agent"];
 
 
 pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
-    if !yes && !confirm(data_dir)? {
+    let question = format!(
+        "This stops k8s and deletes its data ({}, /etc/k8s): every cluster object on this host is lost. Continue?",
+        data_dir.display()
+    );
+    if !yes && !crate::prompt::confirm(&question, std::io::stdout())? {
         println!("nothing changed");
         return Ok(());
     }
@@ -36,14 +40,6 @@ pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
     }
     println!("k8s reset: done");
     Ok(())
-}
-
-fn confirm(data_dir: &Path) -> anyhow::Result<bool> {
-    print!("This stops k8s and deletes its data ({}, /etc/k8s): every cluster object on this host is lost. Continue? [y/N] ", data_dir.display());
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// An HA server leaves the etcd membership while its member still runs, so

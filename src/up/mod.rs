@@ -20,7 +20,6 @@ pub mod reset;
 #[cfg(test)]
 mod tests;
 
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -138,7 +137,7 @@ async fn converge(
         plan.extra_nodes.iter().map(|n| n.name.as_str()).chain(plan.extra_members.iter().map(|m| m.name.as_str())).collect();
     if args.prune && !extra.is_empty() && !args.yes {
         let question = format!("--prune removes {} from the cluster (drain, reset the host, delete). Continue?", extra.join(", "));
-        match progress.suspend(|| confirm(&question)) {
+        match progress.suspend(|| crate::prompt::confirm(&question, std::io::stderr())) {
             Ok(true) => {}
             Ok(false) => return (report, Err(anyhow::anyhow!("nothing was changed (the prune was not confirmed)"))),
             Err(e) => return (report, Err(e)),
@@ -356,12 +355,4 @@ fn print(report: &Report, json: bool, dry_run: bool) {
         println!("cluster {} is up ({:.1} s); kubeconfig: {kc}", report.cluster, report.seconds);
         println!("  kubectl --kubeconfig {kc} get nodes");
     }
-}
-
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

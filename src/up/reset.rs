@@ -2,7 +2,6 @@
 //! inventory (after a confirmation): agents first, in parallel, then the
 //! servers one at a time, the first server last.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::bail;
@@ -37,7 +36,7 @@ pub async fn run(file: &Path, yes: bool) -> anyhow::Result<()> {
     for h in &inv.hosts {
         println!("  {:<8} {}", h.role.to_string(), remote::who(h));
     }
-    if !yes && !confirm()? {
+    if !yes && !crate::prompt::confirm("Continue?", std::io::stdout())? {
         println!("nothing changed");
         return Ok(());
     }
@@ -86,12 +85,4 @@ fn order(inv: &Inventory) -> Vec<&Host> {
     let mut out: Vec<&Host> = inv.agents().collect();
     out.extend(inv.servers().collect::<Vec<_>>().into_iter().rev());
     out
-}
-
-fn confirm() -> anyhow::Result<bool> {
-    print!("Continue? [y/N] ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
