@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::stream::{self, StreamExt};
 
+use super::fanout;
 use super::nodes::{self, Node};
 use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan};
 use super::progress::Progress;
@@ -60,30 +60,8 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
         }
     }
 
-    let agents: Vec<usize> = (0..plan.hosts.len()).filter(|&i| plan.hosts[i].stage == Stage::Agent).collect();
-    let results: Vec<(usize, HostReport, anyhow::Result<()>)> = stream::iter(agents)
-        .map(|i| {
-            let h = &plan.hosts[i];
-            let mut r = report.hosts[i].clone();
-            let token = token_for(h);
-            async move {
-                let res = converge_one(ctx, h, token, &mut r).await;
-                (i, r, res)
-            }
-        })
-        .buffer_unordered(ctx.concurrency)
-        .collect()
-        .await;
-    let mut failed = vec![];
-    for (i, r, res) in results {
-        report.hosts[i] = r;
-        if let Err(e) = res {
-            failed.push(format!("{e:#}"));
-        }
-    }
-    if !failed.is_empty() {
-        bail!("{}", failed.join("\n"));
-    }
+    let agents = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.stage == Stage::Agent);
+    fanout::all(agents, ctx.concurrency, |(h, r)| converge_one(ctx, h, token_for(h), r)).await.map_err(|f| f.lines())?;
 
     let nodes: Vec<&HostPlan> = plan.hosts.iter().filter(|h| ctx.inv.hosts[h.index].is_node()).collect();
     let nodes = wait_ready(ctx, plan, &nodes).await?;
@@ -92,38 +70,31 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
 
 /// Uploads this binary where it differs, in parallel; nothing else changes yet.
 async fn upload_all(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let todo: Vec<usize> = (0..plan.hosts.len()).filter(|&i| plan.hosts[i].upload).collect();
-    let results: Vec<(usize, Duration, anyhow::Result<bool>)> = stream::iter(todo)
-        .map(|i| async move {
-            let h = &plan.hosts[i];
-            let t = Instant::now();
-            ctx.progress.step(h.index, "uploading k8s");
-            let res = ctx.remotes[h.index].upload(ctx.exe, render::BINARY).await;
-            ctx.progress.step(h.index, "uploaded; waiting for its turn");
-            (i, t.elapsed(), res)
-        })
-        .buffer_unordered(ctx.concurrency)
-        .collect()
-        .await;
-    let mut failed = vec![];
-    for (i, took, res) in results {
-        let r = &mut report.hosts[i];
-        r.seconds += took.as_secs_f64();
-        match res {
-            Ok(true) => r.note("binary"),
-            Ok(false) => {}
-            Err(e) => {
-                r.status = Status::Failed;
-                r.error = Some(format!("{e:#}"));
-                ctx.progress.finish(plan.hosts[i].index, false, "upload failed");
-                failed.push(format!("{e:#}"));
+    let todo = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.upload);
+    fanout::all(todo, ctx.concurrency, |(h, r)| upload(ctx, h, r)).await.map_err(|f| f.lines())?;
+    Ok(())
+}
+
+async fn upload(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Result<()> {
+    let t = Instant::now();
+    ctx.progress.step(h.index, "uploading k8s");
+    let res = ctx.remotes[h.index].upload(ctx.exe, render::BINARY).await;
+    ctx.progress.step(h.index, "uploaded; waiting for its turn");
+    r.seconds += t.elapsed().as_secs_f64();
+    match res {
+        Ok(replaced) => {
+            if replaced {
+                r.note("binary");
             }
+            Ok(())
+        }
+        Err(e) => {
+            r.status = Status::Failed;
+            r.error = Some(format!("{e:#}"));
+            ctx.progress.finish(h.index, false, "upload failed");
+            Err(e)
         }
     }
-    if !failed.is_empty() {
-        bail!("{}", failed.join("\n"));
-    }
-    Ok(())
 }
 
 /// One host: token, config and unit, then start or restart its service

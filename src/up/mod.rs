@@ -9,6 +9,7 @@
 
 mod apply;
 mod facts;
+mod fanout;
 mod nodes;
 mod plan;
 mod progress;
@@ -24,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::cli::{OutputFormat, UpArgs};
@@ -205,66 +205,45 @@ async fn connect_all(
     progress: &Progress,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Remote>> {
-    let results: Vec<(usize, anyhow::Result<Remote>)> = stream::iter(0..inv.hosts.len())
-        .map(|i| async move {
-            progress.step(i, "connecting");
-            let r = Remote::connect(remote::who(&inv.hosts[i]), &targets[i], keys).await;
-            progress.step(i, if r.is_ok() { "connected" } else { "cannot connect" });
-            (i, r)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut remotes: Vec<Option<Remote>> = (0..inv.hosts.len()).map(|_| None).collect();
-    let mut failed = vec![];
-    for (i, r) in results {
-        match r {
-            Ok(r) => remotes[i] = Some(r),
-            Err(e) => {
+    let connect = |i: usize| async move {
+        progress.step(i, "connecting");
+        let r = Remote::connect(remote::who(&inv.hosts[i]), &targets[i], keys).await;
+        match &r {
+            Ok(_) => progress.step(i, "connected"),
+            Err(_) => {
+                progress.step(i, "cannot connect");
                 progress.finish(i, false, "cannot connect");
-                failed.push(format!("{e:#}"));
             }
         }
-    }
-    if !failed.is_empty() {
-        for r in remotes.into_iter().flatten() {
-            r.close().await;
+        r
+    };
+    match fanout::all(0..inv.hosts.len(), concurrency, connect).await {
+        Ok(remotes) => Ok(remotes),
+        Err(mut failed) => {
+            for r in std::mem::take(&mut failed.done) {
+                r.close().await;
+            }
+            progress.clear();
+            Err(failed.under("cannot reach every host; nothing was changed"))
         }
-        progress.clear();
-        failed.sort();
-        bail!("cannot reach every host; nothing was changed:\n  {}", failed.join("\n  "));
     }
-    Ok(remotes.into_iter().map(|r| r.expect("every host connected")).collect())
 }
 
+/// Gathers every host's facts (at most `concurrency` at once); any failure
+/// stops the run before anything changed, naming every host that failed.
 async fn gather_all(remotes: &[Remote], progress: &Progress, concurrency: usize) -> anyhow::Result<Vec<Facts>> {
-    let results: Vec<(usize, anyhow::Result<Facts>)> = stream::iter(remotes.iter().enumerate())
-        .map(|(i, r)| async move {
-            progress.step(i, "gathering facts");
-            (i, gather(r).await)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut facts = vec![Facts::default(); remotes.len()];
-    let mut failed = vec![];
-    for (i, f) in results {
-        match f {
-            Ok(f) => {
-                progress.step(i, "checked");
-                facts[i] = f;
-            }
-            Err(e) => {
-                progress.finish(i, false, "cannot gather facts");
-                failed.push(format!("{e:#}"));
-            }
+    let gather_one = |(i, r)| async move {
+        progress.step(i, "gathering facts");
+        let f = gather(r).await;
+        match &f {
+            Ok(_) => progress.step(i, "checked"),
+            Err(_) => progress.finish(i, false, "cannot gather facts"),
         }
-    }
-    if !failed.is_empty() {
-        failed.sort();
-        bail!("cannot inspect every host; nothing was changed:\n  {}", failed.join("\n  "));
-    }
-    Ok(facts)
+        f
+    };
+    fanout::all(remotes.iter().enumerate(), concurrency, gather_one)
+        .await
+        .map_err(|failed| failed.under("cannot inspect every host; nothing was changed"))
 }
 
 async fn gather(r: &Remote) -> anyhow::Result<Facts> {
