@@ -40,7 +40,7 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
     upload_all(ctx, plan, report).await?;
 
     let first = &plan.hosts[0];
-    converge_one(ctx, first, None, &mut report.hosts[0]).await?;
+    apply_host(ctx, first, None, &mut report.hosts[0]).await?;
     let tokens = match tokens {
         Some(t) => t,
         None => read_tokens(ctx.first(plan)).await?,
@@ -54,18 +54,18 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
     // One at a time, each Ready before the next: etcd keeps its quorum
     // while a member joins or restarts.
     for (i, h) in plan.hosts.iter().enumerate().filter(|(_, h)| h.stage == Stage::Server) {
-        converge_one(ctx, h, token_for(h), &mut report.hosts[i]).await?;
+        apply_host(ctx, h, token_for(h), &mut report.hosts[i]).await?;
         if ctx.inv.hosts[h.index].is_node() {
             wait_ready(ctx, plan, &[h]).await?;
         }
     }
 
     let agents = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.stage == Stage::Agent);
-    fanout::all(agents, ctx.concurrency, |(h, r)| converge_one(ctx, h, token_for(h), r)).await.map_err(|f| f.lines())?;
+    fanout::all(agents, ctx.concurrency, |(h, r)| apply_host(ctx, h, token_for(h), r)).await.map_err(|f| f.lines())?;
 
     let nodes: Vec<&HostPlan> = plan.hosts.iter().filter(|h| ctx.inv.hosts[h.index].is_node()).collect();
     let nodes = wait_ready(ctx, plan, &nodes).await?;
-    converge_labels(ctx, plan, &nodes, report).await
+    apply_labels(ctx, plan, &nodes, report).await
 }
 
 /// Uploads this binary where it differs, in parallel; nothing else changes yet.
@@ -98,10 +98,11 @@ async fn upload(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Resu
 }
 
 /// One host: token, config and unit, then start or restart its service
-/// when something changed (or it is not running).
-async fn converge_one(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
+/// when something changed (or it is not running); its report and progress
+/// line tell how it went.
+async fn apply_host(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
     let t = Instant::now();
-    let res = converge(ctx, h, token, r).await;
+    let res = write_and_start(ctx, h, token, r).await;
     r.seconds += t.elapsed().as_secs_f64();
     match &res {
         Ok(()) => {
@@ -118,7 +119,9 @@ async fn converge_one(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mu
     res
 }
 
-async fn converge(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
+/// Writes the token, config and unit where they differ, then starts or
+/// restarts the service as the plan says (or as the writes require).
+async fn write_and_start(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
     let remote = &ctx.remotes[h.index];
     let p = |s: &str| ctx.progress.step(h.index, s);
     p("writing config");
@@ -194,12 +197,12 @@ async fn wait_ready(ctx: &Ctx<'_>, plan: &Plan, want: &[&HostPlan]) -> anyhow::R
     }
 }
 
-/// Labels and taints through the API (see [`nodes::converge`]).
-async fn converge_labels(ctx: &Ctx<'_>, plan: &Plan, nodes: &[Node], report: &mut Report) -> anyhow::Result<()> {
+/// Labels and taints through the API (see [`nodes::label_commands`]).
+async fn apply_labels(ctx: &Ctx<'_>, plan: &Plan, nodes: &[Node], report: &mut Report) -> anyhow::Result<()> {
     for (i, h) in plan.hosts.iter().enumerate() {
         let host = &ctx.inv.hosts[h.index];
         let Some(node) = nodes.iter().find(|n| n.name == h.name) else { continue };
-        let commands = nodes::converge(host, node);
+        let commands = nodes::label_commands(host, node);
         if commands.is_empty() {
             continue;
         }

@@ -58,7 +58,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Connects, then converges; a report in any case (for `--output json`).
+/// Connects, then plans and applies; a report in any case (for `--output json`).
 async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Result<()>) {
     let empty = || Report::empty(&inv.cluster.name, Some(inv.mode()), args.dry_run);
     let prepared = async {
@@ -84,7 +84,7 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
         Ok(r) => r,
         Err(e) => return (empty(), Err(e)),
     };
-    let outcome = converge(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
+    let outcome = plan_and_apply(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
     for r in remotes {
         r.close().await;
     }
@@ -92,9 +92,10 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
     outcome
 }
 
-/// Everything after connecting; the report is filled in as far as it got.
+/// Everything after connecting: facts, plan, apply, prune, kubeconfig;
+/// the report is filled in as far as it got.
 #[allow(clippy::too_many_arguments)]
-async fn converge(
+async fn plan_and_apply(
     args: &UpArgs,
     inv: &Inventory,
     exe: &Path,

@@ -106,7 +106,7 @@ pub fn parse_members(text: &str) -> Vec<Member> {
 
 /// `kubectl` argument lists that bring a node's labels and taints to what
 /// the inventory says; empty when it already is.
-pub fn converge(host: &Host, node: &Node) -> Vec<Vec<String>> {
+pub fn label_commands(host: &Host, node: &Node) -> Vec<Vec<String>> {
     let name = &node.name;
     let want_labels: BTreeMap<&str, &str> = host.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let want_taints: Vec<String> = host.taints.iter().map(|t| t.to_string()).collect();

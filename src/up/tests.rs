@@ -352,7 +352,7 @@ fn labels_and_taints_converge_through_the_api() {
     let a = inv(SINGLE);
     let host = &a.hosts[0];
     let mut n = node("s1", true);
-    let cmds = nodes::converge(host, &n);
+    let cmds = nodes::label_commands(host, &n);
     let flat: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
     assert_eq!(flat, [
         "label --overwrite node/s1 node-role.kubernetes.io/edge= zone=a",
@@ -364,12 +364,12 @@ fn labels_and_taints_converge_through_the_api() {
     n.labels.insert("node-role.kubernetes.io/edge".into(), "".into());
     n.taints.push("dedicated=edge:NoSchedule".into());
     n.managed = vec!["label:node-role.kubernetes.io/edge".into(), "label:zone".into(), "taint:dedicated:NoSchedule".into()];
-    assert!(nodes::converge(host, &n).is_empty());
+    assert!(nodes::label_commands(host, &n).is_empty());
     // Removed from the inventory: removed from the node; others' labels stay.
     n.labels.insert("rack".into(), "7".into());
     n.managed.push("label:old".into());
     n.labels.insert("old".into(), "x".into());
-    let flat: Vec<String> = nodes::converge(host, &n).iter().map(|c| c.join(" ")).collect();
+    let flat: Vec<String> = nodes::label_commands(host, &n).iter().map(|c| c.join(" ")).collect();
     assert_eq!(flat[0], "label --overwrite node/s1 old-");
     assert!(flat[1].starts_with("annotate") && !flat[1].contains("old"));
     assert_eq!(flat.len(), 2);
