@@ -5,6 +5,7 @@
 
 use serde_yaml::{Mapping, Value};
 
+use crate::host::config::{AgentOptions, PodNetwork, ServerOptions};
 use crate::inventory::{Host, Inventory, Mode, Role};
 
 pub use crate::host::paths::{BINARY, CONFIG, TOKEN};
@@ -56,65 +57,71 @@ pub fn is_first_server(inv: &Inventory, host: &Host) -> bool {
     std::ptr::eq(inv.first_server(), host) || inv.first_server().address == host.address
 }
 
-/// `/etc/k8s/config.yaml` for `host`; its keys are `k8s server` /
-/// `k8s agent` flag names.
+/// `/etc/k8s/config.yaml` for `host`: the options `k8s server` / `k8s
+/// agent` read, so its keys are their flag names.
 pub fn config(inv: &Inventory, host: &Host, node_name: &str) -> String {
-    let mut m = Mapping::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.into(), v);
+    let body = match host.role {
+        Role::Server => serde_yaml::to_string(&server_options(inv, host, node_name)),
+        Role::Agent => serde_yaml::to_string(&agent_options(inv, host, node_name)),
     };
-    let list = |items: Vec<String>| Value::Sequence(items.into_iter().map(Value::String).collect());
+    format!("{HEADER}{}", body.expect("options serialize"))
+}
+
+fn server_options(inv: &Inventory, host: &Host, node_name: &str) -> ServerOptions {
     let c = &inv.cluster;
-    if host.role == Role::Agent {
-        put("server", join_url(inv).into());
-        put("token-file", TOKEN.into());
+    // The host's own address, as SSH reaches it, may be a name or a public
+    // IP the server cannot see on its interfaces.
+    let mut tls_san = inv.tls_sans();
+    if !tls_san.iter().any(|s| s.eq_ignore_ascii_case(&host.address)) {
+        tls_san.push(host.address.clone());
     }
-    put("node-name", node_name.into());
-    if let Some(ip) = host.node_ip {
-        put("node-ip", ip.to_string().into());
-    }
-    if host.role == Role::Server {
-        // The host's own address, as SSH reaches it, may be a name or a
-        // public IP the server cannot see on its interfaces.
-        let mut sans = inv.tls_sans();
-        if !sans.iter().any(|s| s.eq_ignore_ascii_case(&host.address)) {
-            sans.push(host.address.clone());
-        }
-        put("tls-san", list(sans));
-        put("cluster-cidr", c.cluster_cidr.to_string().into());
-        put("service-cidr", c.service_cidr.to_string().into());
-        put("cluster-dns", c.cluster_dns.to_string().into());
-        put("cluster-domain", c.cluster_domain.clone().into());
+    let (node_label, node_taint) = registration(host);
+    // In HA the first server starts the etcd cluster and the others join it.
+    let ha = matches!(inv.mode(), Mode::Ha { .. });
+    let first = is_first_server(inv, host);
+    ServerOptions {
+        node_name: Some(node_name.to_string()),
+        node_ip: host.node_ip,
+        tls_san,
+        cluster_cidr: Some(c.cluster_cidr.to_string()),
+        service_cidr: Some(c.service_cidr.to_string()),
+        cluster_dns: Some(c.cluster_dns),
+        cluster_domain: Some(c.cluster_domain.clone()),
         // Written only when not the default, so host-gw configs stay as they were.
-        if c.pod_network != crate::node::PodNetwork::default() {
-            put("pod-network", c.pod_network.to_string().into());
-        }
-        if c.api.port != crate::inventory::DEFAULT_API_PORT {
-            put("https-listen-port", u64::from(c.api.port).into());
-        }
-        if host.control_plane_only {
-            put("disable-agent", true.into());
-        }
+        pod_network: (c.pod_network != PodNetwork::default()).then_some(c.pod_network),
+        https_listen_port: (c.api.port != crate::inventory::DEFAULT_API_PORT).then_some(c.api.port),
+        disable_agent: host.control_plane_only,
+        node_label,
+        node_taint,
+        cluster_init: ha && first,
+        server: (ha && !first).then(|| join_url(inv)),
+        token_file: (ha && !first).then(|| TOKEN.into()),
+        ..ServerOptions::default()
     }
-    if host.is_node() {
-        let labels: Vec<String> = host.kubelet_labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if !labels.is_empty() {
-            put("node-label", list(labels));
-        }
-        if !host.taints.is_empty() {
-            put("node-taint", list(host.taints.iter().map(|t| t.to_string()).collect()));
-        }
+}
+
+fn agent_options(inv: &Inventory, host: &Host, node_name: &str) -> AgentOptions {
+    let (node_label, node_taint) = registration(host);
+    AgentOptions {
+        server: Some(join_url(inv)),
+        token_file: Some(TOKEN.into()),
+        node_name: Some(node_name.to_string()),
+        node_ip: host.node_ip,
+        node_label,
+        node_taint,
+        ..AgentOptions::default()
     }
-    if host.role == Role::Server && matches!(inv.mode(), Mode::Ha { .. }) {
-        if is_first_server(inv, host) {
-            put("cluster-init", true.into());
-        } else {
-            put("server", join_url(inv).into());
-            put("token-file", TOKEN.into());
-        }
+}
+
+/// What a node registers with: the labels kubelet may set itself
+/// (`node-label`; `up` sets the others through the API) and the taints
+/// (`node-taint`); nothing for a control-plane-only server.
+fn registration(host: &Host) -> (Vec<String>, Vec<String>) {
+    if !host.is_node() {
+        return (vec![], vec![]);
     }
-    let body = serde_yaml::to_string(&m).expect("a mapping of strings serializes");
-    format!("{HEADER}{body}")
+    let labels = host.kubelet_labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    (labels, host.taints.iter().map(|t| t.to_string()).collect())
 }
 
 /// The keys that differ between an installed config and the new one, as

@@ -111,6 +111,30 @@ fn ha_config_inits_on_the_first_server_and_joins_the_others() {
 }
 
 #[test]
+fn config_bytes_follow_the_options_structs() {
+    // Its bytes decide whether a re-run rewrites the file and restarts the
+    // service: keys in the order of ServerOptions' fields, unset ones left out.
+    let a = inv(HA);
+    assert_eq!(
+        render::config(&a, &a.hosts[2], "s2"),
+        "# written by k8s up; changes are replaced on the next up
+node-name: s2
+node-ip: 10.1.0.12
+https-listen-port: 7443
+tls-san:
+- lb.example.com
+- 10.0.0.12
+cluster-cidr: 10.42.0.0/16
+service-cidr: 10.43.0.0/16
+cluster-dns: 10.43.0.10
+cluster-domain: cluster.local
+server: https://10.0.0.11:9345
+token-file: /etc/k8s/token
+"
+    );
+}
+
+#[test]
 fn order_is_first_server_then_servers_then_agents() {
     let a = inv(HA);
     let facts: Vec<Facts> = ["w1", "s1", "s2", "s3"].iter().map(|h| fresh(h)).collect();
