@@ -3,6 +3,7 @@
 //! name, so the same inventory renders byte-identical files (a re-run then
 //! finds nothing to change).
 
+use kube::config::{Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 use serde_yaml::{Mapping, Value};
 
 use crate::host::config::{AgentOptions, PodNetwork, ServerOptions};
@@ -155,34 +156,21 @@ pub fn config_changes(old: Option<&str>, new: &str) -> Vec<String> {
 /// server URL becomes `api_url`; the cluster, user and context take the
 /// cluster's name, so several clusters' files can be merged.
 pub fn workstation_kubeconfig(admin: &str, cluster: &str, api_url: &str) -> Result<String, String> {
-    let doc: Value = serde_yaml::from_str(admin).map_err(|e| format!("the admin kubeconfig is not YAML: {e}"))?;
-    let first = |key: &str, inner: &str| -> Result<Value, String> {
-        doc.get(key)
-            .and_then(|l| l.as_sequence())
-            .and_then(|l| l.first())
-            .and_then(|e| e.get(inner))
-            .cloned()
-            .ok_or_else(|| format!("the admin kubeconfig has no {key}[0].{inner}"))
+    let admin: Kubeconfig = serde_yaml::from_str(admin).map_err(|e| format!("the admin kubeconfig is not YAML: {e}"))?;
+    let missing = |what: &str| format!("the admin kubeconfig has no {what}");
+    let mut server = admin.clusters.into_iter().next().and_then(|c| c.cluster).ok_or_else(|| missing("clusters[0].cluster"))?;
+    let user = admin.auth_infos.into_iter().next().and_then(|u| u.auth_info).ok_or_else(|| missing("users[0].user"))?;
+    server.server = Some(api_url.to_string());
+    let name = cluster.to_string();
+    let context = Context { cluster: name.clone(), user: Some(name.clone()), ..Context::default() };
+    let out = Kubeconfig {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![NamedCluster { name: name.clone(), cluster: Some(server), ..NamedCluster::default() }],
+        contexts: vec![NamedContext { name: name.clone(), context: Some(context), ..NamedContext::default() }],
+        current_context: Some(name.clone()),
+        auth_infos: vec![NamedAuthInfo { name, auth_info: Some(user), ..NamedAuthInfo::default() }],
+        ..Kubeconfig::default()
     };
-    let mut server = first("clusters", "cluster")?;
-    let user = first("users", "user")?;
-    let Some(s) = server.as_mapping_mut() else { return Err("clusters[0].cluster is not a mapping".into()) };
-    s.insert("server".into(), api_url.into());
-    let named = |inner: &str, v: Value| {
-        let mut m = Mapping::new();
-        m.insert("name".into(), cluster.into());
-        m.insert(inner.into(), v);
-        Value::Sequence(vec![Value::Mapping(m)])
-    };
-    let mut context = Mapping::new();
-    context.insert("cluster".into(), cluster.into());
-    context.insert("user".into(), cluster.into());
-    let mut out = Mapping::new();
-    out.insert("apiVersion".into(), "v1".into());
-    out.insert("kind".into(), "Config".into());
-    out.insert("clusters".into(), named("cluster", server));
-    out.insert("contexts".into(), named("context", Value::Mapping(context)));
-    out.insert("current-context".into(), cluster.into());
-    out.insert("users".into(), named("user", user));
     serde_yaml::to_string(&out).map_err(|e| e.to_string())
 }

@@ -347,6 +347,7 @@ fn workstation_kubeconfig_points_at_the_api_address() {
     assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ");
     assert_eq!(v["contexts"][0]["context"]["cluster"], "edge");
     assert_eq!(v["current-context"], "edge");
+    assert_eq!((&v["apiVersion"], &v["kind"]), (&"v1".into(), &"Config".into()));
     assert_eq!(out, render::workstation_kubeconfig(admin, "edge", "https://lb:6443").unwrap());
     assert!(render::workstation_kubeconfig("users: []", "edge", "https://lb:6443").is_err());
 }
