@@ -416,6 +416,38 @@ fn nodes_parse_from_kubectl_json() {
 }
 
 #[test]
+fn nodes_parse_as_typed_node_objects() {
+    // As kubectl prints them: apiVersion/kind, timestamps, quantities, a
+    // taint with an empty value, a node without spec, and no InternalIP.
+    let json = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"s1","creationTimestamp":"2025-01-02T03:04:05Z",
+        "labels":{"kubernetes.io/hostname":"s1","node-role.kubernetes.io/control-plane":""},
+        "annotations":{"k8s.io/vxlan-mac":"aa:bb:cc:dd:ee:ff","k8s.up/managed":"label:zone,,taint:x:NoExecute"}},
+       "spec":{"podCIDR":"10.42.0.0/24","taints":[{"key":"x","value":"","effect":"NoExecute","timeAdded":"2025-01-02T03:04:05Z"}]},
+       "status":{"capacity":{"cpu":"2","memory":"4026532Ki"},
+         "conditions":[{"type":"MemoryPressure","status":"False","lastHeartbeatTime":"2025-01-02T03:04:05Z"},
+                       {"type":"Ready","status":"True","reason":"KubeletReady"}],
+         "addresses":[{"type":"Hostname","address":"s1"},{"type":"InternalIP","address":"fd00::11"}],
+         "nodeInfo":{"kubeletVersion":"v1.37.0","architecture":"amd64","bootID":"","containerRuntimeVersion":"",
+           "kernelVersion":"","kubeProxyVersion":"","machineID":"","operatingSystem":"linux","osImage":"","systemUUID":""}}},
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"w1"},"status":{"addresses":[{"type":"Hostname","address":"w1"}]}}]}"#;
+    let n = nodes::parse(json).unwrap();
+    assert_eq!(n.len(), 2);
+    assert_eq!((n[0].name.as_str(), n[0].ready, n[0].internal_ip.as_deref()), ("s1", true, Some("fd00::11")));
+    assert_eq!(n[0].labels.get("node-role.kubernetes.io/control-plane").map(String::as_str), Some(""));
+    assert_eq!(n[0].taints, ["x:NoExecute"]);
+    assert_eq!(n[0].managed, ["label:zone", "taint:x:NoExecute"]);
+    assert_eq!(n[1], Node { name: "w1".into(), ready: false, internal_ip: None, labels: Default::default(), taints: vec![], managed: vec![] });
+
+    assert_eq!(nodes::parse(r#"{"items":[]}"#), Ok(vec![]));
+    assert_eq!(nodes::parse(r#"{"kind":"List"}"#), Err("kubectl get nodes: no items".into()));
+    assert_eq!(nodes::parse(r#"{"items":null}"#), Err("kubectl get nodes: no items".into()));
+    // Not a Node: refused rather than read as an empty one.
+    let pod = nodes::parse(r#"{"items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}]}"#).unwrap_err();
+    assert!(pod.starts_with("kubectl get nodes: not JSON: ") && pod.contains("Pod"), "{pod}");
+}
+
+#[test]
 fn etcd_members_missing_from_the_inventory_are_found() {
     let text = [
         "NAME                 ID               ROLE     PEER                         CLIENT",
