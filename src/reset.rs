@@ -14,7 +14,6 @@ use crate::server::status;
 
 const UNITS: [&str; 2] = ["k8s-server", "k8s-agent"];
 
-
 pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
     let question = format!(
         "This stops k8s and deletes its data ({}, /etc/k8s): every cluster object on this host is lost. Continue?",
@@ -127,7 +126,7 @@ fn pids() -> Vec<u32> {
 /// `/kubepods` (another node on the machine, seen from here, is elsewhere).
 fn in_kubepods(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_or(false, |c| c.lines().any(|l| l.splitn(3, ':').nth(2).is_some_and(|p| p.starts_with("/kubepods"))))
+        .is_ok_and(|c| c.lines().any(|l| l.splitn(3, ':').nth(2).is_some_and(|p| p.starts_with("/kubepods"))))
 }
 
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -136,7 +135,7 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
     out.push(dir.into());
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().map_or(false, |t| t.is_dir()) {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
             collect_dirs(&e.path(), out);
         }
     }

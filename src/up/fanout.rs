@@ -98,7 +98,7 @@ mod tests {
         })
         .await;
         assert_eq!(ran.load(Ordering::SeqCst), 4);
-        let failed = out.err().expect("two failed");
+        let failed = out.expect_err("two failed");
         assert_eq!(failed.done, ["1", "2"]);
         assert_eq!(failed.failures.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 2]);
         assert_eq!(failed.under("cannot reach every host").to_string(), "cannot reach every host:\n  a: cannot reach it\n  b: cannot reach it");
