@@ -22,6 +22,7 @@ pub mod kubectl;
 pub mod node;
 pub mod payload;
 pub mod pki;
+pub mod prompt;
 pub mod reset;
 pub mod server;
 pub mod signals;

@@ -3,7 +3,7 @@
 //! pod network's interfaces and iptables rules, the units, the data dir and
 //! /etc/k8s.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,9 +14,12 @@ use crate::server::status;
 
 const UNITS: [&str; 2] = ["k8s-server", "k8s-agent"];
 
-
 pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
-    if !yes && !confirm(data_dir)? {
+    let question = format!(
+        "This stops k8s and deletes its data ({}, /etc/k8s): every cluster object on this host is lost. Continue?",
+        data_dir.display()
+    );
+    if !yes && !crate::prompt::confirm(&question, std::io::stdout())? {
         println!("nothing changed");
         return Ok(());
     }
@@ -36,14 +39,6 @@ pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
     }
     println!("k8s reset: done");
     Ok(())
-}
-
-fn confirm(data_dir: &Path) -> anyhow::Result<bool> {
-    print!("This stops k8s and deletes its data ({}, /etc/k8s): every cluster object on this host is lost. Continue? [y/N] ", data_dir.display());
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// An HA server leaves the etcd membership while its member still runs, so
@@ -131,7 +126,7 @@ fn pids() -> Vec<u32> {
 /// `/kubepods` (another node on the machine, seen from here, is elsewhere).
 fn in_kubepods(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_or(false, |c| c.lines().any(|l| l.splitn(3, ':').nth(2).is_some_and(|p| p.starts_with("/kubepods"))))
+        .is_ok_and(|c| c.lines().any(|l| l.splitn(3, ':').nth(2).is_some_and(|p| p.starts_with("/kubepods"))))
 }
 
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -140,7 +135,7 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
     out.push(dir.into());
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().map_or(false, |t| t.is_dir()) {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
             collect_dirs(&e.path(), out);
         }
     }

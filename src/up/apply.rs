@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::stream::{self, StreamExt};
 
+use super::fanout;
 use super::nodes::{self, Node};
 use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan};
 use super::progress::Progress;
@@ -40,7 +40,7 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
     upload_all(ctx, plan, report).await?;
 
     let first = &plan.hosts[0];
-    converge_one(ctx, first, None, &mut report.hosts[0]).await?;
+    apply_host(ctx, first, None, &mut report.hosts[0]).await?;
     let tokens = match tokens {
         Some(t) => t,
         None => read_tokens(ctx.first(plan)).await?,
@@ -54,83 +54,55 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
     // One at a time, each Ready before the next: etcd keeps its quorum
     // while a member joins or restarts.
     for (i, h) in plan.hosts.iter().enumerate().filter(|(_, h)| h.stage == Stage::Server) {
-        converge_one(ctx, h, token_for(h), &mut report.hosts[i]).await?;
+        apply_host(ctx, h, token_for(h), &mut report.hosts[i]).await?;
         if ctx.inv.hosts[h.index].is_node() {
             wait_ready(ctx, plan, &[h]).await?;
         }
     }
 
-    let agents: Vec<usize> = (0..plan.hosts.len()).filter(|&i| plan.hosts[i].stage == Stage::Agent).collect();
-    let results: Vec<(usize, HostReport, anyhow::Result<()>)> = stream::iter(agents)
-        .map(|i| {
-            let h = &plan.hosts[i];
-            let mut r = report.hosts[i].clone();
-            let token = token_for(h);
-            async move {
-                let res = converge_one(ctx, h, token, &mut r).await;
-                (i, r, res)
-            }
-        })
-        .buffer_unordered(ctx.concurrency)
-        .collect()
-        .await;
-    let mut failed = vec![];
-    for (i, r, res) in results {
-        report.hosts[i] = r;
-        if let Err(e) = res {
-            failed.push(format!("{e:#}"));
-        }
-    }
-    if !failed.is_empty() {
-        bail!("{}", failed.join("\n"));
-    }
+    let agents = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.stage == Stage::Agent);
+    fanout::all(agents, ctx.concurrency, |(h, r)| apply_host(ctx, h, token_for(h), r)).await.map_err(|f| f.lines())?;
 
     let nodes: Vec<&HostPlan> = plan.hosts.iter().filter(|h| ctx.inv.hosts[h.index].is_node()).collect();
     let nodes = wait_ready(ctx, plan, &nodes).await?;
-    converge_labels(ctx, plan, &nodes, report).await
+    apply_labels(ctx, plan, &nodes, report).await
 }
 
 /// Uploads this binary where it differs, in parallel; nothing else changes yet.
 async fn upload_all(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let todo: Vec<usize> = (0..plan.hosts.len()).filter(|&i| plan.hosts[i].upload).collect();
-    let results: Vec<(usize, Duration, anyhow::Result<bool>)> = stream::iter(todo)
-        .map(|i| async move {
-            let h = &plan.hosts[i];
-            let t = Instant::now();
-            ctx.progress.step(h.index, "uploading k8s");
-            let res = ctx.remotes[h.index].upload(ctx.exe, render::BINARY).await;
-            ctx.progress.step(h.index, "uploaded; waiting for its turn");
-            (i, t.elapsed(), res)
-        })
-        .buffer_unordered(ctx.concurrency)
-        .collect()
-        .await;
-    let mut failed = vec![];
-    for (i, took, res) in results {
-        let r = &mut report.hosts[i];
-        r.seconds += took.as_secs_f64();
-        match res {
-            Ok(true) => r.note("binary"),
-            Ok(false) => {}
-            Err(e) => {
-                r.status = Status::Failed;
-                r.error = Some(format!("{e:#}"));
-                ctx.progress.finish(plan.hosts[i].index, false, "upload failed");
-                failed.push(format!("{e:#}"));
-            }
-        }
-    }
-    if !failed.is_empty() {
-        bail!("{}", failed.join("\n"));
-    }
+    let todo = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.upload);
+    fanout::all(todo, ctx.concurrency, |(h, r)| upload(ctx, h, r)).await.map_err(|f| f.lines())?;
     Ok(())
 }
 
-/// One host: token, config and unit, then start or restart its service
-/// when something changed (or it is not running).
-async fn converge_one(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
+async fn upload(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Result<()> {
     let t = Instant::now();
-    let res = converge(ctx, h, token, r).await;
+    ctx.progress.step(h.index, "uploading k8s");
+    let res = ctx.remotes[h.index].upload(ctx.exe, render::BINARY).await;
+    ctx.progress.step(h.index, "uploaded; waiting for its turn");
+    r.seconds += t.elapsed().as_secs_f64();
+    match res {
+        Ok(replaced) => {
+            if replaced {
+                r.note("binary");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            r.status = Status::Failed;
+            r.error = Some(format!("{e:#}"));
+            ctx.progress.finish(h.index, false, "upload failed");
+            Err(e)
+        }
+    }
+}
+
+/// One host: token, config and unit, then start or restart its service
+/// when something changed (or it is not running); its report and progress
+/// line tell how it went.
+async fn apply_host(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let res = write_and_start(ctx, h, token, r).await;
     r.seconds += t.elapsed().as_secs_f64();
     match &res {
         Ok(()) => {
@@ -147,7 +119,9 @@ async fn converge_one(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mu
     res
 }
 
-async fn converge(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
+/// Writes the token, config and unit where they differ, then starts or
+/// restarts the service as the plan says (or as the writes require).
+async fn write_and_start(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: &mut HostReport) -> anyhow::Result<()> {
     let remote = &ctx.remotes[h.index];
     let p = |s: &str| ctx.progress.step(h.index, s);
     p("writing config");
@@ -223,12 +197,12 @@ async fn wait_ready(ctx: &Ctx<'_>, plan: &Plan, want: &[&HostPlan]) -> anyhow::R
     }
 }
 
-/// Labels and taints through the API (see [`nodes::converge`]).
-async fn converge_labels(ctx: &Ctx<'_>, plan: &Plan, nodes: &[Node], report: &mut Report) -> anyhow::Result<()> {
+/// Labels and taints through the API (see [`nodes::label_commands`]).
+async fn apply_labels(ctx: &Ctx<'_>, plan: &Plan, nodes: &[Node], report: &mut Report) -> anyhow::Result<()> {
     for (i, h) in plan.hosts.iter().enumerate() {
         let host = &ctx.inv.hosts[h.index];
         let Some(node) = nodes.iter().find(|n| n.name == h.name) else { continue };
-        let commands = nodes::converge(host, node);
+        let commands = nodes::label_commands(host, node);
         if commands.is_empty() {
             continue;
         }

@@ -9,6 +9,7 @@
 
 mod apply;
 mod facts;
+mod fanout;
 mod nodes;
 mod plan;
 mod progress;
@@ -20,12 +21,10 @@ pub mod reset;
 #[cfg(test)]
 mod tests;
 
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::cli::{OutputFormat, UpArgs};
@@ -59,7 +58,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Connects, then converges; a report in any case (for `--output json`).
+/// Connects, then plans and applies; a report in any case (for `--output json`).
 async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Result<()>) {
     let empty = || Report::empty(&inv.cluster.name, Some(inv.mode()), args.dry_run);
     let prepared = async {
@@ -85,7 +84,7 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
         Ok(r) => r,
         Err(e) => return (empty(), Err(e)),
     };
-    let outcome = converge(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
+    let outcome = plan_and_apply(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
     for r in remotes {
         r.close().await;
     }
@@ -93,9 +92,10 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
     outcome
 }
 
-/// Everything after connecting; the report is filled in as far as it got.
+/// Everything after connecting: facts, plan, apply, prune, kubeconfig;
+/// the report is filled in as far as it got.
 #[allow(clippy::too_many_arguments)]
-async fn converge(
+async fn plan_and_apply(
     args: &UpArgs,
     inv: &Inventory,
     exe: &Path,
@@ -138,7 +138,7 @@ async fn converge(
         plan.extra_nodes.iter().map(|n| n.name.as_str()).chain(plan.extra_members.iter().map(|m| m.name.as_str())).collect();
     if args.prune && !extra.is_empty() && !args.yes {
         let question = format!("--prune removes {} from the cluster (drain, reset the host, delete). Continue?", extra.join(", "));
-        match progress.suspend(|| confirm(&question)) {
+        match progress.suspend(|| crate::prompt::confirm(&question, std::io::stderr())) {
             Ok(true) => {}
             Ok(false) => return (report, Err(anyhow::anyhow!("nothing was changed (the prune was not confirmed)"))),
             Err(e) => return (report, Err(e)),
@@ -206,66 +206,45 @@ async fn connect_all(
     progress: &Progress,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Remote>> {
-    let results: Vec<(usize, anyhow::Result<Remote>)> = stream::iter(0..inv.hosts.len())
-        .map(|i| async move {
-            progress.step(i, "connecting");
-            let r = Remote::connect(remote::who(&inv.hosts[i]), &targets[i], keys).await;
-            progress.step(i, if r.is_ok() { "connected" } else { "cannot connect" });
-            (i, r)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut remotes: Vec<Option<Remote>> = (0..inv.hosts.len()).map(|_| None).collect();
-    let mut failed = vec![];
-    for (i, r) in results {
-        match r {
-            Ok(r) => remotes[i] = Some(r),
-            Err(e) => {
+    let connect = |i: usize| async move {
+        progress.step(i, "connecting");
+        let r = Remote::connect(remote::who(&inv.hosts[i]), &targets[i], keys).await;
+        match &r {
+            Ok(_) => progress.step(i, "connected"),
+            Err(_) => {
+                progress.step(i, "cannot connect");
                 progress.finish(i, false, "cannot connect");
-                failed.push(format!("{e:#}"));
             }
         }
-    }
-    if !failed.is_empty() {
-        for r in remotes.into_iter().flatten() {
-            r.close().await;
+        r
+    };
+    match fanout::all(0..inv.hosts.len(), concurrency, connect).await {
+        Ok(remotes) => Ok(remotes),
+        Err(mut failed) => {
+            for r in std::mem::take(&mut failed.done) {
+                r.close().await;
+            }
+            progress.clear();
+            Err(failed.under("cannot reach every host; nothing was changed"))
         }
-        progress.clear();
-        failed.sort();
-        bail!("cannot reach every host; nothing was changed:\n  {}", failed.join("\n  "));
     }
-    Ok(remotes.into_iter().map(|r| r.expect("every host connected")).collect())
 }
 
+/// Gathers every host's facts (at most `concurrency` at once); any failure
+/// stops the run before anything changed, naming every host that failed.
 async fn gather_all(remotes: &[Remote], progress: &Progress, concurrency: usize) -> anyhow::Result<Vec<Facts>> {
-    let results: Vec<(usize, anyhow::Result<Facts>)> = stream::iter(remotes.iter().enumerate())
-        .map(|(i, r)| async move {
-            progress.step(i, "gathering facts");
-            (i, gather(r).await)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut facts = vec![Facts::default(); remotes.len()];
-    let mut failed = vec![];
-    for (i, f) in results {
-        match f {
-            Ok(f) => {
-                progress.step(i, "checked");
-                facts[i] = f;
-            }
-            Err(e) => {
-                progress.finish(i, false, "cannot gather facts");
-                failed.push(format!("{e:#}"));
-            }
+    let gather_one = |(i, r)| async move {
+        progress.step(i, "gathering facts");
+        let f = gather(r).await;
+        match &f {
+            Ok(_) => progress.step(i, "checked"),
+            Err(_) => progress.finish(i, false, "cannot gather facts"),
         }
-    }
-    if !failed.is_empty() {
-        failed.sort();
-        bail!("cannot inspect every host; nothing was changed:\n  {}", failed.join("\n  "));
-    }
-    Ok(facts)
+        f
+    };
+    fanout::all(remotes.iter().enumerate(), concurrency, gather_one)
+        .await
+        .map_err(|failed| failed.under("cannot inspect every host; nothing was changed"))
 }
 
 async fn gather(r: &Remote) -> anyhow::Result<Facts> {
@@ -356,12 +335,4 @@ fn print(report: &Report, json: bool, dry_run: bool) {
         println!("cluster {} is up ({:.1} s); kubeconfig: {kc}", report.cluster, report.seconds);
         println!("  kubectl --kubeconfig {kc} get nodes");
     }
-}
-
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1 as api;
+use serde::Deserialize;
 
 use crate::inventory::Host;
 
@@ -27,56 +28,37 @@ pub struct Node {
 /// are left alone.
 pub const MANAGED: &str = "k8s.up/managed";
 
-pub fn parse(json: &str) -> Result<Vec<Node>, String> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| format!("kubectl get nodes: not JSON: {e}"))?;
-    let items = doc["items"].as_array().ok_or("kubectl get nodes: no items")?;
-    Ok(items.iter().map(node).collect())
+/// `kubectl get nodes -o json`: a NodeList (only its items matter here).
+#[derive(Deserialize)]
+struct NodeList {
+    items: Option<Vec<api::Node>>,
 }
 
-fn node(item: &Value) -> Node {
-    let str_map = |v: &Value| -> BTreeMap<String, String> {
-        v.as_object()
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-            .unwrap_or_default()
-    };
-    let status = &item["status"];
-    let ready = status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True");
-    let internal_ip = status["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .map(str::to_string);
-    let taints = item["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            let key = t["key"].as_str().unwrap_or_default();
-            let effect = t["effect"].as_str().unwrap_or_default();
-            match t["value"].as_str() {
-                Some(v) if !v.is_empty() => format!("{key}={v}:{effect}"),
-                _ => format!("{key}:{effect}"),
-            }
-        })
-        .collect();
-    let annotations = str_map(&item["metadata"]["annotations"]);
-    let managed = annotations
-        .get(MANAGED)
-        .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
-        .unwrap_or_default();
+pub fn parse(json: &str) -> Result<Vec<Node>, String> {
+    let list: NodeList = serde_json::from_str(json).map_err(|e| format!("kubectl get nodes: not JSON: {e}"))?;
+    Ok(list.items.ok_or("kubectl get nodes: no items")?.into_iter().map(node).collect())
+}
+
+/// What `up` needs of a Node.
+fn node(n: api::Node) -> Node {
+    let meta = n.metadata;
+    let status = n.status.unwrap_or_default();
+    let managed = meta.annotations.as_ref().and_then(|a| a.get(MANAGED));
     Node {
-        name: item["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-        ready,
-        internal_ip,
-        labels: str_map(&item["metadata"]["labels"]),
-        taints,
-        managed,
+        name: meta.name.unwrap_or_default(),
+        ready: status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True"),
+        internal_ip: status.addresses.into_iter().flatten().find(|a| a.type_ == "InternalIP").map(|a| a.address),
+        taints: n.spec.and_then(|s| s.taints).into_iter().flatten().map(taint).collect(),
+        managed: managed.map_or_else(Vec::new, |m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()),
+        labels: meta.labels.unwrap_or_default(),
+    }
+}
+
+/// `key[=value]:Effect`, as `kubectl taint` and the inventory write it.
+fn taint(t: api::Taint) -> String {
+    match t.value.filter(|v| !v.is_empty()) {
+        Some(v) => format!("{}={v}:{}", t.key, t.effect),
+        None => format!("{}:{}", t.key, t.effect),
     }
 }
 
@@ -106,7 +88,7 @@ pub fn parse_members(text: &str) -> Vec<Member> {
 
 /// `kubectl` argument lists that bring a node's labels and taints to what
 /// the inventory says; empty when it already is.
-pub fn converge(host: &Host, node: &Node) -> Vec<Vec<String>> {
+pub fn label_commands(host: &Host, node: &Node) -> Vec<Vec<String>> {
     let name = &node.name;
     let want_labels: BTreeMap<&str, &str> = host.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let want_taints: Vec<String> = host.taints.iter().map(|t| t.to_string()).collect();

@@ -3,8 +3,10 @@
 //! name, so the same inventory renders byte-identical files (a re-run then
 //! finds nothing to change).
 
+use kube::config::{Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 use serde_yaml::{Mapping, Value};
 
+use crate::host::config::{AgentOptions, PodNetwork, ServerOptions};
 use crate::inventory::{Host, Inventory, Mode, Role};
 
 pub use crate::host::paths::{BINARY, CONFIG, TOKEN};
@@ -56,65 +58,71 @@ pub fn is_first_server(inv: &Inventory, host: &Host) -> bool {
     std::ptr::eq(inv.first_server(), host) || inv.first_server().address == host.address
 }
 
-/// `/etc/k8s/config.yaml` for `host`; its keys are `k8s server` /
-/// `k8s agent` flag names.
+/// `/etc/k8s/config.yaml` for `host`: the options `k8s server` / `k8s
+/// agent` read, so its keys are their flag names.
 pub fn config(inv: &Inventory, host: &Host, node_name: &str) -> String {
-    let mut m = Mapping::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.into(), v);
+    let body = match host.role {
+        Role::Server => serde_yaml::to_string(&server_options(inv, host, node_name)),
+        Role::Agent => serde_yaml::to_string(&agent_options(inv, host, node_name)),
     };
-    let list = |items: Vec<String>| Value::Sequence(items.into_iter().map(Value::String).collect());
+    format!("{HEADER}{}", body.expect("options serialize"))
+}
+
+fn server_options(inv: &Inventory, host: &Host, node_name: &str) -> ServerOptions {
     let c = &inv.cluster;
-    if host.role == Role::Agent {
-        put("server", join_url(inv).into());
-        put("token-file", TOKEN.into());
+    // The host's own address, as SSH reaches it, may be a name or a public
+    // IP the server cannot see on its interfaces.
+    let mut tls_san = inv.tls_sans();
+    if !tls_san.iter().any(|s| s.eq_ignore_ascii_case(&host.address)) {
+        tls_san.push(host.address.clone());
     }
-    put("node-name", node_name.into());
-    if let Some(ip) = host.node_ip {
-        put("node-ip", ip.to_string().into());
-    }
-    if host.role == Role::Server {
-        // The host's own address, as SSH reaches it, may be a name or a
-        // public IP the server cannot see on its interfaces.
-        let mut sans = inv.tls_sans();
-        if !sans.iter().any(|s| s.eq_ignore_ascii_case(&host.address)) {
-            sans.push(host.address.clone());
-        }
-        put("tls-san", list(sans));
-        put("cluster-cidr", c.cluster_cidr.to_string().into());
-        put("service-cidr", c.service_cidr.to_string().into());
-        put("cluster-dns", c.cluster_dns.to_string().into());
-        put("cluster-domain", c.cluster_domain.clone().into());
+    let (node_label, node_taint) = registration(host);
+    // In HA the first server starts the etcd cluster and the others join it.
+    let ha = matches!(inv.mode(), Mode::Ha { .. });
+    let first = is_first_server(inv, host);
+    ServerOptions {
+        node_name: Some(node_name.to_string()),
+        node_ip: host.node_ip,
+        tls_san,
+        cluster_cidr: Some(c.cluster_cidr.to_string()),
+        service_cidr: Some(c.service_cidr.to_string()),
+        cluster_dns: Some(c.cluster_dns),
+        cluster_domain: Some(c.cluster_domain.clone()),
         // Written only when not the default, so host-gw configs stay as they were.
-        if c.pod_network != crate::node::PodNetwork::default() {
-            put("pod-network", c.pod_network.to_string().into());
-        }
-        if c.api.port != crate::inventory::DEFAULT_API_PORT {
-            put("https-listen-port", u64::from(c.api.port).into());
-        }
-        if host.control_plane_only {
-            put("disable-agent", true.into());
-        }
+        pod_network: (c.pod_network != PodNetwork::default()).then_some(c.pod_network),
+        https_listen_port: (c.api.port != crate::inventory::DEFAULT_API_PORT).then_some(c.api.port),
+        disable_agent: host.control_plane_only,
+        node_label,
+        node_taint,
+        cluster_init: ha && first,
+        server: (ha && !first).then(|| join_url(inv)),
+        token_file: (ha && !first).then(|| TOKEN.into()),
+        ..ServerOptions::default()
     }
-    if host.is_node() {
-        let labels: Vec<String> = host.kubelet_labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if !labels.is_empty() {
-            put("node-label", list(labels));
-        }
-        if !host.taints.is_empty() {
-            put("node-taint", list(host.taints.iter().map(|t| t.to_string()).collect()));
-        }
+}
+
+fn agent_options(inv: &Inventory, host: &Host, node_name: &str) -> AgentOptions {
+    let (node_label, node_taint) = registration(host);
+    AgentOptions {
+        server: Some(join_url(inv)),
+        token_file: Some(TOKEN.into()),
+        node_name: Some(node_name.to_string()),
+        node_ip: host.node_ip,
+        node_label,
+        node_taint,
+        ..AgentOptions::default()
     }
-    if host.role == Role::Server && matches!(inv.mode(), Mode::Ha { .. }) {
-        if is_first_server(inv, host) {
-            put("cluster-init", true.into());
-        } else {
-            put("server", join_url(inv).into());
-            put("token-file", TOKEN.into());
-        }
+}
+
+/// What a node registers with: the labels kubelet may set itself
+/// (`node-label`; `up` sets the others through the API) and the taints
+/// (`node-taint`); nothing for a control-plane-only server.
+fn registration(host: &Host) -> (Vec<String>, Vec<String>) {
+    if !host.is_node() {
+        return (vec![], vec![]);
     }
-    let body = serde_yaml::to_string(&m).expect("a mapping of strings serializes");
-    format!("{HEADER}{body}")
+    let labels = host.kubelet_labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    (labels, host.taints.iter().map(|t| t.to_string()).collect())
 }
 
 /// The keys that differ between an installed config and the new one, as
@@ -148,34 +156,21 @@ pub fn config_changes(old: Option<&str>, new: &str) -> Vec<String> {
 /// server URL becomes `api_url`; the cluster, user and context take the
 /// cluster's name, so several clusters' files can be merged.
 pub fn workstation_kubeconfig(admin: &str, cluster: &str, api_url: &str) -> Result<String, String> {
-    let doc: Value = serde_yaml::from_str(admin).map_err(|e| format!("the admin kubeconfig is not YAML: {e}"))?;
-    let first = |key: &str, inner: &str| -> Result<Value, String> {
-        doc.get(key)
-            .and_then(|l| l.as_sequence())
-            .and_then(|l| l.first())
-            .and_then(|e| e.get(inner))
-            .cloned()
-            .ok_or_else(|| format!("the admin kubeconfig has no {key}[0].{inner}"))
+    let admin: Kubeconfig = serde_yaml::from_str(admin).map_err(|e| format!("the admin kubeconfig is not YAML: {e}"))?;
+    let missing = |what: &str| format!("the admin kubeconfig has no {what}");
+    let mut server = admin.clusters.into_iter().next().and_then(|c| c.cluster).ok_or_else(|| missing("clusters[0].cluster"))?;
+    let user = admin.auth_infos.into_iter().next().and_then(|u| u.auth_info).ok_or_else(|| missing("users[0].user"))?;
+    server.server = Some(api_url.to_string());
+    let name = cluster.to_string();
+    let context = Context { cluster: name.clone(), user: Some(name.clone()), ..Context::default() };
+    let out = Kubeconfig {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![NamedCluster { name: name.clone(), cluster: Some(server), ..NamedCluster::default() }],
+        contexts: vec![NamedContext { name: name.clone(), context: Some(context), ..NamedContext::default() }],
+        current_context: Some(name.clone()),
+        auth_infos: vec![NamedAuthInfo { name, auth_info: Some(user), ..NamedAuthInfo::default() }],
+        ..Kubeconfig::default()
     };
-    let mut server = first("clusters", "cluster")?;
-    let user = first("users", "user")?;
-    let Some(s) = server.as_mapping_mut() else { return Err("clusters[0].cluster is not a mapping".into()) };
-    s.insert("server".into(), api_url.into());
-    let named = |inner: &str, v: Value| {
-        let mut m = Mapping::new();
-        m.insert("name".into(), cluster.into());
-        m.insert(inner.into(), v);
-        Value::Sequence(vec![Value::Mapping(m)])
-    };
-    let mut context = Mapping::new();
-    context.insert("cluster".into(), cluster.into());
-    context.insert("user".into(), cluster.into());
-    let mut out = Mapping::new();
-    out.insert("apiVersion".into(), "v1".into());
-    out.insert("kind".into(), "Config".into());
-    out.insert("clusters".into(), named("cluster", server));
-    out.insert("contexts".into(), named("context", Value::Mapping(context)));
-    out.insert("current-context".into(), cluster.into());
-    out.insert("users".into(), named("user", user));
     serde_yaml::to_string(&out).map_err(|e| e.to_string())
 }

@@ -2,12 +2,11 @@
 //! inventory (after a confirmation): agents first, in parallel, then the
 //! servers one at a time, the first server last.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::bail;
-use futures::stream::{self, StreamExt};
 
+use super::fanout;
 use super::remote::{self, Remote};
 use crate::inventory::{Host, Inventory, Role};
 use crate::ssh;
@@ -37,7 +36,7 @@ pub async fn run(file: &Path, yes: bool) -> anyhow::Result<()> {
     for h in &inv.hosts {
         println!("  {:<8} {}", h.role.to_string(), remote::who(h));
     }
-    if !yes && !confirm()? {
+    if !yes && !crate::prompt::confirm("Continue?", std::io::stdout())? {
         println!("nothing changed");
         return Ok(());
     }
@@ -48,24 +47,22 @@ pub async fn run(file: &Path, yes: bool) -> anyhow::Result<()> {
     let agents: Vec<&Host> = order.iter().copied().filter(|h| h.role == Role::Agent).collect();
     let servers: Vec<&Host> = order.iter().copied().filter(|h| h.role == Role::Server).collect();
 
-    let mut failed = vec![];
-    let mut report = |h: &Host, res: anyhow::Result<()>| match res {
-        Ok(()) => println!("{}: reset", remote::who(h)),
-        Err(e) => {
-            eprintln!("{e:#}");
-            failed.push(remote::who(h));
+    // Agents in parallel, then the servers one at a time (the first server
+    // last); every host gets its turn, and each failure is told as it happens.
+    let (inv, targets, keys) = (&inv, &targets, &keys);
+    let reset = |h| async move {
+        let res = reset_host(inv, targets, keys, h).await;
+        match &res {
+            Ok(()) => println!("{}: reset", remote::who(h)),
+            Err(e) => eprintln!("{e:#}"),
         }
+        res
     };
-    let results: Vec<(&Host, anyhow::Result<()>)> =
-        stream::iter(agents).map(|h| {
-            let (inv, targets, keys) = (&inv, &targets, &keys);
-            async move { (h, reset_host(inv, targets, keys, h).await) }
-        }).buffer_unordered(concurrency).collect().await;
-    for (h, res) in results {
-        report(h, res);
-    }
-    for h in servers {
-        report(h, reset_host(&inv, &targets, &keys, h).await);
+    let mut failed = vec![];
+    for (hosts, limit) in [(agents, concurrency), (servers, 1)] {
+        if let Err(f) = fanout::all(hosts.iter().copied(), limit, reset).await {
+            failed.extend(f.failures.iter().map(|(i, _)| remote::who(hosts[*i])));
+        }
     }
     if !failed.is_empty() {
         bail!("k8s could not be removed from {}; the other hosts are reset", failed.join(", "));
@@ -86,12 +83,4 @@ fn order(inv: &Inventory) -> Vec<&Host> {
     let mut out: Vec<&Host> = inv.agents().collect();
     out.extend(inv.servers().collect::<Vec<_>>().into_iter().rev());
     out
-}
-
-fn confirm() -> anyhow::Result<bool> {
-    print!("Continue? [y/N] ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

@@ -111,6 +111,30 @@ fn ha_config_inits_on_the_first_server_and_joins_the_others() {
 }
 
 #[test]
+fn config_bytes_follow_the_options_structs() {
+    // Its bytes decide whether a re-run rewrites the file and restarts the
+    // service: keys in the order of ServerOptions' fields, unset ones left out.
+    let a = inv(HA);
+    assert_eq!(
+        render::config(&a, &a.hosts[2], "s2"),
+        "# written by k8s up; changes are replaced on the next up
+node-name: s2
+node-ip: 10.1.0.12
+https-listen-port: 7443
+tls-san:
+- lb.example.com
+- 10.0.0.12
+cluster-cidr: 10.42.0.0/16
+service-cidr: 10.43.0.0/16
+cluster-dns: 10.43.0.10
+cluster-domain: cluster.local
+server: https://10.0.0.11:9345
+token-file: /etc/k8s/token
+"
+    );
+}
+
+#[test]
 fn order_is_first_server_then_servers_then_agents() {
     let a = inv(HA);
     let facts: Vec<Facts> = ["w1", "s1", "s2", "s3"].iter().map(|h| fresh(h)).collect();
@@ -323,6 +347,7 @@ fn workstation_kubeconfig_points_at_the_api_address() {
     assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ");
     assert_eq!(v["contexts"][0]["context"]["cluster"], "edge");
     assert_eq!(v["current-context"], "edge");
+    assert_eq!((&v["apiVersion"], &v["kind"]), (&"v1".into(), &"Config".into()));
     assert_eq!(out, render::workstation_kubeconfig(admin, "edge", "https://lb:6443").unwrap());
     assert!(render::workstation_kubeconfig("users: []", "edge", "https://lb:6443").is_err());
 }
@@ -352,7 +377,7 @@ fn labels_and_taints_converge_through_the_api() {
     let a = inv(SINGLE);
     let host = &a.hosts[0];
     let mut n = node("s1", true);
-    let cmds = nodes::converge(host, &n);
+    let cmds = nodes::label_commands(host, &n);
     let flat: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
     assert_eq!(flat, [
         "label --overwrite node/s1 node-role.kubernetes.io/edge= zone=a",
@@ -364,12 +389,12 @@ fn labels_and_taints_converge_through_the_api() {
     n.labels.insert("node-role.kubernetes.io/edge".into(), "".into());
     n.taints.push("dedicated=edge:NoSchedule".into());
     n.managed = vec!["label:node-role.kubernetes.io/edge".into(), "label:zone".into(), "taint:dedicated:NoSchedule".into()];
-    assert!(nodes::converge(host, &n).is_empty());
+    assert!(nodes::label_commands(host, &n).is_empty());
     // Removed from the inventory: removed from the node; others' labels stay.
     n.labels.insert("rack".into(), "7".into());
     n.managed.push("label:old".into());
     n.labels.insert("old".into(), "x".into());
-    let flat: Vec<String> = nodes::converge(host, &n).iter().map(|c| c.join(" ")).collect();
+    let flat: Vec<String> = nodes::label_commands(host, &n).iter().map(|c| c.join(" ")).collect();
     assert_eq!(flat[0], "label --overwrite node/s1 old-");
     assert!(flat[1].starts_with("annotate") && !flat[1].contains("old"));
     assert_eq!(flat.len(), 2);
@@ -388,6 +413,38 @@ fn nodes_parse_from_kubectl_json() {
     assert_eq!(n[0].taints, ["k=v:NoSchedule", "g:NoExecute"]);
     assert_eq!(n[0].managed, ["label:a"]);
     assert!(nodes::parse("not json").is_err());
+}
+
+#[test]
+fn nodes_parse_as_typed_node_objects() {
+    // As kubectl prints them: apiVersion/kind, timestamps, quantities, a
+    // taint with an empty value, a node without spec, and no InternalIP.
+    let json = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"s1","creationTimestamp":"2025-01-02T03:04:05Z",
+        "labels":{"kubernetes.io/hostname":"s1","node-role.kubernetes.io/control-plane":""},
+        "annotations":{"k8s.io/vxlan-mac":"aa:bb:cc:dd:ee:ff","k8s.up/managed":"label:zone,,taint:x:NoExecute"}},
+       "spec":{"podCIDR":"10.42.0.0/24","taints":[{"key":"x","value":"","effect":"NoExecute","timeAdded":"2025-01-02T03:04:05Z"}]},
+       "status":{"capacity":{"cpu":"2","memory":"4026532Ki"},
+         "conditions":[{"type":"MemoryPressure","status":"False","lastHeartbeatTime":"2025-01-02T03:04:05Z"},
+                       {"type":"Ready","status":"True","reason":"KubeletReady"}],
+         "addresses":[{"type":"Hostname","address":"s1"},{"type":"InternalIP","address":"fd00::11"}],
+         "nodeInfo":{"kubeletVersion":"v1.37.0","architecture":"amd64","bootID":"","containerRuntimeVersion":"",
+           "kernelVersion":"","kubeProxyVersion":"","machineID":"","operatingSystem":"linux","osImage":"","systemUUID":""}}},
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"w1"},"status":{"addresses":[{"type":"Hostname","address":"w1"}]}}]}"#;
+    let n = nodes::parse(json).unwrap();
+    assert_eq!(n.len(), 2);
+    assert_eq!((n[0].name.as_str(), n[0].ready, n[0].internal_ip.as_deref()), ("s1", true, Some("fd00::11")));
+    assert_eq!(n[0].labels.get("node-role.kubernetes.io/control-plane").map(String::as_str), Some(""));
+    assert_eq!(n[0].taints, ["x:NoExecute"]);
+    assert_eq!(n[0].managed, ["label:zone", "taint:x:NoExecute"]);
+    assert_eq!(n[1], Node { name: "w1".into(), ready: false, internal_ip: None, labels: Default::default(), taints: vec![], managed: vec![] });
+
+    assert_eq!(nodes::parse(r#"{"items":[]}"#), Ok(vec![]));
+    assert_eq!(nodes::parse(r#"{"kind":"List"}"#), Err("kubectl get nodes: no items".into()));
+    assert_eq!(nodes::parse(r#"{"items":null}"#), Err("kubectl get nodes: no items".into()));
+    // Not a Node: refused rather than read as an empty one.
+    let pod = nodes::parse(r#"{"items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}]}"#).unwrap_err();
+    assert!(pod.starts_with("kubectl get nodes: not JSON: ") && pod.contains("Pod"), "{pod}");
 }
 
 #[test]
