@@ -466,10 +466,44 @@ async fn w_range(cfg: &Config, ep: &str) -> Result<Rows> {
         (kv, r)
     })
     .await;
+    let states: Vec<(KvClient, Option<Cursor>)> = clients.iter().map(|c| (kv(c), None)).collect();
+    let paged = drive(states, cfg.n(20_000, 500), Duration::from_secs(20), |(kv, cursor), _| page(kv, cursor)).await;
     Ok(vec![
         (format!("2a. range 100-key prefix, {WORKERS} readers"), small),
         (format!("2b. list all {keys} keys, 4 readers"), full),
+        (format!("2c. paginated list, pages of {PAGE} keys, {WORKERS} readers"), paged),
     ])
+}
+
+/// kube-apiserver's paginated LIST (and `kubectl get`'s chunks): pages of
+/// this many keys.
+const PAGE: i64 = 500;
+
+/// Where a paginated list goes on: after this key, at this revision.
+type Cursor = (Vec<u8>, i64);
+
+/// One page of a paginated list over the keys workload 1 wrote: the first
+/// at the newest revision, each next one after the previous page's last key
+/// at the first page's revision, as the API server asks them.
+async fn page(mut kv: KvClient, cursor: Option<Cursor>) -> ((KvClient, Option<Cursor>), Result<Option<Duration>>) {
+    let opts = GetOptions::new().with_range("/bench/kv0").with_limit(PAGE);
+    let (start, opts) = match &cursor {
+        None => (b"/bench/kv/".to_vec(), opts),
+        Some((after, rev)) => (after.clone(), opts.with_revision(*rev)),
+    };
+    let resp = match kv.get(start, Some(opts)).await {
+        Ok(resp) => resp,
+        Err(e) => return ((kv, None), Err(e.into())),
+    };
+    if resp.more() && resp.kvs().len() as i64 != PAGE {
+        return ((kv, None), Err(anyhow!("a page with more after it has {} keys, not {PAGE}", resp.kvs().len())));
+    }
+    let rev = cursor.map_or_else(|| resp.header().map_or(0, |h| h.revision()), |(_, rev)| rev);
+    let next = match resp.kvs().last() {
+        Some(last) if resp.more() => Some(([last.key(), &[0]].concat(), rev)),
+        _ => None,
+    };
+    ((kv, next), Ok(None))
 }
 
 /// Workload 3: kube-apiserver's GuaranteedUpdate: Txn(mod_revision == known) then

@@ -3,6 +3,7 @@
 //! on reader connections and inside the writer's transaction (so a Txn sees
 //! its own earlier writes, as in etcd).
 
+use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, Row};
 use tonic::Status;
 
@@ -49,34 +50,22 @@ fn kv_from_row(row: &Row, value_col: Option<usize>) -> rusqlite::Result<KeyValue
     })
 }
 
-/// SQL fragment selecting the rows of `kr` visible at `at`, with its params.
-/// It yields `l` as the matching log row.
-fn visible_rows(kr: &KeyRange, at: At) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
+/// `kr`'s bounds as the first parameters of a query, and the condition on
+/// `col` that uses them.
+fn key_params(kr: &KeyRange, col: &str) -> (String, Vec<Value>) {
     let (start, end) = kr.bounds();
-    let mut params = vec![Value::Blob(start.to_vec())];
-    let key_cond = |col: &str| match end {
-        Some(_) => format!("{col} >= ?1 AND {col} < ?2"),
-        None => format!("{col} >= ?1"),
-    };
-    let sql = match at {
-        At::Latest => format!("kv JOIN log l ON l.id = kv.id WHERE {}", key_cond("kv.key")),
-        At::Rev(_) => {
-            let n = if end.is_some() { 3 } else { 2 };
-            format!(
-                "(SELECT max(id) AS mid FROM log WHERE {} AND rev <= ?{n} GROUP BY key) m
-                 JOIN log l ON l.id = m.mid WHERE l.deleted = 0",
-                key_cond("key")
-            )
-        }
-    };
-    if let Some(end) = end {
-        params.push(Value::Blob(end));
+    match end {
+        Some(end) => (format!("{col} >= ?1 AND {col} < ?2"), vec![Value::Blob(start.to_vec()), Value::Blob(end)]),
+        None => (format!("{col} >= ?1"), vec![Value::Blob(start.to_vec())]),
     }
-    if let At::Rev(rev) = at {
-        params.push(Value::Integer(rev));
-    }
-    (sql, params)
+}
+
+/// The newest log id written at or before `rev` (log ids grow with
+/// revisions: a row's id is above every row that existed when it was
+/// written), so "visible at rev" is "id <= this", which the (key, id)
+/// index answers alone. None: nothing was written by then.
+fn id_bound(conn: &Connection, rev: i64) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT max(id) FROM log WHERE rev <= ?1")?.query_row([rev], |r| r.get(0))
 }
 
 fn fetch(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_value: bool)
@@ -84,27 +73,62 @@ fn fetch(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_valu
     Ok(fetch_with_ids(conn, kr, at, limit, with_value)?.into_iter().map(|(_, kv)| kv).collect())
 }
 
+/// The live keys of `kr` at `at`, in key order. Both shapes walk an index
+/// in key order, so a LIMIT stops the walk: a page of 500 reads about 500
+/// keys (and their older versions, at a past revision), not the range.
 fn fetch_with_ids(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_value: bool)
     -> rusqlite::Result<Vec<(i64, KeyValue)>> {
     if kr.is_empty() {
         return Ok(Vec::new());
     }
-    let (from, params) = visible_rows(kr, at);
     let value = if with_value { ", l.value" } else { "" };
     let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
-    let sql = format!("SELECT {KV_COLUMNS}{value} FROM {from} ORDER BY l.key{limit}");
+    let (sql, params) = match at {
+        At::Latest => {
+            let (cond, params) = key_params(kr, "kv.key");
+            (format!("SELECT {KV_COLUMNS}{value} FROM kv JOIN log l ON l.id = kv.id WHERE {cond} ORDER BY kv.key{limit}"), params)
+        }
+        At::Rev(rev) => {
+            let Some(bound) = id_bound(conn, rev)? else { return Ok(Vec::new()) };
+            let (cond, mut params) = key_params(kr, "l.key");
+            let b = params.len() + 1;
+            params.push(Value::Integer(bound));
+            // Each key's newest row at or below the bound, if not a tombstone.
+            (format!(
+                "SELECT {KV_COLUMNS}{value} FROM log l WHERE {cond} AND l.id <= ?{b}
+                 AND l.id = (SELECT max(id) FROM log WHERE key = l.key AND id <= ?{b}) AND l.deleted = 0
+                 ORDER BY l.key{limit}"
+            ), params)
+        }
+    };
     let mut stmt = conn.prepare_cached(&sql)?;
     let value_col = with_value.then_some(6);
     let rows = stmt.query_map(params_from_iter(params), |r| Ok((r.get(5)?, kv_from_row(r, value_col)?)))?;
     rows.collect()
 }
 
+/// How many live keys `kr` holds at `at`.
 fn count(conn: &Connection, kr: &KeyRange, at: At) -> rusqlite::Result<i64> {
     if kr.is_empty() {
         return Ok(0);
     }
-    let (from, params) = visible_rows(kr, at);
-    let sql = format!("SELECT count(*) FROM {from}");
+    let (sql, params) = match at {
+        // The kv table holds exactly the live keys.
+        At::Latest => {
+            let (cond, params) = key_params(kr, "key");
+            (format!("SELECT count(*) FROM kv WHERE {cond}"), params)
+        }
+        At::Rev(rev) => {
+            let Some(bound) = id_bound(conn, rev)? else { return Ok(0) };
+            let (cond, mut params) = key_params(kr, "key");
+            let b = params.len() + 1;
+            params.push(Value::Integer(bound));
+            (format!(
+                "SELECT count(*) FROM (SELECT max(id) AS mid FROM log WHERE {cond} AND id <= ?{b} GROUP BY key) m
+                 JOIN log l ON l.id = m.mid WHERE l.deleted = 0"
+            ), params)
+        }
+    };
     conn.prepare_cached(&sql)?.query_row(params_from_iter(params), |r| r.get(0))
 }
 

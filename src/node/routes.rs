@@ -115,7 +115,7 @@ fn ip_route(args: &[&str]) -> bool {
 mod tests {
     use super::*;
 
-    pub(crate) fn node(json: serde_json::Value) -> Arc<Node> {
+    fn node(json: serde_json::Value) -> Arc<Node> {
         Arc::new(serde_json::from_value(json).unwrap())
     }
 
