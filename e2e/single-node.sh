@@ -271,13 +271,36 @@ check_status() {   # `k8s status`: ready, every component running
   for c in kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
     grep -Eq "^$c +[0-9]+ +running" <<<"$out" && ok "k8s status: $c running" || fail "k8s status: $c is not running"
   done
-  for c in datastore join-endpoint pod-routes; do   # in-process services: the server's own pid
+  for c in datastore join-endpoint upgrade-controller pod-routes; do   # in-process services: the server's own pid
     grep -Eq "^$c +$SPID +running" <<<"$out" && ok "k8s status: $c running in process" || fail "k8s status: $c is not running in process $SPID"
   done
   grep -Eq "^$H +Ready" <<<"$out" && ok "k8s status: node $H Ready" || fail "k8s status: node $H not shown Ready"
   ! grep -Eiq 'exited|starting|stopped' <<<"$out" || fail "k8s status shows a component not running"
 }
 check_status
+
+# The node publishes the k8s version it runs; the upgrade controller refuses a downgrade before touching a node.
+version=$(hx "$BIN" version | awk '/^k8s /{print $2}')
+published=$(kc get node "$H" -o jsonpath='{.metadata.annotations.upgrade\.k8s\.local/version}')
+[[ -n $version && $published == "$version" ]] && ok "node $H publishes k8s version $published" ||
+  fail "node $H publishes k8s version '$published', the binary is '$version'"
+hx env "${KENV[@]}" "$BIN" kubectl apply -f - <<'EOF' 2>&1 | indent
+apiVersion: upgrade.k8s.local/v1alpha1
+kind: UpgradePlan
+metadata: {name: e2e-downgrade}
+spec: {version: 0.0.1, kubernetesVersion: v1.37.0, sha256: {amd64: "00"}}
+EOF
+phase=""
+for ((i = 0; i < 60; i++)); do
+  phase=$(kc get upgradeplan e2e-downgrade -o jsonpath='{.status.phase}' 2>/dev/null)
+  [[ -n $phase ]] && break
+  sleep 0.5
+done
+why=$(kc get upgradeplan e2e-downgrade -o jsonpath='{.status.message}' 2>/dev/null)
+[[ $phase == PreflightFailed && $why == *downgrade* ]] && ok "an UpgradePlan to 0.0.1 fails its preflight: $why" ||
+  fail "the downgrade plan is '$phase': $why"
+kc get upgradeplans 2>&1 | indent
+kc delete upgradeplan e2e-downgrade >/dev/null 2>&1 || fail "cannot delete the UpgradePlan"
 
 # ========================================================================================== 2
 step "2. workload: Deployment + Service + DNS + logs/exec + ConfigMap/Secret"

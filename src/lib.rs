@@ -3,9 +3,9 @@
 //! (`main.rs`) is the command line over them.
 //!
 //! Layers, top to bottom (imports point down only; see docs/architecture.md):
-//! `cli` → `up`, `server`, `agent`, the small commands → `node`, `join`,
-//! `etcd`, `controllers` → `kube`, `components`, `pki`, `datastore`,
-//! `payload`, `ssh`, `inventory` → `host`.
+//! `cli` and the small commands → `up` (with `inventory`, `ssh`), `server`,
+//! `agent` → `upgrade` (controllers) → `node`, `join` → `kubeclient`,
+//! `etcd`, `datastore`, `pki`, `payload`, `components` → `host`.
 
 pub mod agent;
 pub mod cli;
@@ -31,4 +31,5 @@ pub mod status;
 pub mod systemd;
 pub mod templates;
 pub mod up;
+pub mod upgrade;
 pub mod version;

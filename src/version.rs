@@ -2,7 +2,12 @@
 
 use crate::payload::{Payload, PayloadError};
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The crate's version, or `K8S_VERSION` at build time (a release build
+/// stamps it; the upgrade tests build the same code under two versions).
+pub const VERSION: &str = match option_env!("K8S_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 pub fn print() -> Result<(), PayloadError> {
     println!("k8s {VERSION}");

@@ -13,6 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ObjectMeta, Patch, PatchParams};
 
 use crate::components::{Spec, Supervisor};
 use crate::fsutil::write_if_changed;
@@ -21,6 +23,7 @@ use crate::host::layout::NodePaths as Paths;
 use crate::kubeclient;
 use crate::payload::Components;
 use crate::templates;
+use crate::version::VERSION;
 
 pub use crate::host::config::PodNetwork;
 
@@ -39,6 +42,10 @@ pub struct Settings<'a> {
     pub kubelet_extra_args: &'a [String],
     pub pod_network: PodNetwork,
 }
+
+/// The Node annotation with the `k8s` version the node runs (the kubelet
+/// reports only Kubernetes'), published at every start.
+pub const VERSION_ANNOTATION: &str = "upgrade.k8s.local/version";
 
 /// How long a node may take from its kubelet's start to each of
 /// "has a pod CIDR" and "Ready".
@@ -69,6 +76,7 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
         .await
         .with_context(see_log)?;
     tracing::info!(node = %s.node_name, "node Ready");
+    publish_version(&kubelet, s.node_name).await?;
     // kube-proxy's identity may watch all Nodes; the kubelet's may not.
     let watcher = kubeclient::client(s.kube_proxy_kubeconfig).await?;
     let own = s.node_name.to_string();
@@ -76,6 +84,22 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
         stop.or(routes::follow(watcher, own, backend)).await;
         Ok(())
     });
+    Ok(())
+}
+
+/// Writes [`VERSION_ANNOTATION`] on this node's Node (the kubelet's
+/// identity may change its own Node).
+async fn publish_version(kubelet: &kube::Client, node_name: &str) -> anyhow::Result<()> {
+    let patch = Node {
+        metadata: ObjectMeta {
+            annotations: Some([(VERSION_ANNOTATION.to_string(), VERSION.to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let nodes: kube::Api<Node> = kube::Api::all(kubelet.clone());
+    nodes.patch(node_name, &PatchParams::default(), &Patch::Merge(&patch)).await
+        .with_context(|| format!("publishing the k8s version on node {node_name}"))?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use crate::fsutil::write_if_changed;
 use crate::host::Layout;
 use crate::payload::Components;
 use crate::pki::{self, Identity, Pki, PkiParams};
-use crate::{join, kubeclient, node, templates};
+use crate::{join, kubeclient, node, templates, upgrade};
 
 pub use config::Config;
 
@@ -211,6 +211,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     status.refresh(sup);
     apply_addons(cfg, layout, c, &client).await?;
     start_join_endpoint(cfg, pki, &client, sup).await?;
+    start_upgrade_controller(cfg, &client, sup).await?;
     if cfg.disable_agent {
         return Ok(());
     }
@@ -258,6 +259,18 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
     sup.spawn("join-endpoint", move |mut stop| async move {
         join::server::serve(addr, cluster, async move { stop.requested().await }).await
+    });
+    Ok(())
+}
+
+/// Installs the UpgradePlan resource and runs the upgrade controller (an
+/// in-process service; one leader among the servers).
+async fn start_upgrade_controller(cfg: &Config, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
+    upgrade::crd::install(client).await.context("installing the UpgradePlan resource")?;
+    let (client, identity) = (client.clone(), cfg.node_name.clone());
+    sup.spawn("upgrade-controller", move |stop| async move {
+        stop.or(upgrade::controller::run(client, identity)).await;
+        Ok(())
     });
     Ok(())
 }

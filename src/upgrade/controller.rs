@@ -1,0 +1,163 @@
+//! The upgrade controller: one leader among the servers (a Lease) runs a
+//! kube-runtime Controller over the `UpgradePlan`s. For each plan it
+//!
+//! 1. on first sight, reads the selected Nodes and runs the preflight
+//!    checks ([`super::preflight`]); a failure ends the plan with the
+//!    reasons and no node touched;
+//! 2. writes the rows of the rollout, in order ([`super::rollout::rows`]);
+//! 3. on every pass, asks [`super::rollout::next`] what to do: starts the
+//!    next nodes (their executors take them from `Started` on), waits,
+//!    pauses, halts on a rollback, or completes;
+//! 4. writes the status back (phase, done N/M, the current node).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use super::crd::{NodePhase, PlanPhase, Role, UpgradePlan, UpgradePlanStatus};
+use super::preflight::{self, NodeFacts};
+use super::rollout::{self, Decision};
+use super::{leader, CORDONED_BY_ANNOTATION};
+use crate::kubeclient;
+use crate::node::VERSION_ANNOTATION;
+use crate::version::VERSION;
+
+/// The Lease the servers' controllers campaign for.
+const LEASE: &str = "k8s-upgrade-controller";
+/// A rolling plan is looked at again this often (node executors report
+/// through the plan, which also triggers a pass).
+const POLL: Duration = Duration::from_secs(5);
+const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+struct Context {
+    client: Client,
+}
+
+/// Campaigns for the Lease as `identity` (the node's name) and, while
+/// leading, reconciles every plan; never returns.
+pub async fn run(client: Client, identity: String) {
+    let election = leader::Election::new(client.clone(), LEASE, &identity);
+    election
+        .lead(|| {
+            let client = client.clone();
+            async move {
+                let plans: Api<UpgradePlan> = Api::all(client.clone());
+                Controller::new(plans, watcher::Config::default())
+                    .run(reconcile, error_policy, Arc::new(Context { client }))
+                    .for_each(|_| async {})
+                    .await
+            }
+        })
+        .await
+}
+
+async fn reconcile(plan: Arc<UpgradePlan>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut status = plan.status.clone().unwrap_or_default();
+    if matches!(status.phase, PlanPhase::PreflightFailed | PlanPhase::Halted | PlanPhase::Complete) {
+        return Ok(Action::await_change());
+    }
+    if status.nodes.is_empty() {
+        let facts = node_facts(&ctx.client, &plan).await?;
+        let problems = preflight::preflight(&plan.spec, &facts, VERSION);
+        if !problems.is_empty() {
+            status.phase = PlanPhase::PreflightFailed;
+            status.message = problems.join("; ");
+            tracing::warn!(plan = %plan.name_any(), "preflight failed: {}", status.message);
+            write_status(&ctx.client, &plan, &status).await?;
+            return Ok(Action::await_change());
+        }
+        status.nodes = rollout::rows(&plan.spec, &facts);
+    }
+    let action = step(&plan, &mut status);
+    write_status(&ctx.client, &plan, &status).await?;
+    Ok(action)
+}
+
+/// Applies the next decision to `status`; how soon to look again.
+fn step(plan: &UpgradePlan, status: &mut UpgradePlanStatus) -> Action {
+    let decision = rollout::next(&plan.spec, &status.nodes);
+    let action = match decision {
+        Decision::Start(names) => {
+            let now = Timestamp::now().to_string();
+            for row in status.nodes.iter_mut().filter(|r| names.contains(&r.name)) {
+                tracing::info!(plan = %plan.name_any(), node = %row.name, to = %row.to, "node upgrade started");
+                row.phase = NodePhase::Started;
+                row.since = now.clone();
+                row.attempts += 1;
+            }
+            status.phase = PlanPhase::Rolling;
+            status.message.clear();
+            Action::requeue(POLL)
+        }
+        Decision::Wait => {
+            status.phase = PlanPhase::Rolling;
+            Action::requeue(POLL)
+        }
+        Decision::Paused => {
+            status.phase = PlanPhase::Paused;
+            Action::await_change()
+        }
+        Decision::Halted { node, message } => {
+            status.phase = PlanPhase::Halted;
+            status.message = format!("node {node} did not upgrade: {message}; no other node was started");
+            Action::await_change()
+        }
+        Decision::Complete => {
+            status.phase = PlanPhase::Complete;
+            status.message.clear();
+            Action::await_change()
+        }
+    };
+    let committed = status.nodes.iter().filter(|r| r.phase == NodePhase::Committed).count();
+    status.done = format!("{committed}/{}", status.nodes.len());
+    status.current_node = status.nodes.iter().filter(|r| r.phase.in_progress()).map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
+    action
+}
+
+fn error_policy(plan: Arc<UpgradePlan>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(plan = %plan.name_any(), "reconcile: {error}");
+    Action::requeue(POLL)
+}
+
+/// The Nodes the plan selects, as the preflight and the rollout see them.
+async fn node_facts(client: &Client, plan: &UpgradePlan) -> Result<Vec<NodeFacts>, kube::Error> {
+    let selector: Vec<String> = plan.spec.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes.list(&ListParams::default().labels(&selector.join(","))).await?;
+    Ok(list.items.iter().map(facts).collect())
+}
+
+fn facts(node: &Node) -> NodeFacts {
+    let labels = node.labels();
+    let annotations = node.annotations();
+    let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    NodeFacts {
+        name: node.name_any(),
+        role: if labels.contains_key(CONTROL_PLANE_LABEL) { Role::Server } else { Role::Agent },
+        ready: kubeclient::node_ready(node),
+        cordoned_by_others: unschedulable && !annotations.contains_key(CORDONED_BY_ANNOTATION),
+        k8s_version: annotations.get(VERSION_ANNOTATION).cloned(),
+        kubelet_version: node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone()).unwrap_or_default(),
+    }
+}
+
+async fn write_status(client: &Client, plan: &UpgradePlan, status: &UpgradePlanStatus) -> Result<(), kube::Error> {
+    let plans: Api<UpgradePlan> = Api::all(client.clone());
+    // The status subresource takes only the status of what it is sent.
+    let patch = UpgradePlan { metadata: Default::default(), spec: plan.spec.clone(), status: Some(status.clone()) };
+    plans.patch_status(&plan.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}

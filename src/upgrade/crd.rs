@@ -1,0 +1,233 @@
+//! The `UpgradePlan` custom resource: what a user asks for (spec) and what
+//! the controller and the nodes report (status). Cluster-scoped; the group
+//! is our own (`*.k8s.io` is reserved for Kubernetes).
+
+use std::collections::BTreeMap;
+
+use kube::api::{Patch, PatchParams};
+use kube::core::crd::CustomResourceExt;
+use kube::{Api, Client, CustomResource};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::kubeclient::FIELD_MANAGER;
+
+/// The API group of our own resources and the prefix of our annotations.
+pub const GROUP: &str = "upgrade.k8s.local";
+
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "upgrade.k8s.local",
+    version = "v1alpha1",
+    kind = "UpgradePlan",
+    status = "UpgradePlanStatus",
+    shortname = "upgrade",
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Done","type":"string","jsonPath":".status.done"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.currentNode"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePlanSpec {
+    /// The `k8s` version every selected node ends on.
+    pub version: String,
+    /// The Kubernetes version the target binary carries (checked against
+    /// the staged binary's own manifest before any node is touched).
+    pub kubernetes_version: String,
+    /// The target binary's sha256, per architecture (`amd64`, `arm64`).
+    pub sha256: BTreeMap<String, String>,
+    #[serde(default)]
+    pub agents: AgentsSpec,
+    /// Only nodes with all these labels are upgraded (all nodes when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub drain: DrainSpec,
+    #[serde(default)]
+    pub health_gates: HealthGates,
+    /// A paused plan starts no new node (one in progress finishes).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentsSpec {
+    /// How many agents may be upgrading at once: a count ("2") or a
+    /// percentage of the selected agents ("25%", rounded down, at least 1).
+    pub max_unavailable: String,
+}
+
+impl Default for AgentsSpec {
+    fn default() -> AgentsSpec {
+        AgentsSpec { max_unavailable: "1".into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainMode {
+    /// Drain when the kubelet's minor version changes, else cordon only.
+    #[default]
+    Auto,
+    Always,
+    CordonOnly,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    #[serde(default)]
+    pub mode: DrainMode,
+    /// How long evictions may take before the node fails its upgrade.
+    pub timeout_seconds: u64,
+}
+
+impl Default for DrainSpec {
+    fn default() -> DrainSpec {
+        DrainSpec { mode: DrainMode::Auto, timeout_seconds: 300 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthGates {
+    /// How long a restarted node may take to be Ready on the new version
+    /// before it rolls back.
+    pub node_ready_timeout_seconds: u64,
+    /// How long a node must stay healthy on the new version before it is
+    /// committed and the next one starts.
+    pub soak_seconds: u64,
+}
+
+impl Default for HealthGates {
+    fn default() -> HealthGates {
+        HealthGates { node_ready_timeout_seconds: 300, soak_seconds: 30 }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePlanStatus {
+    pub phase: PlanPhase,
+    /// Why the plan is where it is (the failed preflight checks, the
+    /// node that rolled back).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// "committed/selected", for `kubectl get`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub done: String,
+    /// The node being upgraded, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub current_node: String,
+    /// One row per selected node, in rollout order.
+    #[serde(default)]
+    pub nodes: Vec<NodeRow>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PlanPhase {
+    #[default]
+    Pending,
+    /// A preflight check failed: no node was touched.
+    PreflightFailed,
+    Rolling,
+    Paused,
+    /// A node rolled back or failed: no other node is started.
+    Halted,
+    Complete,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    pub name: String,
+    pub role: Role,
+    /// The `k8s` version the node ran when the plan reached it.
+    pub from: String,
+    pub to: String,
+    pub phase: NodePhase,
+    /// When the node entered `phase` (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub since: String,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Agent,
+}
+
+/// A node's way through a plan. The node's executor moves it from
+/// `Started` to `Committed` (or `RolledBack`/`Failed`); the controller
+/// only starts nodes (`Waiting` → `Started`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NodePhase {
+    Waiting,
+    Started,
+    Staging,
+    Cordoned,
+    Draining,
+    Swapping,
+    Verifying,
+    Soaking,
+    Committed,
+    RolledBack,
+    Failed,
+}
+
+impl NodePhase {
+    /// Between started and committed: the node counts as unavailable.
+    pub fn in_progress(self) -> bool {
+        !matches!(self, NodePhase::Waiting | NodePhase::Committed | NodePhase::RolledBack | NodePhase::Failed)
+    }
+
+    /// The plan cannot go on past a node in this phase.
+    pub fn halts(self) -> bool {
+        matches!(self, NodePhase::RolledBack | NodePhase::Failed)
+    }
+}
+
+/// Installs (or updates) the CustomResourceDefinition, by server-side apply.
+pub async fn install(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = UpgradePlan::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definition_is_cluster_scoped_with_status_and_columns() {
+        let crd = UpgradePlan::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("upgradeplans.upgrade.k8s.local"));
+        assert_eq!(crd.spec.scope, "Cluster");
+        let version = &crd.spec.versions[0];
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let columns: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(columns, ["Version", "Phase", "Done", "Node", "Age"]);
+    }
+
+    #[test]
+    fn a_minimal_plan_gets_the_defaults() {
+        let spec: UpgradePlanSpec = serde_json::from_value(serde_json::json!({
+            "version": "0.2.0", "kubernetesVersion": "v1.37.2", "sha256": {"amd64": "ab"},
+        }))
+        .unwrap();
+        assert_eq!(spec.agents.max_unavailable, "1");
+        assert_eq!(spec.drain, DrainSpec { mode: DrainMode::Auto, timeout_seconds: 300 });
+        assert_eq!(spec.health_gates, HealthGates { node_ready_timeout_seconds: 300, soak_seconds: 30 });
+        assert!(!spec.paused);
+    }
+}

@@ -1,0 +1,32 @@
+//! Self-upgrade: the cluster rolls itself to a new `k8s` binary, one node
+//! at a time, health-gated. The parts and their contract:
+//!
+//! ```text
+//!  user ── UpgradePlan (crd) ──▶ controller (leader among the servers)
+//!                                 │ preflight: spec, nodes Ready, skew rules (preflight)
+//!                                 │ rows in rollout order (rollout::rows)
+//!                                 │ each pass: rollout::next → start / wait / pause / halt / complete
+//!                                 ▼
+//!                       row: Waiting ─▶ Started ─▶ (node executor) Staging ─▶ Cordoned ─▶ Draining
+//!                            ─▶ Swapping ─▶ Verifying ─▶ Soaking ─▶ Committed
+//!                                         └────────▶ RolledBack | Failed  (the plan halts)
+//! ```
+//!
+//! Every node publishes the `k8s` version it runs (the Node annotation
+//! [`crate::node::VERSION_ANNOTATION`]), so a rollout whose Kubernetes
+//! version does not change is still visible and verifiable.
+//!
+//! Built so far: the resource, the preflight and skew rules, the rollout
+//! order and decisions, leader election, the controller. The node-side
+//! executor (stage, cordon, drain, swap, restart, verify, roll back) and
+//! `k8s upgrade` are not built yet: a plan's nodes stop at `Started`.
+
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod preflight;
+pub mod rollout;
+
+/// Set on a Node a plan cordoned, so that only those are uncordoned and a
+/// node cordoned by someone else fails the preflight.
+pub const CORDONED_BY_ANNOTATION: &str = "upgrade.k8s.local/cordoned-by";

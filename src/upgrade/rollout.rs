@@ -1,0 +1,171 @@
+//! The order of a rollout and what to do next: pure functions from a
+//! plan's spec and its node rows to a decision, so the controller's every
+//! step can be tested (and printed by a dry run) without a cluster.
+//!
+//! Servers go first, one at a time, in name order; agents only once every
+//! server is committed, `maxUnavailable` at a time. A node that rolled back
+//! or failed halts the plan: nothing else is started.
+
+use super::crd::{NodePhase, NodeRow, Role, UpgradePlanSpec};
+use super::preflight::NodeFacts;
+
+/// What the controller does next with a plan.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Start these nodes (their rows go from Waiting to Started).
+    Start(Vec<String>),
+    /// Nodes are in progress and nothing more may start.
+    Wait,
+    Paused,
+    /// A node rolled back or failed: no other node is started.
+    Halted { node: String, message: String },
+    Complete,
+}
+
+/// The rows of a new plan, in rollout order: servers, then agents, each
+/// by name. A node already on the target version starts Committed.
+pub fn rows(spec: &UpgradePlanSpec, nodes: &[NodeFacts]) -> Vec<NodeRow> {
+    let mut sorted: Vec<&NodeFacts> = nodes.iter().collect();
+    sorted.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
+    sorted
+        .into_iter()
+        .map(|n| {
+            let from = n.k8s_version.clone().unwrap_or_default();
+            let phase = if from == spec.version { NodePhase::Committed } else { NodePhase::Waiting };
+            NodeRow { name: n.name.clone(), role: n.role, from, to: spec.version.clone(), phase, since: String::new(), attempts: 0, message: String::new() }
+        })
+        .collect()
+}
+
+/// The next step of a plan whose nodes are at `rows`.
+pub fn next(spec: &UpgradePlanSpec, rows: &[NodeRow]) -> Decision {
+    if let Some(r) = rows.iter().find(|r| r.phase.halts()) {
+        return Decision::Halted { node: r.name.clone(), message: r.message.clone() };
+    }
+    if rows.iter().all(|r| r.phase == NodePhase::Committed) {
+        return Decision::Complete;
+    }
+    if spec.paused {
+        return Decision::Paused;
+    }
+    let of = |role: Role| rows.iter().filter(move |r| r.role == role);
+    if of(Role::Server).any(|r| r.phase.in_progress()) {
+        return Decision::Wait;
+    }
+    if let Some(server) = of(Role::Server).find(|r| r.phase == NodePhase::Waiting) {
+        return Decision::Start(vec![server.name.clone()]);
+    }
+    let agents = of(Role::Agent).count();
+    // Preflight refused a malformed value; 1 keeps a plan edited since safe.
+    let limit = max_unavailable(&spec.agents.max_unavailable, agents).unwrap_or(1);
+    let busy = of(Role::Agent).filter(|r| r.phase.in_progress()).count();
+    let start: Vec<String> = of(Role::Agent)
+        .filter(|r| r.phase == NodePhase::Waiting)
+        .take(limit.saturating_sub(busy))
+        .map(|r| r.name.clone())
+        .collect();
+    if start.is_empty() { Decision::Wait } else { Decision::Start(start) }
+}
+
+/// `maxUnavailable` over `agents` agents: a count, or a percentage rounded
+/// down; at least 1 either way, so a rollout always moves.
+pub fn max_unavailable(text: &str, agents: usize) -> Result<usize, String> {
+    let text = text.trim();
+    let n = match text.strip_suffix('%') {
+        Some(pct) => {
+            let pct: usize = pct.parse().map_err(|_| format!("{text:?} is neither a count nor a percentage"))?;
+            if pct > 100 {
+                return Err(format!("{text:?} is over 100%"));
+            }
+            agents * pct / 100
+        }
+        None => text.parse().map_err(|_| format!("{text:?} is neither a count nor a percentage"))?,
+    };
+    Ok(n.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(name: &str, role: Role, version: &str) -> NodeFacts {
+        NodeFacts {
+            name: name.into(),
+            role,
+            ready: true,
+            cordoned_by_others: false,
+            k8s_version: Some(version.into()),
+            kubelet_version: "v1.37.1".into(),
+        }
+    }
+
+    fn spec(max_unavailable: &str) -> UpgradePlanSpec {
+        let mut s = UpgradePlanSpec { version: "0.2.0".into(), kubernetes_version: "v1.37.1".into(), ..Default::default() };
+        s.agents.max_unavailable = max_unavailable.into();
+        s
+    }
+
+    fn cluster(spec: &UpgradePlanSpec) -> Vec<NodeRow> {
+        let nodes = [
+            facts("a2", Role::Agent, "0.1.0"),
+            facts("s2", Role::Server, "0.1.0"),
+            facts("a1", Role::Agent, "0.1.0"),
+            facts("s1", Role::Server, "0.1.0"),
+            facts("a3", Role::Agent, "0.2.0"),
+            facts("a4", Role::Agent, "0.1.0"),
+        ];
+        rows(spec, &nodes)
+    }
+
+    fn set(rows: &mut [NodeRow], name: &str, phase: NodePhase) {
+        rows.iter_mut().find(|r| r.name == name).unwrap().phase = phase;
+    }
+
+    fn start(names: &[&str]) -> Decision {
+        Decision::Start(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn servers_one_at_a_time_then_agents_max_unavailable_at_a_time() {
+        let spec = spec("2");
+        let mut rows = cluster(&spec);
+        let order: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(order, ["s1", "s2", "a1", "a2", "a3", "a4"]);
+        assert_eq!(rows[4].phase, NodePhase::Committed, "a3 is already on the target");
+        assert_eq!(next(&spec, &rows), start(&["s1"]));
+        set(&mut rows, "s1", NodePhase::Verifying);
+        assert_eq!(next(&spec, &rows), Decision::Wait, "one server at a time");
+        set(&mut rows, "s1", NodePhase::Committed);
+        assert_eq!(next(&spec, &rows), start(&["s2"]));
+        set(&mut rows, "s2", NodePhase::Committed);
+        assert_eq!(next(&spec, &rows), start(&["a1", "a2"]));
+        set(&mut rows, "a1", NodePhase::Draining);
+        set(&mut rows, "a2", NodePhase::Committed);
+        assert_eq!(next(&spec, &rows), start(&["a4"]), "one slot free");
+        set(&mut rows, "a1", NodePhase::Committed);
+        set(&mut rows, "a4", NodePhase::Committed);
+        assert_eq!(next(&spec, &rows), Decision::Complete);
+    }
+
+    #[test]
+    fn a_rollback_halts_and_pause_stops_new_starts() {
+        let mut spec = spec("1");
+        let mut rows = cluster(&spec);
+        spec.paused = true;
+        assert_eq!(next(&spec, &rows), Decision::Paused);
+        spec.paused = false;
+        set(&mut rows, "s1", NodePhase::RolledBack);
+        rows[0].message = "not Ready after 300 s".into();
+        assert_eq!(next(&spec, &rows), Decision::Halted { node: "s1".into(), message: "not Ready after 300 s".into() });
+    }
+
+    #[test]
+    fn max_unavailable_counts_and_percentages() {
+        assert_eq!(max_unavailable("2", 10), Ok(2));
+        assert_eq!(max_unavailable("25%", 10), Ok(2));
+        assert_eq!(max_unavailable("10%", 3), Ok(1), "at least one");
+        assert_eq!(max_unavailable("0", 3), Ok(1), "at least one");
+        assert!(max_unavailable("150%", 3).is_err());
+        assert!(max_unavailable("two", 3).is_err());
+    }
+}
