@@ -27,6 +27,9 @@ pub enum Command {
     /// Inspect and change the etcd membership (servers of an HA cluster).
     #[command(subcommand)]
     Etcd(EtcdCommand),
+    /// The cluster's upgrades to a new k8s binary.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// Show the server's components and the node.
     Status(DataDirArg),
     /// Print the admin kubeconfig.
@@ -114,6 +117,21 @@ impl EtcdCommand {
             EtcdCommand::RemoveMember { name, data_dir } => crate::etcd::cli::remove_member(&data_dir.data_dir, &name).await,
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum UpgradeCommand {
+    /// Run by the guard timer an upgrade arms, as the previous binary: puts
+    /// that binary back and restarts the service when the new one has not
+    /// committed by its deadline.
+    #[command(hide = true)]
+    Guard {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// The binary systemd runs.
+        #[arg(long, default_value = crate::host::paths::BINARY)]
+        binary: PathBuf,
+    },
 }
 
 #[derive(Args)]

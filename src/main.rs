@@ -1,7 +1,7 @@
 //! `k8s`: the command line over the library (`lib.rs`).
 
 use clap::Parser;
-use k8s::{agent, cli, datastore, host, join, kubectl, payload, reset, server, status, up, version};
+use k8s::{agent, cli, datastore, host, join, kubectl, payload, reset, server, status, up, upgrade, version};
 
 fn main() -> std::process::ExitCode {
     // glibc gives every thread that allocates its own arena; the read pool's
@@ -42,6 +42,7 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         }
         cli::Command::Token(cmd) => runtime()?.block_on(join::cli::run(cmd)),
         cli::Command::Etcd(cmd) => runtime()?.block_on(cmd.run()),
+        cli::Command::Upgrade(cli::UpgradeCommand::Guard { data_dir, binary }) => upgrade::guard::run(&data_dir.data_dir, &binary),
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
         cli::Command::Up(args) => runtime()?.block_on(up::run(args)),

@@ -17,15 +17,19 @@
 //! version does not change is still visible and verifiable.
 //!
 //! Built so far: the resource, the preflight and skew rules, the rollout
-//! order and decisions, leader election, the controller. The node-side
-//! executor (stage, cordon, drain, swap, restart, verify, roll back) and
-//! `k8s upgrade` are not built yet: a plan's nodes stop at `Started`.
+//! order and decisions, leader election, the controller, and the host side
+//! of a node's upgrade (stage, swap, commit, and the guard that rolls back:
+//! [`swap`], [`guard`]). Not built yet: the node-side executor that drives
+//! those steps from the plan, cordon/drain, binary delivery, and
+//! `k8s upgrade apply|status`: a plan's nodes stop at `Started`.
 
 pub mod controller;
 pub mod crd;
+pub mod guard;
 pub mod leader;
 pub mod preflight;
 pub mod rollout;
+pub mod swap;
 
 /// Set on a Node a plan cordoned, so that only those are uncordoned and a
 /// node cordoned by someone else fails the preflight.
