@@ -85,6 +85,14 @@ if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --to
 fi
 grep -q "different cluster CA" <<<"$out" || fail "wrong CA: unclear message: $out"
 ok "another cluster's token is refused before the secret is sent"
+# A valid token asking for a name that is no node name (a wildcard, to be used as a serving cert): refused.
+# shellcheck disable=SC2086
+if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" \
+  --node-name '*.default.svc' $EXTRA 2>&1); then
+  fail "an agent named '*.default.svc' started"
+fi
+grep -q "not a valid node name" <<<"$out" || fail "wildcard node name: unclear message: $out"
+ok "a wildcard node name is refused: $(grep error: <<<"$out")"
 
 start_agent() {
   # shellcheck disable=SC2086
@@ -117,6 +125,15 @@ start_agent
 wait_log "$shared/$AGENT.log" "k8s agent ready" 300 || fail "the agent did not become ready"
 ok "agent joined and ready"
 wait "$route_poller" || fail "the server never got a route to $AGENT ($route_pattern)"
+# The agent's kubelet serving cert comes from the kubelet CA: the cluster CA (which kubeconfigs and
+# joining servers trust) does not vouch for it, so an agent token yields no usable API server cert.
+server_pki=$($T dir "$SERVER")/fs/var-lib-k8s/pki
+agent_cert=$($T dir "$AGENT")/fs/var-lib-k8s/agent/pki/kubelet.crt
+openssl verify -CAfile "$server_pki/kubelet-ca.crt" "$agent_cert" >/dev/null 2>&1 ||
+  fail "the agent's kubelet serving cert does not chain to the kubelet CA"
+openssl verify -CAfile "$server_pki/ca.crt" "$agent_cert" >/dev/null 2>&1 &&
+  fail "the agent's kubelet serving cert chains to the cluster CA"
+ok "the agent's kubelet serving cert is signed by the kubelet CA, not the cluster CA"
 needs='cidr=[0-9]'
 [[ $POD_NETWORK == vxlan ]] && needs='cidr=[0-9].* mac=[0-9a-f]'
 event_at=$(awk -v n="$AGENT" -v re="$needs" '$2 == n && $0 ~ re { print $1; exit }' "$shared/node-events")

@@ -38,10 +38,26 @@ pub fn default_route_ip() -> anyhow::Result<IpAddr> {
 /// The node name: the one given, else the host name; lower case either way
 /// (Node names are DNS labels).
 pub fn node_name(given: Option<&str>) -> anyhow::Result<String> {
-    match given {
-        Some(n) => Ok(n.to_lowercase()),
-        None => hostname(),
+    let name = match given {
+        Some(n) => n.to_lowercase(),
+        None => hostname()?,
+    };
+    check_node_name(&name).map_err(|e| anyhow::anyhow!("{e}; set node-name to one"))?;
+    Ok(name)
+}
+
+/// A node name as Kubernetes accepts it (an RFC 1123 subdomain: lower-case
+/// letters, digits, '-' and '.', at most 253 characters), and so nothing
+/// else in a certificate: no wildcard, no IP address, no empty label.
+pub fn check_node_name(name: &str) -> Result<&str, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) || name.parse::<IpAddr>().is_ok() {
+        return Err(format!("{name:?} is not a valid node name (lower-case letters, digits, '-' and '.', at most 253 characters)"));
     }
+    Ok(name)
 }
 
 /// The node IP: the one given, else the default route's source address.
@@ -54,6 +70,16 @@ pub fn node_ip(given: Option<IpAddr>) -> anyhow::Result<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn node_names_are_dns_names_only() {
+        for ok in ["node-1", "a", "worker.example.com", "n0"] {
+            assert!(super::check_node_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "*", "*.example.com", "Node", "-a", "a-", "a..b", "10.0.0.1", "a b", &"x".repeat(64)] {
+            assert!(super::check_node_name(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn cidrs() {
         assert_eq!(super::parse_cidr("10.42.0.0/16").unwrap().1, 16);

@@ -57,6 +57,10 @@ async fn join_agent(
         tracing::warn!(node = %req.node_name, %peer, "join refused: {why}");
         return Err((StatusCode::UNAUTHORIZED, why));
     }
+    if let Err(e) = pki::node_dns_name(&req.node_name.to_lowercase()) {
+        tracing::warn!(node = %req.node_name, %peer, "join refused: {e}");
+        return Err((StatusCode::BAD_REQUEST, format!("{e}; set node-name to one")));
+    }
     let config = agent_config(&c, &req).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     tracing::info!(node = %req.node_name, %peer, "agent joined");
     Ok(Json(config))
@@ -122,7 +126,7 @@ fn agent_config(c: &Cluster, req: &AgentRequest) -> anyhow::Result<AgentConfig> 
     let node = req.node_name.to_lowercase();
     let kubelet = pki::issue_client(&c.pki, &format!("system:node:{node}"), Some("system:nodes"))?;
     let proxy = pki::issue_client(&c.pki, "system:kube-proxy", None)?;
-    let serving = pki::issue_serving(&c.pki, &node, &[node.clone(), req.node_ip.to_string(), "localhost".into()])?;
+    let serving = pki::issue_kubelet_serving(&c.pki, &node, req.node_ip)?;
     Ok(AgentConfig {
         ca_pem: c.ca_pem.clone(),
         kubelet_kubeconfig: pki::render_kubeconfig(&c.ca_pem, &c.api_server, "kubelet", &kubelet)?,

@@ -8,7 +8,8 @@
 //! | `sa.key`, `sa.pub` | service-account token signing key pair |
 //! | `apiserver.crt`, `.key` | apiserver serving cert (SANs from the params) |
 //! | `apiserver-kubelet-client.crt`, `.key` | the apiserver's client cert towards kubelets |
-//! | `kubelet.crt`, `.key` | kubelet serving cert |
+//! | `kubelet-ca.crt`, `kubelet-ca.key` | kubelet serving CA: signs kubelet serving certs only; the API server checks kubelets against it and nothing else trusts it, so a serving cert a node obtains (with an agent token) is no key to the API or to joining servers |
+//! | `kubelet.crt`, `.key` | kubelet serving cert (kubelet CA) |
 //! | `etcd/ca.crt`, `etcd/ca.key` | HA only: etcd's own CA (a node's certs must not reach etcd) |
 //! | `etcd/server.crt`, `.key`; `etcd/peer.crt`, `.key` | HA only: the etcd member's serving and peer certs |
 //! | `apiserver-etcd-client.crt`, `.key` | HA only: the apiserver's (and k8s's) client cert towards etcd |
@@ -32,7 +33,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use cert::{LeafSpec, Lifetimes};
-pub use issue::{issue_client, issue_serving, render_kubeconfig};
+pub use issue::{issue_client, issue_kubelet_serving, node_dns_name, render_kubeconfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -124,6 +125,12 @@ impl Pki {
     pub fn apiserver_kubelet_client_key(&self) -> PathBuf {
         self.file("apiserver-kubelet-client.key")
     }
+    pub fn kubelet_ca_cert(&self) -> PathBuf {
+        self.file("kubelet-ca.crt")
+    }
+    pub fn kubelet_ca_key(&self) -> PathBuf {
+        self.file("kubelet-ca.key")
+    }
     pub fn kubelet_cert(&self) -> PathBuf {
         self.file("kubelet.crt")
     }
@@ -157,9 +164,10 @@ impl Pki {
 
     /// The files every server of a cluster shares (CAs and the
     /// service-account key): what a joining server receives.
-    pub fn shared_files(&self) -> [PathBuf; 8] {
+    pub fn shared_files(&self) -> [PathBuf; 10] {
         [
             self.ca_cert(), self.ca_key(),
+            self.kubelet_ca_cert(), self.kubelet_ca_key(),
             self.front_proxy_ca_cert(), self.front_proxy_ca_key(),
             self.sa_key(), self.sa_pub(),
             self.etcd_ca_cert(), self.etcd_ca_key(),
@@ -181,6 +189,7 @@ fn ensure_with(params: &PkiParams, lt: &Lifetimes) -> Result<Pki, PkiError> {
     files::create_dir(&pki.dir, 0o700)?;
 
     let ca = cert::ensure_ca(&pki.ca_cert(), &pki.ca_key(), "k8s-ca", lt)?;
+    let kubelet_ca = cert::ensure_ca(&pki.kubelet_ca_cert(), &pki.kubelet_ca_key(), "k8s-kubelet-ca", lt)?;
     let front_proxy_ca =
         cert::ensure_ca(&pki.front_proxy_ca_cert(), &pki.front_proxy_ca_key(), "k8s-front-proxy-ca", lt)?;
     cert::ensure_key_pair(&pki.sa_key(), &pki.sa_pub())?;
@@ -191,7 +200,7 @@ fn ensure_with(params: &PkiParams, lt: &Lifetimes) -> Result<Pki, PkiError> {
     };
     leaf(&ca, "apiserver", LeafSpec::server("kube-apiserver", apiserver_sans))?;
     leaf(&ca, "apiserver-kubelet-client", LeafSpec::client("kube-apiserver-kubelet-client", Some("system:masters")))?;
-    leaf(&ca, "kubelet", LeafSpec::server(node, kubelet_sans))?;
+    leaf(&kubelet_ca, "kubelet", LeafSpec::server(node, kubelet_sans))?;
     leaf(&front_proxy_ca, "front-proxy-client", LeafSpec::client("front-proxy-client", None))?;
     if let Some(sans) = &params.etcd_sans {
         let sans = cert::parse_sans(sans, "etcd_sans")?;

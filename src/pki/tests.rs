@@ -75,7 +75,7 @@ fn ensure_twice_changes_nothing() {
     let pki = ensure(&p).unwrap();
     let kubeconfig = ensure_kubeconfig(&pki, Identity::Admin, "node-1", "https://127.0.0.1:6443", tmp.path()).unwrap();
     let (before, kc_before) = (snapshot(&pki.dir), fs::read(&kubeconfig).unwrap());
-    assert_eq!(before.len(), 14, "{:?}", before.keys());
+    assert_eq!(before.len(), 16, "{:?}", before.keys());
 
     ensure(&p).unwrap();
     ensure_kubeconfig(&pki, Identity::Admin, "node-1", "https://127.0.0.1:6443", tmp.path()).unwrap();
@@ -107,17 +107,41 @@ fn modes_are_set_and_corrected() {
     assert!(snapshot(&pki.dir).keys().all(|n| !n.starts_with('.')));
 }
 
+/// A joining node gets a kubelet serving cert from the kubelet CA, for its
+/// own name and address only, and cannot name anything else.
+#[test]
+fn joining_nodes_get_kubelet_certs_from_the_kubelet_ca_only() {
+    let tmp = TempDir::new().unwrap();
+    let pki = ensure(&params(tmp.path())).unwrap();
+    let issued = crate::pki::issue_kubelet_serving(&pki, "worker-1", "10.0.0.21".parse().unwrap()).unwrap();
+    let leaf = tmp.path().join("worker.crt");
+    fs::write(&leaf, &issued.cert_pem).unwrap();
+    verify(&pki.kubelet_ca_cert(), &leaf, "sslserver");
+    let (ok, _) = openssl(&["verify", "-CAfile", s(&pki.ca_cert()), s(&leaf)]);
+    assert!(!ok, "a node's serving cert must not chain to the cluster CA");
+    let (_, sans) = openssl(&["x509", "-noout", "-ext", "subjectAltName", "-in", s(&leaf)]);
+    assert!(sans.contains("DNS:worker-1") && sans.contains("IP Address:10.0.0.21") && !sans.contains("localhost"), "{sans}");
+    // A wildcard or an address as the name is refused; any other name is
+    // signed by the kubelet CA, which only the API server trusts (for kubelets).
+    for bad in ["*.cluster.local", "10.43.0.1", "Kubernetes"] {
+        assert!(crate::pki::issue_kubelet_serving(&pki, bad, "10.0.0.21".parse().unwrap()).is_err(), "{bad}");
+    }
+}
+
 #[test]
 fn openssl_accepts_the_chains_and_sans() {
     let tmp = TempDir::new().unwrap();
     let pki = ensure(&params(tmp.path())).unwrap();
     verify(&pki.ca_cert(), &pki.apiserver_cert(), "sslserver");
-    verify(&pki.ca_cert(), &pki.kubelet_cert(), "sslserver");
+    verify(&pki.kubelet_ca_cert(), &pki.kubelet_cert(), "sslserver");
     verify(&pki.ca_cert(), &pki.apiserver_kubelet_client_cert(), "sslclient");
     verify(&pki.front_proxy_ca_cert(), &pki.front_proxy_client_cert(), "sslclient");
-    // The front-proxy client must not chain to the cluster CA (separate trust).
-    let (ok, _) = openssl(&["verify", "-CAfile", s(&pki.ca_cert()), s(&pki.front_proxy_client_cert())]);
-    assert!(!ok);
+    // The front-proxy client and the kubelet serving cert must not chain to
+    // the cluster CA (separate trust).
+    for leaf in [pki.front_proxy_client_cert(), pki.kubelet_cert()] {
+        let (ok, _) = openssl(&["verify", "-CAfile", s(&pki.ca_cert()), s(&leaf)]);
+        assert!(!ok, "{} chains to the cluster CA", leaf.display());
+    }
 
     let (ok, sans) = openssl(&["x509", "-noout", "-ext", "subjectAltName", "-in", s(&pki.apiserver_cert())]);
     assert!(ok, "{sans}");
@@ -197,7 +221,7 @@ fn expiring_leaves_are_reissued_ca_kept() {
     assert_eq!(renewed, ["apiserver-kubelet-client.crt", "apiserver.crt", "front-proxy-client.crt", "kubelet.crt"]);
     let (ok, _) = openssl(&["x509", "-noout", "-checkend", &(300 * 86400).to_string(), "-in", s(&pki.kubelet_cert())]);
     assert!(ok, "renewed for a year");
-    verify(&pki.ca_cert(), &pki.kubelet_cert(), "sslserver");
+    verify(&pki.kubelet_ca_cert(), &pki.kubelet_cert(), "sslserver");
 
     ensure_kubeconfig(&pki, Identity::Scheduler, "", "https://127.0.0.1:6443", tmp.path()).unwrap();
     assert_ne!(client_cert(&fs::read_to_string(&kubeconfig).unwrap()), client_cert(&kc_before));
@@ -304,7 +328,7 @@ fn replaced_ca_reissues_every_leaf() {
     }
     ensure(&params(a.path())).unwrap();
     verify(&first.ca_cert(), &pki.apiserver_cert(), "sslserver");
-    verify(&first.ca_cert(), &pki.kubelet_cert(), "sslserver");
+    verify(&pki.kubelet_ca_cert(), &pki.kubelet_cert(), "sslserver");
     verify(&first.ca_cert(), &pki.apiserver_kubelet_client_cert(), "sslclient");
 
     ensure_kubeconfig(&pki, Identity::Admin, "", "https://127.0.0.1:6443", a.path()).unwrap();
@@ -354,7 +378,7 @@ fn broken_leaf_files_are_replaced() {
     fs::remove_file(pki.front_proxy_client_cert()).unwrap();
     ensure(&p).unwrap();
     verify(&pki.ca_cert(), &pki.apiserver_cert(), "sslserver");
-    verify(&pki.ca_cert(), &pki.kubelet_cert(), "sslserver");
+    verify(&pki.kubelet_ca_cert(), &pki.kubelet_cert(), "sslserver");
     verify(&pki.front_proxy_ca_cert(), &pki.front_proxy_client_cert(), "sslclient");
     let (_, from_cert) = openssl(&["x509", "-noout", "-pubkey", "-in", s(&pki.kubelet_cert())]);
     let (_, from_key) = openssl(&["pkey", "-pubout", "-in", s(&pki.kubelet_key())]);

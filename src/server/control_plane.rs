@@ -74,7 +74,7 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         format!("--tls-private-key-file={}", p(pki.apiserver_key())),
         format!("--kubelet-client-certificate={}", p(pki.apiserver_kubelet_client_cert())),
         format!("--kubelet-client-key={}", p(pki.apiserver_kubelet_client_key())),
-        format!("--kubelet-certificate-authority={}", p(pki.ca_cert())),
+        format!("--kubelet-certificate-authority={}", p(pki.kubelet_ca_cert())),
         "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
         format!("--proxy-client-cert-file={}", p(pki.front_proxy_client_cert())),
         format!("--proxy-client-key-file={}", p(pki.front_proxy_client_key())),
