@@ -46,6 +46,9 @@ pub struct Settings<'a> {
 /// The Node annotation with the `k8s` version the node runs (the kubelet
 /// reports only Kubernetes'), published at every start.
 pub const VERSION_ANNOTATION: &str = "upgrade.k8s.local/version";
+/// The Node annotation saying whether `k8s` runs as a systemd service
+/// here ("systemd") or not ("none"): an upgrade's rollback guard needs it.
+pub const INIT_ANNOTATION: &str = "upgrade.k8s.local/init";
 
 /// How long a node may take from its kubelet's start to each of
 /// "has a pod CIDR" and "Ready".
@@ -87,12 +90,17 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
     Ok(())
 }
 
-/// Writes [`VERSION_ANNOTATION`] on this node's Node (the kubelet's
-/// identity may change its own Node).
+/// Writes [`VERSION_ANNOTATION`] and [`INIT_ANNOTATION`] on this node's
+/// Node (the kubelet's identity may change its own Node).
 async fn publish_version(kubelet: &kube::Client, node_name: &str) -> anyhow::Result<()> {
+    // systemd sets INVOCATION_ID for every service it runs.
+    let init = if std::env::var_os("INVOCATION_ID").is_some() { "systemd" } else { "none" };
     let patch = Node {
         metadata: ObjectMeta {
-            annotations: Some([(VERSION_ANNOTATION.to_string(), VERSION.to_string())].into()),
+            annotations: Some([
+                (VERSION_ANNOTATION.to_string(), VERSION.to_string()),
+                (INIT_ANNOTATION.to_string(), init.to_string()),
+            ].into()),
             ..Default::default()
         },
         ..Default::default()

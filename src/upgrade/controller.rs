@@ -23,10 +23,11 @@ use kube::{Api, Client, ResourceExt};
 
 use super::crd::{NodePhase, PlanPhase, Role, UpgradePlan, UpgradePlanStatus};
 use super::preflight::{self, NodeFacts};
-use super::rollout::{self, Decision};
+use super::protocol::{self, ORDER_ANNOTATION};
+use super::rollout::{self, Act, Decision};
 use super::{leader, CORDONED_BY_ANNOTATION};
 use crate::kubeclient;
-use crate::node::VERSION_ANNOTATION;
+use crate::node::{INIT_ANNOTATION, VERSION_ANNOTATION};
 use crate::version::VERSION;
 
 /// The Lease the servers' controllers campaign for.
@@ -81,6 +82,7 @@ async fn reconcile(plan: Arc<UpgradePlan>, ctx: Arc<Context>) -> Result<Action, 
         }
         status.nodes = rollout::rows(&plan.spec, &facts);
     }
+    advance_nodes(&ctx.client, &plan, &mut status).await?;
     let action = step(&plan, &mut status);
     write_status(&ctx.client, &plan, &status).await?;
     Ok(action)
@@ -127,6 +129,52 @@ fn step(plan: &UpgradePlan, status: &mut UpgradePlanStatus) -> Action {
     action
 }
 
+/// Moves every started node on (see [`rollout::advance`]) and does what
+/// that asks of the node's objects.
+async fn advance_nodes(client: &Client, plan: &UpgradePlan, status: &mut UpgradePlanStatus) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let name = plan.name_any();
+    for row in status.nodes.iter_mut().filter(|r| r.phase != NodePhase::Waiting) {
+        let Some(node) = nodes.get_opt(&row.name).await? else {
+            row.phase = NodePhase::Failed;
+            row.message = "the Node is gone".into();
+            continue;
+        };
+        let view = rollout::NodeView {
+            report: protocol::report_of(&node),
+            order: protocol::order_of(&node),
+            cordoned_by_us: node.annotations().get(CORDONED_BY_ANNOTATION) == Some(&name),
+            arch: node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.architecture.clone()).unwrap_or_default(),
+        };
+        let before = row.phase;
+        for act in rollout::advance(&name, &plan.spec, row, &view) {
+            nodes.patch(&row.name, &PatchParams::default(), &Patch::Merge(&node_patch(&name, act))).await?;
+        }
+        if row.phase != before {
+            tracing::info!(plan = %name, node = %row.name, phase = ?row.phase, "node upgrade: {}", row.message);
+            row.since = Timestamp::now().to_string();
+        }
+    }
+    Ok(())
+}
+
+/// The merge patch of a Node that carries out `act`. Removing an
+/// annotation needs a null in the patch, which a typed Node cannot hold:
+/// those patches are written as JSON.
+fn node_patch(plan: &str, act: Act) -> serde_json::Value {
+    match act {
+        Act::Order(order) => serde_json::json!({"metadata": {"annotations": {
+            ORDER_ANNOTATION: serde_json::to_string(&order).unwrap_or_default()}}}),
+        Act::Cordon => serde_json::json!({
+            "metadata": {"annotations": {CORDONED_BY_ANNOTATION: plan}},
+            "spec": {"unschedulable": true}}),
+        Act::Uncordon => serde_json::json!({
+            "metadata": {"annotations": {CORDONED_BY_ANNOTATION: null}},
+            "spec": {"unschedulable": null}}),
+        Act::ClearOrder => serde_json::json!({"metadata": {"annotations": {ORDER_ANNOTATION: null}}}),
+    }
+}
+
 fn error_policy(plan: Arc<UpgradePlan>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(plan = %plan.name_any(), "reconcile: {error}");
     Action::requeue(POLL)
@@ -144,13 +192,16 @@ fn facts(node: &Node) -> NodeFacts {
     let labels = node.labels();
     let annotations = node.annotations();
     let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
     NodeFacts {
         name: node.name_any(),
         role: if labels.contains_key(CONTROL_PLANE_LABEL) { Role::Server } else { Role::Agent },
         ready: kubeclient::node_ready(node),
         cordoned_by_others: unschedulable && !annotations.contains_key(CORDONED_BY_ANNOTATION),
         k8s_version: annotations.get(VERSION_ANNOTATION).cloned(),
-        kubelet_version: node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone()).unwrap_or_default(),
+        kubelet_version: info.map(|i| i.kubelet_version.clone()).unwrap_or_default(),
+        arch: info.map(|i| i.architecture.clone()).unwrap_or_default(),
+        systemd: annotations.get(INIT_ANNOTATION).is_some_and(|i| i == "systemd"),
     }
 }
 

@@ -38,6 +38,9 @@ pub struct UpgradePlanSpec {
     pub kubernetes_version: String,
     /// The target binary's sha256, per architecture (`amd64`, `arm64`).
     pub sha256: BTreeMap<String, String>,
+    /// The join endpoint that serves the binary to the nodes
+    /// (`https://<server>:9345`; `k8s upgrade apply` sets it).
+    pub source: String,
     #[serde(default)]
     pub agents: AgentsSpec,
     /// Only nodes with all these labels are upgraded (all nodes when empty).
@@ -173,6 +176,8 @@ pub enum NodePhase {
     Waiting,
     Started,
     Staging,
+    /// The binary is downloaded and checked on the node.
+    Staged,
     Cordoned,
     Draining,
     Swapping,
@@ -192,6 +197,12 @@ impl NodePhase {
     /// The plan cannot go on past a node in this phase.
     pub fn halts(self) -> bool {
         matches!(self, NodePhase::RolledBack | NodePhase::Failed)
+    }
+
+    /// Where the phase comes on a node's way (the ends last), so a report
+    /// older than what the controller already did is not taken back.
+    pub fn rank(self) -> u8 {
+        self as u8
     }
 }
 
@@ -222,7 +233,7 @@ mod tests {
     #[test]
     fn a_minimal_plan_gets_the_defaults() {
         let spec: UpgradePlanSpec = serde_json::from_value(serde_json::json!({
-            "version": "0.2.0", "kubernetesVersion": "v1.37.2", "sha256": {"amd64": "ab"},
+            "version": "0.2.0", "kubernetesVersion": "v1.37.2", "sha256": {"amd64": "ab"}, "source": "https://10.0.0.1:9345",
         }))
         .unwrap();
         assert_eq!(spec.agents.max_unavailable, "1");

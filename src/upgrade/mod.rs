@@ -28,6 +28,7 @@ pub mod crd;
 pub mod guard;
 pub mod leader;
 pub mod preflight;
+pub mod protocol;
 pub mod rollout;
 pub mod swap;
 

@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use super::crd::{Role, UpgradePlanSpec};
+use super::crd::{DrainMode, Role, UpgradePlanSpec};
 
 /// `major.minor.patch`, with or without a leading `v`; a pre-release
 /// (`-rc.1`) orders before its release.
@@ -78,6 +78,10 @@ pub struct NodeFacts {
     pub k8s_version: Option<String>,
     /// The kubelet's version (Node status).
     pub kubelet_version: String,
+    /// `amd64`, `arm64` (Node status).
+    pub arch: String,
+    /// The node's `k8s` runs under systemd (its guard needs it).
+    pub systemd: bool,
 }
 
 /// Every reason the plan may not start, empty when it may. `running` is
@@ -95,6 +99,9 @@ pub fn preflight(spec: &UpgradePlanSpec, nodes: &[NodeFacts], running: &str) -> 
     if nodes.is_empty() {
         problems.push("no node matches the plan's nodeSelector".to_string());
     }
+    if !spec.source.starts_with("https://") {
+        problems.push(format!("spec.source {:?} is not the https:// URL of a server's join endpoint", spec.source));
+    }
     let agents = nodes.iter().filter(|n| n.role == Role::Agent).count();
     if let Err(e) = super::rollout::max_unavailable(&spec.agents.max_unavailable, agents) {
         problems.push(format!("spec.agents.maxUnavailable: {e}"));
@@ -105,13 +112,19 @@ pub fn preflight(spec: &UpgradePlanSpec, nodes: &[NodeFacts], running: &str) -> 
         }
     }
     for n in nodes {
-        problems.extend(node_problems(n, &target, &target_kube));
+        problems.extend(node_problems(spec, n, &target, &target_kube));
     }
     problems
 }
 
-fn node_problems(n: &NodeFacts, target: &Version, target_kube: &Version) -> Vec<String> {
+fn node_problems(spec: &UpgradePlanSpec, n: &NodeFacts, target: &Version, target_kube: &Version) -> Vec<String> {
     let mut problems = Vec::new();
+    if !spec.sha256.contains_key(&n.arch) {
+        problems.push(format!("node {} is {}, and the plan has no sha256 for it", n.name, n.arch));
+    }
+    if !n.systemd {
+        problems.push(format!("node {} does not run k8s under systemd, which its rollback guard needs; install it with `k8s up`", n.name));
+    }
     if !n.ready {
         problems.push(format!("node {} is not Ready; fix it or leave it out with nodeSelector", n.name));
     }
@@ -131,9 +144,20 @@ fn node_problems(n: &NodeFacts, target: &Version, target_kube: &Version) -> Vec<
         Ok(k) if target_kube.minor > k.minor + 1 => problems.push(format!(
             "a skipped Kubernetes minor: node {} runs {}, the plan carries {target_kube}; upgrade one minor at a time",
             n.name, n.kubelet_version)),
+        Ok(k) if drains(spec.drain.mode, k.minor != target_kube.minor) => problems.push(format!(
+            "node {} would be drained, which is not built yet; set drain.mode: cordon-only", n.name)),
         Ok(_) => {}
     }
     problems
+}
+
+/// Whether a node is drained (not only cordoned) under `mode`.
+fn drains(mode: DrainMode, kubelet_minor_changes: bool) -> bool {
+    match mode {
+        DrainMode::Always => true,
+        DrainMode::Auto => kubelet_minor_changes,
+        DrainMode::CordonOnly => false,
+    }
 }
 
 #[cfg(test)]
@@ -164,11 +188,20 @@ mod tests {
             cordoned_by_others: false,
             k8s_version: Some(k8s.into()),
             kubelet_version: kubelet.into(),
+            arch: "amd64".into(),
+            systemd: true,
         }
     }
 
     fn spec(version: &str, kube: &str) -> UpgradePlanSpec {
-        UpgradePlanSpec { version: version.into(), kubernetes_version: kube.into(), ..Default::default() }
+        UpgradePlanSpec {
+            version: version.into(),
+            kubernetes_version: kube.into(),
+            sha256: [("amd64".to_string(), "ab".to_string())].into(),
+            source: "https://10.0.0.1:9345".into(),
+            drain: super::super::crd::DrainSpec { mode: DrainMode::CordonOnly, timeout_seconds: 300 },
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -188,9 +221,15 @@ mod tests {
         assert!(p.iter().any(|m| m.contains("skipped Kubernetes minor")), "{p:?}");
         let p = preflight(&spec("0.3.0", "v1.36.0"), &nodes, "0.2.0");
         assert!(p.iter().any(|m| m.contains("Kubernetes downgrade")), "{p:?}");
-        let sick = NodeFacts { ready: false, cordoned_by_others: true, k8s_version: None, ..node("a1", "", "v1.37.1") };
+        let sick = NodeFacts { ready: false, cordoned_by_others: true, k8s_version: None, systemd: false, arch: "arm64".into(), ..node("a1", "", "v1.37.1") };
         let p = preflight(&spec("0.3.0", "v1.37.1"), &[sick], "0.2.0");
-        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p.len(), 5, "{p:?}");
+        let mut drain = spec("0.3.0", "v1.38.0");
+        drain.drain.mode = DrainMode::Auto;
+        let p = preflight(&drain, &nodes, "0.2.0");
+        assert!(p.iter().any(|m| m.contains("drained")), "a minor change drains under auto: {p:?}");
+        drain.kubernetes_version = "v1.37.3".into();
+        assert!(preflight(&drain, &nodes, "0.2.0").is_empty(), "a patch under auto only cordons");
         assert!(preflight(&spec("0.3.0", "v1.37.1"), &[], "0.2.0")[0].contains("no node matches"));
         let mut bad = spec("0.3.0", "v1.37.1");
         bad.agents.max_unavailable = "lots".into();

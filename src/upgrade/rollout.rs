@@ -8,6 +8,10 @@
 
 use super::crd::{NodePhase, NodeRow, Role, UpgradePlanSpec};
 use super::preflight::NodeFacts;
+use super::protocol::{Order, Report, Step};
+
+/// Time the guard allows beyond the Ready timeout and the soak (a restart).
+const DEADLINE_SLACK_SECONDS: u64 = 60;
 
 /// What the controller does next with a plan.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,6 +71,84 @@ pub fn next(spec: &UpgradePlanSpec, rows: &[NodeRow]) -> Decision {
     if start.is_empty() { Decision::Wait } else { Decision::Start(start) }
 }
 
+/// What the controller knows of a node the plan started.
+#[derive(Debug, Default)]
+pub struct NodeView {
+    pub report: Option<Report>,
+    pub order: Option<Order>,
+    pub cordoned_by_us: bool,
+    /// `amd64`, `arm64` (the Node's `nodeInfo.architecture`).
+    pub arch: String,
+}
+
+/// What the controller does to a node's objects.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Act {
+    Order(Order),
+    Cordon,
+    Uncordon,
+    ClearOrder,
+}
+
+/// Moves one started node's row on: takes the node's report when it is
+/// news, then says what the controller does next for it.
+///
+/// ```text
+/// Started/Staging ─(order: stage)─▶ node reports Staged ─▶ cordon ─▶ Cordoned
+///   ─(order: swap)─▶ Swapping ─▶ node: Verifying, Soaking ─▶ Committed ─▶ uncordon, order cleared
+/// a node reporting RolledBack or Failed: uncordon, order cleared (the plan halts)
+/// ```
+pub fn advance(plan: &str, spec: &UpgradePlanSpec, row: &mut NodeRow, view: &NodeView) -> Vec<Act> {
+    if let Some(r) = view.report.as_ref().filter(|r| r.plan == plan && r.version == row.to) {
+        if r.phase.rank() > row.phase.rank() {
+            row.phase = r.phase;
+            row.message = r.message.clone();
+        }
+    }
+    let Some(sha256) = spec.sha256.get(&view.arch) else {
+        row.phase = NodePhase::Failed;
+        row.message = format!("the plan has no sha256 for this node's architecture {:?}", view.arch);
+        return finish(view);
+    };
+    let order = |step| Order {
+        plan: plan.to_string(),
+        version: row.to.clone(),
+        sha256: sha256.clone(),
+        source: spec.source.clone(),
+        step,
+        deadline_seconds: spec.health_gates.node_ready_timeout_seconds + spec.health_gates.soak_seconds + DEADLINE_SLACK_SECONDS,
+        soak_seconds: spec.health_gates.soak_seconds,
+    };
+    let ensure = |want: Order| if view.order.as_ref() == Some(&want) { vec![] } else { vec![Act::Order(want)] };
+    match row.phase {
+        NodePhase::Waiting => vec![],
+        NodePhase::Started | NodePhase::Staging => ensure(order(Step::Stage)),
+        NodePhase::Staged => {
+            row.phase = NodePhase::Cordoned;
+            if view.cordoned_by_us { vec![] } else { vec![Act::Cordon] }
+        }
+        // Draining is refused at preflight until it is built: cordoned is ready to swap.
+        NodePhase::Cordoned | NodePhase::Draining => {
+            row.phase = NodePhase::Swapping;
+            ensure(order(Step::Swap))
+        }
+        NodePhase::Swapping | NodePhase::Verifying | NodePhase::Soaking => ensure(order(Step::Swap)),
+        NodePhase::Committed | NodePhase::RolledBack | NodePhase::Failed => finish(view),
+    }
+}
+
+/// A node's upgrade is over: undo what the plan did to it.
+fn finish(view: &NodeView) -> Vec<Act> {
+    let mut acts = Vec::new();
+    if view.cordoned_by_us {
+        acts.push(Act::Uncordon);
+    }
+    if view.order.is_some() {
+        acts.push(Act::ClearOrder);
+    }
+    acts
+}
+
 /// `maxUnavailable` over `agents` agents: a count, or a percentage rounded
 /// down; at least 1 either way, so a rollout always moves.
 pub fn max_unavailable(text: &str, agents: usize) -> Result<usize, String> {
@@ -96,6 +178,8 @@ mod tests {
             cordoned_by_others: false,
             k8s_version: Some(version.into()),
             kubelet_version: "v1.37.1".into(),
+            arch: "amd64".into(),
+            systemd: true,
         }
     }
 
@@ -157,6 +241,40 @@ mod tests {
         set(&mut rows, "s1", NodePhase::RolledBack);
         rows[0].message = "not Ready after 300 s".into();
         assert_eq!(next(&spec, &rows), Decision::Halted { node: "s1".into(), message: "not Ready after 300 s".into() });
+    }
+
+    #[test]
+    fn a_node_goes_stage_cordon_swap_commit_uncordon() {
+        let mut spec = spec("1");
+        spec.sha256 = [("amd64".to_string(), "ab".to_string())].into();
+        spec.source = "https://10.0.0.1:9345".into();
+        let mut row = cluster(&spec).remove(0);
+        row.phase = NodePhase::Started;
+        let mut view = NodeView { arch: "amd64".into(), ..Default::default() };
+        let acts = advance("p", &spec, &mut row, &view);
+        let Some(Act::Order(stage)) = acts.first() else { panic!("{acts:?}") };
+        assert_eq!((stage.step, stage.deadline_seconds, stage.sha256.as_str()), (Step::Stage, 300 + 30 + 60, "ab"));
+        view.order = Some(stage.clone());
+        assert!(advance("p", &spec, &mut row, &view).is_empty(), "the order stands");
+        let report = |phase| Some(Report { plan: "p".into(), version: "0.2.0".into(), phase, message: String::new() });
+        view.report = report(NodePhase::Staged);
+        assert_eq!(advance("p", &spec, &mut row, &view), [Act::Cordon]);
+        assert_eq!(row.phase, NodePhase::Cordoned);
+        view.cordoned_by_us = true;
+        let acts = advance("p", &spec, &mut row, &view);
+        assert!(matches!(&acts[..], [Act::Order(o)] if o.step == Step::Swap), "{acts:?}");
+        assert_eq!(row.phase, NodePhase::Swapping, "a stale Staged report does not take the row back");
+        view.report = Some(Report { plan: "other".into(), ..report(NodePhase::Committed).unwrap() });
+        advance("p", &spec, &mut row, &view);
+        assert_eq!(row.phase, NodePhase::Swapping, "another plan's report is not ours");
+        view.report = report(NodePhase::Committed);
+        assert_eq!(advance("p", &spec, &mut row, &view), [Act::Uncordon, Act::ClearOrder]);
+        assert_eq!(row.phase, NodePhase::Committed);
+        view.arch = "riscv64".into();
+        let mut other = cluster(&spec).remove(1);
+        other.phase = NodePhase::Started;
+        advance("p", &spec, &mut other, &view);
+        assert_eq!(other.phase, NodePhase::Failed);
     }
 
     #[test]
