@@ -14,7 +14,7 @@ use crate::host::config::AgentOptions;
 use crate::host::{net, paths, Layout};
 use crate::join::{self, token::Token, AgentConfig};
 use crate::payload::Components;
-use crate::{kubeclient, node};
+use crate::{kubeclient, node, upgrade};
 
 pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
     let server = o.server.clone().context("--server is required (https://SERVER:9345)")?;
@@ -73,8 +73,8 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
 }
 
 /// The agent's components in start order (see [`crate::components`] for
-/// their lifecycle): the API load balancer (with its follower), then the
-/// node ([`node::bring_up`]).
+/// their lifecycle): the API load balancer (with its follower), the node
+/// ([`node::bring_up`]), then its upgrade executor.
 #[allow(clippy::too_many_arguments)]
 async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &str, node_ip: IpAddr,
     kubelet_args: &[String], layout: &Layout, sup: &mut Supervisor) -> anyhow::Result<()> {
@@ -93,7 +93,17 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         kubelet_extra_args: kubelet_args,
         pod_network: cluster.pod_network,
     };
-    node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await
+    node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await?;
+    upgrade::executor::Executor {
+        kubelet: kubeclient::client(&f.kubelet_kubeconfig).await?,
+        kubelet_kubeconfig: f.kubelet_kubeconfig.clone(),
+        ca: f.ca.clone(),
+        node_name: node_name.to_string(),
+        host: upgrade::swap::Host::new(Path::new(paths::BINARY), layout.data_dir()),
+        unit: "k8s-agent",
+    }
+    .spawn(sup);
+    Ok(())
 }
 
 /// The node's components reach the API servers through the local load

@@ -121,6 +121,26 @@ impl EtcdCommand {
 
 #[derive(Subcommand)]
 pub enum UpgradeCommand {
+    /// Roll the cluster to a new k8s binary, node by node, health-gated,
+    /// rolled back by itself on failure (on a server, as root).
+    Apply {
+        /// The new binary (the one `make dist` builds).
+        #[arg(long)]
+        binary: PathBuf,
+        /// Print the order and the preflight checks; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds a restarted node may take to be Ready on the new binary.
+        #[arg(long, default_value_t = 300)]
+        ready_timeout: u64,
+        /// Seconds a node must stay healthy on the new binary before it commits.
+        #[arg(long, default_value_t = 30)]
+        soak: u64,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Every upgrade plan and the phase of each of its nodes.
+    Status,
     /// Run by the guard timer an upgrade arms, as the previous binary: puts
     /// that binary back and restarts the service when the new one has not
     /// committed by its deadline.

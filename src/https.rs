@@ -1,7 +1,8 @@
-//! The join client's HTTPS: a cluster's join endpoint is not the
-//! Kubernetes API, and a joiner has no kubeconfig yet. It fetches the CA
-//! unverified (then checks it against the token's pinned hash) and from
-//! then on trusts only that CA. It speaks HTTP/1.0.
+//! HTTPS to a server's join endpoint (not the Kubernetes API): a joiner has
+//! no kubeconfig yet, so it fetches the CA unverified (then checks it
+//! against the token's pinned hash) and from then on trusts only that CA;
+//! a node fetching an upgrade's binary presents its kubelet certificate.
+//! It speaks HTTP/1.0.
 
 use std::sync::Arc;
 
@@ -30,6 +31,54 @@ impl HttpsClient {
             .with_custom_certificate_verifier(Arc::new(AcceptAny))
             .with_no_client_auth();
         HttpsClient { config: Arc::new(config) }
+    }
+
+    /// Trusts `ca` only and presents a client certificate (a node fetching
+    /// an upgrade's binary with its kubelet identity).
+    pub fn with_client_cert(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<HttpsClient> {
+        let chain = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pemfile::private_key(&mut &key[..])?.context("no private key")?;
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots(ca)?).with_client_auth_cert(chain, key)?;
+        Ok(HttpsClient { config: Arc::new(config) })
+    }
+
+    /// GETs `path` into the file `dest`, streamed and binary-safe; an
+    /// answer other than 200 is an error carrying the server's message.
+    pub async fn download(&self, host: &str, port: u16, path: &str, dest: &std::path::Path) -> anyhow::Result<u64> {
+        const HEAD_MAX: usize = 64 << 10;
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let name = ServerName::try_from(host.to_string())?;
+        let mut tls = tokio_rustls::TlsConnector::from(self.config.clone()).connect(name, tcp).await?;
+        tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+        let mut head = Vec::new();
+        let body_start = loop {
+            let mut buf = [0u8; 8192];
+            let n = tls.read(&mut buf).await?;
+            anyhow::ensure!(n > 0, "https://{host}:{port}{path}: the connection closed before the headers");
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            anyhow::ensure!(head.len() < HEAD_MAX, "https://{host}:{port}{path}: headers too long");
+        };
+        let status: u16 = String::from_utf8_lossy(&head[..body_start])
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("malformed HTTP response")?;
+        if status != 200 {
+            let mut message = head[body_start..].to_vec();
+            let _ = (&mut tls).take(HEAD_MAX as u64).read_to_end(&mut message).await;
+            anyhow::bail!("https://{host}:{port}{path}: HTTP {status}: {}", String::from_utf8_lossy(&message).trim());
+        }
+        let mut file = tokio::fs::File::create(dest).await.with_context(|| format!("cannot write {}", dest.display()))?;
+        file.write_all(&head[body_start..]).await?;
+        let copied = tokio::io::copy(&mut tls, &mut file).await.or_else(|e| {
+            // Servers may close without close_notify after an HTTP/1.0 answer.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof { Ok(0) } else { Err(e) }
+        })?;
+        file.sync_all().await?;
+        Ok((head.len() - body_start) as u64 + copied)
     }
 
     /// GETs `path` from `host:port`; returns the status code and body.

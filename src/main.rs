@@ -42,7 +42,14 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         }
         cli::Command::Token(cmd) => runtime()?.block_on(join::cli::run(cmd)),
         cli::Command::Etcd(cmd) => runtime()?.block_on(cmd.run()),
-        cli::Command::Upgrade(cli::UpgradeCommand::Guard { data_dir, binary }) => upgrade::guard::run(&data_dir.data_dir, &binary),
+        cli::Command::Upgrade(cmd) => match cmd {
+            cli::UpgradeCommand::Apply { binary, dry_run, ready_timeout, soak, data_dir } => {
+                let gates = upgrade::crd::HealthGates { node_ready_timeout_seconds: ready_timeout, soak_seconds: soak };
+                runtime()?.block_on(upgrade::cli::apply(&binary, dry_run, gates, &data_dir.data_dir))
+            }
+            cli::UpgradeCommand::Status => runtime()?.block_on(upgrade::cli::status()),
+            cli::UpgradeCommand::Guard { data_dir, binary } => upgrade::guard::run(&data_dir.data_dir, &binary),
+        },
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
         cli::Command::Up(args) => runtime()?.block_on(up::run(args)),

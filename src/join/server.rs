@@ -2,7 +2,9 @@
 //! `GET /cacerts` (public: joiners pin it with their token's hash) and
 //! `POST /v1/join/agent` (token-authenticated: a node's credentials) and,
 //! in an HA cluster, `POST /v1/join/server` (server tokens only: the shared
-//! PKI and a learner's place in etcd; one server at a time).
+//! PKI and a learner's place in etcd; one server at a time), and
+//! `GET /v1/upgrade/binary/<sha256>` (a node's client certificate: the
+//! `k8s` binary an upgrade plan rolls out, staged here by `k8s upgrade apply`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +37,16 @@ pub struct Cluster {
     pub servers_may_join: bool,
     /// One joining server at a time.
     pub joining: tokio::sync::Mutex<()>,
+    /// Where `k8s upgrade apply` keeps binaries, by sha256.
+    pub binaries: std::path::PathBuf,
+    /// Bounds the memory binary downloads take (each holds one binary).
+    pub downloads: tokio::sync::Semaphore,
 }
+
+/// The client certificate's common name, when the client presented one the
+/// cluster CA signed.
+#[derive(Clone)]
+struct ClientIdentity(Option<String>);
 
 type Shared = Arc<Cluster>;
 type Refusal = (StatusCode, String);
@@ -45,6 +56,7 @@ fn router(cluster: Shared) -> Router {
         .route("/cacerts", get(|State(c): State<Shared>| async move { c.ca_pem.clone() }))
         .route("/v1/join/agent", post(join_agent))
         .route("/v1/join/server", post(join_server))
+        .route("/v1/upgrade/binary/:sha256", get(upgrade_binary))
         .with_state(cluster)
 }
 
@@ -97,6 +109,28 @@ async fn join_server(
         cluster_domain: c.cluster_domain.clone(),
         pod_network: c.pod_network,
     }))
+}
+
+async fn upgrade_binary(
+    State(c): State<Shared>,
+    axum::Extension(ClientIdentity(who)): axum::Extension<ClientIdentity>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::extract::Path(sha256): axum::extract::Path<String>,
+) -> Result<Vec<u8>, Refusal> {
+    let Some(node) = who.as_deref().and_then(|w| w.strip_prefix("system:node:")) else {
+        tracing::warn!(%peer, "binary download refused: no node client certificate");
+        return Err((StatusCode::UNAUTHORIZED, "a node's client certificate (the kubelet's) is required".into()));
+    };
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err((StatusCode::BAD_REQUEST, format!("{sha256:?} is not a sha256")));
+    }
+    let _slot = c.downloads.acquire().await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "stopping".to_string()))?;
+    let path = c.binaries.join(sha256.to_ascii_lowercase());
+    let bytes = tokio::fs::read(&path).await.map_err(|_| {
+        (StatusCode::NOT_FOUND, format!("this server has no binary {sha256}; run `k8s upgrade apply --binary FILE` on it"))
+    })?;
+    tracing::info!(%node, %peer, %sha256, "upgrade binary sent");
+    Ok(bytes)
 }
 
 fn shared_files(pki: &Pki) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
@@ -161,18 +195,37 @@ pub async fn serve(addr: SocketAddr, cluster: Cluster, stop: impl std::future::F
         let (tls, app) = (tls.clone(), app.clone());
         tokio::spawn(async move {
             let Ok(Ok(stream)) = tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await else { return };
-            let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(ConnectInfo(peer))));
+            let identity = ClientIdentity(client_common_name(&stream));
+            let app = app.layer(axum::Extension(ConnectInfo(peer))).layer(axum::Extension(identity));
+            let service = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
         });
     }
 }
 
+/// The common name of the client certificate rustls verified against the
+/// cluster CA, if the client sent one.
+fn client_common_name(stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Option<String> {
+    let der = stream.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
+}
+
+/// The API server's certificate; client certificates are optional (the
+/// join routes authenticate by token) and, when sent, must chain to the
+/// cluster CA.
 fn tls_acceptor(pki: &Pki) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     let cert = std::fs::read(pki.apiserver_cert())?;
     let key = std::fs::read(pki.apiserver_key())?;
     let chain = rustls_pemfile::certs(&mut cert.as_slice()).collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pemfile::private_key(&mut key.as_slice())?.context("no key in the API server key file")?;
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut std::fs::read(pki.ca_cert())?.as_slice()) {
+        roots.add(ca?)?;
+    }
+    let clients = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build()?;
+    let config = rustls::ServerConfig::builder().with_client_cert_verifier(clients).with_single_cert(chain, key)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -232,6 +232,15 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     };
     node::bring_up(sup, c, &layout.node(), &settings, |sup| status.refresh(sup)).await?;
     label_control_plane(&client, &cfg.node_name).await;
+    upgrade::executor::Executor {
+        kubelet: kubeclient::client(&kc.kubelet).await?,
+        kubelet_kubeconfig: kc.kubelet.clone(),
+        ca: pki.ca_cert(),
+        node_name: cfg.node_name.clone(),
+        host: upgrade::swap::Host::new(std::path::Path::new(crate::host::paths::BINARY), &cfg.data_dir),
+        unit: "k8s-server",
+    }
+    .spawn(sup);
     Ok(())
 }
 
@@ -255,6 +264,8 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup
         pod_network: cfg.pod_network,
         servers_may_join: cfg.datastore != config::Datastore::Sqlite,
         joining: Default::default(),
+        binaries: upgrade::swap::binaries_dir(&cfg.data_dir),
+        downloads: tokio::sync::Semaphore::new(2),
     };
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
     sup.spawn("join-endpoint", move |mut stop| async move {

@@ -188,7 +188,7 @@ async fn node_facts(client: &Client, plan: &UpgradePlan) -> Result<Vec<NodeFacts
     Ok(list.items.iter().map(facts).collect())
 }
 
-fn facts(node: &Node) -> NodeFacts {
+pub(super) fn facts(node: &Node) -> NodeFacts {
     let labels = node.labels();
     let annotations = node.annotations();
     let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);

@@ -16,15 +16,15 @@
 //! [`crate::node::VERSION_ANNOTATION`]), so a rollout whose Kubernetes
 //! version does not change is still visible and verifiable.
 //!
-//! Built so far: the resource, the preflight and skew rules, the rollout
-//! order and decisions, leader election, the controller, and the host side
-//! of a node's upgrade (stage, swap, commit, and the guard that rolls back:
-//! [`swap`], [`guard`]). Not built yet: the node-side executor that drives
-//! those steps from the plan, cordon/drain, binary delivery, and
-//! `k8s upgrade apply|status`: a plan's nodes stop at `Started`.
+//! The controller and a node's executor talk through the node's own Node
+//! object ([`protocol`]): the controller orders (stage, then swap), the
+//! node reports. Not built yet: draining (plans that would drain are
+//! refused at preflight), pause/resume commands, and `k8s up`'s hand-over.
 
+pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod executor;
 pub mod guard;
 pub mod leader;
 pub mod preflight;

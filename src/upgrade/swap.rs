@@ -37,12 +37,16 @@ const VERSION_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 /// An upgrade swapped in and not yet committed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
+    /// The UpgradePlan that ordered it.
+    pub plan: String,
     pub from: String,
     pub to: String,
     /// Seconds since the epoch after which the guard rolls back.
     pub deadline: u64,
     /// The systemd unit that runs `k8s` here (restarted after a rollback).
     pub unit: String,
+    /// How long the new binary must stay healthy before it commits.
+    pub soak_seconds: u64,
 }
 
 /// What the guard did.
@@ -54,7 +58,14 @@ pub enum Guard {
     RolledBack(Pending),
 }
 
+/// Where a server keeps the binaries `k8s upgrade apply` staged for the
+/// nodes, each under its sha256.
+pub fn binaries_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("upgrade/binaries")
+}
+
 /// The files of one host's upgrades.
+#[derive(Clone)]
 pub struct Host {
     /// The binary systemd runs (`/usr/local/bin/k8s`).
     pub binary: PathBuf,
@@ -157,6 +168,8 @@ impl Host {
         vec![
             "systemd-run".into(),
             format!("--unit={GUARD_UNIT}"),
+            // Unloaded once it ran, so the next upgrade can arm it again.
+            "--collect".into(),
             format!("--on-active={}s", after.as_secs()),
             "--timer-property=AccuracySec=1s".into(),
             self.previous().display().to_string(),
@@ -259,7 +272,7 @@ mod tests {
     }
 
     fn pending(deadline: u64) -> Pending {
-        Pending { from: "0.1.0".into(), to: "0.2.0".into(), deadline, unit: "k8s-server".into() }
+        Pending { plan: "p".into(), from: "0.1.0".into(), to: "0.2.0".into(), deadline, unit: "k8s-server".into(), soak_seconds: 30 }
     }
 
     #[test]
@@ -309,7 +322,7 @@ mod tests {
     fn the_guard_timer_runs_the_previous_binary() {
         let host = Host::new(Path::new("/usr/local/bin/k8s"), Path::new("/var/lib/k8s"));
         let cmd = host.guard_timer(Path::new("/var/lib/k8s"), Duration::from_secs(330)).join(" ");
-        assert_eq!(cmd, "systemd-run --unit=k8s-upgrade-guard --on-active=330s --timer-property=AccuracySec=1s \
+        assert_eq!(cmd, "systemd-run --unit=k8s-upgrade-guard --collect --on-active=330s --timer-property=AccuracySec=1s \
             /usr/local/bin/k8s.prev upgrade guard --data-dir=/var/lib/k8s --binary=/usr/local/bin/k8s");
     }
 }

@@ -1,0 +1,174 @@
+//! `k8s upgrade apply|status`, run on a server as root (the admin
+//! kubeconfig). `apply` checks the new binary here, keeps it where this
+//! server's join endpoint serves it to the nodes, creates the plan, and
+//! follows it to its end.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use super::crd::{DrainMode, DrainSpec, HealthGates, NodeRow, PlanPhase, UpgradePlan, UpgradePlanSpec, UpgradePlanStatus};
+use super::{controller, preflight, rollout, swap};
+use crate::host::config::ServerOptions;
+use crate::host::{config, net, paths};
+use crate::kubeclient;
+use crate::version::VERSION;
+
+/// `k8s upgrade apply --binary FILE [--dry-run]`.
+pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, data_dir: &Path) -> anyhow::Result<()> {
+    let (version, kubernetes) = versions_of(binary)?;
+    let sha256 = sha256_of(binary)?;
+    let client = admin().await?;
+    let spec = UpgradePlanSpec {
+        version: version.clone(),
+        kubernetes_version: kubernetes,
+        sha256: [(arch().to_string(), sha256.clone())].into(),
+        source: own_join_url()?,
+        // Draining is not built yet; a patch release needs none.
+        drain: DrainSpec { mode: DrainMode::CordonOnly, ..Default::default() },
+        health_gates,
+        ..Default::default()
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let facts: Vec<_> = nodes.list(&ListParams::default()).await?.items.iter().map(controller::facts).collect();
+    let problems = preflight::preflight(&spec, &facts, VERSION);
+    println!("upgrade to k8s {version} ({}), sha256 {sha256}", spec.kubernetes_version);
+    print_rows(&rollout::rows(&spec, &facts));
+    if !problems.is_empty() {
+        bail!("preflight failed, no node touched:\n  - {}", problems.join("\n  - "));
+    }
+    println!("preflight: ok");
+    if dry_run {
+        return Ok(());
+    }
+    keep_for_nodes(binary, &swap::binaries_dir(data_dir), &sha256)?;
+    let name = format!("k8s-{version}");
+    let plan = UpgradePlan { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, spec, status: None };
+    let plans: Api<UpgradePlan> = Api::all(client);
+    plans.create(&PostParams::default(), &plan).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 409 => anyhow::anyhow!("an UpgradePlan {name} exists already; see `k8s upgrade status`"),
+        e => e.into(),
+    })?;
+    println!("plan {name} created; following it (Ctrl-C stops following, not the upgrade)");
+    follow(&plans, &name).await
+}
+
+/// `k8s upgrade status`: every plan and its nodes.
+pub async fn status() -> anyhow::Result<()> {
+    let plans: Api<UpgradePlan> = Api::all(admin().await?);
+    let list = plans.list(&ListParams::default()).await?;
+    if list.items.is_empty() {
+        println!("no upgrade plans");
+    }
+    for plan in &list.items {
+        let status = plan.status.clone().unwrap_or_default();
+        println!("{} → k8s {}: {:?} {} {}", plan.name_any(), plan.spec.version, status.phase, status.done, status.message);
+        print_rows(&status.nodes);
+    }
+    Ok(())
+}
+
+/// Prints each change of the plan until it ends; an error unless it completed.
+async fn follow(plans: &Api<UpgradePlan>, name: &str) -> anyhow::Result<()> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(kubeclient::follow(plans.clone(), config, Some(Duration::from_secs(30))));
+    let mut last = String::new();
+    while let Some(list) = events.next().await {
+        let Some(plan) = list.first() else { bail!("the plan {name} was deleted") };
+        let status = plan.status.clone().unwrap_or_default();
+        let line = summary(&status);
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        match status.phase {
+            PlanPhase::Complete => return Ok(()),
+            PlanPhase::Halted | PlanPhase::PreflightFailed => bail!("the upgrade stopped: {}", status.message),
+            _ => {}
+        }
+    }
+    bail!("lost the plan {name}")
+}
+
+fn summary(status: &UpgradePlanStatus) -> String {
+    let nodes: Vec<String> = status.nodes.iter().map(|r| format!("{} {:?}", r.name, r.phase)).collect();
+    format!("{:?} {}: {}", status.phase, status.done, nodes.join(", "))
+}
+
+fn print_rows(rows: &[NodeRow]) {
+    println!("  {:<24} {:<7} {:<10} {:<10} {}", "NODE", "ROLE", "FROM", "TO", "PHASE");
+    for r in rows {
+        println!("  {:<24} {:<7} {:<10} {:<10} {:?} {}", r.name, format!("{:?}", r.role).to_lowercase(), r.from, r.to, r.phase, r.message);
+    }
+}
+
+async fn admin() -> anyhow::Result<Client> {
+    kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await.context("k8s upgrade runs on a server, as root")
+}
+
+/// What `<binary> version` says: its k8s and Kubernetes versions.
+fn versions_of(binary: &Path) -> anyhow::Result<(String, String)> {
+    let out = std::process::Command::new(binary)
+        .arg("version")
+        .output()
+        .with_context(|| format!("{} does not run", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_string());
+    let version = field("k8s ").with_context(|| format!("{} is not a k8s binary (`version` printed {:?})", binary.display(), text.trim()))?;
+    let kubernetes = field("kubernetes: ")
+        .with_context(|| format!("{} carries no components (a plain cargo build?); use the one `make dist` builds", binary.display()))?;
+    Ok((version, kubernetes))
+}
+
+fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}
+
+/// Kubernetes' name for this machine's architecture.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// This server's join endpoint, from its config file (as `k8s server`
+/// resolves it: advertise-address, else node-ip, else the default route's).
+fn own_join_url() -> anyhow::Result<String> {
+    let o: ServerOptions = config::load(None)?;
+    let node_ip = net::node_ip(o.node_ip)?;
+    let ip = o.advertise_address.unwrap_or(node_ip);
+    let port = o.join_port.unwrap_or(crate::join::DEFAULT_PORT);
+    Ok(match ip {
+        std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{port}"),
+        v4 => format!("https://{v4}:{port}"),
+    })
+}
+
+/// Copies the binary to where the join endpoint serves it.
+fn keep_for_nodes(binary: &Path, dir: &Path, sha256: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let kept = dir.join(sha256);
+    let tmp = dir.join(format!(".{sha256}.tmp"));
+    std::fs::copy(binary, &tmp).with_context(|| format!("cannot copy {} to {}", binary.display(), dir.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &kept)?;
+    Ok(kept)
+}

@@ -1,0 +1,227 @@
+//! The node side of an upgrade, an in-process service of every `k8s
+//! server` and `k8s agent` that runs a node. It watches its own Node for
+//! the controller's order (see [`super::protocol`]) and reports on it:
+//!
+//! ```text
+//! start:  rolled back by the guard? ─▶ report RolledBack (then nothing more for that order)
+//!         a pending upgrade to this very version? ─▶ Verifying ─▶ Soaking (Node Ready for the soak)
+//!                                                   ─▶ commit (guard disarmed) ─▶ Committed
+//! order stage: Staging ─▶ download from the order's source (kubelet certificate) ─▶ sha256, version
+//!              ─▶ Staged (or Failed)
+//! order swap:  Swapping ─▶ swap (k8s.prev kept, pending recorded) ─▶ guard armed ─▶ service restarted
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::config::Kubeconfig;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use super::crd::NodePhase;
+use super::protocol::{self, Order, Report, Step, REPORT_ANNOTATION};
+use super::swap::{Host, Pending, GUARD_UNIT};
+use crate::https::HttpsClient;
+use crate::kubeclient;
+use crate::version::VERSION;
+
+/// How often the own Node is read again even without a change.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// What the executor needs of the node it runs on.
+pub struct Executor {
+    pub kubelet: Client,
+    /// The kubelet's kubeconfig (its client certificate fetches binaries).
+    pub kubelet_kubeconfig: PathBuf,
+    /// The cluster CA (the source's certificate chains to it).
+    pub ca: PathBuf,
+    pub node_name: String,
+    pub host: Host,
+    /// The systemd unit that runs this `k8s` (`k8s-server`, `k8s-agent`).
+    pub unit: &'static str,
+}
+
+impl Executor {
+    /// Runs the executor as an in-process service of `sup`.
+    pub fn spawn(self, sup: &mut crate::components::Supervisor) {
+        sup.spawn("upgrade-executor", move |stop| async move {
+            stop.or(self.run()).await;
+            Ok(())
+        });
+    }
+
+    /// Finishes what a restart left (a rollback to report, an upgrade to
+    /// verify), then carries out orders; never returns.
+    pub async fn run(self) {
+        if let Err(e) = self.after_restart().await {
+            tracing::error!("upgrade: {e:#}");
+        }
+        let nodes: Api<Node> = Api::all(self.kubelet.clone());
+        let own = watcher::Config::default().fields(&format!("metadata.name={}", self.node_name));
+        let mut snapshots = std::pin::pin!(kubeclient::follow(nodes, own, Some(RESYNC)));
+        while let Some(list) = snapshots.next().await {
+            let Some(node) = list.first() else { continue };
+            let Some(order) = protocol::order_of(node) else { continue };
+            if !self.is_news(&order, protocol::report_of(node)) {
+                continue;
+            }
+            if let Err(e) = self.carry_out(&order).await {
+                tracing::error!(plan = %order.plan, version = %order.version, "upgrade failed: {e:#}");
+                self.report(&order.plan, &order.version, NodePhase::Failed, &format!("{e:#}")).await;
+            }
+        }
+    }
+
+    /// Whether `order` asks for something this node has not done yet.
+    fn is_news(&self, order: &Order, report: Option<Report>) -> bool {
+        if order.version == VERSION {
+            return false; // after_restart verifies a swap to this version
+        }
+        let done = match report.filter(|r| r.plan == order.plan && r.version == order.version) {
+            None => return true,
+            Some(r) => r.phase,
+        };
+        match order.step {
+            Step::Stage => done.rank() < NodePhase::Staging.rank(),
+            Step::Swap => done.rank() < NodePhase::Swapping.rank(),
+        }
+    }
+
+    async fn carry_out(&self, order: &Order) -> anyhow::Result<()> {
+        match order.step {
+            Step::Stage => {
+                self.report(&order.plan, &order.version, NodePhase::Staging, "").await;
+                let staged = self.stage(order).await?;
+                self.report(&order.plan, &order.version, NodePhase::Staged, &format!("{} checked", staged.display())).await;
+            }
+            Step::Swap => {
+                self.report(&order.plan, &order.version, NodePhase::Swapping, "").await;
+                self.swap(order).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Downloads the order's binary and checks it.
+    async fn stage(&self, order: &Order) -> anyhow::Result<PathBuf> {
+        let staged = self.host.dir.join(format!("k8s-{}", order.version));
+        if staged.exists() {
+            std::fs::remove_file(&staged)?; // checked again from a fresh download
+        }
+        let client = self.download_client()?;
+        let url = order.source.strip_prefix("https://").context("the order's source is not https://")?;
+        let (host, port) = url.trim_end_matches('/').rsplit_once(':').context("the order's source has no port")?;
+        let port: u16 = port.parse().context("the order's source has a bad port")?;
+        std::fs::create_dir_all(&self.host.dir)?;
+        let part = self.host.dir.join("download.part");
+        let path = format!("/v1/upgrade/binary/{}", order.sha256);
+        let bytes = client.download(host.trim_matches(['[', ']']), port, &path, &part).await?;
+        tracing::info!(version = %order.version, bytes, "upgrade binary downloaded");
+        let host = self.host.clone();
+        let (sha256, version) = (order.sha256.clone(), order.version.clone());
+        tokio::task::spawn_blocking(move || host.stage(&part, &sha256, &version)).await?
+    }
+
+    /// The kubelet's client certificate, trusting the cluster CA only.
+    fn download_client(&self) -> anyhow::Result<HttpsClient> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubelet_kubeconfig)?;
+        let user = kubeconfig.auth_infos.first().and_then(|a| a.auth_info.as_ref()).context("the kubelet kubeconfig has no user")?;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim()).context("bad base64 in the kubelet kubeconfig");
+        let cert = b64(user.client_certificate_data.as_deref().context("the kubelet kubeconfig has no client certificate")?)?;
+        let key = b64(secrecy::ExposeSecret::expose_secret(user.client_key_data.as_ref().context("the kubelet kubeconfig has no client key")?))?;
+        HttpsClient::with_client_cert(&std::fs::read(&self.ca)?, &cert, &key)
+    }
+
+    /// Swaps in the staged binary, arms the guard, restarts the service.
+    async fn swap(&self, order: &Order) -> anyhow::Result<()> {
+        if std::env::var_os("INVOCATION_ID").is_none() {
+            bail!("k8s does not run under systemd here, and the rollback guard needs it");
+        }
+        let staged = self.host.dir.join(format!("k8s-{}", order.version));
+        anyhow::ensure!(staged.exists(), "no staged binary {}; the order skipped staging", staged.display());
+        let pending = Pending {
+            plan: order.plan.clone(),
+            from: VERSION.to_string(),
+            to: order.version.clone(),
+            deadline: now() + order.deadline_seconds,
+            unit: self.unit.to_string(),
+            soak_seconds: order.soak_seconds,
+        };
+        self.host.swap(&staged, &pending)?;
+        let data_dir = self.host.dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let guard = self.host.guard_timer(&data_dir, Duration::from_secs(order.deadline_seconds));
+        // A guard left from an earlier upgrade (committed or not) goes first.
+        let _ = run(&["systemctl".to_string(), "stop".into(), format!("{GUARD_UNIT}.timer"), format!("{GUARD_UNIT}.service")]);
+        let _ = run(&["systemctl".to_string(), "reset-failed".into(), format!("{GUARD_UNIT}.service")]);
+        if let Err(e) = run(&guard) {
+            // No guard, no swap: put the running binary back at once.
+            self.host.guard(u64::MAX)?;
+            self.host.take_rollback()?;
+            return Err(e.context("cannot arm the rollback guard; the previous binary stays"));
+        }
+        tracing::warn!(from = VERSION, to = %order.version, unit = self.unit, "upgrade: binary swapped, guard armed; restarting");
+        run(&["systemctl".to_string(), "--no-block".into(), "restart".into(), self.unit.to_string()])
+    }
+
+    /// After a restart: report a rollback the guard did, or verify and
+    /// commit a swap to this binary's version.
+    async fn after_restart(&self) -> anyhow::Result<()> {
+        if let Some(p) = self.host.take_rollback()? {
+            let message = format!("k8s {} did not become healthy in time; the guard put k8s {} back", p.to, p.from);
+            tracing::warn!(plan = %p.plan, "upgrade rolled back: {message}");
+            self.report(&p.plan, &p.to, NodePhase::RolledBack, &message).await;
+            return Ok(());
+        }
+        let Some(p) = self.host.pending()? else { return Ok(()) };
+        if p.to != VERSION {
+            return Ok(()); // the swap did not complete; the guard restores the binary
+        }
+        self.report(&p.plan, &p.to, NodePhase::Soaking, &format!("healthy for {} s before commit", p.soak_seconds)).await;
+        tokio::time::sleep(Duration::from_secs(p.soak_seconds)).await;
+        let ready = kubeclient::wait_node(&self.kubelet, &self.node_name, Duration::from_secs(10), "Ready", |n| kubeclient::node_ready(n).then_some(())).await;
+        if let Err(e) = ready {
+            // Not committing leaves the rollback to the guard.
+            self.report(&p.plan, &p.to, NodePhase::Soaking, &format!("not healthy after the soak ({e:#}); the guard will roll back")).await;
+            return Ok(());
+        }
+        self.host.commit()?;
+        let _ = run(&["systemctl".to_string(), "stop".into(), format!("{GUARD_UNIT}.timer")]);
+        tracing::info!(plan = %p.plan, from = %p.from, to = %p.to, "upgrade committed");
+        self.report(&p.plan, &p.to, NodePhase::Committed, &format!("k8s {} → {}", p.from, p.to)).await;
+        Ok(())
+    }
+
+    /// Writes the report on the own Node (best effort: the controller reads
+    /// the next one).
+    async fn report(&self, plan: &str, version: &str, phase: NodePhase, message: &str) {
+        let report = Report { plan: plan.into(), version: version.into(), phase, message: message.into() };
+        let patch = Node {
+            metadata: ObjectMeta {
+                annotations: Some([(REPORT_ANNOTATION.to_string(), serde_json::to_string(&report).unwrap_or_default())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let nodes: Api<Node> = Api::all(self.kubelet.clone());
+        if let Err(e) = nodes.patch(&self.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            tracing::warn!("upgrade: cannot report {phase:?}: {e}");
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+fn run(cmd: &[String]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(&cmd[0]).args(&cmd[1..]).output().with_context(|| format!("cannot run {}", cmd[0]))?;
+    if !out.status.success() {
+        bail!("{}: {}", cmd.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
