@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps payload dist run test test-unit test-etcdctl test-e2e bench bench-node clean
+.PHONY: all build deps payload dist dist-next run test test-unit test-etcdctl test-e2e bench bench-node clean
 
 all: dist
 
@@ -27,6 +27,17 @@ dist: deps build
 	./target/release/k8s attach-payload --exe target/release/k8s \
 		--payload "$$payload_dir/payload.tar.zst" --out dist/k8s
 	@ls -l dist/k8s
+
+# The same code under the next patch version, for the upgrade tests
+# (e2e/upgrade.sh): dist/k8s-next. target/release/k8s is rebuilt as it was after.
+NEXT_VERSION := $(shell awk -F'"' '/^version/ { split($$2, v, "."); print v[1] "." v[2] "." v[3] + 1; exit }' Cargo.toml)
+dist-next: dist
+	K8S_VERSION=$(NEXT_VERSION) $(CARGO) build --release
+	payload_dir=$$(./bootstrap/build.sh | tail -n 1) && \
+	./target/release/k8s attach-payload --exe target/release/k8s \
+		--payload "$$payload_dir/payload.tar.zst" --out dist/k8s-next
+	$(CARGO) build --release
+	@dist/k8s-next version | head -n 1
 
 # A single-node cluster on this machine (SQLite datastore), in the foreground.
 run: dist

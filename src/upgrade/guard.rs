@@ -16,6 +16,8 @@ pub fn run(data_dir: &Path, binary: &Path) -> anyhow::Result<()> {
         Guard::NotYet(secs) => tracing::info!("upgrade guard: the deadline is {secs} s ahead; nothing to do yet"),
         Guard::RolledBack(p) => {
             tracing::warn!(from = %p.to, to = %p.from, unit = %p.unit, "upgrade guard: k8s {} did not commit in time; the previous binary is back, restarting", p.to);
+            // A unit that crash-looped may have hit its start limit.
+            let _ = std::process::Command::new("systemctl").args(["reset-failed", &p.unit]).status();
             let status = std::process::Command::new("systemctl")
                 .args(["restart", &p.unit])
                 .status()
