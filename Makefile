@@ -47,7 +47,7 @@ run: dist
 	@echo "stop with Ctrl-C; remove everything with: $(K8S) reset"
 	$(K8S) server
 
-test: dist test-unit test-etcdctl test-e2e
+test: dist dist-next test-unit test-etcdctl test-e2e
 
 # Unit tests and the datastore's integration tests (real binary, etcd-client).
 test-unit:
@@ -69,6 +69,7 @@ test-e2e:
 	K8S_BIN=$(K8S) e2e/systemd.sh
 	K8S_BIN=$(K8S) e2e/up.sh
 	K8S_BIN=$(K8S) e2e/up-ha.sh
+	K8S_BIN=$(K8S) K8S_NEXT_BIN=$(CURDIR)/dist/k8s-next e2e/upgrade.sh
 
 # Figures, not tests: the datastore against real etcd, and a node's start time and memory.
 bench: build

@@ -288,7 +288,7 @@ hx env "${KENV[@]}" "$BIN" kubectl apply -f - <<'EOF' 2>&1 | indent
 apiVersion: upgrade.k8s.local/v1alpha1
 kind: UpgradePlan
 metadata: {name: e2e-downgrade}
-spec: {version: 0.0.1, kubernetesVersion: v1.37.0, sha256: {amd64: "00"}}
+spec: {version: 0.0.1, kubernetesVersion: v1.37.0, sha256: {amd64: "00"}, source: "https://127.0.0.1:9345"}
 EOF
 phase=""
 for ((i = 0; i < 60; i++)); do

@@ -63,7 +63,7 @@ pub async fn wait_node<T>(client: &Client, name: &str, timeout: Duration, what: 
     check: impl Fn(&Node) -> Option<T>) -> anyhow::Result<T> {
     let api: Api<Node> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut nodes = watcher(api, config).default_backoff().applied_objects().boxed();
+    let mut nodes = watcher(api, config).backoff(Retry::default()).applied_objects().boxed();
     let mut last_error = None;
     let found = tokio::time::timeout(timeout, async {
         while let Some(item) = nodes.next().await {
@@ -85,6 +85,34 @@ pub async fn wait_node<T>(client: &Client, name: &str, timeout: Duration, what: 
             Some(e) => bail!("node {name} not {what} after {timeout:?} (last API error: {e})"),
             None => bail!("node {name} not {what} after {timeout:?}"),
         },
+    }
+}
+
+/// How the binary's watches retry: 0.5 s doubling to at most 5 s. The
+/// API servers of a small cluster restart (upgrades, a server's reboot),
+/// and a node or `k8s upgrade apply` should see them back within seconds
+/// rather than after kube-runtime's default of up to 30 s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retry {
+    attempts: u32,
+}
+
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = RETRY_FIRST.saturating_mul(1 << self.attempts.min(10)).min(RETRY_MAX);
+        self.attempts += 1;
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Retry {
+    fn reset(&mut self) {
+        self.attempts = 0;
     }
 }
 
@@ -117,7 +145,7 @@ where
     <K as Lookup>::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (cache, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher(api, config)).default_backoff().boxed();
+    let events = reflector::reflector(writer, watcher(api, config)).backoff(Retry::default()).boxed();
     let resync = resync.unwrap_or(Duration::MAX);
     futures::stream::unfold((cache, events, false), move |(cache, mut events, mut listed)| async move {
         loop {
@@ -179,6 +207,16 @@ mod tests {
 
     fn node(json: serde_json::Value) -> Node {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn retries_double_up_to_five_seconds_and_reset() {
+        use kube::runtime::utils::Backoff;
+        let mut r = Retry::default();
+        let first: Vec<u64> = r.by_ref().take(6).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(first, [500, 1000, 2000, 4000, 5000, 5000]);
+        r.reset();
+        assert_eq!(r.next(), Some(RETRY_FIRST));
     }
 
     #[test]

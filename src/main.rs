@@ -13,7 +13,9 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("K8S_LOG").unwrap_or_else(|_| "info".into()),
+            // kube-client logs every failed connection as an error; our own
+            // code says what a failed call means.
+            tracing_subscriber::EnvFilter::try_from_env("K8S_LOG").unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

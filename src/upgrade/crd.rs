@@ -115,15 +115,17 @@ impl Default for HealthGates {
 #[serde(rename_all = "camelCase")]
 pub struct UpgradePlanStatus {
     pub phase: PlanPhase,
+    // Written even when empty: the status is merge-patched, and an absent
+    // field would keep its old value.
     /// Why the plan is where it is (the failed preflight checks, the
     /// node that rolled back).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub message: String,
     /// "committed/selected", for `kubectl get`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub done: String,
     /// The node being upgraded, if any.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub current_node: String,
     /// One row per selected node, in rollout order.
     #[serde(default)]
