@@ -6,10 +6,11 @@
 #
 # 1. Refusals: `k8s upgrade apply` of the binary the cluster already runs under an older version string is
 #    refused at preflight (a downgrade), with the reason, and creates no plan.
-# 2. `k8s upgrade apply --binary dist/k8s-next` (the same code, the next patch version): the server, then the
-#    agent, swap to it under systemd, soak, commit; the plan completes; both nodes publish the new version, run
-#    it (`k8s version` on the host) and are schedulable again; a client loop through a Service counts failed
-#    requests during the rollout (printed). Prints "BENCH upgrade 1+1: S s".
+# 2. `k8s upgrade apply --binary dist/k8s-next` (the same code, the next patch version), paused at once and
+#    resumed: while paused no new node starts; then the server, then the agent, swap to it under systemd, soak,
+#    commit; the plan completes; both nodes publish the new version, run it (`k8s version` on the host) and are
+#    schedulable again; a client pod calling a Service counts failed requests during the rollout (printed).
+#    Prints "BENCH upgrade 1+1: S s" (the time paused left out).
 # 3. A broken binary (says it is the version after, exits at once when run as a server): the server rolls back
 #    to the previous binary by itself (the guard), the plan halts with the reason, the agent is untouched and the
 #    cluster serves. Prints "BENCH rollback: S s".
@@ -78,9 +79,25 @@ TMO=60 kc run client --image=k8s.local/busybox:latest --image-pull-policy=IfNotP
   >/dev/null 2>&1
 TMO=120 kc wait --for=condition=Ready pod/client --timeout=100s >/dev/null 2>&1 || fail "the client pod is not Ready"
 t=$(ms)
-TMO=400 on_server upgrade apply --binary /root/k8s-next --ready-timeout 120 --soak 5 >"$WORK/apply.out" 2>&1
+TMO=400 on_server upgrade apply --binary /root/k8s-next --ready-timeout 120 --soak 5 >"$WORK/apply.out" 2>&1 &
+apply_pid=$!
+# Paused at once: what is in progress finishes, no new node starts until resumed.
+for ((i = 0; i < 60; i++)); do TMO=20 kc get upgradeplan "k8s-$NEW" >/dev/null 2>&1 && break; sleep 0.5; done
+TMO=30 on_server upgrade pause 2>&1 | indent
+plan_field() { TMO=20 kc get upgradeplan "k8s-$NEW" -o jsonpath="$1" 2>/dev/null; }
+for ((i = 0; i < 120; i++)); do [[ $(plan_field '{.status.phase}') == Paused ]] && break; sleep 1; done
+paused_at=$(ms)
+agent_phase=$(plan_field "{.status.nodes[?(@.name==\"${HOST[A]}\")].phase}")
+[[ $(plan_field '{.status.phase}') == Paused && $agent_phase == Waiting ]] && ok "paused: the plan starts no new node (the agent waits)" ||
+  fail "pause: the plan is '$(plan_field '{.status.phase}')', the agent '$agent_phase'"
+sleep 5
+[[ $(plan_field "{.status.nodes[?(@.name==\"${HOST[A]}\")].phase}") == Waiting ]] && ok "5 s later the agent still waits" ||
+  fail "a paused plan started the agent"
+TMO=30 on_server upgrade resume 2>&1 | indent
+paused_for=$(($(ms) - paused_at))
+wait "$apply_pid"
 rc=$?
-UP_SECS=$(secs "$t")
+UP_SECS=$(secs $((t + paused_for)))
 echo "BENCH upgrade 1+1: $UP_SECS s"
 indent <"$WORK/apply.out" | tail -n 12
 ((rc == 0)) && ok "k8s upgrade apply exited 0 in $UP_SECS s" || fail "k8s upgrade apply failed (exit $rc)"

@@ -141,6 +141,16 @@ pub enum UpgradeCommand {
     },
     /// Every upgrade plan and the phase of each of its nodes.
     Status,
+    /// Start no new node (one in progress finishes).
+    Pause {
+        /// The plan (default: the one running).
+        plan: Option<String>,
+    },
+    /// Go on with a paused plan.
+    Resume {
+        /// The plan (default: the one running).
+        plan: Option<String>,
+    },
     /// Run by the guard timer an upgrade arms, as the previous binary: puts
     /// that binary back and restarts the service when the new one has not
     /// committed by its deadline.

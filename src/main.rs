@@ -50,6 +50,8 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
                 runtime()?.block_on(upgrade::cli::apply(&binary, dry_run, gates, &data_dir.data_dir))
             }
             cli::UpgradeCommand::Status => runtime()?.block_on(upgrade::cli::status()),
+            cli::UpgradeCommand::Pause { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, true)),
+            cli::UpgradeCommand::Resume { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, false)),
             cli::UpgradeCommand::Guard { data_dir, binary } => upgrade::guard::run(&data_dir.data_dir, &binary),
         },
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),

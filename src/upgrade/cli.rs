@@ -76,6 +76,35 @@ pub async fn status() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `k8s upgrade pause|resume [PLAN]`: a paused plan starts no new node (one
+/// in progress finishes). Without a name: the one plan still running.
+pub async fn set_paused(name: Option<String>, paused: bool) -> anyhow::Result<()> {
+    let plans: Api<UpgradePlan> = Api::all(admin().await?);
+    let name = match name {
+        Some(n) => n,
+        None => running_plan(&plans).await?,
+    };
+    let mut plan = plans.get_opt(&name).await?.with_context(|| format!("no UpgradePlan {name}; see `k8s upgrade status`"))?;
+    plan.spec.paused = paused;
+    // The resourceVersion read above makes this a compare-and-swap.
+    plans.replace(&name, &PostParams::default(), &plan).await?;
+    println!("plan {name} {}", if paused { "paused: no new node starts" } else { "resumed" });
+    Ok(())
+}
+
+async fn running_plan(plans: &Api<UpgradePlan>) -> anyhow::Result<String> {
+    let list = plans.list(&ListParams::default()).await?;
+    let ended = |p: &UpgradePlan| {
+        matches!(p.status.as_ref().map(|s| s.phase), Some(PlanPhase::Complete | PlanPhase::Halted | PlanPhase::PreflightFailed))
+    };
+    let running: Vec<String> = list.items.iter().filter(|p| !ended(p)).map(|p| p.name_any()).collect();
+    match &running[..] {
+        [one] => Ok(one.clone()),
+        [] => bail!("no upgrade plan is running"),
+        many => bail!("several plans are running ({}); name one", many.join(", ")),
+    }
+}
+
 /// Prints each change of the plan until it ends; an error unless it completed.
 async fn follow(plans: &Api<UpgradePlan>, name: &str) -> anyhow::Result<()> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
