@@ -5,10 +5,12 @@
 //!    checks ([`super::preflight`]); a failure ends the plan with the
 //!    reasons and no node touched;
 //! 2. writes the rows of the rollout, in order ([`super::rollout::rows`]);
-//! 3. on every pass, asks [`super::rollout::next`] what to do: starts the
-//!    next nodes (their executors take them from `Started` on), waits,
-//!    pauses, halts on a rollback, or completes;
-//! 4. writes the status back (phase, done N/M, the current node).
+//! 3. on every pass, moves each started node on ([`super::rollout::advance`]):
+//!    takes its report, writes its next order (stage, then swap), cordons it
+//!    between the two and uncordons it at the end;
+//! 4. asks [`super::rollout::next`] what to do: starts the next nodes,
+//!    waits, pauses, halts on a rollback, or completes;
+//! 5. writes the status back (phase, done N/M, the current node).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -170,9 +170,10 @@ pub enum Role {
     Agent,
 }
 
-/// A node's way through a plan. The node's executor moves it from
-/// `Started` to `Committed` (or `RolledBack`/`Failed`); the controller
-/// only starts nodes (`Waiting` → `Started`).
+/// A node's way through a plan, in order (see [`NodePhase::rank`]). The
+/// controller starts a node, cordons it once `Staged` and orders the swap;
+/// the node's executor reports the rest, up to `Committed` (or
+/// `RolledBack`/`Failed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum NodePhase {
     Waiting,
