@@ -133,7 +133,7 @@ fn summary(status: &UpgradePlanStatus) -> String {
 }
 
 fn print_rows(rows: &[NodeRow]) {
-    println!("  {:<24} {:<7} {:<10} {:<10} {}", "NODE", "ROLE", "FROM", "TO", "PHASE");
+    println!("  {:<24} {:<7} {:<10} {:<10} PHASE", "NODE", "ROLE", "FROM", "TO");
     for r in rows {
         println!("  {:<24} {:<7} {:<10} {:<10} {:?} {}", r.name, format!("{:?}", r.role).to_lowercase(), r.from, r.to, r.phase, r.message);
     }
