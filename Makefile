@@ -37,7 +37,7 @@ dist-next: dist
 	./target/release/k8s attach-payload --exe target/release/k8s \
 		--payload "$$payload_dir/payload.tar.zst" --out dist/k8s-next
 	$(CARGO) build --release
-	@dist/k8s-next version | head -n 1
+	@dist/k8s-next version | sed -n 1p
 
 # A single-node cluster on this machine (SQLite datastore), in the foreground.
 run: dist

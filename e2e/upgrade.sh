@@ -11,9 +11,10 @@
 #    commit; the plan completes; both nodes publish the new version, run it (`k8s version` on the host) and are
 #    schedulable again; a client pod calling a Service counts failed requests during the rollout (printed).
 #    Prints "BENCH upgrade 1+1: S s" (the time paused left out).
-# 3. A broken binary (says it is the version after, exits at once when run as a server): the server rolls back
-#    to the previous binary by itself (the guard), the plan halts with the reason, the agent is untouched and the
-#    cluster serves. Prints "BENCH rollback: S s".
+# 3. A broken binary (says it is the version after, exits at once when run as a server), with --drain always:
+#    the server's pods are evicted first, then the server rolls back to the previous binary by itself (the
+#    guard), the plan halts with the reason, the agent is untouched and the cluster serves. Prints
+#    "BENCH rollback: S s".
 # Environment: see e2e/lib/up.sh (K8S_BIN, E2E_TIMEOUT, NSPAWN_KEEP); K8S_NEXT_BIN (default dist/k8s-next).
 CL=${E2E_CLUSTER:-e2e-upg}
 NHOSTS=2
@@ -120,8 +121,16 @@ BROKEN=$(awk -F. '{ print $1 "." $2 "." $3 + 1 }' <<<"$NEW")
 printf '#!/bin/sh\n[ "$1" = version ] && { echo "k8s %s"; echo "kubernetes: %s"; exit 0; }\necho "broken on purpose" >&2\nexit 3\n' \
   "$BROKEN" "$KUBE" >"$WORK/broken"
 scp_to_server "$WORK/broken" /root/k8s-broken || die "cannot copy to ${HOST[S]}"
+# Drained first this time: every pod not of a DaemonSet leaves the server (CoreDNS at least runs there).
+pods_on() {
+  TMO=20 kc get pods -A --field-selector "spec.nodeName=$1,status.phase!=Succeeded,status.phase!=Failed" \
+    -o jsonpath='{range .items[*]}{.metadata.ownerReferences[0].kind}/{.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null |
+    grep -v '^DaemonSet/'
+}
+on_host() { pods_on "$1" | grep -c .; }
+before=$(on_host "${HOST[S]}")
 t=$(ms)
-TMO=400 on_server upgrade apply --binary /root/k8s-broken --ready-timeout 30 --soak 5 >"$WORK/broken.out" 2>&1
+TMO=400 on_server upgrade apply --binary /root/k8s-broken --drain always --ready-timeout 30 --soak 5 >"$WORK/broken.out" 2>&1
 rc=$?
 secs_back=$(secs "$t")
 echo "BENCH rollback: $secs_back s"
@@ -135,6 +144,9 @@ nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "both nodes Ready after the roll
 phase=$(TMO=20 kc get upgradeplan "k8s-$BROKEN" -o jsonpath='{.status.phase}')
 why=$(TMO=20 kc get upgradeplan "k8s-$BROKEN" -o jsonpath='{.status.message}')
 [[ $phase == Halted ]] && ok "plan k8s-$BROKEN halted: $why" || fail "plan k8s-$BROKEN is '$phase': $why"
+after=$(on_host "${HOST[S]}")
+((before > 0 && after == 0)) && ok "drain: the server's $before pods were evicted before its swap (none back after the rollback)" ||
+  { fail "drain: $before pods on the server before, $after after"; pods_on "${HOST[S]}" | indent; }
 TMO=20 kc create configmap after-rollback --from-literal=k=v >/dev/null 2>&1 && ok "the cluster takes writes after the rollback" ||
   fail "the cluster does not take writes after the rollback"
 

@@ -136,6 +136,11 @@ pub enum UpgradeCommand {
         /// Seconds a node must stay healthy on the new binary before it commits.
         #[arg(long, default_value_t = 30)]
         soak: u64,
+        /// Drain each node before its swap (evictions honour
+        /// PodDisruptionBudgets): auto (when the kubelet's minor version
+        /// changes), always, or cordon-only.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "always", "cordon-only"])]
+        drain: String,
         #[command(flatten)]
         data_dir: DataDirArg,
     },

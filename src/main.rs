@@ -45,9 +45,10 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Token(cmd) => runtime()?.block_on(join::cli::run(cmd)),
         cli::Command::Etcd(cmd) => runtime()?.block_on(cmd.run()),
         cli::Command::Upgrade(cmd) => match cmd {
-            cli::UpgradeCommand::Apply { binary, dry_run, ready_timeout, soak, data_dir } => {
+            cli::UpgradeCommand::Apply { binary, dry_run, ready_timeout, soak, drain, data_dir } => {
                 let gates = upgrade::crd::HealthGates { node_ready_timeout_seconds: ready_timeout, soak_seconds: soak };
-                runtime()?.block_on(upgrade::cli::apply(&binary, dry_run, gates, &data_dir.data_dir))
+                let drain: upgrade::crd::DrainMode = serde_yaml::from_str(&drain)?;
+                runtime()?.block_on(upgrade::cli::apply(&binary, dry_run, gates, drain, &data_dir.data_dir))
             }
             cli::UpgradeCommand::Status => runtime()?.block_on(upgrade::cli::status()),
             cli::UpgradeCommand::Pause { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, true)),

@@ -23,7 +23,8 @@ use crate::kubeclient;
 use crate::version::VERSION;
 
 /// `k8s upgrade apply --binary FILE [--dry-run]`.
-pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, drain: DrainMode, data_dir: &Path)
+    -> anyhow::Result<()> {
     let (version, kubernetes) = versions_of(binary)?;
     let sha256 = sha256_of(binary)?;
     let client = admin().await?;
@@ -32,8 +33,7 @@ pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, data
         kubernetes_version: kubernetes,
         sha256: [(arch().to_string(), sha256.clone())].into(),
         source: own_join_url()?,
-        // Draining is not built yet; a patch release needs none.
-        drain: DrainSpec { mode: DrainMode::CordonOnly, ..Default::default() },
+        drain: DrainSpec { mode: drain, ..Default::default() },
         health_gates,
         ..Default::default()
     };

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -142,15 +142,25 @@ async fn advance_nodes(client: &Client, plan: &UpgradePlan, status: &mut Upgrade
             row.message = "the Node is gone".into();
             continue;
         };
+        let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
+        let draining = matches!(row.phase, NodePhase::Cordoned | NodePhase::Draining);
         let view = rollout::NodeView {
             report: protocol::report_of(&node),
             order: protocol::order_of(&node),
             cordoned_by_us: node.annotations().get(CORDONED_BY_ANNOTATION) == Some(&name),
-            arch: node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.architecture.clone()).unwrap_or_default(),
+            arch: info.map(|i| i.architecture.clone()).unwrap_or_default(),
+            kubelet_version: info.map(|i| i.kubelet_version.clone()).unwrap_or_default(),
+            evictable: if draining { evictable(client, &row.name).await?.len() } else { 0 },
+            drain_overdue: row.phase == NodePhase::Draining && overdue(&row.since, plan.spec.drain.timeout_seconds),
         };
         let before = row.phase;
         for act in rollout::advance(&name, &plan.spec, row, &view) {
-            nodes.patch(&row.name, &PatchParams::default(), &Patch::Merge(&node_patch(&name, act))).await?;
+            match act {
+                Act::Evict => evict(client, &row.name).await?,
+                act => {
+                    nodes.patch(&row.name, &PatchParams::default(), &Patch::Merge(&node_patch(&name, act))).await?;
+                }
+            }
         }
         if row.phase != before {
             tracing::info!(plan = %name, node = %row.name, phase = ?row.phase, "node upgrade: {}", row.message);
@@ -158,6 +168,40 @@ async fn advance_nodes(client: &Client, plan: &UpgradePlan, status: &mut Upgrade
         }
     }
     Ok(())
+}
+
+/// The pods a drain waits for on `node`: all but DaemonSets' (they would
+/// come back at once), static pods (the kubelet owns them) and finished
+/// ones; those being deleted count until they are gone.
+async fn evictable(client: &Client, node: &str) -> Result<Vec<Pod>, kube::Error> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await?;
+    Ok(on_node
+        .items
+        .into_iter()
+        .filter(|p| !p.annotations().contains_key("kubernetes.io/config.mirror"))
+        .filter(|p| !p.owner_references().iter().any(|o| o.kind == "DaemonSet"))
+        .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+        .collect())
+}
+
+/// Asks the Eviction API to evict every evictable pod of `node`; a refusal
+/// (a PodDisruptionBudget: 429) is asked again on the next pass.
+async fn evict(client: &Client, node: &str) -> Result<(), kube::Error> {
+    for pod in evictable(client, node).await?.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        match pods.evict(&pod.name_any(), &EvictParams::default()).await {
+            Ok(_) => tracing::info!(%node, pod = %pod.name_any(), "evicted"),
+            Err(kube::Error::Api(s)) if s.code == 429 || s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a phase entered at `since` (RFC 3339) is older than `secs`.
+fn overdue(since: &str, secs: u64) -> bool {
+    since.parse::<Timestamp>().is_ok_and(|t| Timestamp::now().as_second() - t.as_second() > secs as i64)
 }
 
 /// The merge patch of a Node that carries out `act`. Removing an
@@ -174,6 +218,7 @@ fn node_patch(plan: &str, act: Act) -> serde_json::Value {
             "metadata": {"annotations": {CORDONED_BY_ANNOTATION: null}},
             "spec": {"unschedulable": null}}),
         Act::ClearOrder => serde_json::json!({"metadata": {"annotations": {ORDER_ANNOTATION: null}}}),
+        Act::Evict => unreachable!("evictions are not Node patches"),
     }
 }
 

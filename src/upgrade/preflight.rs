@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use super::crd::{DrainMode, Role, UpgradePlanSpec};
+use super::crd::{Role, UpgradePlanSpec};
 
 /// `major.minor.patch`, with or without a leading `v`; a pre-release
 /// (`-rc.1`) orders before its release.
@@ -144,20 +144,9 @@ fn node_problems(spec: &UpgradePlanSpec, n: &NodeFacts, target: &Version, target
         Ok(k) if target_kube.minor > k.minor + 1 => problems.push(format!(
             "a skipped Kubernetes minor: node {} runs {}, the plan carries {target_kube}; upgrade one minor at a time",
             n.name, n.kubelet_version)),
-        Ok(k) if drains(spec.drain.mode, k.minor != target_kube.minor) => problems.push(format!(
-            "node {} would be drained, which is not built yet; set drain.mode: cordon-only", n.name)),
         Ok(_) => {}
     }
     problems
-}
-
-/// Whether a node is drained (not only cordoned) under `mode`.
-fn drains(mode: DrainMode, kubelet_minor_changes: bool) -> bool {
-    match mode {
-        DrainMode::Always => true,
-        DrainMode::Auto => kubelet_minor_changes,
-        DrainMode::CordonOnly => false,
-    }
 }
 
 #[cfg(test)]
@@ -199,7 +188,6 @@ mod tests {
             kubernetes_version: kube.into(),
             sha256: [("amd64".to_string(), "ab".to_string())].into(),
             source: "https://10.0.0.1:9345".into(),
-            drain: super::super::crd::DrainSpec { mode: DrainMode::CordonOnly, timeout_seconds: 300 },
             ..Default::default()
         }
     }
@@ -224,12 +212,7 @@ mod tests {
         let sick = NodeFacts { ready: false, cordoned_by_others: true, k8s_version: None, systemd: false, arch: "arm64".into(), ..node("a1", "", "v1.37.1") };
         let p = preflight(&spec("0.3.0", "v1.37.1"), &[sick], "0.2.0");
         assert_eq!(p.len(), 5, "{p:?}");
-        let mut drain = spec("0.3.0", "v1.38.0");
-        drain.drain.mode = DrainMode::Auto;
-        let p = preflight(&drain, &nodes, "0.2.0");
-        assert!(p.iter().any(|m| m.contains("drained")), "a minor change drains under auto: {p:?}");
-        drain.kubernetes_version = "v1.37.3".into();
-        assert!(preflight(&drain, &nodes, "0.2.0").is_empty(), "a patch under auto only cordons");
+
         assert!(preflight(&spec("0.3.0", "v1.37.1"), &[], "0.2.0")[0].contains("no node matches"));
         let mut bad = spec("0.3.0", "v1.37.1");
         bad.agents.max_unavailable = "lots".into();

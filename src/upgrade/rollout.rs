@@ -6,8 +6,8 @@
 //! server is committed, `maxUnavailable` at a time. A node that rolled back
 //! or failed halts the plan: nothing else is started.
 
-use super::crd::{NodePhase, NodeRow, Role, UpgradePlanSpec};
-use super::preflight::NodeFacts;
+use super::crd::{DrainMode, NodePhase, NodeRow, Role, UpgradePlanSpec};
+use super::preflight::{NodeFacts, Version};
 use super::protocol::{Order, Report, Step};
 
 /// Time the guard allows beyond the Ready timeout and the soak (a restart).
@@ -79,6 +79,13 @@ pub struct NodeView {
     pub cordoned_by_us: bool,
     /// `amd64`, `arm64` (the Node's `nodeInfo.architecture`).
     pub arch: String,
+    /// The kubelet's version (the Node's `nodeInfo.kubeletVersion`).
+    pub kubelet_version: String,
+    /// Pods a drain still waits for on the node, being deleted or not (not
+    /// DaemonSets' nor static pods).
+    pub evictable: usize,
+    /// The row has been Draining for longer than the plan's drain timeout.
+    pub drain_overdue: bool,
 }
 
 /// What the controller does to a node's objects.
@@ -86,6 +93,9 @@ pub struct NodeView {
 pub enum Act {
     Order(Order),
     Cordon,
+    /// Evict the node's pods through the Eviction API (PodDisruptionBudgets
+    /// may refuse some; they are asked again on the next pass).
+    Evict,
     Uncordon,
     ClearOrder,
 }
@@ -95,7 +105,8 @@ pub enum Act {
 ///
 /// ```text
 /// Started/Staging ─(order: stage)─▶ node reports Staged ─▶ cordon ─▶ Cordoned
-///   ─(order: swap)─▶ Swapping ─▶ node: Verifying, Soaking ─▶ Committed ─▶ uncordon, order cleared
+///   ─▶ Draining (evict until no pod is left; when the drain setting asks) ─(order: swap)─▶ Swapping
+///   ─▶ node: Verifying, Soaking ─▶ Committed ─▶ uncordon, order cleared
 /// a node reporting RolledBack or Failed: uncordon, order cleared (the plan halts)
 /// ```
 pub fn advance(plan: &str, spec: &UpgradePlanSpec, row: &mut NodeRow, view: &NodeView) -> Vec<Act> {
@@ -127,13 +138,33 @@ pub fn advance(plan: &str, spec: &UpgradePlanSpec, row: &mut NodeRow, view: &Nod
             row.phase = NodePhase::Cordoned;
             if view.cordoned_by_us { vec![] } else { vec![Act::Cordon] }
         }
-        // Draining is refused at preflight until it is built: cordoned is ready to swap.
+        NodePhase::Cordoned if drains(spec, &view.kubelet_version) => {
+            row.phase = NodePhase::Draining;
+            vec![Act::Evict]
+        }
+        NodePhase::Draining if view.evictable > 0 && view.drain_overdue => {
+            row.phase = NodePhase::Failed;
+            row.message = format!("the drain did not finish in {} s: {} pods left (PodDisruptionBudgets?)", spec.drain.timeout_seconds, view.evictable);
+            finish(view)
+        }
+        NodePhase::Draining if view.evictable > 0 => vec![Act::Evict],
         NodePhase::Cordoned | NodePhase::Draining => {
             row.phase = NodePhase::Swapping;
             ensure(order(Step::Swap))
         }
         NodePhase::Swapping | NodePhase::Verifying | NodePhase::Soaking => ensure(order(Step::Swap)),
         NodePhase::Committed | NodePhase::RolledBack | NodePhase::Failed => finish(view),
+    }
+}
+
+/// Whether a node is drained before its swap, not only cordoned: always,
+/// never, or (auto) when its kubelet's minor version changes.
+pub fn drains(spec: &UpgradePlanSpec, kubelet_version: &str) -> bool {
+    let minor = |v: &str| Version::parse(v).ok().map(|v| (v.major, v.minor));
+    match spec.drain.mode {
+        DrainMode::Always => true,
+        DrainMode::CordonOnly => false,
+        DrainMode::Auto => minor(kubelet_version) != minor(&spec.kubernetes_version),
     }
 }
 
@@ -250,7 +281,7 @@ mod tests {
         spec.source = "https://10.0.0.1:9345".into();
         let mut row = cluster(&spec).remove(0);
         row.phase = NodePhase::Started;
-        let mut view = NodeView { arch: "amd64".into(), ..Default::default() };
+        let mut view = NodeView { arch: "amd64".into(), kubelet_version: "v1.37.1".into(), ..Default::default() };
         let acts = advance("p", &spec, &mut row, &view);
         let Some(Act::Order(stage)) = acts.first() else { panic!("{acts:?}") };
         assert_eq!((stage.step, stage.deadline_seconds, stage.sha256.as_str()), (Step::Stage, 300 + 30 + 60, "ab"));
@@ -275,6 +306,39 @@ mod tests {
         other.phase = NodePhase::Started;
         advance("p", &spec, &mut other, &view);
         assert_eq!(other.phase, NodePhase::Failed);
+    }
+
+    #[test]
+    fn a_drain_evicts_until_no_pod_is_left_or_fails_when_overdue() {
+        let mut spec = spec("1");
+        spec.sha256 = [("amd64".to_string(), "ab".to_string())].into();
+        spec.drain.mode = DrainMode::Always;
+        let mut row = cluster(&spec).remove(0);
+        row.phase = NodePhase::Cordoned;
+        let mut view = NodeView { arch: "amd64".into(), kubelet_version: "v1.37.1".into(), evictable: 3, cordoned_by_us: true, ..Default::default() };
+        assert_eq!(advance("p", &spec, &mut row, &view), [Act::Evict]);
+        assert_eq!(row.phase, NodePhase::Draining);
+        assert_eq!(advance("p", &spec, &mut row, &view), [Act::Evict], "pods left: evict again");
+        view.evictable = 0;
+        let acts = advance("p", &spec, &mut row, &view);
+        assert!(matches!(&acts[..], [Act::Order(o)] if o.step == Step::Swap), "{acts:?}");
+        row.phase = NodePhase::Draining;
+        view.evictable = 2;
+        view.drain_overdue = true;
+        assert_eq!(advance("p", &spec, &mut row, &view), [Act::Uncordon]);
+        assert_eq!(row.phase, NodePhase::Failed);
+        assert!(row.message.contains("2 pods left"), "{}", row.message);
+    }
+
+    #[test]
+    fn auto_drains_only_when_the_kubelet_minor_changes() {
+        let mut spec = spec("1");
+        spec.drain.mode = DrainMode::Auto;
+        spec.kubernetes_version = "v1.37.2".into();
+        assert!(!drains(&spec, "v1.37.1"));
+        assert!(drains(&spec, "v1.36.4"));
+        spec.drain.mode = DrainMode::CordonOnly;
+        assert!(!drains(&spec, "v1.36.4"));
     }
 
     #[test]
