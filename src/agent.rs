@@ -100,7 +100,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         ca: f.ca.clone(),
         node_name: node_name.to_string(),
         host: upgrade::swap::Host::new(Path::new(paths::BINARY), layout.data_dir()),
-        unit: "k8s-agent",
+        unit: paths::AGENT_UNIT,
     }
     .spawn(sup);
     Ok(())

@@ -29,6 +29,15 @@ pub fn replace(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A file's sha256 (hex) and size, read in a stream.
+pub fn sha256_file(path: &Path) -> anyhow::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
 /// Writes only when the content differs; true when it changed.
 pub fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<bool> {
     if std::fs::read(path).map_or(false, |old| old == data) {

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use crate::host::paths::{ADMIN_KUBECONFIG, DATA_DIR};
 use crate::payload::Components;
 
-
 /// Replaces this process with kubectl; returns only on failure.
 pub fn exec(args: Vec<OsString>) -> anyhow::Result<()> {
     let data_dir = std::env::var_os("K8S_DATA_DIR").map_or_else(|| PathBuf::from(DATA_DIR), PathBuf::from);

@@ -12,7 +12,7 @@ use crate::host::paths::{self, CONFIG_DIR, KUBELET_DIR, RUN_DIR};
 use crate::host::Layout;
 use crate::server::status;
 
-const UNITS: [&str; 2] = ["k8s-server", "k8s-agent"];
+const UNITS: [&str; 2] = [paths::SERVER_UNIT, paths::AGENT_UNIT];
 
 pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
     let question = format!(

@@ -19,6 +19,9 @@ pub const RUN_DIR: &str = "/run/k8s";
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 /// Where systemd units are installed.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
+/// The systemd units that run `k8s server` and `k8s agent`.
+pub const SERVER_UNIT: &str = "k8s-server";
+pub const AGENT_UNIT: &str = "k8s-agent";
 /// Whether systemd runs this host (the directory exists once it booted).
 pub const SYSTEMD_RUN_DIR: &str = "/run/systemd/system";
 

@@ -238,7 +238,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         ca: pki.ca_cert(),
         node_name: cfg.node_name.clone(),
         host: upgrade::swap::Host::new(std::path::Path::new(crate::host::paths::BINARY), &cfg.data_dir),
-        unit: "k8s-server",
+        unit: crate::host::paths::SERVER_UNIT,
     }
     .spawn(sup);
     Ok(())

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::host::paths;
+
 /// The script prints `key=value` lines; it changes nothing. Run as root.
 pub const SCRIPT: &str = r#"
 set +e
@@ -134,7 +136,7 @@ impl Facts {
 
     /// Whether k8s is installed as a server or agent (a unit is there).
     pub fn installed_role(&self) -> Option<&str> {
-        ["k8s-server", "k8s-agent"].into_iter().find(|u| self.units.contains_key(*u))
+        [paths::SERVER_UNIT, paths::AGENT_UNIT].into_iter().find(|u| self.units.contains_key(*u))
     }
 
     /// The version in `installed_version` (`k8s 0.1.0` → `0.1.0`).

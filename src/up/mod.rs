@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use sha2::{Digest, Sha256};
 
 use crate::cli::{OutputFormat, UpArgs};
 use crate::inventory::Inventory;
@@ -181,13 +180,7 @@ async fn local_binary() -> anyhow::Result<(PathBuf, Local)> {
         );
     }
     let path = exe.clone();
-    let (sha256, size) = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64)> {
-        let mut f = std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut h = Sha256::new();
-        let size = std::io::copy(&mut f, &mut h)?;
-        Ok((hex::encode(h.finalize()), size))
-    })
-    .await??;
+    let (sha256, size) = tokio::task::spawn_blocking(move || crate::fsutil::sha256_file(&path)).await??;
     Ok((exe, Local { sha256, size, version: crate::version::VERSION.to_string() }))
 }
 

@@ -7,6 +7,7 @@ use kube::config::{Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContex
 use serde_yaml::{Mapping, Value};
 
 use crate::host::config::{AgentOptions, PodNetwork, ServerOptions};
+use crate::host::paths;
 use crate::inventory::{Host, Inventory, Mode, Role};
 
 pub use crate::host::paths::{BINARY, CONFIG, TOKEN};
@@ -22,13 +23,13 @@ pub struct Unit {
 }
 
 pub const SERVER_UNIT: Unit = Unit {
-    name: "k8s-server",
+    name: paths::SERVER_UNIT,
     path: "/etc/systemd/system/k8s-server.service",
     text: include_str!("../../systemd/k8s-server.service"),
 };
 
 pub const AGENT_UNIT: Unit = Unit {
-    name: "k8s-agent",
+    name: paths::AGENT_UNIT,
     path: "/etc/systemd/system/k8s-agent.service",
     text: include_str!("../../systemd/k8s-agent.service"),
 };

@@ -3,8 +3,7 @@
 //! server's join endpoint serves it to the nodes, creates the plan, and
 //! follows it to its end.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -13,7 +12,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use sha2::{Digest, Sha256};
 
 use super::crd::{DrainMode, DrainSpec, HealthGates, NodeRow, PlanPhase, UpgradePlan, UpgradePlanSpec, UpgradePlanStatus};
 use super::{controller, preflight, rollout, swap};
@@ -25,8 +23,12 @@ use crate::version::VERSION;
 /// `k8s upgrade apply --binary FILE [--dry-run]`.
 pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, drain: DrainMode, data_dir: &Path)
     -> anyhow::Result<()> {
-    let (version, kubernetes) = versions_of(binary)?;
-    let sha256 = sha256_of(binary)?;
+    let versions = swap::versions_of(binary)?;
+    let kubernetes = versions.kubernetes.with_context(|| {
+        format!("{} carries no components (a plain cargo build?); use the one `make dist` builds", binary.display())
+    })?;
+    let version = versions.k8s;
+    let (sha256, _) = crate::fsutil::sha256_file(binary)?;
     let client = admin().await?;
     let spec = UpgradePlanSpec {
         version: version.clone(),
@@ -49,7 +51,9 @@ pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, drai
     if dry_run {
         return Ok(());
     }
-    keep_for_nodes(binary, &swap::binaries_dir(data_dir), &sha256)?;
+    let binaries = swap::binaries_dir(data_dir);
+    std::fs::create_dir_all(&binaries)?;
+    swap::install(binary, &binaries.join(&sha256))?;
     let name = format!("k8s-{version}");
     let plan = UpgradePlan { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, spec, status: None };
     let plans: Api<UpgradePlan> = Api::all(client);
@@ -143,32 +147,6 @@ async fn admin() -> anyhow::Result<Client> {
     kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await.context("k8s upgrade runs on a server, as root")
 }
 
-/// What `<binary> version` says: its k8s and Kubernetes versions.
-fn versions_of(binary: &Path) -> anyhow::Result<(String, String)> {
-    let out = std::process::Command::new(binary)
-        .arg("version")
-        .output()
-        .with_context(|| format!("{} does not run", binary.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_string());
-    let version = field("k8s ").with_context(|| format!("{} is not a k8s binary (`version` printed {:?})", binary.display(), text.trim()))?;
-    let kubernetes = field("kubernetes: ")
-        .with_context(|| format!("{} carries no components (a plain cargo build?); use the one `make dist` builds", binary.display()))?;
-    Ok((version, kubernetes))
-}
-
-fn sha256_of(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf)? {
-            0 => return Ok(hex::encode(hasher.finalize())),
-            n => hasher.update(&buf[..n]),
-        }
-    }
-}
-
 /// Kubernetes' name for this machine's architecture.
 fn arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -189,15 +167,4 @@ fn own_join_url() -> anyhow::Result<String> {
         std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{port}"),
         v4 => format!("https://{v4}:{port}"),
     })
-}
-
-/// Copies the binary to where the join endpoint serves it.
-fn keep_for_nodes(binary: &Path, dir: &Path, sha256: &str) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let kept = dir.join(sha256);
-    let tmp = dir.join(format!(".{sha256}.tmp"));
-    std::fs::copy(binary, &tmp).with_context(|| format!("cannot copy {} to {}", binary.display(), dir.display()))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &kept)?;
-    Ok(kept)
 }

@@ -143,20 +143,24 @@ async fn advance_nodes(client: &Client, plan: &UpgradePlan, status: &mut Upgrade
             continue;
         };
         let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
-        let draining = matches!(row.phase, NodePhase::Cordoned | NodePhase::Draining);
+        // Listed once per pass: the count decides, and the evictions use it.
+        let drain_pods = match row.phase {
+            NodePhase::Cordoned | NodePhase::Draining => evictable(client, &row.name).await?,
+            _ => Vec::new(),
+        };
         let view = rollout::NodeView {
             report: protocol::report_of(&node),
             order: protocol::order_of(&node),
             cordoned_by_us: node.annotations().get(CORDONED_BY_ANNOTATION) == Some(&name),
             arch: info.map(|i| i.architecture.clone()).unwrap_or_default(),
             kubelet_version: info.map(|i| i.kubelet_version.clone()).unwrap_or_default(),
-            evictable: if draining { evictable(client, &row.name).await?.len() } else { 0 },
+            evictable: drain_pods.len(),
             drain_overdue: row.phase == NodePhase::Draining && overdue(&row.since, plan.spec.drain.timeout_seconds),
         };
         let before = row.phase;
         for act in rollout::advance(&name, &plan.spec, row, &view) {
             match act {
-                Act::Evict => evict(client, &row.name).await?,
+                Act::Evict => evict(client, &row.name, &drain_pods).await?,
                 act => {
                     nodes.patch(&row.name, &PatchParams::default(), &Patch::Merge(&node_patch(&name, act))).await?;
                 }
@@ -185,12 +189,13 @@ async fn evictable(client: &Client, node: &str) -> Result<Vec<Pod>, kube::Error>
         .collect())
 }
 
-/// Asks the Eviction API to evict every evictable pod of `node`; a refusal
-/// (a PodDisruptionBudget: 429) is asked again on the next pass.
-async fn evict(client: &Client, node: &str) -> Result<(), kube::Error> {
-    for pod in evictable(client, node).await?.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
-        match pods.evict(&pod.name_any(), &EvictParams::default()).await {
+/// Asks the Eviction API to evict those of `pods` (on `node`) not already
+/// going; a refusal (a PodDisruptionBudget: 429) is asked again on the next
+/// pass.
+async fn evict(client: &Client, node: &str, pods: &[Pod]) -> Result<(), kube::Error> {
+    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        let namespace: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        match namespace.evict(&pod.name_any(), &EvictParams::default()).await {
             Ok(_) => tracing::info!(%node, pod = %pod.name_any(), "evicted"),
             Err(kube::Error::Api(s)) if s.code == 429 || s.code == 404 => {}
             Err(e) => return Err(e),

@@ -25,9 +25,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{sha256_file, write_atomic};
 
 /// The transient systemd unit the guard runs as.
 pub const GUARD_UNIT: &str = "k8s-upgrade-guard";
@@ -95,12 +94,12 @@ impl Host {
     /// Checks a downloaded binary (its sha256, and that it runs and says
     /// it is `version`) and keeps it as the staged binary of `version`.
     pub fn stage(&self, downloaded: &Path, sha256: &str, version: &str) -> anyhow::Result<PathBuf> {
-        let actual = sha256_of(downloaded)?;
+        let (actual, _) = sha256_file(downloaded)?;
         if !actual.eq_ignore_ascii_case(sha256) {
             bail!("{} has sha256 {actual}, the plan says {sha256}; the download is damaged or not the planned binary", downloaded.display());
         }
         std::fs::set_permissions(downloaded, std::fs::Permissions::from_mode(0o755))?;
-        let said = version_of(downloaded)?;
+        let said = versions_of(downloaded)?.k8s;
         if said != version {
             bail!("{} says it is k8s {said:?}, the plan says {version}", downloaded.display());
         }
@@ -197,7 +196,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Opti
 
 /// Copies `src` beside `dst` (same filesystem), fsyncs it, renames it over
 /// `dst` with mode 0755.
-fn install(src: &Path, dst: &Path) -> anyhow::Result<()> {
+pub fn install(src: &Path, dst: &Path) -> anyhow::Result<()> {
     let tmp = sibling(dst, "new.tmp");
     {
         let mut out = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -216,21 +215,16 @@ fn rename_synced(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sha256_of(path: &Path) -> anyhow::Result<String> {
-    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+/// What `<binary> version` says it is.
+pub struct Versions {
+    /// From its `k8s <version>` line.
+    pub k8s: String,
+    /// From its `kubernetes: <version>` line; None without an attached payload.
+    pub kubernetes: Option<String>,
 }
 
-/// What `<binary> version` says on its first line (`k8s <version>`).
-fn version_of(binary: &Path) -> anyhow::Result<String> {
+/// Runs `<binary> version` (bounded in time) and reads its versions.
+pub fn versions_of(binary: &Path) -> anyhow::Result<Versions> {
     let mut child = std::process::Command::new(binary)
         .arg("version")
         .stdout(std::process::Stdio::piped())
@@ -247,13 +241,19 @@ fn version_of(binary: &Path) -> anyhow::Result<String> {
     }
     let mut out = String::new();
     child.stdout.take().context("no stdout")?.read_to_string(&mut out)?;
-    let first = out.lines().next().unwrap_or("");
-    first.strip_prefix("k8s ").map(str::to_string).with_context(|| format!("{} version printed {first:?}, not `k8s <version>`", binary.display()))
+    let field = |prefix: &str| out.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_string());
+    let k8s = field("k8s ").with_context(|| format!("{} is not a k8s binary (`version` printed {:?})", binary.display(), out.trim()))?;
+    Ok(Versions { k8s, kubernetes: field("kubernetes: ") })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn version_of(binary: &Path) -> anyhow::Result<String> {
+        Ok(versions_of(binary)?.k8s)
+    }
 
     /// A stand-in binary: a script that says it is k8s `version`.
     fn fake_binary(path: &Path, version: &str) -> String {
