@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps payload dist dist-next run test test-unit test-etcdctl test-e2e bench bench-node clean
+.PHONY: all build deps payload dist dist-next run test test-unit test-etcdctl test-e2e test-upgrade-k8s bench bench-node clean
 
 all: dist
 
@@ -70,6 +70,12 @@ test-e2e:
 	K8S_BIN=$(K8S) e2e/up.sh
 	K8S_BIN=$(K8S) e2e/up-ha.sh
 	K8S_BIN=$(K8S) K8S_NEXT_BIN=$(CURDIR)/dist/k8s-next e2e/upgrade.sh
+	K8S_BIN=$(K8S) K8S_NEXT_BIN=$(CURDIR)/dist/k8s-next e2e/upgrade-ha.sh
+
+# A real Kubernetes patch upgrade (the previous patch's payload is built first, ~15 min once, cached):
+# 3 servers + 1 agent on it, upgraded through `k8s up` to dist/k8s-next. Not in `make test`.
+test-upgrade-k8s: dist dist-next
+	e2e/upgrade-k8s.sh
 
 # Figures, not tests: the datastore against real etcd, and a node's start time and memory.
 bench: build

@@ -2,8 +2,10 @@
 # e2e/agent.sh [K8S_BIN]: a server and an agent in two test hosts on one
 # bridge: the agent joins with the server's agent token, both nodes turn
 # Ready, a pod on the agent reaches a pod on the server directly (which sees
-# the pod's own address), through a Service, and by DNS; a wrong token and a token for another cluster are
-# refused with a clear message. The traffic between the nodes takes the pod
+# the pod's own address), through a Service, and by DNS; a wrong token (repeated: the address is then held off
+# by the join endpoint) and a token for another cluster are
+# refused with a clear message, and so is another host asking for a node name already bound (the server's or the
+# agent's). The traffic between the nodes takes the pod
 # network POD_NETWORK (host-gw, the default, or vxlan: then it must cross the
 # VXLAN device, whose MAC each node publishes); a removed node's entries go,
 # and reset removes the device. Exit 0 only if every check passes.
@@ -85,6 +87,21 @@ if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --to
 fi
 grep -q "different cluster CA" <<<"$out" || fail "wrong CA: unclear message: $out"
 ok "another cluster's token is refused before the secret is sent"
+# Wrong tokens again and again from one address: after a few, the endpoint holds the address off without a check.
+held=""
+for ((i = 0; i < 8; i++)); do
+  # shellcheck disable=SC2086
+  out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/bad-secret" $EXTRA 2>&1) &&
+    fail "an agent with a wrong secret started"
+  if grep -q "too many failed joins" <<<"$out"; then held=$out; break; fi
+done
+if [[ -n $held ]]; then
+  ok "after $((i + 1)) more wrong tokens the address is held off: $(grep -o 'too many failed joins.*' <<<"$held" | head -n 1)"
+  wait_s=$(grep -o 'try again in [0-9]* s' <<<"$held" | grep -o '[0-9]*' | head -n 1)
+  sleep $((${wait_s:-8} + 1))   # the held-off address is this agent's: let the wait pass before its real join
+else
+  fail "9 wrong tokens in a row from one address, and it is never held off"
+fi
 # A valid token asking for a name that is no node name (a wildcard, to be used as a serving cert): refused.
 # shellcheck disable=SC2086
 if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" \
@@ -142,6 +159,20 @@ latency=$(awk -v a="$event_at" -v b="$(cat "$shared/route-at")" 'BEGIN { printf 
 ok "route latency: the server routed to $AGENT ${latency} s after its Node got its pod CIDR$([[ $POD_NETWORK == vxlan ]] && echo " and VXLAN MAC") (goal: under 2 s)"
 kubectl wait --for=condition=Ready "node/$SERVER" "node/$AGENT" --timeout=120s >/dev/null || fail "nodes not Ready"
 ok "both nodes Ready"
+# A node name belongs to the host that joined with it first: the agent's host, with the agent token but a password
+# of its own (another data dir), cannot take the server's name, nor the agent's.
+for name in "$SERVER" "$AGENT"; do
+  # shellcheck disable=SC2086
+  if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" \
+    --node-name "$name" --data-dir /tmp/e2e-other-host $EXTRA 2>&1); then
+    fail "another host joined as $name"
+  elif grep -q "is bound to another host" <<<"$out"; then
+    ok "another host cannot join as $name: $(grep -o 'node name .* bound to another host' <<<"$out" | head -n 1)"
+  else
+    fail "joining as $name from another host: unclear message: $(tail -n 2 <<<"$out")"
+  fi
+done
+"$T" exec "$AGENT" rm -rf /tmp/e2e-other-host
 
 for n in $SERVER $AGENT; do
   kubectl run "web-$n" --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent --labels="app=web-$n" \
@@ -233,7 +264,15 @@ if [[ $POD_NETWORK == vxlan ]]; then
 else
   ok "the removed node's route ($agent_cidr via $agent_ip) is gone from the server ${removal} s after kubectl delete node"
 fi
-on "$AGENT" "$K8S" reset --yes >/dev/null || fail "k8s reset on $AGENT failed"
+kubectl -n kube-system get secret "node-password.$AGENT" >/dev/null 2>&1 ||
+  fail "the binding of the name $AGENT is gone before the agent's reset"
+out=$(on "$AGENT" "$K8S" reset --yes 2>&1) || fail "k8s reset on $AGENT failed"
+grep -q "left the cluster" <<<"$out" || fail "k8s reset on $AGENT did not tell the server: $out"
+if kubectl -n kube-system get secret "node-password.$AGENT" >/dev/null 2>&1; then
+  fail "the name $AGENT is still bound after the agent's reset"
+else
+  ok "k8s reset on the agent released its node name (the host may join again as new)"
+fi
 if on "$AGENT" ip link show k8s.vxlan >/dev/null 2>&1 || on "$AGENT" ip link show cni0 >/dev/null 2>&1; then
   fail "k8s reset left k8s.vxlan or cni0 on $AGENT"
 fi

@@ -6,7 +6,9 @@
 # Steps (see e2e/README.md, "Single-node test"):
 #   1. start `k8s server`; "k8s server ready"; node Ready; kube-system pods Running; `k8s status`
 #   2. a 2-replica busybox httpd Deployment + ClusterIP Service; from another pod: wget by IP and by DNS name,
-#      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte
+#      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte;
+#      a Secret stored encrypted (read from the SQLite file), data dir 0700 and datastore files 0600, the audit
+#      log (Metadata for Secrets), PodSecurity (a warning beyond baseline; a restricted namespace refuses)
 #   3. SIGTERM (exit 0 within 60 s, children gone), start again: objects kept, pods Running, Service answers
 #   4. kill -9 of the k8s process tree, start again: same checks
 #   5. bad input on a second, fresh host: malformed config (unknown key, wrong types), unwritable data dir,
@@ -440,6 +442,38 @@ check_config_and_secret() {
     ok "the Secret reads back through the API unchanged" || fail "the Secret's data through the API differs"
 }
 check_config_and_secret
+
+# Secrets at rest, private files, the audit log, PodSecurity
+DB=/var/lib/k8s/server/db/datastore.db
+MARKER="at-rest-marker-$RANDOM$RANDOM$RANDOM"
+kns create secret generic atrest --from-literal=token="$MARKER" >/dev/null 2>&1 || fail "cannot create the Secret atrest"
+stored=$(hx sqlite3 -readonly "$DB" "SELECT substr(CAST(log.value AS TEXT), 1, 21) FROM kv JOIN log ON log.id = kv.id WHERE kv.key = CAST('/registry/secrets/$NS/atrest' AS BLOB)" 2>&1)
+[ "$stored" = "k8s:enc:secretbox:v1:" ] && ok "a Secret is stored encrypted (secretbox), read from the SQLite file itself" ||
+  fail "the Secret atrest is stored as '$stored', not encrypted"
+found=$(hx sh -c "cat $DB $DB-wal 2>/dev/null | grep -c -a -F '$MARKER'; true")
+[ "$found" = 0 ] && ok "its value appears nowhere in the database or its WAL" ||
+  fail "the Secret's value is in the datastore's files in plain text ($found matches)"
+[ "$(kns get secret atrest -o jsonpath='{.data.token}' | base64 -d)" = "$MARKER" ] && ok "and reads back through the API" ||
+  fail "the encrypted Secret does not read back"
+out=$(k8s secrets-encrypt status 2>&1)
+grep -q "secrets encryption: on" <<<"$out" && grep -q "[1-9][0-9]* encrypted" <<<"$out" && ok "k8s secrets-encrypt status: $(grep -m1 'stored' <<<"$out")" ||
+  { fail "k8s secrets-encrypt status"; indent <<<"$out"; }
+modes=$(hx stat -c '%a %n' /var/lib/k8s "$DB" "$DB-wal" /var/lib/k8s/pki/encryption-config.yaml 2>&1)
+awk 'NR == 1 && $1 != "700" || NR > 1 && $1 != "600" { bad = 1 } END { exit bad }' <<<"$modes" &&
+  ok "data dir 0700; database, WAL and encryption key 0600" || { fail "file modes"; indent <<<"$modes"; }
+audit=$(hx grep -a -F '"resource":"secrets"' /var/lib/k8s/logs/audit.log 2>&1 | grep -a -F '"name":"atrest"' | grep -a -F '"verb":"create"')
+grep -q '"level":"Metadata"' <<<"$audit" && ! grep -q -F "$MARKER" <<<"$audit" &&
+  ok "the audit log has the Secret's creation at Metadata level, without its value" || { fail "audit log"; indent <<<"$audit"; }
+out=$(kns run privileged --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent --restart=Never --privileged -- true 2>&1)
+grep -q 'would violate PodSecurity "baseline' <<<"$out" && ok "PodSecurity warns beyond baseline: $(grep -m1 -o 'would violate PodSecurity "baseline[^"]*"' <<<"$out")" ||
+  { fail "no PodSecurity warning for a privileged pod"; indent <<<"$out"; }
+kns delete pod privileged --wait=false >/dev/null 2>&1
+kc create namespace e2e-restricted >/dev/null 2>&1
+kc label namespace e2e-restricted pod-security.kubernetes.io/enforce=restricted >/dev/null 2>&1
+out=$(kc -n e2e-restricted run p --image=k8s.local/busybox:latest --restart=Never -- true 2>&1) &&
+  fail "a restricted namespace admitted a root pod" ||
+  { grep -q "violates PodSecurity" <<<"$out" && ok "a namespace labelled restricted refuses a root pod" || { fail "restricted namespace: $out"; }; }
+kc delete namespace e2e-restricted --wait=false >/dev/null 2>&1
 
 # what must survive restarts
 snapshot_objects() {

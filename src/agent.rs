@@ -31,9 +31,11 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
     tracing::info!(node = %node_name, ip = %node_ip, %server, "k8s agent starting");
 
     let files = AgentFiles::new(&layout);
-    let cluster = match join::client::join_agent(&server, &token, &node_name, node_ip).await {
+    let password = join::binding::password(&layout.data_dir().join("agent"))?;
+    let cluster = match join::client::join_agent(&server, &token, &node_name, node_ip, &password).await {
         Ok(config) => {
             files.write(&config)?;
+            crate::fsutil::write_if_changed(&layout.agent_join_server(), server.as_bytes(), 0o600)?;
             Settings::from(&config)
         }
         // Restarting while the server is away: run with what we have.
@@ -101,6 +103,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         node_name: node_name.to_string(),
         host: upgrade::swap::Host::new(Path::new(paths::BINARY), layout.data_dir()),
         unit: paths::AGENT_UNIT,
+        server: None,
     }
     .spawn(sup);
     Ok(())
@@ -163,10 +166,10 @@ impl AgentFiles {
     fn new(layout: &Layout) -> AgentFiles {
         let dir = layout.agent_pki_dir();
         AgentFiles {
-            ca: dir.join("ca.crt"),
+            ca: layout.agent_ca(),
             kubelet_cert: dir.join("kubelet.crt"),
             kubelet_key: dir.join("kubelet.key"),
-            kubelet_kubeconfig: dir.join("kubelet.kubeconfig"),
+            kubelet_kubeconfig: layout.agent_kubelet_kubeconfig(),
             kube_proxy_kubeconfig: dir.join("kube-proxy.kubeconfig"),
             settings: dir.join("cluster.json"),
         }

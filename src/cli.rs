@@ -30,6 +30,9 @@ pub enum Command {
     /// The cluster's upgrades to a new k8s binary.
     #[command(subcommand)]
     Upgrade(UpgradeCommand),
+    /// Secrets encryption at rest (on a server, as root).
+    #[command(subcommand)]
+    SecretsEncrypt(SecretsEncryptCommand),
     /// Show the server's components and the node.
     Status(DataDirArg),
     /// Print the admin kubeconfig.
@@ -141,6 +144,9 @@ pub enum UpgradeCommand {
         /// changes), always, or cordon-only.
         #[arg(long, default_value = "auto", value_parser = ["auto", "always", "cordon-only"])]
         drain: String,
+        /// text: lines for a person; json: one JSON object per change of the plan.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
         #[command(flatten)]
         data_dir: DataDirArg,
     },
@@ -167,6 +173,12 @@ pub enum UpgradeCommand {
         #[arg(long, default_value = crate::host::paths::BINARY)]
         binary: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SecretsEncryptCommand {
+    /// Whether Secrets are encrypted at rest, the keys, and how many stored Secrets are.
+    Status(DataDirArg),
 }
 
 #[derive(Args)]
@@ -207,6 +219,18 @@ pub struct UpArgs {
     /// Do not ask for confirmation (of --prune).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// When the cluster runs another k8s version, `up` hands the rollout to
+    /// the cluster's upgrade controller: seconds a restarted node may take to
+    /// be Ready on the new binary before it rolls back.
+    #[arg(long, default_value_t = 300)]
+    pub ready_timeout: u64,
+    /// Seconds a node must stay healthy on the new binary before it commits.
+    #[arg(long, default_value_t = 30)]
+    pub soak: u64,
+    /// Drain each node before its swap: auto (when the kubelet's minor
+    /// version changes), always, or cordon-only.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "cordon-only"])]
+    pub drain: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -35,6 +35,20 @@ impl HttpsClient {
 
     /// Trusts `ca` only and presents a client certificate (a node fetching
     /// an upgrade's binary with its kubelet identity).
+    /// The client certificate of a kubeconfig (a node's kubelet
+    /// kubeconfig), trusting the CA in `ca` only.
+    pub fn with_kubeconfig_cert(ca: &std::path::Path, kubeconfig: &std::path::Path) -> anyhow::Result<HttpsClient> {
+        use base64::Engine;
+        let what = kubeconfig.display();
+        let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+        let user = config.auth_infos.first().and_then(|a| a.auth_info.as_ref()).with_context(|| format!("{what} has no user"))?;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim()).with_context(|| format!("bad base64 in {what}"));
+        let cert = b64(user.client_certificate_data.as_deref().with_context(|| format!("{what} has no client certificate"))?)?;
+        let key = user.client_key_data.as_ref().with_context(|| format!("{what} has no client key"))?;
+        let key = b64(secrecy::ExposeSecret::expose_secret(key))?;
+        HttpsClient::with_client_cert(&std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?, &cert, &key)
+    }
+
     pub fn with_client_cert(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<HttpsClient> {
         let chain = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<Vec<_>, _>>()?;
         let key = rustls_pemfile::private_key(&mut &key[..])?.context("no private key")?;
@@ -43,13 +57,19 @@ impl HttpsClient {
     }
 
     /// GETs `path` into the file `dest`, streamed and binary-safe; an
-    /// answer other than 200 is an error carrying the server's message.
+    /// answer other than 200 (or 206) is an error carrying the server's
+    /// message. A `dest` left by an interrupted download is resumed (a
+    /// `Range` request; a server that answers 200 sends it all again), and
+    /// a transfer shorter than its Content-Length is an error that leaves
+    /// what arrived for the next try. Returns the size of `dest`.
     pub async fn download(&self, host: &str, port: u16, path: &str, dest: &std::path::Path) -> anyhow::Result<u64> {
         const HEAD_MAX: usize = 64 << 10;
+        let have = tokio::fs::metadata(dest).await.map(|m| m.len()).unwrap_or(0);
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         let name = ServerName::try_from(host.to_string())?;
         let mut tls = tokio_rustls::TlsConnector::from(self.config.clone()).connect(name, tcp).await?;
-        tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+        let range = if have > 0 { format!("Range: bytes={have}-\r\n") } else { String::new() };
+        tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{range}\r\n").as_bytes()).await?;
         let mut head = Vec::new();
         let body_start = loop {
             let mut buf = [0u8; 8192];
@@ -61,24 +81,37 @@ impl HttpsClient {
             }
             anyhow::ensure!(head.len() < HEAD_MAX, "https://{host}:{port}{path}: headers too long");
         };
-        let status: u16 = String::from_utf8_lossy(&head[..body_start])
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("malformed HTTP response")?;
-        if status != 200 {
+        let headers = String::from_utf8_lossy(&head[..body_start]).to_string();
+        let status: u16 = headers.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("malformed HTTP response")?;
+        if status != 200 && status != 206 {
             let mut message = head[body_start..].to_vec();
             let _ = (&mut tls).take(HEAD_MAX as u64).read_to_end(&mut message).await;
             anyhow::bail!("https://{host}:{port}{path}: HTTP {status}: {}", String::from_utf8_lossy(&message).trim());
         }
-        let mut file = tokio::fs::File::create(dest).await.with_context(|| format!("cannot write {}", dest.display()))?;
+        let length: Option<u64> = headers
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().to_string()))
+            .and_then(|v| v.parse().ok());
+        let resumed = status == 206;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(dest)
+            .await
+            .with_context(|| format!("cannot write {}", dest.display()))?;
         file.write_all(&head[body_start..]).await?;
         let copied = tokio::io::copy(&mut tls, &mut file).await.or_else(|e| {
             // Servers may close without close_notify after an HTTP/1.0 answer.
             if e.kind() == std::io::ErrorKind::UnexpectedEof { Ok(0) } else { Err(e) }
         })?;
         file.sync_all().await?;
-        Ok((head.len() - body_start) as u64 + copied)
+        let got = (head.len() - body_start) as u64 + copied;
+        if let Some(want) = length.filter(|&want| got < want) {
+            anyhow::bail!("https://{host}:{port}{path}: interrupted after {got} of {want} bytes; the next try resumes");
+        }
+        Ok(if resumed { have + got } else { got })
     }
 
     /// GETs `path` from `host:port`; returns the status code and body.

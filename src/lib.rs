@@ -24,6 +24,7 @@ pub mod payload;
 pub mod pki;
 pub mod prompt;
 pub mod reset;
+pub mod secrets_encrypt;
 pub mod server;
 pub mod signals;
 pub mod ssh;

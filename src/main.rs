@@ -1,7 +1,7 @@
 //! `k8s`: the command line over the library (`lib.rs`).
 
 use clap::Parser;
-use k8s::{agent, cli, datastore, host, join, kubectl, payload, reset, server, status, up, upgrade, version};
+use k8s::{agent, cli, datastore, host, join, kubectl, payload, reset, secrets_encrypt, server, status, up, upgrade, version};
 
 fn main() -> std::process::ExitCode {
     // glibc gives every thread that allocates its own arena; the read pool's
@@ -31,7 +31,13 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
-        cli::Command::Version => Ok(version::print()?),
+        cli::Command::Version => {
+            // `k8s version | head -1` ends quietly, as other tools do (Rust
+            // ignores SIGPIPE, and println! would panic on the closed pipe).
+            // SAFETY: setting a signal disposition before any thread starts.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            Ok(version::print()?)
+        }
         cli::Command::Kubectl { args } => kubectl::exec(args),
         cli::Command::Server(args) => {
             let file = host::config::load(args.config.as_deref())?;
@@ -45,16 +51,24 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Token(cmd) => runtime()?.block_on(join::cli::run(cmd)),
         cli::Command::Etcd(cmd) => runtime()?.block_on(cmd.run()),
         cli::Command::Upgrade(cmd) => match cmd {
-            cli::UpgradeCommand::Apply { binary, dry_run, ready_timeout, soak, drain, data_dir } => {
-                let gates = upgrade::crd::HealthGates { node_ready_timeout_seconds: ready_timeout, soak_seconds: soak };
-                let drain: upgrade::crd::DrainMode = serde_yaml::from_str(&drain)?;
-                runtime()?.block_on(upgrade::cli::apply(&binary, dry_run, gates, drain, &data_dir.data_dir))
+            cli::UpgradeCommand::Apply { binary, dry_run, ready_timeout, soak, drain, output, data_dir } => {
+                let opts = upgrade::cli::ApplyOptions {
+                    dry_run,
+                    health_gates: upgrade::crd::HealthGates { node_ready_timeout_seconds: ready_timeout, soak_seconds: soak },
+                    drain: serde_yaml::from_str(&drain)?,
+                    output: match output {
+                        cli::OutputFormat::Text => upgrade::cli::Output::Text,
+                        cli::OutputFormat::Json => upgrade::cli::Output::Json,
+                    },
+                };
+                runtime()?.block_on(upgrade::cli::apply(&binary, opts, &data_dir.data_dir))
             }
             cli::UpgradeCommand::Status => runtime()?.block_on(upgrade::cli::status()),
             cli::UpgradeCommand::Pause { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, true)),
             cli::UpgradeCommand::Resume { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, false)),
             cli::UpgradeCommand::Guard { data_dir, binary } => upgrade::guard::run(&data_dir.data_dir, &binary),
         },
+        cli::Command::SecretsEncrypt(cli::SecretsEncryptCommand::Status(a)) => secrets_encrypt::status(&a.data_dir),
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
         cli::Command::Up(args) => runtime()?.block_on(up::run(args)),

@@ -1,5 +1,6 @@
 //! `k8s reset`: stops the server (or agent) and removes what it created:
-//! its etcd membership (HA), processes (including containers), mounts, the
+//! its etcd membership (HA), an agent's node name (released by the server
+//! it joined through), processes (including containers), mounts, the
 //! pod network's interfaces and iptables rules, the units, the data dir and
 //! /etc/k8s.
 
@@ -24,6 +25,7 @@ pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     leave_etcd(data_dir);
+    leave_cluster(data_dir);
     stop_service(data_dir);
     kill_pods_and_shims(data_dir);
     unmount_under(&[data_dir, Path::new(KUBELET_DIR), Path::new(RUN_DIR)]);
@@ -54,6 +56,33 @@ fn leave_etcd(data_dir: &Path) {
         Ok(Ok(Ok(()))) => println!("left the etcd cluster"),
         Ok(Ok(Err(e))) => eprintln!("could not leave the etcd cluster ({e:#}); on another server run `k8s etcd remove-member <this node's name>`"),
         _ => eprintln!("could not leave the etcd cluster in time; on another server run `k8s etcd remove-member <this node's name>`"),
+    }
+}
+
+/// An agent tells the server it joined through that it leaves, which
+/// releases its node name (see [`crate::join::binding`]) so the host can
+/// join again as new.
+fn leave_cluster(data_dir: &Path) {
+    let layout = Layout::new(data_dir);
+    let Ok(server) = std::fs::read_to_string(layout.agent_join_server()) else { return };
+    let leave = async {
+        let (host, port) = crate::join::client::parse_url(server.trim())?;
+        let client = crate::https::HttpsClient::with_kubeconfig_cert(&layout.agent_ca(), &layout.agent_kubelet_kubeconfig())?;
+        let (status, body) = client.request(&host, port, "POST", "/v1/node/leave", None).await?;
+        anyhow::ensure!(status == 200, "HTTP {status}: {}", body.trim());
+        anyhow::Ok(())
+    };
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), leave).await.map_err(anyhow::Error::from)? }));
+    match outcome {
+        Ok(()) => println!("left the cluster: this node's name is free again"),
+        Err(e) => eprintln!(
+            "could not tell {} that this node leaves ({e:#}); its name stays bound until its Node is deleted (kubectl delete node NAME)",
+            server.trim()
+        ),
     }
 }
 

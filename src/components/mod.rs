@@ -158,6 +158,11 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Our units run k8s with UMask=0077 (its own files are private);
+            // the components keep the usual 022, or the directories the
+            // kubelet and containerd make for pods would shut out non-root
+            // containers.
+            libc::umask(0o022);
             Ok(())
         });
     }

@@ -28,6 +28,17 @@ use tokio::sync::{broadcast, watch as tokio_watch};
 
 pub use schema::OpenError;
 pub use server::{serve, start, Config, Listen, Running};
+
+/// The live keys under `prefix` and their values, read straight from the
+/// file in `data_dir` (a read-only connection beside the running writer):
+/// for tools that look at what is stored, such as `k8s secrets-encrypt status`.
+pub fn stored_values(data_dir: &std::path::Path, prefix: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let conn = schema::open_reader(data_dir)?;
+    let mut end = prefix.to_vec();
+    *end.last_mut().expect("a non-empty prefix") += 1;
+    let kvs = query::latest(&conn, &keyrange::KeyRange::new(prefix, &end))?;
+    Ok(kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
+}
 pub use service::ETCD_VERSION as ETCD_API_VERSION;
 
 use lease::Leases;

@@ -81,6 +81,26 @@ pub fn lock(data_dir: &Path) -> Result<std::fs::File, OpenError> {
     Ok(f)
 }
 
+/// The datastore holds every Secret: its dir 0700 and its files 0600
+/// (SQLite creates the `-wal` and `-shm` files with the database's mode).
+/// The database file is created here first, so it is never readable by
+/// others, whatever the umask.
+fn private(data_dir: &Path, db: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = |path: &Path, m: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).map_err(|e| OpenError::DataDir(path.into(), e))
+    };
+    mode(data_dir, 0o700)?;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(db).map_err(|e| OpenError::DataDir(db.into(), e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        if file.exists() {
+            mode(&file, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("datastore.db")
 }
@@ -90,6 +110,7 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 pub fn open_writer(data_dir: &Path) -> Result<Connection, OpenError> {
     std::fs::create_dir_all(data_dir).map_err(|e| OpenError::DataDir(data_dir.into(), e))?;
     let path = db_path(data_dir);
+    private(data_dir, &path)?;
     let err = |source: rusqlite::Error| classify(&path, source);
     let conn = Connection::open(&path).map_err(err)?;
     // Refuse a file from a newer version before anything writes to it.

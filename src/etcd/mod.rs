@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod health;
 pub mod membership;
 
 use std::net::IpAddr;

@@ -55,6 +55,14 @@ impl Layout {
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
     }
+    /// The API server's audit policy (written at every start).
+    pub fn audit_policy(&self) -> PathBuf {
+        self.data_dir.join("server/audit-policy.yaml")
+    }
+    /// The API server's admission settings (PodSecurity).
+    pub fn admission_config(&self) -> PathBuf {
+        self.data_dir.join("server/admission.yaml")
+    }
     pub fn datastore_socket(&self) -> PathBuf {
         self.run_dir.join("datastore.sock")
     }
@@ -64,6 +72,19 @@ impl Layout {
     /// What an agent received when it joined (CA, credentials, settings).
     pub fn agent_pki_dir(&self) -> PathBuf {
         self.data_dir.join("agent/pki")
+    }
+    /// The cluster CA an agent got at its join.
+    pub fn agent_ca(&self) -> PathBuf {
+        self.agent_pki_dir().join("ca.crt")
+    }
+    /// The agent's kubelet kubeconfig (its `system:node:<name>` client cert).
+    pub fn agent_kubelet_kubeconfig(&self) -> PathBuf {
+        self.agent_pki_dir().join("kubelet.kubeconfig")
+    }
+    /// The join endpoint the agent joined through (`k8s reset` tells it the
+    /// node is leaving).
+    pub fn agent_join_server(&self) -> PathBuf {
+        self.data_dir.join("agent/join-server")
     }
     /// The agent's API load balancer's last list of servers.
     pub fn api_servers_file(&self) -> PathBuf {
@@ -77,6 +98,9 @@ impl Layout {
     pub fn check_writable(&self) -> anyhow::Result<()> {
         let dir = &self.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+        // Keys, tokens and the datastore live here: root only.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .with_context(|| format!("cannot make the data dir {} private (mode 0700)", dir.display()))?;
         tempfile::tempfile_in(dir).with_context(|| {
             format!("cannot write in the data dir {} (read-only filesystem or permissions?); pick another with --data-dir", dir.display())
         })?;

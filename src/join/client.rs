@@ -33,8 +33,9 @@ pub async fn pinned_ca(host: &str, port: u16, token: &Token) -> anyhow::Result<S
     Ok(ca)
 }
 
-pub async fn join_agent(server: &str, token: &Token, node_name: &str, node_ip: std::net::IpAddr) -> anyhow::Result<AgentConfig> {
-    let req = AgentRequest { token: token.to_string(), node_name: node_name.into(), node_ip };
+pub async fn join_agent(server: &str, token: &Token, node_name: &str, node_ip: std::net::IpAddr, node_password: &str)
+    -> anyhow::Result<AgentConfig> {
+    let req = AgentRequest { token: token.to_string(), node_name: node_name.into(), node_ip, node_password: node_password.into() };
     post(server, token, "/v1/join/agent", &req, "agent").await
 }
 
@@ -73,6 +74,8 @@ async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         200 => Ok(serde_json::from_str(&text).context("the join endpoint sent a malformed answer")?),
         401 => bail!("the server refused the token: {}; create one on a server with `k8s token create --role {role}`", text.trim()),
         409 => Err(Busy(text.trim().to_string()).into()),
+        429 => bail!("the server holds off this address after wrong tokens: {}", text.trim()),
+        403 => bail!("the server refused: {}", text.trim()),
         code => bail!("joining failed: HTTP {code}: {}", text.trim()),
     }
 }

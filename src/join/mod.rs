@@ -11,7 +11,9 @@
 
 pub mod cli;
 pub mod client;
+pub mod binding;
 pub mod server;
+mod throttle;
 pub mod token;
 pub mod tokens;
 
@@ -26,6 +28,9 @@ pub struct AgentRequest {
     pub token: String,
     pub node_name: String,
     pub node_ip: std::net::IpAddr,
+    /// This host's node password ([`binding`]): the name is bound to it.
+    #[serde(default)]
+    pub node_password: String,
 }
 
 /// Everything an agent needs to run its node.

@@ -81,7 +81,7 @@ pub fn ca_hash(ca_pem: &[u8]) -> String {
     hex::encode(Sha256::digest(ca_pem))
 }
 
-fn random_string(n: usize) -> String {
+pub(super) fn random_string(n: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = vec![0u8; n];
     getrandom(&mut bytes);

@@ -2,12 +2,16 @@
 //! tokens every server writes to disk for `k8s up` and for users:
 //! `<data-dir>/server/token` (joins servers) and `.../agent-token`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Secret;
+use futures::StreamExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use super::token::{secret_name, Record, Role, Token, LABEL};
@@ -25,10 +29,53 @@ pub async fn store(client: &Client, record: &Record) -> anyhow::Result<()> {
     }
 }
 
-pub async fn find(client: &Client, id: &str) -> anyhow::Result<Option<Record>> {
-    match secrets(client).get_opt(&secret_name(id)).await? {
-        Some(secret) => Ok(Some(Record::from_secret(&secret)?)),
-        None => Ok(None),
+/// The token records, kept in memory by a watch: the join endpoint checks a
+/// token without an API call per try (a wrong token costs nothing but a
+/// map lookup).
+#[derive(Clone)]
+pub struct Cache {
+    records: tokio::sync::watch::Receiver<Option<Arc<HashMap<String, Record>>>>,
+}
+
+/// How long a check waits for the first list of records.
+const FIRST_LIST_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Cache {
+    /// Follows the records (a task that ends with the returned handle).
+    pub fn start(client: &Client) -> (Cache, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let config = watcher::Config::default().labels(&format!("{LABEL}=true"));
+        let follow = crate::kubeclient::follow(secrets(client), config, None);
+        let task = tokio::spawn(async move {
+            let mut snapshots = std::pin::pin!(follow);
+            while let Some(list) = snapshots.next().await {
+                let records = list
+                    .iter()
+                    .filter_map(|s| match Record::from_secret(s) {
+                        Ok(r) => Some((r.id.clone(), r)),
+                        Err(e) => {
+                            tracing::warn!("ignoring a malformed token record: {e:#}");
+                            None
+                        }
+                    })
+                    .collect();
+                if tx.send(Some(Arc::new(records))).is_err() {
+                    return;
+                }
+            }
+        });
+        (Cache { records: rx }, task)
+    }
+
+    /// The record of token `id`, once the first list has arrived.
+    pub async fn find(&self, id: &str) -> anyhow::Result<Option<Record>> {
+        let mut rx = self.records.clone();
+        let loaded = tokio::time::timeout(FIRST_LIST_TIMEOUT, rx.wait_for(Option::is_some)).await;
+        let records = match loaded {
+            Ok(Ok(r)) => r.clone().expect("waited for a list"),
+            _ => anyhow::bail!("the token records are not loaded yet (is the API server up?)"),
+        };
+        Ok(records.get(id).cloned())
     }
 }
 
@@ -69,7 +116,7 @@ pub async fn ensure_default(client: &Client, data_dir: &Path, ca_pem: &[u8], rol
     let path = file(data_dir, role);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let token = Token::parse(&text).with_context(|| format!("{} holds a malformed token", path.display()))?;
-        if find(client, &token.id).await?.is_none() {
+        if secrets(client).get_opt(&secret_name(&token.id)).await?.is_none() {
             store(client, &Record::new(&token, role, None, "default")).await?;
         }
         return Ok(token);

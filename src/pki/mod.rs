@@ -13,6 +13,7 @@
 //! | `etcd/ca.crt`, `etcd/ca.key` | HA only: etcd's own CA (a node's certs must not reach etcd) |
 //! | `etcd/server.crt`, `.key`; `etcd/peer.crt`, `.key` | HA only: the etcd member's serving and peer certs |
 //! | `apiserver-etcd-client.crt`, `.key` | HA only: the apiserver's (and k8s's) client cert towards etcd |
+//! | `encryption-config.yaml` | the key Secrets are encrypted with at rest ([`encryption`]) |
 //!
 //! Kubeconfigs (`<name>.kubeconfig`) embed their own client certs.
 //!
@@ -23,6 +24,7 @@
 //! Keys are 0600, certs 0644, every write is atomic (temp file, fsync, rename).
 
 mod cert;
+pub mod encryption;
 mod files;
 mod issue;
 mod kubeconfig;
@@ -164,14 +166,21 @@ impl Pki {
 
     /// The files every server of a cluster shares (CAs and the
     /// service-account key): what a joining server receives.
-    pub fn shared_files(&self) -> [PathBuf; 10] {
-        [
+    /// The files every server of a cluster holds alike, sent to joining
+    /// servers. The encryption config only when the cluster has one (see
+    /// [`encryption`]).
+    pub fn shared_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![
             self.ca_cert(), self.ca_key(),
             self.kubelet_ca_cert(), self.kubelet_ca_key(),
             self.front_proxy_ca_cert(), self.front_proxy_ca_key(),
             self.sa_key(), self.sa_pub(),
             self.etcd_ca_cert(), self.etcd_ca_key(),
-        ]
+        ];
+        if self.encryption_config().exists() {
+            files.push(self.encryption_config());
+        }
+        files
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Inputs<'a> {
     pub controller_manager_kubeconfig: &'a Path,
     pub scheduler_kubeconfig: &'a Path,
     pub logs: &'a Path,
+    pub audit_policy: &'a Path,
+    pub admission_config: &'a Path,
 }
 
 /// Where the apiserver keeps the cluster's state.
@@ -69,6 +71,13 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         "--anonymous-auth=false".into(),
         "--authorization-mode=Node,RBAC".into(),
         "--enable-admission-plugins=NodeRestriction".into(),
+        format!("--admission-control-config-file={}", p(i.admission_config)),
+        format!("--audit-policy-file={}", p(i.audit_policy)),
+        format!("--audit-log-path={}", p(i.logs.join("audit.log"))),
+        // About 250 MiB at most: sized for small disks.
+        "--audit-log-maxsize=50".into(),
+        "--audit-log-maxbackup=4".into(),
+        "--audit-log-maxage=30".into(),
         format!("--client-ca-file={}", p(pki.ca_cert())),
         format!("--tls-cert-file={}", p(pki.apiserver_cert())),
         format!("--tls-private-key-file={}", p(pki.apiserver_key())),
@@ -93,6 +102,10 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         "--shutdown-watch-termination-grace-period=5s".into(),
     ];
     args.extend(i.store.apiserver_args(pki));
+    if pki.encryption_config().exists() {
+        args.push(format!("--encryption-provider-config={}", p(pki.encryption_config())));
+        args.push("--encryption-provider-config-automatic-reload=true".into());
+    }
     Spec {
         name: "kube-apiserver".into(),
         program: c.bin("kube-apiserver"),

@@ -77,6 +77,7 @@ async fn start(cfg: &Config, layout: &Layout, components: &Components, sup: &mut
     status: &status::Writer) -> anyhow::Result<()> {
     let joined = store::join_if_needed(cfg, layout).await?;
     let pki = ensure_pki(cfg, layout)?;
+    ensure_encryption(cfg, &pki)?;
     let kubeconfigs = Kubeconfigs::ensure(cfg, layout, &pki)?;
     store::start(cfg, layout, components, &pki, sup, joined).await?;
     bring_up(cfg, layout, components, &pki, &kubeconfigs, sup, status).await
@@ -155,6 +156,25 @@ fn ensure_pki(cfg: &Config, layout: &Layout) -> anyhow::Result<Pki> {
     Ok(pki::ensure(&params)?)
 }
 
+/// Secrets are encrypted at rest from a cluster's start: a single server
+/// makes its key at any start (it is the only reader); in HA only the
+/// first server of a new cluster does (before etcd holds data), and joining
+/// servers get that key with the shared PKI. An HA cluster older than
+/// encryption stays unencrypted rather than have servers with different keys.
+fn ensure_encryption(cfg: &Config, pki: &Pki) -> anyhow::Result<()> {
+    let starts_cluster = match cfg.datastore {
+        config::Datastore::Sqlite => true,
+        config::Datastore::EtcdInit => !crate::etcd::has_data(&cfg.data_dir),
+        config::Datastore::EtcdJoin { .. } => false,
+    };
+    if starts_cluster && pki::encryption::ensure(pki)? {
+        tracing::info!(file = %pki.encryption_config().display(), "secrets encryption at rest: a new key");
+    } else if !pki.encryption_config().exists() {
+        tracing::warn!("secrets are stored unencrypted: this HA cluster was created before k8s encrypted them");
+    }
+    Ok(())
+}
+
 /// The kubeconfigs of the supervisor and the components.
 struct Kubeconfigs {
     supervisor: std::path::PathBuf,
@@ -192,11 +212,16 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         config::Datastore::Sqlite => control_plane::Store::Sqlite(&socket),
         _ => control_plane::Store::Etcd,
     };
+    let (audit_policy, admission_config) = (layout.audit_policy(), layout.admission_config());
+    write_if_changed(&audit_policy, templates::AUDIT_POLICY.as_bytes(), 0o600)?;
+    write_if_changed(&admission_config, templates::ADMISSION.as_bytes(), 0o600)?;
     let inputs = control_plane::Inputs {
         store,
         controller_manager_kubeconfig: &kc.controller_manager,
         scheduler_kubeconfig: &kc.scheduler,
         logs: &logs,
+        audit_policy: &audit_policy,
+        admission_config: &admission_config,
     };
     sup.start(control_plane::apiserver(c, pki, cfg, &inputs));
     status.refresh(sup);
@@ -211,7 +236,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     status.refresh(sup);
     apply_addons(cfg, layout, c, &client).await?;
     start_join_endpoint(cfg, pki, &client, sup).await?;
-    start_upgrade_controller(cfg, &client, sup).await?;
+    start_upgrade_controller(cfg, pki, &client, sup).await?;
     if cfg.disable_agent {
         return Ok(());
     }
@@ -232,6 +257,11 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     };
     node::bring_up(sup, c, &layout.node(), &settings, |sup| status.refresh(sup)).await?;
     label_control_plane(&client, &cfg.node_name).await;
+    // The server's node name is bound like an agent's: no agent token can take it.
+    let password = join::binding::password(&cfg.data_dir.join("server"))?;
+    if let Err(e) = join::binding::check_or_bind(&client, &cfg.node_name, &password).await {
+        tracing::warn!("binding this server's node name: {e}");
+    }
     upgrade::executor::Executor {
         kubelet: kubeclient::client(&kc.kubelet).await?,
         kubelet_kubeconfig: kc.kubelet.clone(),
@@ -239,6 +269,11 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         node_name: cfg.node_name.clone(),
         host: upgrade::swap::Host::new(std::path::Path::new(crate::host::paths::BINARY), &cfg.data_dir),
         unit: crate::host::paths::SERVER_UNIT,
+        server: Some(upgrade::executor::ServerSide {
+            api: client.clone(),
+            etcd: etcd_pki(cfg, pki),
+            binaries: upgrade::swap::binaries_dir(&cfg.data_dir),
+        }),
     }
     .spawn(sup);
     Ok(())
@@ -265,8 +300,13 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup
         servers_may_join: cfg.datastore != config::Datastore::Sqlite,
         joining: Default::default(),
         binaries: upgrade::swap::binaries_dir(&cfg.data_dir),
-        downloads: tokio::sync::Semaphore::new(2),
+        downloads: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
     };
+    let bindings = client.clone();
+    sup.spawn("node-bindings", move |stop| async move {
+        stop.or(join::binding::release_orphans(bindings)).await;
+        Ok(())
+    });
     let addr = std::net::SocketAddr::new(cfg.bind_address, cfg.join_port);
     sup.spawn("join-endpoint", move |mut stop| async move {
         join::server::serve(addr, cluster, async move { stop.requested().await }).await
@@ -276,14 +316,19 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup
 
 /// Installs the UpgradePlan resource and runs the upgrade controller (an
 /// in-process service; one leader among the servers).
-async fn start_upgrade_controller(cfg: &Config, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
+async fn start_upgrade_controller(cfg: &Config, pki: &Pki, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
     upgrade::crd::install(client).await.context("installing the UpgradePlan resource")?;
-    let (client, identity) = (client.clone(), cfg.node_name.clone());
+    let (client, identity, etcd) = (client.clone(), cfg.node_name.clone(), etcd_pki(cfg, pki));
     sup.spawn("upgrade-controller", move |stop| async move {
-        stop.or(upgrade::controller::run(client, identity)).await;
+        stop.or(upgrade::controller::run(client, identity, etcd)).await;
         Ok(())
     });
     Ok(())
+}
+
+/// The PKI that reaches this server's etcd member, when it runs one (HA).
+fn etcd_pki(cfg: &Config, pki: &Pki) -> Option<Pki> {
+    (cfg.datastore != config::Datastore::Sqlite).then(|| pki.clone())
 }
 
 /// Renders the addon manifests and applies them (server-side apply, so a

@@ -66,7 +66,8 @@ fn write_shared_pki(layout: &Layout, b: &ServerBundle) -> anyhow::Result<()> {
             Ok(_) => bail!("{} belongs to another cluster; this host was a server elsewhere: run `k8s reset` on it first", path.display()),
             Err(_) => {}
         }
-        let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+        let secret = name.ends_with(".key") || name.ends_with(".yaml");
+        let mode = if secret { 0o600 } else { 0o644 };
         std::fs::create_dir_all(path.parent().expect("under the PKI dir"))?;
         fsutil::write_atomic(&path, pem.as_bytes(), mode)?;
     }

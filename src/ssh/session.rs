@@ -60,7 +60,25 @@ impl Session {
     /// Runs `cmd` with `sh -c` as root (through `sudo -n` per the target's
     /// sudo setting). A non-zero status is not an error here.
     pub async fn run(&self, cmd: &str) -> Result<Output, SshError> {
-        self.exec(cmd, None::<&[u8]>).await
+        self.exec(cmd, None::<&[u8]>, &mut |_| {}).await
+    }
+
+    /// Runs `cmd` like [`Session::run`], handing each line of its stdout to
+    /// `on_line` as it arrives (a long command's progress).
+    pub async fn run_lines(&self, cmd: &str, on_line: &mut (dyn FnMut(&str) + Send)) -> Result<Output, SshError> {
+        let mut pending = Vec::new();
+        let mut split = |data: &[u8]| {
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                on_line(String::from_utf8_lossy(&line[..end]).trim_end_matches('\r'));
+            }
+        };
+        let out = self.exec(cmd, None::<&[u8]>, &mut split).await?;
+        if !pending.is_empty() {
+            on_line(&String::from_utf8_lossy(&pending));
+        }
+        Ok(out)
     }
 
     /// Runs `cmd`; its stdout, or `SshError::Command` for a non-zero status.
@@ -196,7 +214,7 @@ impl Session {
              if [ \"$sum\" != {sum} ]; then rm -f -- {tmp}; echo \"sha256 $sum\" >&2; exit {OUR_STATUS}; fi; \
              chmod {mode:o} -- {tmp}; {chown}{prev}mv -f -- {tmp} {q}"
         );
-        let out = self.exec(&script, Some(content)).await?;
+        let out = self.exec(&script, Some(content), &mut |_| {}).await?;
         if out.status == OUR_STATUS {
             return Err(SshError::Remote {
                 host: self.r.name.clone(),
@@ -215,8 +233,15 @@ impl Session {
         self.r.sudo || self.r.user == "root"
     }
 
-    /// Runs `cmd` (wrapped in sudo as needed) with `stdin` streamed to it.
-    async fn exec(&self, cmd: &str, stdin: Option<impl AsyncRead + Unpin + Send>) -> Result<Output, SshError> {
+    /// Runs `cmd` (wrapped in sudo as needed) with `stdin` streamed to it;
+    /// stdout is kept in the output and also handed to `on_stdout` as it
+    /// arrives.
+    async fn exec(
+        &self,
+        cmd: &str,
+        stdin: Option<impl AsyncRead + Unpin + Send>,
+        on_stdout: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<Output, SshError> {
         // Always POSIX sh, whatever the user's login shell is (sshd runs the
         // command with it).
         let sh = format!("sh -c {}", sh_quote(cmd));
@@ -247,7 +272,10 @@ impl Session {
             let mut status = None;
             while let Some(msg) = read.wait().await {
                 match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::Data { data } => {
+                        on_stdout(&data);
+                        out.stdout.extend_from_slice(&data);
+                    }
                     ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
                     ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                     ChannelMsg::ExitSignal { signal_name, .. } => {

@@ -167,8 +167,12 @@ pub async fn read_tokens(first: &Remote) -> anyhow::Result<(String, String)> {
 
 /// The cluster's nodes, as the first server sees them.
 pub async fn get_nodes(first: &Remote) -> anyhow::Result<Vec<Node>> {
-    let out = first.kubectl(&["get".into(), "nodes".into(), "-o".into(), "json".into()]).await?;
-    nodes::parse(&out).map_err(|e| anyhow::anyhow!("{}: {e}", first.who))
+    nodes::parse(&nodes_json(first).await?).map_err(|e| anyhow::anyhow!("{}: {e}", first.who))
+}
+
+/// `kubectl get nodes -o json` on the first server.
+pub async fn nodes_json(first: &Remote) -> anyhow::Result<String> {
+    first.kubectl(&["get".into(), "nodes".into(), "-o".into(), "json".into()]).await
 }
 
 /// Waits until the nodes of `want` are registered and Ready; all nodes.

@@ -10,6 +10,7 @@
 mod apply;
 mod facts;
 mod fanout;
+mod handover;
 mod nodes;
 mod plan;
 mod progress;
@@ -109,8 +110,8 @@ async fn plan_and_apply(
         Err(e) => return (Report::empty(&inv.cluster.name, Some(inv.mode()), args.dry_run), Err(e)),
     };
     let first = inv.hosts.iter().position(|h| render::is_first_server(inv, h)).expect("an inventory has a server");
-    let running = running(&remotes[first], &facts[first], progress).await;
-    let plan = plan::plan(inv, &facts, local, &running);
+    let running = running_cluster(&remotes[first], &facts[first], progress).await;
+    let mut plan = plan::plan(inv, &facts, local, &running);
     let mut report = Report::new(&inv.cluster.name, &plan, args.dry_run);
     if !plan.problems.is_empty() {
         for (i, _) in inv.hosts.iter().enumerate() {
@@ -145,8 +146,37 @@ async fn plan_and_apply(
     }
 
     let ctx = Ctx { inv, remotes, progress, exe, concurrency };
+    let mut tokens = running.tokens.clone();
+    if plan.upgrade.is_some() {
+        let upgraded = match handover::run(&ctx, &plan, local, args).await {
+            Ok(names) => names,
+            Err(e) => {
+                for h in plan.hosts.iter().filter(|h| h.upgrade) {
+                    progress.finish(h.index, false, "not upgraded");
+                }
+                return (report, Err(e));
+            }
+        };
+        // The nodes run the new binary now: look again and plan the rest.
+        let facts = match gather_all(remotes, progress, concurrency).await {
+            Ok(f) => f,
+            Err(e) => return (report, Err(e)),
+        };
+        let running = running_cluster(&remotes[first], &facts[first], progress).await;
+        plan = plan::plan(inv, &facts, local, &running);
+        tokens = running.tokens.clone();
+        report = Report::new(&inv.cluster.name, &plan, args.dry_run);
+        for h in report.hosts.iter_mut().filter(|h| upgraded.contains(&h.name)) {
+            h.note("upgraded");
+            h.status = Status::Ok;
+        }
+        if !plan.problems.is_empty() {
+            let list = plan.problems.join("\n  ");
+            return (report, Err(anyhow::anyhow!("upgraded, but then {} problem(s):\n  {list}", plan.problems.len())));
+        }
+    }
     let result = async {
-        apply::apply(&ctx, &plan, &mut report, running.tokens.clone()).await?;
+        apply::apply(&ctx, &plan, &mut report, tokens).await?;
         if args.prune {
             report.pruned = prune::prune(&ctx, &plan, keys).await?;
         }
@@ -179,9 +209,10 @@ async fn local_binary() -> anyhow::Result<(PathBuf, Local)> {
             exe.display()
         );
     }
+    let kubernetes = Payload::of(&exe)?.map(|p| p.manifest()).transpose()?.map(|m| m.kubernetes_version).unwrap_or_default();
     let path = exe.clone();
     let (sha256, size) = tokio::task::spawn_blocking(move || crate::fsutil::sha256_file(&path)).await??;
-    Ok((exe, Local { sha256, size, version: crate::version::VERSION.to_string() }))
+    Ok((exe, Local { sha256, size, version: crate::version::VERSION.to_string(), kubernetes }))
 }
 
 /// The SSH settings a pruned host is reached with (the defaults): only its
@@ -253,15 +284,20 @@ async fn gather(r: &Remote) -> anyhow::Result<Facts> {
 }
 
 /// The nodes and join tokens of the cluster, when the first server runs.
-async fn running(first: &Remote, f: &Facts, progress: &Progress) -> Running {
+async fn running_cluster(first: &Remote, f: &Facts, progress: &Progress) -> Running {
     if !f.units.get(render::SERVER_UNIT.name).is_some_and(|u| u.is_active()) {
         return Running::default();
     }
-    let nodes = match apply::get_nodes(first).await {
-        Ok(n) => Some(n),
+    let listed = async {
+        let json = apply::nodes_json(first).await?;
+        let parsed = nodes::parse(&json).and_then(|n| Ok((n, nodes::parse_upgrade_facts(&json)?)));
+        parsed.map_err(|e| anyhow::anyhow!("{}: {e}", first.who))
+    };
+    let (nodes, upgrade_facts) = match listed.await {
+        Ok((n, u)) => (Some(n), Some(u)),
         Err(e) => {
             progress.say(&format!("warning: cannot list the cluster's nodes: {e:#}"));
-            None
+            (None, None)
         }
     };
     let members = match f.datastore.as_deref() {
@@ -274,7 +310,7 @@ async fn running(first: &Remote, f: &Facts, progress: &Progress) -> Running {
         },
         _ => None,
     };
-    Running { nodes, members, tokens: apply::read_tokens(first).await.ok() }
+    Running { nodes, members, tokens: apply::read_tokens(first).await.ok(), upgrade_facts }
 }
 
 /// The admin kubeconfig of the first server, pointed at the API address.
@@ -305,6 +341,16 @@ fn print(report: &Report, json: bool, dry_run: bool) {
         if report.problems.is_empty() {
             println!("plan for cluster {} ({} mode); --dry-run: nothing was changed", report.cluster, report.mode.unwrap_or("?"));
             print!("{}", report.plan_table());
+            if let Some(u) = &report.upgrade {
+                println!(
+                    "the cluster upgrades itself from k8s {} to {}, one node at a time, servers first (UpgradePlan k8s-{}):",
+                    u.from.join(", "),
+                    u.to,
+                    u.to
+                );
+                print!("{}", u.table());
+                println!("preflight: ok");
+            }
         }
     } else if report.problems.is_empty() {
         print!("{}", report.table());

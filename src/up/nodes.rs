@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1 as api;
 use serde::Deserialize;
 
 use crate::inventory::Host;
+use crate::upgrade::preflight::NodeFacts;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -35,8 +36,17 @@ struct NodeList {
 }
 
 pub fn parse(json: &str) -> Result<Vec<Node>, String> {
+    Ok(items(json)?.into_iter().map(node).collect())
+}
+
+/// The same list as the upgrade controller reads it (versions, roles, readiness).
+pub fn parse_upgrade_facts(json: &str) -> Result<Vec<NodeFacts>, String> {
+    Ok(items(json)?.iter().map(crate::upgrade::controller::facts).collect())
+}
+
+fn items(json: &str) -> Result<Vec<api::Node>, String> {
     let list: NodeList = serde_json::from_str(json).map_err(|e| format!("kubectl get nodes: not JSON: {e}"))?;
-    Ok(list.items.ok_or("kubectl get nodes: no items")?.into_iter().map(node).collect())
+    list.items.ok_or_else(|| "kubectl get nodes: no items".to_string())
 }
 
 /// What `up` needs of a Node.

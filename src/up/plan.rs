@@ -10,6 +10,8 @@ use super::facts::{Facts, MIN_FREE_VAR_KIB};
 use super::nodes::{Member, Node};
 use super::render::{self, Unit};
 use crate::inventory::{Host, Inventory, Mode, Role};
+use crate::upgrade::crd::{NodeRow, UpgradePlanSpec};
+use crate::upgrade::preflight::NodeFacts;
 
 /// This binary, as it would be uploaded.
 #[derive(Debug, Clone)]
@@ -17,6 +19,8 @@ pub struct Local {
     pub sha256: String,
     pub size: u64,
     pub version: String,
+    /// The Kubernetes version of the components it carries.
+    pub kubernetes: String,
 }
 
 /// What the running cluster says, read from the first server when it runs.
@@ -27,6 +31,22 @@ pub struct Running {
     pub members: Option<Vec<Member>>,
     /// The join tokens: (servers', agents').
     pub tokens: Option<(String, String)>,
+    /// The nodes as the upgrade controller sees them.
+    pub upgrade_facts: Option<Vec<NodeFacts>>,
+}
+
+/// This binary is another k8s version than nodes of the running cluster
+/// run: those nodes are not restarted by `up` but upgraded by the cluster
+/// itself (an UpgradePlan: one at a time, health-gated, rolled back on
+/// failure); `up` uploads the binary to the servers, hands over, and
+/// follows the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Upgrade {
+    /// The versions the nodes run now.
+    pub from: Vec<String>,
+    pub to: String,
+    /// The nodes in rollout order, as the controller would start them.
+    pub rows: Vec<NodeRow>,
 }
 
 /// When a host is worked on.
@@ -90,6 +110,9 @@ pub struct HostPlan {
     /// The running service predates its files (an earlier run stopped
     /// before restarting it).
     pub stale: bool,
+    /// The node runs another k8s version and is upgraded by the cluster
+    /// (see [`Upgrade`]), not uploaded to and restarted.
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +128,8 @@ pub struct Plan {
     /// etcd members that are neither inventory servers nor extra nodes
     /// (control-plane-only servers run no node).
     pub extra_members: Vec<Member>,
+    /// The running cluster upgrades itself to this binary first.
+    pub upgrade: Option<Upgrade>,
 }
 
 /// Roles as the inventory writes them, in JSON.
@@ -135,11 +160,18 @@ pub fn plan(inv: &Inventory, facts: &[Facts], local: &Local, running: &Running) 
 
     let node_names: BTreeMap<&str, &Node> =
         running.nodes.iter().flatten().map(|n| (n.name.as_str(), n)).collect();
+    // Nodes of the running cluster on another version upgrade through a plan.
+    let upgraded: Vec<bool> = facts
+        .iter()
+        .zip(&names)
+        .map(|(f, name)| f.installed_release().is_some_and(|v| v != local.version) && node_names.contains_key(name.as_str()))
+        .collect();
+    let upgrade = upgraded.contains(&true).then(|| upgrade_preview(inv, facts, local, running, &mut problems)).flatten();
     let mut hosts = vec![];
     for (index, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
         let who = super::remote::who(host);
-        check_host(&who, host, f, local, &mut problems, &mut warnings);
-        hosts.push(host_plan(inv, index, &names[index], f, local, running, &node_names));
+        check_host(&who, host, f, local, upgraded[index], &mut problems, &mut warnings);
+        hosts.push(host_plan(inv, index, &names[index], f, local, running, &node_names, upgraded[index]));
     }
     hosts.sort_by_key(|h| (h.stage, h.index));
     let v1: Vec<&str> = inv.hosts.iter().zip(facts).filter(|(_, f)| f.cgroup == 1).map(|(h, _)| h.display_name()).collect();
@@ -159,9 +191,45 @@ pub fn plan(inv: &Inventory, facts: &[Facts], local: &Local, running: &Running) 
         .filter(|m| !servers.contains(&m.name.as_str()) && !extra_nodes.iter().any(|n| n.name == m.name))
         .cloned()
         .collect();
-    Plan { mode: inv.mode(), hosts, problems, warnings, extra_nodes, extra_members }
+    Plan { mode: inv.mode(), hosts, problems, warnings, extra_nodes, extra_members, upgrade }
 }
 
+/// The upgrade the cluster would run, as its controller would see it: the
+/// rows in order and the preflight checks (the controller, which runs the
+/// cluster's current version, checks them again).
+fn upgrade_preview(inv: &Inventory, facts: &[Facts], local: &Local, running: &Running, problems: &mut Vec<String>) -> Option<Upgrade> {
+    let Some(nodes) = &running.upgrade_facts else {
+        problems.push(format!(
+            "{}: the cluster runs another k8s version, and its nodes cannot be read to plan the upgrade; see the warning above",
+            inv.first_server().address
+        ));
+        return None;
+    };
+    let spec = upgrade_spec(local, &inv.first_server().address);
+    let first = inv.hosts.iter().position(|h| render::is_first_server(inv, h)).expect("an inventory has a server");
+    let controller = facts[first].installed_release().unwrap_or_default();
+    for p in crate::upgrade::preflight::preflight(&spec, nodes, controller) {
+        problems.push(format!("upgrade preflight: {p}"));
+    }
+    let mut from: Vec<String> = nodes.iter().filter_map(|n| n.k8s_version.clone()).collect();
+    from.sort();
+    from.dedup();
+    Some(Upgrade { from, to: local.version.clone(), rows: crate::upgrade::rollout::rows(&spec, nodes) })
+}
+
+/// The plan's spec for this binary (the server that creates the plan sets
+/// the source and the gates).
+fn upgrade_spec(local: &Local, first_server: &str) -> UpgradePlanSpec {
+    UpgradePlanSpec {
+        version: local.version.clone(),
+        kubernetes_version: local.kubernetes.clone(),
+        sha256: [("amd64".to_string(), local.sha256.clone())].into(),
+        source: format!("https://{first_server}:{}", crate::join::DEFAULT_PORT),
+        ..Default::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn host_plan(
     inv: &Inventory,
     index: usize,
@@ -170,6 +238,7 @@ fn host_plan(
     local: &Local,
     running: &Running,
     nodes: &BTreeMap<&str, &Node>,
+    upgrade: bool,
 ) -> HostPlan {
     let host = &inv.hosts[index];
     let stage = match host.role {
@@ -193,7 +262,7 @@ fn host_plan(
             if f.token.as_ref() == Some(want) { TokenPlan::Unchanged } else { TokenPlan::Write }
         }
     };
-    let upload = f.installed_sha256.as_deref() != Some(local.sha256.as_str());
+    let upload = !upgrade && f.installed_sha256.as_deref() != Some(local.sha256.as_str());
     let state = f.units.get(unit.name);
     let active = state.is_some_and(|u| u.is_active());
     let enabled = state.is_some_and(|u| u.enabled == "enabled");
@@ -230,6 +299,7 @@ fn host_plan(
         service,
         join,
         stale,
+        upgrade,
     }
 }
 
@@ -317,7 +387,7 @@ fn check_mode(inv: &Inventory, facts: &[Facts], problems: &mut Vec<String>) {
     }
 }
 
-fn check_host(who: &str, host: &Host, f: &Facts, local: &Local, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+fn check_host(who: &str, host: &Host, f: &Facts, local: &Local, upgrade: bool, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
     if f.arch != "x86_64" {
         problems.push(format!(
             "{who}: the machine is {}; this k8s carries amd64 (x86_64) components only",
@@ -337,7 +407,7 @@ fn check_host(who: &str, host: &Host, f: &Facts, local: &Local, problems: &mut V
             ));
         }
     }
-    let upload = f.installed_sha256.as_deref() != Some(local.sha256.as_str());
+    let upload = upgrade || f.installed_sha256.as_deref() != Some(local.sha256.as_str());
     // The new binary is written beside the old one before it replaces it.
     if let Some(free) = f.free_bin_kib.filter(|_| upload) {
         if free * 1024 < local.size + (16 << 20) {
@@ -357,7 +427,7 @@ fn check_host(who: &str, host: &Host, f: &Facts, local: &Local, problems: &mut V
             ));
         }
     }
-    if let (Some(installed), true) = (f.installed_release(), upload) {
+    if let (Some(installed), true) = (f.installed_release(), upload && !upgrade) {
         if installed != local.version {
             warnings.push(format!("{who}: k8s {installed} is replaced by {}", local.version));
         }

@@ -57,6 +57,16 @@ impl Remote {
         Ok(self.session.run_checked(cmd).await?)
     }
 
+    /// Runs `cmd` as root, handing each line of its stdout to `on_line` as
+    /// it comes; an error with the host, the command and its stderr.
+    pub async fn run_lines(&self, cmd: &str, on_line: &mut (dyn FnMut(&str) + Send)) -> anyhow::Result<()> {
+        let out = self.session.run_lines(cmd, on_line).await?;
+        if out.status != 0 {
+            bail!("{}: {}", self.who, out.stderr_text().trim_start_matches("Error: "));
+        }
+        Ok(())
+    }
+
     pub async fn read(&self, path: &str) -> anyhow::Result<Option<String>> {
         let bytes = self.session.read_file(path).await?;
         Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))

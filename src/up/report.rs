@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan};
+use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan, Upgrade};
 use crate::inventory::{Mode, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,6 +63,9 @@ pub fn planned_changes(p: &HostPlan) -> Vec<String> {
     if p.upload {
         out.push("binary".into());
     }
+    if p.upgrade {
+        out.push("upgrade".into());
+    }
     if !p.config_changes.is_empty() {
         out.push("config".into());
     }
@@ -102,6 +105,8 @@ pub struct Report {
     pub pruned: Vec<String>,
     /// Where the workstation's kubeconfig was written.
     pub kubeconfig: Option<String>,
+    /// The upgrade handed to the cluster, as planned.
+    pub upgrade: Option<Upgrade>,
     pub seconds: f64,
 }
 
@@ -113,6 +118,7 @@ impl Report {
             hosts: plan.hosts.iter().map(HostReport::new).collect(),
             extra_nodes: plan.extra_nodes.iter().map(|n| n.name.clone()).collect(),
             extra_members: plan.extra_members.iter().map(|m| m.name.clone()).collect(),
+            upgrade: plan.upgrade.clone(),
             ..Report::empty(cluster, Some(plan.mode), dry_run)
         }
     }
@@ -135,6 +141,7 @@ impl Report {
             extra_members: vec![],
             pruned: vec![],
             kubeconfig: None,
+            upgrade: None,
             seconds: 0.0,
         }
     }
@@ -169,6 +176,7 @@ impl Report {
             .map(|h| {
                 let p = &h.plan;
                 let binary = match (p.upload, &p.installed) {
+                    _ if p.upgrade => "upgrade (by the cluster)".to_string(),
                     (false, _) => "same".to_string(),
                     (true, None) => "upload".to_string(),
                     (true, Some(v)) => format!("upload (over {})", v.trim_start_matches("k8s ")),
@@ -204,6 +212,18 @@ impl Report {
             })
             .collect();
         table(&["HOST", "ADDRESS", "ROLE", "BINARY", "CONFIG", "UNIT", "TOKEN", "SERVICE"], &rows)
+    }
+}
+
+impl Upgrade {
+    /// The rollout, for `--dry-run`.
+    pub fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| vec![r.name.clone(), format!("{:?}", r.role).to_lowercase(), r.from.clone(), r.to.clone(), format!("{:?}", r.phase)])
+            .collect();
+        table(&["NODE", "ROLE", "FROM", "TO", "PHASE"], &rows)
     }
 }
 

@@ -28,7 +28,7 @@ hosts:
 ";
 
 fn local() -> Local {
-    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into() }
+    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into(), kubernetes: "v1.37.1".into() }
 }
 
 /// A clean Debian host nothing of ours is on.
@@ -172,7 +172,7 @@ fn a_second_run_changes_nothing() {
         let t = tokens();
         let facts: Vec<Facts> = (0..a.hosts.len()).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
         let names: Vec<String> = a.hosts.iter().zip(&facts).map(|(h, f)| plan::node_name(h, f)).collect();
-        let running = Running { nodes: Some(names.iter().map(|n| node(n, true)).collect()), members: None, tokens: Some(t) };
+        let running = Running { nodes: Some(names.iter().map(|n| node(n, true)).collect()), members: None, tokens: Some(t), ..Default::default() };
         let p = plan::plan(&a, &facts, &local(), &running);
         assert!(p.problems.is_empty(), "{:?}", p.problems);
         assert!(p.hosts.iter().all(|h| planned_changes(h).is_empty()), "{:#?}", p.hosts);
@@ -187,7 +187,7 @@ fn a_changed_setting_restarts_only_that_host() {
     let t = tokens();
     let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
     facts[1].config = Some(facts[1].config.clone().unwrap().replace("node-name: h1", "node-name: old"));
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(t.clone()) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(t.clone()), ..Default::default() });
     assert_eq!(p.hosts[0].service, Service::Keep);
     assert_eq!(p.hosts[1].service, Service::Restart);
     assert_eq!(p.hosts[1].config_changes, vec!["~node-name"]);
@@ -198,7 +198,7 @@ fn a_changed_setting_restarts_only_that_host() {
     let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &other, &Running::default());
     assert!(p.hosts.iter().all(|h| h.upload && h.service == Service::Restart));
     let new_tokens = ("K10x::a.b\n".to_string(), "K10x::c.d\n".to_string());
-    let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &local(), &Running { nodes: None, members: None, tokens: Some(new_tokens) });
+    let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &local(), &Running { nodes: None, members: None, tokens: Some(new_tokens), ..Default::default() });
     assert_eq!(p.hosts[0].service, Service::Keep);
     assert_eq!((p.hosts[1].token, p.hosts[1].service), (TokenPlan::Write, Service::Restart));
 }
@@ -210,16 +210,16 @@ fn a_service_older_than_its_files_is_restarted() {
     let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
     // An earlier run wrote the config at 3000 and stopped before restarting.
     facts[0].mtimes.insert(render::CONFIG.into(), 3000);
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(t) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(t), ..Default::default() });
     assert!(p.hosts[0].stale && p.hosts[0].service == Service::Restart);
     assert_eq!(p.hosts[1].service, Service::Keep);
     // Still starting after an earlier run gave up waiting: started over.
     facts[1].units.get_mut("k8s-agent").unwrap().active = "activating".into();
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(tokens()) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(tokens()), ..Default::default() });
     assert_eq!(p.hosts[1].service, Service::Restart);
     // Stopped: started, not restarted.
     facts[1].units.get_mut("k8s-agent").unwrap().active = "failed".into();
-    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(tokens()) });
+    let p = plan::plan(&a, &facts, &local(), &Running { nodes: None, members: None, tokens: Some(tokens()), ..Default::default() });
     assert_eq!(p.hosts[1].service, Service::Start);
 }
 
@@ -289,12 +289,12 @@ fn nodes_missing_from_the_inventory_are_found() {
     let a = inv(SINGLE);
     let t = tokens();
     let facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
-    let running = Running { nodes: Some(vec![node("s1", true), node("h1", true), node("old-worker", false)]), members: None, tokens: Some(t) };
+    let running = Running { nodes: Some(vec![node("s1", true), node("h1", true), node("old-worker", false)]), members: None, tokens: Some(t), ..Default::default() };
     let p = plan::plan(&a, &facts, &local(), &running);
     let extra: Vec<&str> = p.extra_nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(extra, ["old-worker"]);
     // A host whose node is gone although it is installed joins again.
-    let running = Running { nodes: Some(vec![node("s1", true)]), members: None, tokens: None };
+    let running = Running { nodes: Some(vec![node("s1", true)]), members: None, tokens: None, ..Default::default() };
     let p = plan::plan(&a, &facts, &local(), &running);
     assert!(p.hosts[1].join && !p.hosts[0].join);
 }
@@ -466,7 +466,7 @@ fn etcd_members_missing_from_the_inventory_are_found() {
     let t = tokens();
     let facts: Vec<Facts> = (0..a.hosts.len()).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
     // s4 is also a node (handled as a node); cp-old runs no node.
-    let running = Running { nodes: Some(vec![node("w1", true), node("s2", true), node("s3", true), node("s4", true)]), members: Some(members), tokens: Some(t) };
+    let running = Running { nodes: Some(vec![node("w1", true), node("s2", true), node("s3", true), node("s4", true)]), members: Some(members), tokens: Some(t), ..Default::default() };
     let p = plan::plan(&a, &facts, &local(), &running);
     assert_eq!(p.extra_nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["s4"]);
     assert_eq!(p.extra_members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["cp-old"]);
@@ -480,4 +480,65 @@ fn vxlan_reaches_the_servers_config_and_host_gw_stays_unwritten() {
     assert_eq!(server.pod_network, Some(crate::node::PodNetwork::Vxlan));
     let plain = crate::inventory::Inventory::parse(&text.replace("{pod-network: vxlan}", "{name: x}"), std::path::Path::new("hosts.yaml")).unwrap();
     assert!(!render::config(&plain, &plain.hosts[0], "s1").contains("pod-network"));
+}
+
+/// The cluster's nodes as the upgrade controller reads them, on `version`.
+fn upgrade_facts(names: &[(&str, crate::upgrade::crd::Role)], version: &str) -> Vec<crate::upgrade::preflight::NodeFacts> {
+    names
+        .iter()
+        .map(|(name, role)| crate::upgrade::preflight::NodeFacts {
+            name: name.to_string(),
+            role: *role,
+            ready: true,
+            cordoned_by_others: false,
+            k8s_version: Some(version.into()),
+            kubelet_version: "v1.37.1".into(),
+            arch: "amd64".into(),
+            systemd: true,
+        })
+        .collect()
+}
+
+#[test]
+fn another_version_on_running_nodes_is_handed_to_the_cluster() {
+    use crate::upgrade::crd::Role::{Agent, Server};
+    let a = inv(SINGLE);
+    let t = tokens();
+    let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
+    for f in &mut facts {
+        f.installed_version = Some("k8s 0.0.1".into());
+        f.installed_sha256 = Some("b".repeat(64));
+    }
+    let nodes = vec![node("s1", true), node("h1", true)];
+    let mut running = Running {
+        nodes: Some(nodes),
+        tokens: Some(t),
+        upgrade_facts: Some(upgrade_facts(&[("h1", Agent), ("s1", Server)], "0.0.1")),
+        ..Default::default()
+    };
+    let p = plan::plan(&a, &facts, &local(), &running);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let u = p.upgrade.as_ref().expect("an upgrade");
+    assert_eq!((u.from.as_slice(), u.to.as_str()), (&["0.0.1".to_string()][..], crate::version::VERSION));
+    let order: Vec<&str> = u.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(order, ["s1", "h1"], "servers first");
+    for h in &p.hosts {
+        assert!(h.upgrade && !h.upload, "{}: upgraded by the cluster, not uploaded to", h.name);
+        assert_eq!(h.service, Service::Keep, "{}: not restarted by up", h.name);
+        assert_eq!(planned_changes(h), ["upgrade"]);
+    }
+
+    // The cluster's rules refuse: nothing starts.
+    running.upgrade_facts.as_mut().unwrap()[1].ready = false;
+    let p = plan::plan(&a, &facts, &local(), &running);
+    assert!(p.problems.iter().any(|m| m.starts_with("upgrade preflight: node s1 is not Ready")), "{:?}", p.problems);
+    running.upgrade_facts = None;
+    let p = plan::plan(&a, &facts, &local(), &running);
+    assert!(p.problems.iter().any(|m| m.contains("cannot be read to plan the upgrade")), "{:?}", p.problems);
+
+    // A new host is not in the plan: it is installed as usual.
+    let fresh_agent = fresh("h1");
+    let running = Running { nodes: Some(vec![node("s1", true)]), upgrade_facts: Some(upgrade_facts(&[("s1", Server)], "0.0.1")), ..Default::default() };
+    let p = plan::plan(&a, &[facts[0].clone(), fresh_agent], &local(), &running);
+    assert!(p.hosts[0].upgrade && !p.hosts[1].upgrade && p.hosts[1].upload);
 }

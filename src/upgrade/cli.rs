@@ -20,9 +20,27 @@ use crate::host::{config, net, paths};
 use crate::kubeclient;
 use crate::version::VERSION;
 
-/// `k8s upgrade apply --binary FILE [--dry-run]`.
-pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, drain: DrainMode, data_dir: &Path)
-    -> anyhow::Result<()> {
+/// How `apply` shows its progress: lines for a person, or one JSON object
+/// per change of the plan (`{"plan": NAME, "status": {...}}`), which `k8s
+/// up` reads as it hands an upgrade over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// What `k8s upgrade apply` asks of the plan besides the binary.
+pub struct ApplyOptions {
+    pub dry_run: bool,
+    pub health_gates: HealthGates,
+    pub drain: DrainMode,
+    pub output: Output,
+}
+
+/// `k8s upgrade apply --binary FILE [--dry-run]`. When the plan for that
+/// version exists already with the same binary (an earlier run that
+/// stopped following it), follows it instead.
+pub async fn apply(binary: &Path, opts: ApplyOptions, data_dir: &Path) -> anyhow::Result<()> {
     let versions = swap::versions_of(binary)?;
     let kubernetes = versions.kubernetes.with_context(|| {
         format!("{} carries no components (a plain cargo build?); use the one `make dist` builds", binary.display())
@@ -35,34 +53,69 @@ pub async fn apply(binary: &Path, dry_run: bool, health_gates: HealthGates, drai
         kubernetes_version: kubernetes,
         sha256: [(arch().to_string(), sha256.clone())].into(),
         source: own_join_url()?,
-        drain: DrainSpec { mode: drain, ..Default::default() },
-        health_gates,
+        drain: DrainSpec { mode: opts.drain, ..Default::default() },
+        health_gates: opts.health_gates,
         ..Default::default()
     };
+    let name = format!("k8s-{version}");
+    let plans: Api<UpgradePlan> = Api::all(client.clone());
+    if let Some(existing) = plans.get_opt(&name).await? {
+        return resume_following(&plans, existing, &spec, opts.output).await;
+    }
     let nodes: Api<Node> = Api::all(client.clone());
     let facts: Vec<_> = nodes.list(&ListParams::default()).await?.items.iter().map(controller::facts).collect();
-    let problems = preflight::preflight(&spec, &facts, VERSION);
-    println!("upgrade to k8s {version} ({}), sha256 {sha256}", spec.kubernetes_version);
-    print_rows(&rollout::rows(&spec, &facts));
+    let mut problems = preflight::preflight(&spec, &facts, VERSION);
+    let etcd = crate::pki::Pki { dir: crate::host::Layout::new(data_dir).pki_dir() };
+    if etcd.etcd_ca_cert().exists() {
+        problems.extend(crate::etcd::health::problems(&etcd).await);
+    }
+    if opts.output == Output::Text {
+        println!("upgrade to k8s {version} ({}), sha256 {sha256}", spec.kubernetes_version);
+        print_rows(&rollout::rows(&spec, &facts));
+    }
     if !problems.is_empty() {
         bail!("preflight failed, no node touched:\n  - {}", problems.join("\n  - "));
     }
-    println!("preflight: ok");
-    if dry_run {
+    if opts.output == Output::Text {
+        println!("preflight: ok");
+    }
+    if opts.dry_run {
         return Ok(());
     }
     let binaries = swap::binaries_dir(data_dir);
     std::fs::create_dir_all(&binaries)?;
-    swap::install(binary, &binaries.join(&sha256))?;
-    let name = format!("k8s-{version}");
+    let kept = binaries.join(&sha256);
+    if !kept.exists() {
+        swap::install(binary, &kept)?;
+    }
     let plan = UpgradePlan { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, spec, status: None };
-    let plans: Api<UpgradePlan> = Api::all(client);
-    plans.create(&PostParams::default(), &plan).await.map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 409 => anyhow::anyhow!("an UpgradePlan {name} exists already; see `k8s upgrade status`"),
-        e => e.into(),
-    })?;
-    println!("plan {name} created; following it (Ctrl-C stops following, not the upgrade)");
-    follow(&plans, &name).await
+    plans.create(&PostParams::default(), &plan).await?;
+    if opts.output == Output::Text {
+        println!("plan {name} created; following it (Ctrl-C stops following, not the upgrade)");
+    }
+    follow(&plans, &name, opts.output).await
+}
+
+/// A plan of that name exists: follow it when it rolls the same binary,
+/// otherwise say what to do.
+async fn resume_following(plans: &Api<UpgradePlan>, existing: UpgradePlan, spec: &UpgradePlanSpec, output: Output) -> anyhow::Result<()> {
+    let name = existing.name_any();
+    let status = existing.status.clone().unwrap_or_default();
+    if existing.spec.sha256 != spec.sha256 {
+        bail!("an UpgradePlan {name} exists already for another binary of that version; delete it first (k8s kubectl delete upgradeplan {name})");
+    }
+    match status.phase {
+        PlanPhase::Halted | PlanPhase::PreflightFailed => bail!(
+            "the UpgradePlan {name} for this binary ended {:?}: {}; fix that, then delete the plan (k8s kubectl delete upgradeplan {name}) and run again",
+            status.phase, status.message
+        ),
+        _ => {
+            if output == Output::Text {
+                println!("plan {name} for this binary exists already ({:?}); following it", status.phase);
+            }
+            follow(plans, &name, output).await
+        }
+    }
 }
 
 /// `k8s upgrade status`: every plan and its nodes.
@@ -110,14 +163,17 @@ async fn running_plan(plans: &Api<UpgradePlan>) -> anyhow::Result<String> {
 }
 
 /// Prints each change of the plan until it ends; an error unless it completed.
-async fn follow(plans: &Api<UpgradePlan>, name: &str) -> anyhow::Result<()> {
+async fn follow(plans: &Api<UpgradePlan>, name: &str, output: Output) -> anyhow::Result<()> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(kubeclient::follow(plans.clone(), config, Some(Duration::from_secs(30))));
     let mut last = String::new();
     while let Some(list) = events.next().await {
         let Some(plan) = list.first() else { bail!("the plan {name} was deleted") };
         let status = plan.status.clone().unwrap_or_default();
-        let line = summary(&status);
+        let line = match output {
+            Output::Text => summary(&status),
+            Output::Json => serde_json::json!({"plan": name, "status": status}).to_string(),
+        };
         if line != last {
             println!("{line}");
             last = line;

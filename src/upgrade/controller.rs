@@ -10,7 +10,13 @@
 //!    between the two and uncordons it at the end;
 //! 4. asks [`super::rollout::next`] what to do: starts the next nodes,
 //!    waits, pauses, halts on a rollback, or completes;
-//! 5. writes the status back (phase, done N/M, the current node).
+//! 5. writes the status back (phase, done N/M, the current node), and
+//!    records an Event on the plan and on the Node for every change of a
+//!    node's phase (reasons `Node<Phase>` and `Upgrade<Phase>`) and on the
+//!    plan when it completes, halts or fails its preflight.
+//!
+//! In HA the preflight also asks etcd: every member a started voter that
+//! answers with the same leader.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,16 +26,18 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 
-use super::crd::{NodePhase, PlanPhase, Role, UpgradePlan, UpgradePlanStatus};
+use super::crd::{NodePhase, NodeRow, PlanPhase, Role, UpgradePlan, UpgradePlanStatus};
 use super::preflight::{self, NodeFacts};
 use super::protocol::{self, ORDER_ANNOTATION};
 use super::rollout::{self, Act, Decision};
 use super::{leader, CORDONED_BY_ANNOTATION};
 use crate::kubeclient;
 use crate::node::{INIT_ANNOTATION, VERSION_ANNOTATION};
+use crate::pki::Pki;
 use crate::version::VERSION;
 
 /// The Lease the servers' controllers campaign for.
@@ -47,19 +55,25 @@ pub enum Error {
 
 struct Context {
     client: Client,
+    recorder: Recorder,
+    /// The etcd PKI of an HA server; None on SQLite.
+    etcd: Option<Pki>,
 }
 
 /// Campaigns for the Lease as `identity` (the node's name) and, while
-/// leading, reconciles every plan; never returns.
-pub async fn run(client: Client, identity: String) {
+/// leading, reconciles every plan; never returns. `etcd`: this server's
+/// PKI when the cluster runs etcd (HA).
+pub async fn run(client: Client, identity: String, etcd: Option<Pki>) {
     let election = leader::Election::new(client.clone(), LEASE, &identity);
     election
         .lead(|| {
-            let client = client.clone();
+            let (client, etcd) = (client.clone(), etcd.clone());
+            let reporter = Reporter { controller: LEASE.into(), instance: Some(identity.clone()) };
             async move {
                 let plans: Api<UpgradePlan> = Api::all(client.clone());
+                let recorder = Recorder::new(client.clone(), reporter);
                 Controller::new(plans, watcher::Config::default())
-                    .run(reconcile, error_policy, Arc::new(Context { client }))
+                    .run(reconcile, error_policy, Arc::new(Context { client, recorder, etcd }))
                     .for_each(|_| async {})
                     .await
             }
@@ -72,22 +86,98 @@ async fn reconcile(plan: Arc<UpgradePlan>, ctx: Arc<Context>) -> Result<Action, 
     if matches!(status.phase, PlanPhase::PreflightFailed | PlanPhase::Halted | PlanPhase::Complete) {
         return Ok(Action::await_change());
     }
+    let before = status.clone();
     if status.nodes.is_empty() {
         let facts = node_facts(&ctx.client, &plan).await?;
-        let problems = preflight::preflight(&plan.spec, &facts, VERSION);
+        let mut problems = preflight::preflight(&plan.spec, &facts, VERSION);
+        if let Some(pki) = &ctx.etcd {
+            problems.extend(crate::etcd::health::problems(pki).await);
+        }
         if !problems.is_empty() {
             status.phase = PlanPhase::PreflightFailed;
             status.message = problems.join("; ");
             tracing::warn!(plan = %plan.name_any(), "preflight failed: {}", status.message);
+            status.set_conditions(&Timestamp::now().to_string());
             write_status(&ctx.client, &plan, &status).await?;
+            record(&ctx, &plan, &before, &status).await;
             return Ok(Action::await_change());
         }
         status.nodes = rollout::rows(&plan.spec, &facts);
     }
     advance_nodes(&ctx.client, &plan, &mut status).await?;
     let action = step(&plan, &mut status);
+    status.set_conditions(&Timestamp::now().to_string());
     write_status(&ctx.client, &plan, &status).await?;
+    record(&ctx, &plan, &before, &status).await;
     Ok(action)
+}
+
+/// Events for what changed between `before` and `after`: each node whose
+/// phase moved (on the plan, naming the node, and on the Node), and the
+/// plan's end. Best effort: an Event that cannot be written is logged.
+async fn record(ctx: &Context, plan: &UpgradePlan, before: &UpgradePlanStatus, after: &UpgradePlanStatus) {
+    let plan_ref = plan.object_ref(&());
+    let was = |name: &str| before.nodes.iter().find(|r| r.name == name).map(|r| r.phase);
+    for row in after.nodes.iter().filter(|r| was(&r.name) != Some(r.phase) && r.phase != NodePhase::Waiting) {
+        let node_ref = node_reference(&row.name);
+        let note = node_note(row);
+        let on_plan = event(row.phase, format!("Node{:?}", row.phase), format!("node {}: {note}", row.name), Some(node_ref.clone()));
+        let on_node = event(row.phase, format!("Upgrade{:?}", row.phase), format!("plan {}: {note}", plan.name_any()), Some(plan_ref.clone()));
+        publish(ctx, &on_plan, &plan_ref).await;
+        publish(ctx, &on_node, &node_ref).await;
+    }
+    if after.phase != before.phase {
+        let (reason, warn) = match after.phase {
+            PlanPhase::Complete => ("Completed", false),
+            PlanPhase::Halted => ("Halted", true),
+            PlanPhase::PreflightFailed => ("PreflightFailed", true),
+            PlanPhase::Paused => ("Paused", false),
+            _ => return,
+        };
+        let type_ = if warn { EventType::Warning } else { EventType::Normal };
+        let note = if after.message.is_empty() { format!("{} nodes on k8s {}", after.done, plan.spec.version) } else { after.message.clone() };
+        let ev = Event { type_, reason: reason.into(), note: Some(truncate(note)), action: "Upgrade".into(), secondary: None };
+        publish(ctx, &ev, &plan_ref).await;
+    }
+}
+
+fn node_note(row: &NodeRow) -> String {
+    let what = format!("k8s {} → {}", if row.from.is_empty() { "?" } else { &row.from }, row.to);
+    if row.message.is_empty() { what } else { format!("{what}: {}", row.message) }
+}
+
+fn event(phase: NodePhase, reason: String, note: String, secondary: Option<k8s_openapi::api::core::v1::ObjectReference>) -> Event {
+    let type_ = if phase.halts() { EventType::Warning } else { EventType::Normal };
+    Event { type_, reason, note: Some(truncate(note)), action: "Upgrade".into(), secondary }
+}
+
+/// Events take at most 1 kB of note.
+fn truncate(mut note: String) -> String {
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    note
+}
+
+fn node_reference(name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.into()),
+        // Nodes' events are found by their name as uid (as the kubelet writes them).
+        uid: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+async fn publish(ctx: &Context, ev: &Event, reference: &k8s_openapi::api::core::v1::ObjectReference) {
+    if let Err(e) = ctx.recorder.publish(ev, reference).await {
+        tracing::warn!(reason = %ev.reason, "cannot record an Event: {e}");
+    }
 }
 
 /// Applies the next decision to `status`; how soon to look again.
@@ -135,9 +225,16 @@ fn step(plan: &UpgradePlan, status: &mut UpgradePlanStatus) -> Action {
 /// that asks of the node's objects.
 async fn advance_nodes(client: &Client, plan: &UpgradePlan, status: &mut UpgradePlanStatus) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let all = nodes.list(&ListParams::default()).await?.items;
+    let servers: Vec<String> = all
+        .iter()
+        .filter(|n| n.labels().contains_key(CONTROL_PLANE_LABEL))
+        .filter_map(|n| kubeclient::internal_ip(n).map(|ip| ip.to_string()))
+        .collect();
+    let sources = rollout::sources(&plan.spec, &servers);
     let name = plan.name_any();
     for row in status.nodes.iter_mut().filter(|r| r.phase != NodePhase::Waiting) {
-        let Some(node) = nodes.get_opt(&row.name).await? else {
+        let Some(node) = all.iter().find(|n| n.name_any() == row.name) else {
             row.phase = NodePhase::Failed;
             row.message = "the Node is gone".into();
             continue;
@@ -149,8 +246,9 @@ async fn advance_nodes(client: &Client, plan: &UpgradePlan, status: &mut Upgrade
             _ => Vec::new(),
         };
         let view = rollout::NodeView {
-            report: protocol::report_of(&node),
-            order: protocol::order_of(&node),
+            sources: sources.clone(),
+            report: protocol::report_of(node),
+            order: protocol::order_of(node),
             cordoned_by_us: node.annotations().get(CORDONED_BY_ANNOTATION) == Some(&name),
             arch: info.map(|i| i.architecture.clone()).unwrap_or_default(),
             kubelet_version: info.map(|i| i.kubelet_version.clone()).unwrap_or_default(),
@@ -240,7 +338,8 @@ async fn node_facts(client: &Client, plan: &UpgradePlan) -> Result<Vec<NodeFacts
     Ok(list.items.iter().map(facts).collect())
 }
 
-pub(super) fn facts(node: &Node) -> NodeFacts {
+/// What the preflight and the rollout read of a Node.
+pub fn facts(node: &Node) -> NodeFacts {
     let labels = node.labels();
     let annotations = node.annotations();
     let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);

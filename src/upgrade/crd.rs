@@ -130,6 +130,75 @@ pub struct UpgradePlanStatus {
     /// One row per selected node, in rollout order.
     #[serde(default)]
     pub nodes: Vec<NodeRow>,
+    /// `Preflight`, `Progressing`, `Complete`, `Degraded` (see
+    /// [`UpgradePlanStatus::set_conditions`]).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// A condition as Kubernetes writes them (`kubectl wait --for=condition=Complete`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True` or `False`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    pub last_transition_time: String,
+}
+
+impl UpgradePlanStatus {
+    /// Derives the conditions from the phase; a condition's transition time
+    /// moves only when its status does.
+    pub fn set_conditions(&mut self, now: &str) {
+        let p = self.phase;
+        let preflight_failed = p == PlanPhase::PreflightFailed;
+        let want = [
+            ("Preflight", p != PlanPhase::Pending && !preflight_failed, if preflight_failed { "PreflightFailed" } else { "Passed" }),
+            ("Progressing", p == PlanPhase::Rolling, phase_reason(p)),
+            ("Complete", p == PlanPhase::Complete, phase_reason(p)),
+            ("Degraded", p == PlanPhase::Halted, phase_reason(p)),
+        ];
+        let message = self.message.clone();
+        for (type_, on, reason) in want {
+            if type_ == "Preflight" && p == PlanPhase::Pending {
+                continue; // not checked yet
+            }
+            let status = if on { "True" } else { "False" }.to_string();
+            match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+                Some(c) => {
+                    if c.status != status {
+                        c.last_transition_time = now.to_string();
+                    }
+                    c.status = status;
+                    c.reason = reason.to_string();
+                    c.message = message.clone();
+                }
+                None => self.conditions.push(Condition {
+                    type_: type_.to_string(),
+                    status,
+                    reason: reason.to_string(),
+                    message: message.clone(),
+                    last_transition_time: now.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+fn phase_reason(p: PlanPhase) -> &'static str {
+    match p {
+        PlanPhase::Pending => "Pending",
+        PlanPhase::PreflightFailed => "PreflightFailed",
+        PlanPhase::Rolling => "Rolling",
+        PlanPhase::Paused => "Paused",
+        PlanPhase::Halted => "Halted",
+        PlanPhase::Complete => "Complete",
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -243,5 +312,28 @@ mod tests {
         assert_eq!(spec.drain, DrainSpec { mode: DrainMode::Auto, timeout_seconds: 300 });
         assert_eq!(spec.health_gates, HealthGates { node_ready_timeout_seconds: 300, soak_seconds: 30 });
         assert!(!spec.paused);
+    }
+
+    #[test]
+    fn conditions_follow_the_phase_and_keep_their_transition_times() {
+        let mut s = UpgradePlanStatus::default();
+        s.set_conditions("t0");
+        assert!(s.conditions.iter().all(|c| c.type_ != "Preflight"), "not checked yet");
+        s.phase = PlanPhase::Rolling;
+        s.set_conditions("t1");
+        let get = |s: &UpgradePlanStatus, t: &str| s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
+        assert_eq!((get(&s, "Preflight").status.as_str(), get(&s, "Progressing").status.as_str()), ("True", "True"));
+        s.set_conditions("t2");
+        assert_eq!(get(&s, "Progressing").last_transition_time, "t1", "no change, no new time");
+        s.phase = PlanPhase::Halted;
+        s.message = "node s1 did not upgrade".into();
+        s.set_conditions("t3");
+        let degraded = get(&s, "Degraded");
+        assert_eq!((degraded.status.as_str(), degraded.reason.as_str(), degraded.last_transition_time.as_str()), ("True", "Halted", "t3"));
+        assert_eq!(degraded.message, "node s1 did not upgrade");
+        assert_eq!((get(&s, "Progressing").status.as_str(), get(&s, "Complete").status.as_str()), ("False", "False"));
+        let mut f = UpgradePlanStatus { phase: PlanPhase::PreflightFailed, ..Default::default() };
+        f.set_conditions("t");
+        assert_eq!((get(&f, "Preflight").status.as_str(), get(&f, "Preflight").reason.as_str()), ("False", "PreflightFailed"));
     }
 }

@@ -6,8 +6,13 @@
 //! start:  rolled back by the guard? ─▶ report RolledBack (then nothing more for that order)
 //!         a pending upgrade to this very version? ─▶ Verifying ─▶ Soaking (Node Ready for the soak)
 //!                                                   ─▶ commit (guard disarmed) ─▶ Committed
-//! order stage: Staging ─▶ download from the order's source (kubelet certificate) ─▶ sha256, version
-//!              ─▶ Staged (or Failed)
+//! order stage: Staging ─▶ a server's own copy, else download from the order's sources in turn
+//!              (kubelet certificate) ─▶ sha256, version ─▶ Staged (or Failed); a server keeps
+//!              the binary to serve it to the nodes after it
+//!
+//! Healthy, for the soak and the commit: the Node Ready; on a server also
+//! the local API server's `/readyz` and, in HA, every etcd member a voter
+//! answering with the same leader (full quorum).
 //! order swap:  Swapping ─▶ swap (k8s.prev kept, pending recorded) ─▶ guard armed ─▶ service restarted
 //! ```
 
@@ -15,11 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ObjectMeta, Patch, PatchParams};
-use kube::config::Kubeconfig;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -44,7 +47,24 @@ pub struct Executor {
     pub host: Host,
     /// The systemd unit that runs this `k8s` (`k8s-server`, `k8s-agent`).
     pub unit: &'static str,
+    /// What a server checks and serves besides its node; None on agents.
+    pub server: Option<ServerSide>,
 }
+
+/// A server's part in the upgrade of its own node.
+pub struct ServerSide {
+    /// The local API server (its `/readyz` gates the commit).
+    pub api: Client,
+    /// The etcd PKI in HA (full quorum gates the commit).
+    pub etcd: Option<crate::pki::Pki>,
+    /// Where the join endpoint serves binaries from (by sha256).
+    pub binaries: PathBuf,
+}
+
+/// Rounds over the order's sources before a download fails.
+const DOWNLOAD_ROUNDS: usize = 3;
+/// How often health is checked while soaking.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Executor {
     /// Runs the executor as an in-process service of `sup`.
@@ -107,34 +127,78 @@ impl Executor {
         Ok(())
     }
 
-    /// Downloads the order's binary and checks it.
+    /// Fetches the order's binary and checks it; a server keeps a copy to
+    /// serve.
     async fn stage(&self, order: &Order) -> anyhow::Result<PathBuf> {
         let staged = self.host.dir.join(format!("k8s-{}", order.version));
         if staged.exists() {
-            std::fs::remove_file(&staged)?; // checked again from a fresh download
+            std::fs::remove_file(&staged)?; // checked again from a fresh copy
         }
-        let client = self.download_client()?;
-        let url = order.source.strip_prefix("https://").context("the order's source is not https://")?;
-        let (host, port) = url.trim_end_matches('/').rsplit_once(':').context("the order's source has no port")?;
-        let port: u16 = port.parse().context("the order's source has a bad port")?;
         std::fs::create_dir_all(&self.host.dir)?;
-        let part = self.host.dir.join("download.part");
-        let path = format!("/v1/upgrade/binary/{}", order.sha256);
-        let bytes = client.download(host.trim_matches(['[', ']']), port, &path, &part).await?;
-        tracing::info!(version = %order.version, bytes, "upgrade binary downloaded");
+        // Named by the binary, so only a download of the same binary resumes.
+        let part = self.host.dir.join(format!("download-{}.part", order.sha256));
+        let served = self.server.as_ref().map(|s| s.binaries.join(&order.sha256));
+        match served.as_ref().filter(|p| p.exists()) {
+            Some(local) => {
+                std::fs::copy(local, &part).with_context(|| format!("cannot copy {}", local.display()))?;
+            }
+            None => self.download(order, &part).await?,
+        }
         let host = self.host.clone();
         let (sha256, version) = (order.sha256.clone(), order.version.clone());
-        tokio::task::spawn_blocking(move || host.stage(&part, &sha256, &version)).await?
+        let checked = part.clone();
+        let staged = match tokio::task::spawn_blocking(move || host.stage(&part, &sha256, &version)).await? {
+            Ok(staged) => staged,
+            Err(e) => {
+                // A damaged download is not resumed: the next order starts over.
+                let _ = std::fs::remove_file(&checked);
+                return Err(e);
+            }
+        };
+        if let Some(served) = served.filter(|p| !p.exists()) {
+            std::fs::create_dir_all(served.parent().unwrap_or(Path::new("/")))?;
+            if std::fs::hard_link(&staged, &served).is_err() {
+                super::swap::install(&staged, &served)?;
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Downloads the binary from the order's sources, in turn; an
+    /// interrupted transfer resumes from what arrived, at the same or the
+    /// next server (three rounds over the sources at most).
+    async fn download(&self, order: &Order, part: &Path) -> anyhow::Result<()> {
+        let client = self.download_client()?;
+        let path = format!("/v1/upgrade/binary/{}", order.sha256);
+        let mut errors = Vec::new();
+        for round in 0..DOWNLOAD_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            for source in &order.sources {
+                let Some((host, port)) = host_port(source) else {
+                    errors.push(format!("{source}: not https://HOST:PORT"));
+                    continue;
+                };
+                match client.download(&host, port, &path, part).await {
+                    Ok(bytes) => {
+                        tracing::info!(version = %order.version, %source, bytes, "upgrade binary downloaded");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::warn!(%source, "upgrade binary download: {e:#}");
+                        errors.push(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        errors.dedup();
+        bail!("no server could send the binary: {}", errors.join("; "))
     }
 
     /// The kubelet's client certificate, trusting the cluster CA only.
     fn download_client(&self) -> anyhow::Result<HttpsClient> {
-        let kubeconfig = Kubeconfig::read_from(&self.kubelet_kubeconfig)?;
-        let user = kubeconfig.auth_infos.first().and_then(|a| a.auth_info.as_ref()).context("the kubelet kubeconfig has no user")?;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim()).context("bad base64 in the kubelet kubeconfig");
-        let cert = b64(user.client_certificate_data.as_deref().context("the kubelet kubeconfig has no client certificate")?)?;
-        let key = b64(secrecy::ExposeSecret::expose_secret(user.client_key_data.as_ref().context("the kubelet kubeconfig has no client key")?))?;
-        HttpsClient::with_client_cert(&std::fs::read(&self.ca)?, &cert, &key)
+        HttpsClient::with_kubeconfig_cert(&self.ca, &self.kubelet_kubeconfig)
     }
 
     /// Swaps in the staged binary, arms the guard, restarts the service.
@@ -182,11 +246,9 @@ impl Executor {
             return Ok(()); // the swap did not complete; the guard restores the binary
         }
         self.report(&p.plan, &p.to, NodePhase::Soaking, &format!("healthy for {} s before commit", p.soak_seconds)).await;
-        tokio::time::sleep(Duration::from_secs(p.soak_seconds)).await;
-        let ready = kubeclient::wait_node(&self.kubelet, &self.node_name, Duration::from_secs(10), "Ready", |n| kubeclient::node_ready(n).then_some(())).await;
-        if let Err(e) = ready {
+        if let Err(why) = self.soak(&p).await {
             // Not committing leaves the rollback to the guard.
-            self.report(&p.plan, &p.to, NodePhase::Soaking, &format!("not healthy after the soak ({e:#}); the guard will roll back")).await;
+            self.report(&p.plan, &p.to, NodePhase::Soaking, &format!("{why}; the guard will roll back")).await;
             return Ok(());
         }
         self.host.commit()?;
@@ -194,6 +256,49 @@ impl Executor {
         tracing::info!(plan = %p.plan, from = %p.from, to = %p.to, "upgrade committed");
         self.report(&p.plan, &p.to, NodePhase::Committed, &format!("k8s {} → {}", p.from, p.to)).await;
         Ok(())
+    }
+
+    /// Waits until the node has been healthy for the soak time without a
+    /// break; gives up (an error saying what is wrong) when the pending
+    /// upgrade's deadline comes within a minute.
+    async fn soak(&self, p: &Pending) -> Result<(), String> {
+        let soak = Duration::from_secs(p.soak_seconds);
+        let mut healthy_since: Option<tokio::time::Instant> = None;
+        loop {
+            match self.unhealthy().await {
+                None => {
+                    let since = *healthy_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= soak {
+                        return Ok(());
+                    }
+                }
+                Some(why) => {
+                    healthy_since = None;
+                    if now() + 60 >= p.deadline {
+                        return Err(format!("not healthy: {why}"));
+                    }
+                    tracing::info!("upgrade: waiting to be healthy: {why}");
+                }
+            }
+            tokio::time::sleep(HEALTH_INTERVAL.min(soak.max(Duration::from_secs(1)))).await;
+        }
+    }
+
+    /// What is wrong with this node now, if anything.
+    async fn unhealthy(&self) -> Option<String> {
+        let ready = kubeclient::wait_node(&self.kubelet, &self.node_name, Duration::from_secs(10), "Ready", |n| kubeclient::node_ready(n).then_some(())).await;
+        if let Err(e) = ready {
+            return Some(format!("{e:#}"));
+        }
+        let server = self.server.as_ref()?;
+        if let Err(e) = kubeclient::wait_ready(&server.api, Duration::from_secs(5)).await {
+            return Some(format!("{e:#}"));
+        }
+        let problems = match &server.etcd {
+            Some(pki) => crate::etcd::health::problems(pki).await,
+            None => vec![],
+        };
+        (!problems.is_empty()).then(|| problems.join("; "))
     }
 
     /// Writes the report on the own Node (best effort: the controller reads
@@ -212,6 +317,13 @@ impl Executor {
             tracing::warn!("upgrade: cannot report {phase:?}: {e}");
         }
     }
+}
+
+/// `https://HOST:PORT` (HOST may be a bracketed IPv6 address).
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("https://")?.trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':')?;
+    Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?))
 }
 
 fn now() -> u64 {

@@ -18,8 +18,10 @@
 //!
 //! The controller and a node's executor talk through the node's own Node
 //! object ([`protocol`]): the controller orders (stage, then swap), the
-//! node reports. Not built yet: draining (plans that would drain are
-//! refused at preflight), pause/resume commands, and `k8s up`'s hand-over.
+//! node reports. Nodes fetch the binary from a server's join endpoint (the
+//! plan's source first, then every other server; a server that staged it
+//! serves it too). `k8s up` with a new binary hands over to a plan
+//! (`up::handover`).
 
 pub mod cli;
 pub mod controller;

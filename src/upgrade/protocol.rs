@@ -22,8 +22,9 @@ pub struct Order {
     pub version: String,
     /// The binary's sha256 for this node's architecture.
     pub sha256: String,
-    /// Where the binary is served: `https://<server>:9345`.
-    pub source: String,
+    /// Where the binary is served, tried in order: the plan's source
+    /// first, then every other server's join endpoint (`https://<server>:9345`).
+    pub sources: Vec<String>,
     pub step: Step,
     /// How long the new binary has to become Ready and pass the soak before
     /// the guard rolls back.
@@ -74,7 +75,7 @@ mod tests {
             plan: "p".into(),
             version: "0.2.0".into(),
             sha256: "ab".into(),
-            source: "https://10.0.0.1:9345".into(),
+            sources: vec!["https://10.0.0.1:9345".into()],
             step: Step::Swap,
             deadline_seconds: 330,
             soak_seconds: 30,

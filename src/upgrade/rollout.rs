@@ -74,6 +74,8 @@ pub fn next(spec: &UpgradePlanSpec, rows: &[NodeRow]) -> Decision {
 /// What the controller knows of a node the plan started.
 #[derive(Debug, Default)]
 pub struct NodeView {
+    /// Where the node may fetch the binary (see [`sources`]).
+    pub sources: Vec<String>,
     pub report: Option<Report>,
     pub order: Option<Order>,
     pub cordoned_by_us: bool,
@@ -125,7 +127,7 @@ pub fn advance(plan: &str, spec: &UpgradePlanSpec, row: &mut NodeRow, view: &Nod
         plan: plan.to_string(),
         version: row.to.clone(),
         sha256: sha256.clone(),
-        source: spec.source.clone(),
+        sources: view.sources.clone(),
         step,
         deadline_seconds: spec.health_gates.node_ready_timeout_seconds + spec.health_gates.soak_seconds + DEADLINE_SLACK_SECONDS,
         soak_seconds: spec.health_gates.soak_seconds,
@@ -155,6 +157,21 @@ pub fn advance(plan: &str, spec: &UpgradePlanSpec, row: &mut NodeRow, view: &Nod
         NodePhase::Swapping | NodePhase::Verifying | NodePhase::Soaking => ensure(order(Step::Swap)),
         NodePhase::Committed | NodePhase::RolledBack | NodePhase::Failed => finish(view),
     }
+}
+
+/// Where nodes fetch the binary: the plan's source, then the join endpoint
+/// (same port) of every other server, by address, so a node stages while
+/// the source server restarts or is down.
+pub fn sources(spec: &UpgradePlanSpec, server_addresses: &[String]) -> Vec<String> {
+    let port = spec.source.rsplit_once(':').map(|(_, p)| p.trim_end_matches('/')).unwrap_or("9345");
+    let mut all = vec![spec.source.clone()];
+    for ip in server_addresses {
+        let url = if ip.contains(':') { format!("https://[{ip}]:{port}") } else { format!("https://{ip}:{port}") };
+        if !all.contains(&url) {
+            all.push(url);
+        }
+    }
+    all
 }
 
 /// Whether a node is drained before its swap, not only cordoned: always,
@@ -281,10 +298,13 @@ mod tests {
         spec.source = "https://10.0.0.1:9345".into();
         let mut row = cluster(&spec).remove(0);
         row.phase = NodePhase::Started;
-        let mut view = NodeView { arch: "amd64".into(), kubelet_version: "v1.37.1".into(), ..Default::default() };
+        let sources = sources(&spec, &["10.0.0.2".into(), "10.0.0.1".into(), "fd00::3".into()]);
+        assert_eq!(sources, ["https://10.0.0.1:9345", "https://10.0.0.2:9345", "https://[fd00::3]:9345"]);
+        let mut view = NodeView { arch: "amd64".into(), kubelet_version: "v1.37.1".into(), sources, ..Default::default() };
         let acts = advance("p", &spec, &mut row, &view);
         let Some(Act::Order(stage)) = acts.first() else { panic!("{acts:?}") };
         assert_eq!((stage.step, stage.deadline_seconds, stage.sha256.as_str()), (Step::Stage, 300 + 30 + 60, "ab"));
+        assert_eq!(stage.sources.len(), 3);
         view.order = Some(stage.clone());
         assert!(advance("p", &spec, &mut row, &view).is_empty(), "the order stands");
         let report = |phase| Some(Report { plan: "p".into(), version: "0.2.0".into(), phase, message: String::new() });
