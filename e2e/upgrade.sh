@@ -10,11 +10,15 @@
 #    resumed: while paused no new node starts; then the server, then the agent, swap to it under systemd, soak,
 #    commit; the plan completes; both nodes publish the new version, run it (`k8s version` on the host) and are
 #    schedulable again; a client pod calling a Service counts failed requests during the rollout (printed).
-#    Prints "BENCH upgrade 1+1: S s" (the time paused left out).
+#    Prints "BENCH upgrade 1+1: S s" (the time paused left out). The server is a single SQLite server upgraded in
+#    place: a ConfigMap made before is still there, and the datastore was snapshotted before the swap.
 # 3. A broken binary (says it is the version after, exits at once when run as a server), with --drain always:
 #    the server's pods are evicted first, then the server rolls back to the previous binary by itself (the
 #    guard), the plan halts with the reason, the agent is untouched and the cluster serves. Prints
 #    "BENCH rollback: S s".
+# 4. A binary that starts and never becomes ready (never signals systemd): rolled back by the guard all the same;
+#    `k8s upgrade status --output json` shows the plan Halted with its Degraded condition. Prints
+#    "BENCH rollback of a hanging binary: S s".
 # Environment: see e2e/lib/up.sh (K8S_BIN, E2E_TIMEOUT, NSPAWN_KEEP); K8S_NEXT_BIN (default dist/k8s-next).
 CL=${E2E_CLUSTER:-e2e-upg}
 NHOSTS=2
@@ -79,6 +83,7 @@ TMO=60 kc run client --image=k8s.local/busybox:latest --image-pull-policy=IfNotP
   'i=0; while [ $i -lt 2000 ]; do i=$((i + 1)); if timeout 2 wget -qO- http://web/ >/dev/null 2>&1; then echo ok; else echo fail; fi; sleep 0.2; done' \
   >/dev/null 2>&1
 TMO=120 kc wait --for=condition=Ready pod/client --timeout=100s >/dev/null 2>&1 || fail "the client pod is not Ready"
+TMO=30 kc create configmap before-upgrade --from-literal=k=v >/dev/null 2>&1 || fail "cannot create the ConfigMap before-upgrade"
 t=$(ms)
 TMO=400 on_server upgrade apply --binary /root/k8s-next --ready-timeout 120 --soak 5 >"$WORK/apply.out" 2>&1 &
 apply_pid=$!
@@ -110,6 +115,11 @@ for i in "$S" "$A"; do
 done
 phase=$(TMO=20 kc get upgradeplan "k8s-$NEW" -o jsonpath='{.status.phase} {.status.done}')
 [[ $phase == "Complete 2/2" ]] && ok "plan k8s-$NEW: $phase" || fail "plan k8s-$NEW is '$phase'"
+[[ $(TMO=20 kc get configmap before-upgrade -o jsonpath='{.data.k}' 2>&1) == v ]] &&
+  ok "the single SQLite server was upgraded in place: the ConfigMap before-upgrade is still there" || fail "ConfigMap before-upgrade lost"
+snap=$(hx "$S" stat -c '%a %s' "/var/lib/k8s/upgrade/datastore-$OLD.db" 2>&1)
+[[ $snap =~ ^600\ [1-9][0-9]*$ ]] && ok "the datastore was snapshotted before the swap (datastore-$OLD.db, mode 0600, $(cut -d' ' -f2 <<<"$snap") bytes)" ||
+  fail "no datastore snapshot before the swap: $snap"
 answers=$(TMO=30 kc logs client 2>/dev/null)
 sent=$(grep -c . <<<"$answers"); failed=$(grep -c '^fail' <<<"$answers")
 say "requests through the Service during the rollout: $sent sent, $failed failed"
@@ -149,4 +159,26 @@ after=$(on_host "${HOST[S]}")
   { fail "drain: $before pods on the server before, $after after"; pods_on "${HOST[S]}" | indent; }
 TMO=20 kc create configmap after-rollback --from-literal=k=v >/dev/null 2>&1 && ok "the cluster takes writes after the rollback" ||
   fail "the cluster does not take writes after the rollback"
+
+# ------------------------------------------------------------------------------------------ 4. a binary that hangs
+step "a binary that starts and never becomes ready: the guard rolls it back all the same"
+HANG=$(awk -F. '{ print $1 "." $2 "." $3 + 2 }' <<<"$NEW")
+# shellcheck disable=SC2016 # $1 belongs to the fake binary's shell
+printf '#!/bin/sh\n[ "$1" = version ] && { echo "k8s %s"; echo "kubernetes: %s"; exit 0; }\nexec sleep 100000\n' \
+  "$HANG" "$KUBE" >"$WORK/hang"
+scp_to_server "$WORK/hang" /root/k8s-hang || die "cannot copy to ${HOST[S]}"
+t=$(ms)
+TMO=400 on_server upgrade apply --binary /root/k8s-hang --ready-timeout 20 --soak 5 >"$WORK/hang.out" 2>&1
+rc=$?
+echo "BENCH rollback of a hanging binary: $(secs "$t") s"
+((rc != 0)) && ok "k8s upgrade apply of the hanging binary exits non-zero ($rc)" || fail "the hanging upgrade reported success"
+runs=$(hx "$S" /usr/local/bin/k8s version | awk '/^k8s /{v = $2} END {print v}')
+[[ $runs == "$NEW" ]] && ok "${HOST[S]} is back on k8s $NEW" || fail "${HOST[S]} runs '$runs', not $NEW"
+nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "both nodes Ready after the rollback" || fail "nodes not Ready after the rollback"
+status=$(TMO=30 on_server upgrade status --output json 2>/dev/null)
+phase=$(jq -r --arg p "k8s-$HANG" '.plans[] | select(.metadata.name == $p) | .status.phase' <<<"$status" 2>/dev/null)
+degraded=$(jq -r --arg p "k8s-$HANG" '.plans[] | select(.metadata.name == $p) | .status.conditions[] | select(.type == "Degraded") | .status' <<<"$status" 2>/dev/null)
+[[ $phase == Halted && $degraded == True ]] && ok "k8s upgrade status --output json: plan k8s-$HANG Halted, condition Degraded True" ||
+  fail "k8s upgrade status --output json: plan k8s-$HANG is '$phase', Degraded '$degraded'"
+[[ $(published "${HOST[A]}") == "$NEW" ]] && ok "the agent was not touched" || fail "the agent changed: $(published "${HOST[A]}")"
 

@@ -151,7 +151,11 @@ pub enum UpgradeCommand {
         data_dir: DataDirArg,
     },
     /// Every upgrade plan and the phase of each of its nodes.
-    Status,
+    Status {
+        /// text: a table per plan; json: the plans' specs and statuses.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
     /// Start no new node (one in progress finishes).
     Pause {
         /// The plan (default: the one running).

@@ -46,3 +46,25 @@ pub fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<b
     write_atomic(path, data, mode)?;
     Ok(true)
 }
+
+/// Bytes an unprivileged writer may still use on `path`'s filesystem.
+pub fn free_bytes(path: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("cannot stat the filesystem of {}", path.display()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_bytes_of_a_real_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(super::free_bytes(dir.path()).unwrap() > 0);
+        assert!(super::free_bytes(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+    }
+}

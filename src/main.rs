@@ -63,7 +63,9 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
                 };
                 runtime()?.block_on(upgrade::cli::apply(&binary, opts, &data_dir.data_dir))
             }
-            cli::UpgradeCommand::Status => runtime()?.block_on(upgrade::cli::status()),
+            cli::UpgradeCommand::Status { output } => {
+                runtime()?.block_on(upgrade::cli::status(output == cli::OutputFormat::Json))
+            }
             cli::UpgradeCommand::Pause { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, true)),
             cli::UpgradeCommand::Resume { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, false)),
             cli::UpgradeCommand::Guard { data_dir, binary } => upgrade::guard::run(&data_dir.data_dir, &binary),

@@ -29,6 +29,21 @@ use tokio::sync::{broadcast, watch as tokio_watch};
 pub use schema::OpenError;
 pub use server::{serve, start, Config, Listen, Running};
 
+/// A consistent copy of the database in `data_dir` written to `dest`
+/// (0600), while the writer goes on (SQLite's online backup); returns the
+/// revision it holds.
+pub fn snapshot_to(data_dir: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<i64> {
+    use std::os::unix::fs::PermissionsExt;
+    let (file, rev) = schema::snapshot(data_dir)?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    // Across filesystems a rename fails: copy then.
+    if let Err(e) = file.persist(dest) {
+        std::fs::copy(&e.path, dest)?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(rev)
+}
+
 /// The live keys under `prefix` and their values, read straight from the
 /// file in `data_dir` (a read-only connection beside the running writer):
 /// for tools that look at what is stored, such as `k8s secrets-encrypt status`.

@@ -273,6 +273,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
             api: client.clone(),
             etcd: etcd_pki(cfg, pki),
             binaries: upgrade::swap::binaries_dir(&cfg.data_dir),
+            sqlite: (cfg.datastore == config::Datastore::Sqlite).then(|| layout.datastore_dir()),
         }),
     }
     .spawn(sup);

@@ -118,10 +118,15 @@ async fn resume_following(plans: &Api<UpgradePlan>, existing: UpgradePlan, spec:
     }
 }
 
-/// `k8s upgrade status`: every plan and its nodes.
-pub async fn status() -> anyhow::Result<()> {
+/// `k8s upgrade status`: every plan and its nodes (`json`: the plans as
+/// the API has them, `{"plans": [...]}`).
+pub async fn status(json: bool) -> anyhow::Result<()> {
     let plans: Api<UpgradePlan> = Api::all(admin().await?);
     let list = plans.list(&ListParams::default()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plans": list.items}))?);
+        return Ok(());
+    }
     if list.items.is_empty() {
         println!("no upgrade plans");
     }

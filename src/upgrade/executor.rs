@@ -59,6 +59,9 @@ pub struct ServerSide {
     pub etcd: Option<crate::pki::Pki>,
     /// Where the join endpoint serves binaries from (by sha256).
     pub binaries: PathBuf,
+    /// The SQLite datastore's dir on a single server: snapshotted before
+    /// the swap (`<data-dir>/upgrade/datastore-<from>.db`).
+    pub sqlite: Option<PathBuf>,
 }
 
 /// Rounds over the order's sources before a download fails.
@@ -135,6 +138,7 @@ impl Executor {
             std::fs::remove_file(&staged)?; // checked again from a fresh copy
         }
         std::fs::create_dir_all(&self.host.dir)?;
+        check_free_space(&self.host.dir)?;
         // Named by the binary, so only a download of the same binary resumes.
         let part = self.host.dir.join(format!("download-{}.part", order.sha256));
         let served = self.server.as_ref().map(|s| s.binaries.join(&order.sha256));
@@ -216,6 +220,7 @@ impl Executor {
             unit: self.unit.to_string(),
             soak_seconds: order.soak_seconds,
         };
+        self.snapshot_datastore()?;
         self.host.swap(&staged, &pending)?;
         let data_dir = self.host.dir.parent().unwrap_or(Path::new("/")).to_path_buf();
         let guard = self.host.guard_timer(&data_dir, Duration::from_secs(order.deadline_seconds));
@@ -230,6 +235,16 @@ impl Executor {
         }
         tracing::warn!(from = VERSION, to = %order.version, unit = self.unit, "upgrade: binary swapped, guard armed; restarting");
         run(&["systemctl".to_string(), "--no-block".into(), "restart".into(), self.unit.to_string()])
+    }
+
+    /// A single server's datastore is copied before its binary changes, so
+    /// an upgrade that damages it can be undone by hand (docs/upgrade.md).
+    fn snapshot_datastore(&self) -> anyhow::Result<()> {
+        let Some(db) = self.server.as_ref().and_then(|s| s.sqlite.as_ref()) else { return Ok(()) };
+        let dest = self.host.dir.join(format!("datastore-{VERSION}.db"));
+        let rev = crate::datastore::snapshot_to(db, &dest).context("snapshotting the datastore before the swap")?;
+        tracing::info!(file = %dest.display(), rev, "datastore snapshot before the upgrade");
+        Ok(())
     }
 
     /// After a restart: report a rollback the guard did, or verify and
@@ -317,6 +332,20 @@ impl Executor {
             tracing::warn!("upgrade: cannot report {phase:?}: {e}");
         }
     }
+}
+
+/// Room for the download, the staged copy, the new binary beside the old
+/// one and its components unpacked at the first start.
+const NEEDED_FREE_BYTES: u64 = 768 << 20;
+
+/// Fails before anything is fetched when `dir`'s filesystem is short of room
+/// (the node is then neither cordoned nor swapped).
+fn check_free_space(dir: &Path) -> anyhow::Result<()> {
+    let free = crate::fsutil::free_bytes(dir)?;
+    if free < NEEDED_FREE_BYTES {
+        bail!("{} MiB free under {}, an upgrade needs {} MiB; free some space and start the plan again", free >> 20, dir.display(), NEEDED_FREE_BYTES >> 20);
+    }
+    Ok(())
 }
 
 /// `https://HOST:PORT` (HOST may be a bracketed IPv6 address).
