@@ -38,9 +38,15 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
-/// Writes only when the content differs; true when it changed.
+/// Writes only when the content differs; true when it changed. Same
+/// content under another mode gets `mode` (not counted as a change).
 pub fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<bool> {
-    if std::fs::read(path).map_or(false, |old| old == data) {
+    if std::fs::read(path).is_ok_and(|old| old == data) {
+        let current = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+        if current != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+        }
         return Ok(false);
     }
     write_atomic(path, data, mode)?;
@@ -61,6 +67,17 @@ pub fn free_bytes(path: &Path) -> anyhow::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unchanged_file_gets_its_mode_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        assert!(super::write_if_changed(&f, b"secret", 0o600).unwrap());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!super::write_if_changed(&f, b"secret", 0o600).unwrap(), "same content: no change");
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
     #[test]
     fn free_bytes_of_a_real_filesystem() {
         let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,12 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
+/// The most a join answer may hold (the largest, a server's bundle, is tens
+/// of kB) and how long it may take: a server that sends more, or stalls, is
+/// not waited for.
+const RESPONSE_MAX: u64 = 16 << 20;
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A reusable TLS client configuration.
 #[derive(Clone)]
 pub struct HttpsClient {
@@ -136,10 +142,14 @@ impl HttpsClient {
             tls.write_all(bytes).await?;
         }
         let mut raw = Vec::new();
-        tls.read_to_end(&mut raw).await.or_else(|e| {
+        let mut limited = (&mut tls).take(RESPONSE_MAX + 1);
+        match tokio::time::timeout(RESPONSE_TIMEOUT, limited.read_to_end(&mut raw)).await {
+            Err(_) => anyhow::bail!("https://{host}:{port}{path}: no complete answer within {RESPONSE_TIMEOUT:?}"),
             // Servers may close without close_notify after an HTTP/1.0 answer.
-            if e.kind() == std::io::ErrorKind::UnexpectedEof { Ok(0) } else { Err(e) }
-        })?;
+            Ok(Err(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => return Err(e.into()),
+            Ok(_) => {}
+        }
+        anyhow::ensure!(raw.len() as u64 <= RESPONSE_MAX, "https://{host}:{port}{path}: the answer is larger than {} MiB", RESPONSE_MAX >> 20);
         let text = String::from_utf8_lossy(&raw);
         let status = text
             .split_whitespace()

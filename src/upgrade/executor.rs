@@ -66,6 +66,8 @@ pub struct ServerSide {
 
 /// Rounds over the order's sources before a download fails.
 const DOWNLOAD_ROUNDS: usize = 3;
+/// One try at one server; what arrived is kept for the next.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often health is checked while soaking.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -184,7 +186,8 @@ impl Executor {
                     errors.push(format!("{source}: not https://HOST:PORT"));
                     continue;
                 };
-                match client.download(&host, port, &path, part).await {
+                let fetch = tokio::time::timeout(DOWNLOAD_TIMEOUT, client.download(&host, port, &path, part));
+                match fetch.await.unwrap_or_else(|_| Err(anyhow::anyhow!("{source}: stalled for {DOWNLOAD_TIMEOUT:?}"))) {
                     Ok(bytes) => {
                         tracing::info!(version = %order.version, %source, bytes, "upgrade binary downloaded");
                         return Ok(());
