@@ -263,6 +263,10 @@ pub struct DatastoreArgs {
     /// How often idle watchers that asked for progress hear it (etcd: 10m).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub watch_progress_notify_interval: std::time::Duration,
+    /// The space quota in bytes: past it the NOSPACE alarm refuses writes
+    /// that add data (etcd's flag; 0: 2 GiB, negative: no quota).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
 }
 
 impl DatastoreArgs {
@@ -273,7 +277,10 @@ impl DatastoreArgs {
             cert_file: self.cert_file,
             key_file: self.key_file,
             trusted_ca_file: self.trusted_ca_file,
-            tuning: datastore::Tuning { progress_notify_interval: self.watch_progress_notify_interval },
+            tuning: datastore::Tuning {
+                progress_notify_interval: self.watch_progress_notify_interval,
+                quota_bytes: self.quota_backend_bytes,
+            },
         }
     }
 }

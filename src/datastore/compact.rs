@@ -78,7 +78,7 @@ impl Compaction {
     }
 
     fn vacuum_step(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))?;
+        incremental_vacuum(conn, &format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))?;
         let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         self.vacuum_pending = free > 0;
         Ok(())
@@ -88,7 +88,7 @@ impl Compaction {
 /// Returns every free page to the filesystem and truncates the WAL: the
 /// Defragment request.
 pub fn defragment(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("PRAGMA incremental_vacuum")?;
+    incremental_vacuum(conn, "PRAGMA incremental_vacuum")?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
@@ -117,6 +117,15 @@ impl AutoCompact {
         let target = old_rev.min(rev - AUTO_RETAIN_REVS);
         (now.duration_since(t) >= AUTO_RETAIN_TIME && target > compacted).then_some(target)
     }
+}
+
+/// Runs an `incremental_vacuum` pragma to its end: it frees one page per
+/// step (each a result row), so a single step (`execute_batch`) frees one.
+fn incremental_vacuum(conn: &Connection, pragma: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(pragma)?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod keyrange;
 mod lease;
 pub mod pb;
 mod query;
+mod quota;
 mod reader;
 mod schema;
 mod server;
@@ -67,11 +68,20 @@ const HUB_CAPACITY: usize = 4_096;
 #[derive(Clone, Debug)]
 pub struct Tuning {
     pub progress_notify_interval: Duration,
+    /// The space quota in bytes (etcd's `--quota-backend-bytes`: 0 means
+    /// etcd's default of 2 GiB, a negative value none).
+    pub quota_bytes: i64,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY }
+        Tuning { progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY, quota_bytes: quota::DEFAULT_BYTES }
+    }
+}
+
+impl Tuning {
+    fn quota(&self) -> i64 {
+        if self.quota_bytes == 0 { quota::DEFAULT_BYTES } else { self.quota_bytes }
     }
 }
 
@@ -91,6 +101,8 @@ pub struct Store {
     progress: Arc<Progress>,
     physical: tokio_watch::Receiver<i64>,
     ids: Ids,
+    /// The NOSPACE alarm (see [`quota`]).
+    alarm: Arc<std::sync::atomic::AtomicBool>,
     data_dir: PathBuf,
     tuning: Tuning,
     client_urls: Vec<String>,
@@ -113,7 +125,9 @@ impl Store {
         let leases = Arc::new(Leases::default());
         let progress = Arc::new(Progress::default());
         let (physical_tx, physical) = tokio_watch::channel(0);
-        let writer = Writer::new(conn, hub.clone(), leases.clone(), progress.clone(), physical_tx)
+        let alarm = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let space = writer::Space::new(tuning.quota(), alarm.clone());
+        let writer = Writer::new(conn, hub.clone(), leases.clone(), progress.clone(), physical_tx, space)
             .map_err(sqlite)?
             .spawn()
             .map_err(|e| OpenError::DataDir(data_dir.clone(), e))?;
@@ -125,6 +139,7 @@ impl Store {
             progress,
             physical,
             ids,
+            alarm,
             data_dir,
             tuning,
             client_urls,

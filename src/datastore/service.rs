@@ -254,8 +254,24 @@ impl cluster_server::Cluster for Service {
 impl maintenance_server::Maintenance for Service {
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Res<AlarmResponse> {
-        Ok(Response::new(AlarmResponse { header: self.header(self.current_rev()), alarms: Vec::new() }))
+    /// etcd's alarms, of which this store raises one: NOSPACE (see
+    /// `quota`). GET lists it, DEACTIVATE clears it (what `etcdctl alarm
+    /// list|disarm` send); raising one by hand is not supported.
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Res<AlarmResponse> {
+        use super::pb::alarm_request::AlarmAction;
+        let req = req.into_inner();
+        let nospace = AlarmMember { member_id: self.0.ids.member, alarm: AlarmType::Nospace as i32 };
+        let raised = self.0.alarm.load(Ordering::SeqCst);
+        let alarms = match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => raised.then_some(nospace).into_iter().collect(),
+            Ok(AlarmAction::Deactivate) if raised && matches!(AlarmType::try_from(req.alarm), Ok(AlarmType::Nospace | AlarmType::None)) => {
+                self.write(Op::AlarmDisarm).await?;
+                vec![nospace]
+            }
+            Ok(AlarmAction::Deactivate) => Vec::new(),
+            _ => return Err(errors::not_supported("raising alarms by hand")),
+        };
+        Ok(Response::new(AlarmResponse { header: self.header(self.current_rev()), alarms }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Res<StatusResponse> {
@@ -274,11 +290,15 @@ impl maintenance_server::Maintenance for Service {
             raft_index: rev as u64,
             raft_term: 1,
             raft_applied_index: rev as u64,
-            errors: Vec::new(),
+            errors: if self.0.alarm.load(Ordering::SeqCst) {
+                vec![format!("memberID:{} alarm:NOSPACE ", self.0.ids.member)]
+            } else {
+                Vec::new()
+            },
             db_size_in_use: in_use,
             is_learner: false,
             storage_version: ETCD_VERSION.into(),
-            db_size_quota: 0,
+            db_size_quota: self.0.tuning.quota().max(0),
         }))
     }
 

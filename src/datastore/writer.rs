@@ -5,7 +5,7 @@
 //! savepoint without touching the others). Events go to watchers only
 //! after the commit is durable.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use super::pb::{
     TxnResponse,
 };
 use super::query::{self, Revs};
+use super::quota::{self, Admit};
 use super::schema;
 
 /// Requests per transaction at most.
@@ -41,6 +42,8 @@ pub enum Op {
     /// Revoke a lease whose deadline passed, unless a keep-alive came since.
     LeaseExpire(i64),
     Defragment,
+    /// Clear the NOSPACE alarm (see [`quota`]).
+    AlarmDisarm,
 }
 
 pub enum Done {
@@ -51,6 +54,7 @@ pub enum Done {
     LeaseGranted { id: i64, ttl: i64 },
     LeaseRevoked,
     Defragmented,
+    AlarmDisarmed,
 }
 
 /// The outcome of one request and the store revision after it.
@@ -104,6 +108,22 @@ pub struct Writer {
     auto: AutoCompact,
     last_step: Instant,
     next_lease: i64,
+    /// The space quota in bytes (negative: none) and the NOSPACE alarm.
+    space: Space,
+}
+
+/// The database's size against its quota (see [`quota`]).
+pub struct Space {
+    pub quota: i64,
+    pub alarm: Arc<AtomicBool>,
+    /// The file's size after the last commit, plus what was admitted since.
+    size: i64,
+}
+
+impl Space {
+    pub fn new(quota: i64, alarm: Arc<AtomicBool>) -> Space {
+        Space { quota, alarm, size: 0 }
+    }
 }
 
 /// What a request does to in-memory lease deadlines once its commit lands.
@@ -119,8 +139,11 @@ impl Writer {
         leases: Arc<Leases>,
         progress: Arc<Progress>,
         physical: watch::Sender<i64>,
+        mut space: Space,
     ) -> rusqlite::Result<Writer> {
         let revs = query::revs(&conn)?;
+        space.alarm.store(schema::meta_get(&conn, quota::ALARM_META)? == Some(1), Ordering::SeqCst);
+        space.size = schema::sizes(&conn)?.0;
         progress.committed.store(revs.current, Ordering::SeqCst);
         progress.compacted.store(revs.compacted, Ordering::SeqCst);
         let mut stored = conn.prepare("SELECT id, ttl FROM lease")?;
@@ -144,6 +167,7 @@ impl Writer {
             auto: AutoCompact::default(),
             last_step: Instant::now(),
             next_lease,
+            space,
         })
     }
 
@@ -183,6 +207,7 @@ impl Writer {
             let result = compact::defragment(&self.conn)
                 .map(|()| Reply { rev: self.revs.current, done: Done::Defragmented })
                 .map_err(|e| errors::storage(&e));
+            self.space.size = schema::sizes(&self.conn).map_or(self.space.size, |(size, _)| size);
             let _ = job.reply.send(result);
         }
         if batch.is_empty() {
@@ -195,6 +220,10 @@ impl Writer {
         let outcome = (|| -> rusqlite::Result<()> {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             for job in &batch {
+                if let Err(status) = self.admit(&job.op)? {
+                    results.push(Err(status));
+                    continue;
+                }
                 self.conn.execute_batch("SAVEPOINT op")?;
                 let before = lease_changes.len();
                 match self.apply(&job.op, &mut lease_changes) {
@@ -228,9 +257,34 @@ impl Writer {
             }
             return;
         }
+        self.space.size = schema::sizes(&self.conn).map_or(self.space.size, |(size, _)| size);
         self.after_commit(published, lease_changes);
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
+        }
+    }
+
+    /// The quota's word on `op` (inside the batch's transaction, which
+    /// also records a newly raised alarm).
+    fn admit(&mut self, op: &Op) -> rusqlite::Result<Result<(), Status>> {
+        let Some(cost) = quota::cost(op) else { return Ok(Ok(())) };
+        match quota::admit(cost, self.space.size, self.space.quota, self.space.alarm.load(Ordering::SeqCst)) {
+            Admit::Yes => {
+                self.space.size += cost;
+                Ok(Ok(()))
+            }
+            Admit::Refused => Ok(Err(errors::no_space())),
+            Admit::Exceeded => {
+                schema::meta_set(&self.conn, quota::ALARM_META, 1)?;
+                self.space.alarm.store(true, Ordering::SeqCst);
+                tracing::warn!(
+                    size = self.space.size,
+                    quota = self.space.quota,
+                    "datastore: space quota reached, NOSPACE alarm raised; writes that add data are refused until compaction, \
+                     defragmentation and `etcdctl alarm disarm`"
+                );
+                Ok(Err(errors::no_space()))
+            }
         }
     }
 
@@ -281,6 +335,12 @@ impl Writer {
                 Done::LeaseRevoked
             }
             Op::Defragment => unreachable!("defragment runs outside batches"),
+            Op::AlarmDisarm => {
+                schema::meta_set(&self.conn, quota::ALARM_META, 0).map_err(storage)?;
+                self.space.alarm.store(false, Ordering::SeqCst);
+                tracing::info!("datastore: NOSPACE alarm disarmed");
+                return Ok((Done::AlarmDisarmed, Vec::new()));
+            }
             Op::Compact(rev) => {
                 if *rev <= self.revs.compacted {
                     return Err(errors::compacted());
