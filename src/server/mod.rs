@@ -236,7 +236,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     status.refresh(sup);
     apply_addons(cfg, layout, c, &client).await?;
     start_join_endpoint(cfg, pki, &client, sup).await?;
-    start_upgrade_controller(cfg, pki, &client, sup).await?;
+    start_upgrade_controller(cfg, pki, c, &client, sup).await?;
     if cfg.disable_agent {
         return Ok(());
     }
@@ -317,11 +317,17 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup
 
 /// Installs the UpgradePlan resource and runs the upgrade controller (an
 /// in-process service; one leader among the servers).
-async fn start_upgrade_controller(cfg: &Config, pki: &Pki, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
+async fn start_upgrade_controller(cfg: &Config, pki: &Pki, c: &Components, client: &kube::Client, sup: &mut Supervisor)
+    -> anyhow::Result<()> {
     upgrade::crd::install(client).await.context("installing the UpgradePlan resource")?;
-    let (client, identity, etcd) = (client.clone(), cfg.node_name.clone(), etcd_pki(cfg, pki));
+    let setup = upgrade::controller::Setup {
+        identity: cfg.node_name.clone(),
+        etcd: etcd_pki(cfg, pki),
+        etcd_version: c.manifest.parts.iter().find(|p| p.name == "etcd").map(|p| p.version.clone()),
+    };
+    let client = client.clone();
     sup.spawn("upgrade-controller", move |stop| async move {
-        stop.or(upgrade::controller::run(client, identity, etcd)).await;
+        stop.or(upgrade::controller::run(client, setup)).await;
         Ok(())
     });
     Ok(())

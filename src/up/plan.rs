@@ -208,7 +208,9 @@ fn upgrade_preview(inv: &Inventory, facts: &[Facts], local: &Local, running: &Ru
     let spec = upgrade_spec(local, &inv.first_server().address);
     let first = inv.hosts.iter().position(|h| render::is_first_server(inv, h)).expect("an inventory has a server");
     let controller = facts[first].installed_release().unwrap_or_default();
-    for p in crate::upgrade::preflight::preflight(&spec, nodes, controller) {
+    // The cluster's etcd version is not known here: its controller checks it.
+    let running = crate::upgrade::preflight::Running { k8s: controller, etcd: None };
+    for p in crate::upgrade::preflight::preflight(&spec, nodes, running) {
         problems.push(format!("upgrade preflight: {p}"));
     }
     let mut from: Vec<String> = nodes.iter().filter_map(|n| n.k8s_version.clone()).collect();

@@ -51,6 +51,7 @@ pub async fn apply(binary: &Path, opts: ApplyOptions, data_dir: &Path) -> anyhow
     let spec = UpgradePlanSpec {
         version: version.clone(),
         kubernetes_version: kubernetes,
+        etcd_version: versions.etcd.unwrap_or_default(),
         sha256: [(arch().to_string(), sha256.clone())].into(),
         source: own_join_url()?,
         drain: DrainSpec { mode: opts.drain, ..Default::default() },
@@ -64,7 +65,9 @@ pub async fn apply(binary: &Path, opts: ApplyOptions, data_dir: &Path) -> anyhow
     }
     let nodes: Api<Node> = Api::all(client.clone());
     let facts: Vec<_> = nodes.list(&ListParams::default()).await?.items.iter().map(controller::facts).collect();
-    let mut problems = preflight::preflight(&spec, &facts, VERSION);
+    let own = swap::versions_of(&std::env::current_exe()?)?;
+    let running = preflight::Running { k8s: VERSION, etcd: own.etcd.as_deref() };
+    let mut problems = preflight::preflight(&spec, &facts, running);
     let etcd = crate::pki::Pki { dir: crate::host::Layout::new(data_dir).pki_dir() };
     if etcd.etcd_ca_cert().exists() {
         problems.extend(crate::etcd::health::problems(&etcd).await);

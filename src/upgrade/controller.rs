@@ -58,22 +58,33 @@ struct Context {
     recorder: Recorder,
     /// The etcd PKI of an HA server; None on SQLite.
     etcd: Option<Pki>,
+    /// The etcd version this binary carries.
+    etcd_version: Option<String>,
 }
 
-/// Campaigns for the Lease as `identity` (the node's name) and, while
-/// leading, reconciles every plan; never returns. `etcd`: this server's
-/// PKI when the cluster runs etcd (HA).
-pub async fn run(client: Client, identity: String, etcd: Option<Pki>) {
-    let election = leader::Election::new(client.clone(), LEASE, &identity);
+/// What the controller's server brings to it.
+pub struct Setup {
+    /// The node's name: the Lease's holder identity.
+    pub identity: String,
+    /// This server's PKI when the cluster runs etcd (HA).
+    pub etcd: Option<Pki>,
+    /// The etcd version this binary carries.
+    pub etcd_version: Option<String>,
+}
+
+/// Campaigns for the Lease and, while leading, reconciles every plan;
+/// never returns.
+pub async fn run(client: Client, setup: Setup) {
+    let election = leader::Election::new(client.clone(), LEASE, &setup.identity);
     election
         .lead(|| {
-            let (client, etcd) = (client.clone(), etcd.clone());
-            let reporter = Reporter { controller: LEASE.into(), instance: Some(identity.clone()) };
+            let (client, etcd, etcd_version) = (client.clone(), setup.etcd.clone(), setup.etcd_version.clone());
+            let reporter = Reporter { controller: LEASE.into(), instance: Some(setup.identity.clone()) };
             async move {
                 let plans: Api<UpgradePlan> = Api::all(client.clone());
                 let recorder = Recorder::new(client.clone(), reporter);
                 Controller::new(plans, watcher::Config::default())
-                    .run(reconcile, error_policy, Arc::new(Context { client, recorder, etcd }))
+                    .run(reconcile, error_policy, Arc::new(Context { client, recorder, etcd, etcd_version }))
                     .for_each(|_| async {})
                     .await
             }
@@ -89,7 +100,8 @@ async fn reconcile(plan: Arc<UpgradePlan>, ctx: Arc<Context>) -> Result<Action, 
     let before = status.clone();
     if status.nodes.is_empty() {
         let facts = node_facts(&ctx.client, &plan).await?;
-        let mut problems = preflight::preflight(&plan.spec, &facts, VERSION);
+        let running = preflight::Running { k8s: VERSION, etcd: ctx.etcd_version.as_deref() };
+        let mut problems = preflight::preflight(&plan.spec, &facts, running);
         if let Some(pki) = &ctx.etcd {
             problems.extend(crate::etcd::health::problems(pki).await);
         }

@@ -36,6 +36,10 @@ pub struct UpgradePlanSpec {
     /// The Kubernetes version the target binary carries (checked against
     /// the staged binary's own manifest before any node is touched).
     pub kubernetes_version: String,
+    /// The etcd version the target binary carries (HA clusters run it; it
+    /// may move one minor at a time). Empty: not checked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etcd_version: String,
     /// The target binary's sha256, per architecture (`amd64`, `arm64`).
     pub sha256: BTreeMap<String, String>,
     /// The join endpoint that serves the binary to the nodes

@@ -84,9 +84,17 @@ pub struct NodeFacts {
     pub systemd: bool,
 }
 
-/// Every reason the plan may not start, empty when it may. `running` is
-/// the controller's own version.
-pub fn preflight(spec: &UpgradePlanSpec, nodes: &[NodeFacts], running: &str) -> Vec<String> {
+/// What the controller checking a plan runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Running<'a> {
+    /// Its own `k8s` version.
+    pub k8s: &'a str,
+    /// The etcd its binary carries, when known.
+    pub etcd: Option<&'a str>,
+}
+
+/// Every reason the plan may not start, empty when it may.
+pub fn preflight(spec: &UpgradePlanSpec, nodes: &[NodeFacts], running: Running) -> Vec<String> {
     let mut problems = Vec::new();
     let target = match Version::parse(&spec.version) {
         Ok(v) => v,
@@ -106,15 +114,33 @@ pub fn preflight(spec: &UpgradePlanSpec, nodes: &[NodeFacts], running: &str) -> 
     if let Err(e) = super::rollout::max_unavailable(&spec.agents.max_unavailable, agents) {
         problems.push(format!("spec.agents.maxUnavailable: {e}"));
     }
-    if let Ok(running) = Version::parse(running) {
+    if let Ok(running) = Version::parse(running.k8s) {
         if target < running {
             problems.push(format!("a downgrade: the controller runs k8s {running}, the plan asks for {target}"));
         }
+    }
+    if let Some(now) = running.etcd.filter(|_| !spec.etcd_version.is_empty()) {
+        problems.extend(etcd_skew(now, &spec.etcd_version));
     }
     for n in nodes {
         problems.extend(node_problems(spec, n, &target, &target_kube));
     }
     problems
+}
+
+/// The carried etcd moves forward by at most one minor (etcd supports
+/// upgrades one minor at a time, and no downgrade of its data).
+fn etcd_skew(now: &str, target: &str) -> Option<String> {
+    let (Ok(n), Ok(t)) = (Version::parse(now), Version::parse(target)) else {
+        return Some(format!("spec.etcdVersion {target:?} or the running etcd {now:?} is not a version"));
+    };
+    if t < n {
+        Some(format!("an etcd downgrade: the cluster's binaries carry etcd {n}, the plan's {t}"))
+    } else if t.major != n.major || t.minor > n.minor + 1 {
+        Some(format!("etcd would move from {n} to {t}: at most one minor at a time"))
+    } else {
+        None
+    }
 }
 
 fn node_problems(spec: &UpgradePlanSpec, n: &NodeFacts, target: &Version, target_kube: &Version) -> Vec<String> {
@@ -169,6 +195,26 @@ mod tests {
         }
     }
 
+    fn run(k8s: &str) -> Running<'_> {
+        Running { k8s, etcd: None }
+    }
+
+    #[test]
+    fn etcd_moves_one_minor_at_a_time_and_never_back() {
+        let mut s = spec("0.3.0", "v1.37.1");
+        let nodes = [node("s1", "0.2.0", "v1.37.1")];
+        let with = |etcd| Running { k8s: "0.2.0", etcd: Some(etcd) };
+        s.etcd_version = "v3.6.16".into();
+        assert!(preflight(&s, &nodes, with("v3.6.10")).is_empty());
+        s.etcd_version = "v3.7.0".into();
+        assert!(preflight(&s, &nodes, with("v3.6.16")).is_empty(), "one minor");
+        s.etcd_version = "v3.8.0".into();
+        assert!(preflight(&s, &nodes, with("v3.6.16"))[0].contains("at most one minor"));
+        s.etcd_version = "v3.5.9".into();
+        assert!(preflight(&s, &nodes, with("v3.6.16"))[0].contains("etcd downgrade"));
+        assert!(preflight(&s, &nodes, run("0.2.0")).is_empty(), "unknown running etcd: not checked");
+    }
+
     fn node(name: &str, k8s: &str, kubelet: &str) -> NodeFacts {
         NodeFacts {
             name: name.into(),
@@ -195,27 +241,27 @@ mod tests {
     #[test]
     fn a_forward_plan_on_healthy_nodes_passes() {
         let nodes = [node("s1", "0.1.0", "v1.37.1"), node("a1", "0.1.0", "v1.37.1")];
-        assert!(preflight(&spec("0.2.0", "v1.38.0"), &nodes, "0.1.0").is_empty());
-        assert!(preflight(&spec("0.1.0", "v1.37.1"), &nodes, "0.1.0").is_empty(), "same version: nothing to refuse");
+        assert!(preflight(&spec("0.2.0", "v1.38.0"), &nodes, run("0.1.0")).is_empty());
+        assert!(preflight(&spec("0.1.0", "v1.37.1"), &nodes, run("0.1.0")).is_empty(), "same version: nothing to refuse");
     }
 
     #[test]
     fn downgrades_skipped_minors_and_unhealthy_nodes_are_refused() {
         let nodes = [node("s1", "0.2.0", "v1.37.1")];
-        let p = preflight(&spec("0.1.0", "v1.37.1"), &nodes, "0.2.0");
+        let p = preflight(&spec("0.1.0", "v1.37.1"), &nodes, run("0.2.0"));
         assert!(p.iter().any(|m| m.contains("downgrade") && m.contains("controller")), "{p:?}");
         assert!(p.iter().any(|m| m.contains("node s1 runs k8s 0.2.0")), "{p:?}");
-        let p = preflight(&spec("0.3.0", "v1.39.0"), &nodes, "0.2.0");
+        let p = preflight(&spec("0.3.0", "v1.39.0"), &nodes, run("0.2.0"));
         assert!(p.iter().any(|m| m.contains("skipped Kubernetes minor")), "{p:?}");
-        let p = preflight(&spec("0.3.0", "v1.36.0"), &nodes, "0.2.0");
+        let p = preflight(&spec("0.3.0", "v1.36.0"), &nodes, run("0.2.0"));
         assert!(p.iter().any(|m| m.contains("Kubernetes downgrade")), "{p:?}");
         let sick = NodeFacts { ready: false, cordoned_by_others: true, k8s_version: None, systemd: false, arch: "arm64".into(), ..node("a1", "", "v1.37.1") };
-        let p = preflight(&spec("0.3.0", "v1.37.1"), &[sick], "0.2.0");
+        let p = preflight(&spec("0.3.0", "v1.37.1"), &[sick], run("0.2.0"));
         assert_eq!(p.len(), 5, "{p:?}");
 
-        assert!(preflight(&spec("0.3.0", "v1.37.1"), &[], "0.2.0")[0].contains("no node matches"));
+        assert!(preflight(&spec("0.3.0", "v1.37.1"), &[], run("0.2.0"))[0].contains("no node matches"));
         let mut bad = spec("0.3.0", "v1.37.1");
         bad.agents.max_unavailable = "lots".into();
-        assert!(preflight(&bad, &nodes, "0.2.0")[0].contains("maxUnavailable"));
+        assert!(preflight(&bad, &nodes, run("0.2.0"))[0].contains("maxUnavailable"));
     }
 }

@@ -221,6 +221,8 @@ pub struct Versions {
     pub k8s: String,
     /// From its `kubernetes: <version>` line; None without an attached payload.
     pub kubernetes: Option<String>,
+    /// From its `etcd <version>` part line; None without an attached payload.
+    pub etcd: Option<String>,
 }
 
 /// Runs `<binary> version` (bounded in time) and reads its versions.
@@ -243,7 +245,11 @@ pub fn versions_of(binary: &Path) -> anyhow::Result<Versions> {
     child.stdout.take().context("no stdout")?.read_to_string(&mut out)?;
     let field = |prefix: &str| out.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_string());
     let k8s = field("k8s ").with_context(|| format!("{} is not a k8s binary (`version` printed {:?})", binary.display(), out.trim()))?;
-    Ok(Versions { k8s, kubernetes: field("kubernetes: ") })
+    let etcd = out.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some("etcd")).then(|| words.next()).flatten().map(str::to_string)
+    });
+    Ok(Versions { k8s, kubernetes: field("kubernetes: "), etcd })
 }
 
 #[cfg(test)]
@@ -261,6 +267,17 @@ mod tests {
         std::fs::write(path, &script).unwrap();
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
         hex::encode(Sha256::digest(script.as_bytes()))
+    }
+
+    #[test]
+    fn versions_come_from_the_version_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("k8s");
+        let out = "k8s 0.2.0\ndatastore: etcd v3 API 3.6 over SQLite 3.46\nkubernetes: v1.37.2\n  containerd                 v2.4.2\n  etcd                       v3.6.16\n";
+        std::fs::write(&bin, format!("#!/bin/sh\nprintf '{out}'\n")).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let v = versions_of(&bin).unwrap();
+        assert_eq!((v.k8s.as_str(), v.kubernetes.as_deref(), v.etcd.as_deref()), ("0.2.0", Some("v1.37.2"), Some("v3.6.16")));
     }
 
     fn setup() -> (tempfile::TempDir, Host) {
