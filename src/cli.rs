@@ -183,6 +183,9 @@ pub enum UpgradeCommand {
 pub enum SecretsEncryptCommand {
     /// Whether Secrets are encrypted at rest, the keys, and how many stored Secrets are.
     Status(DataDirArg),
+    /// A new key, every Secret rewritten under it, the old keys dropped
+    /// (a single server; not yet in HA).
+    RotateKeys(DataDirArg),
 }
 
 #[derive(Args)]

@@ -71,6 +71,9 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
             cli::UpgradeCommand::Guard { data_dir, binary } => upgrade::guard::run(&data_dir.data_dir, &binary),
         },
         cli::Command::SecretsEncrypt(cli::SecretsEncryptCommand::Status(a)) => secrets_encrypt::status(&a.data_dir),
+        cli::Command::SecretsEncrypt(cli::SecretsEncryptCommand::RotateKeys(a)) => {
+            runtime()?.block_on(secrets_encrypt::rotate_keys(&a.data_dir))
+        }
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
         cli::Command::Up(args) => runtime()?.block_on(up::run(args)),

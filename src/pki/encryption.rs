@@ -83,16 +83,59 @@ pub fn ensure(pki: &Pki) -> Result<bool, PkiError> {
             ],
         }],
     };
-    let yaml = serde_yaml::to_string(&config).expect("the config serializes");
-    super::files::write_atomic(&path, yaml.as_bytes(), 0o600)?;
+    write(&path, &config)?;
     Ok(true)
+}
+
+/// Puts a new key first (new writes use it) and keeps the others after it
+/// (what was written with them stays readable); returns its name.
+pub fn add_key(pki: &Pki) -> Result<String, PkiError> {
+    let path = pki.encryption_config();
+    let mut config = read(&path)?;
+    let key = new_key()?;
+    let name = key.name.clone();
+    let keys = &mut secretbox(&mut config, &path)?.keys;
+    if keys.iter().any(|k| k.name == name) {
+        return Err(PkiError::invalid(&path, format!("already has a key named {name}"), "wait a second and run it again"));
+    }
+    keys.insert(0, key);
+    write(&path, &config)?;
+    Ok(name)
+}
+
+/// Drops every key but the first (once nothing is stored under them).
+pub fn drop_old_keys(pki: &Pki) -> Result<Vec<String>, PkiError> {
+    let path = pki.encryption_config();
+    let mut config = read(&path)?;
+    let keys = &mut secretbox(&mut config, &path)?.keys;
+    let dropped = keys.drain(1..).map(|k| k.name).collect();
+    write(&path, &config)?;
+    Ok(dropped)
+}
+
+fn read(path: &Path) -> Result<Config, PkiError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PkiError::io(path, "read", e))?;
+    serde_yaml::from_str(&text)
+        .map_err(|e| PkiError::invalid(path, format!("is not an encryption config this k8s wrote ({e})"), "restore it from a backup"))
+}
+
+fn write(path: &Path, config: &Config) -> Result<(), PkiError> {
+    let yaml = serde_yaml::to_string(config).expect("the config serializes");
+    super::files::write_atomic(path, yaml.as_bytes(), 0o600)
+}
+
+fn secretbox<'a>(config: &'a mut Config, path: &Path) -> Result<&'a mut Keys, PkiError> {
+    config
+        .resources
+        .iter_mut()
+        .flat_map(|r| r.providers.iter_mut())
+        .find_map(|p| p.secretbox.as_mut())
+        .ok_or_else(|| PkiError::invalid(path, "holds no secretbox key".into(), "restore it from a backup"))
 }
 
 /// The names of the keys, the one new writes use first.
 pub fn key_names(path: &Path) -> Result<Vec<String>, PkiError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PkiError::io(path, "read", e))?;
-    let config: Config = serde_yaml::from_str(&text)
-        .map_err(|e| PkiError::invalid(path, format!("is not an encryption config this k8s wrote ({e})"), "restore it from a backup"))?;
+    let config = read(path)?;
     let names = config
         .resources
         .iter()
@@ -109,7 +152,7 @@ pub fn key_names(path: &Path) -> Result<Vec<String>, PkiError> {
 fn new_key() -> Result<Key, PkiError> {
     let mut secret = [0u8; 32];
     SystemRandom::new().fill(&mut secret).map_err(|_| PkiError::params("encryption key", "the system has no randomness".into()))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     Ok(Key { name: format!("k8s-{now}"), secret: base64::engine::general_purpose::STANDARD.encode(secret) })
 }
 
@@ -144,6 +187,12 @@ mod tests {
         assert!(providers[0]["secretbox"]["keys"][0]["name"].as_str().unwrap().starts_with("k8s-"), "{text}");
         assert!(providers[1]["identity"].as_mapping().is_some_and(|m| m.is_empty()), "{text}");
         assert!(!text.contains('!'), "no YAML tags: {text}");
+        let second = add_key(&pki).unwrap();
+        assert_eq!(key_names(&path).unwrap(), [second.clone(), names[0].clone()], "the new key first, the old one kept");
+        assert_eq!(drop_old_keys(&pki).unwrap(), [names[0].clone()]);
+        assert_eq!(key_names(&path).unwrap(), [second]);
+        let value: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(value["resources"][0]["providers"][1]["identity"].is_mapping(), "identity stays last");
         std::fs::write(&path, "kind: Other\n").unwrap();
         assert!(ensure(&pki).unwrap_err().to_string().contains("restore it from a backup"));
     }
