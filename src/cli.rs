@@ -270,6 +270,12 @@ pub struct DatastoreArgs {
     /// that add data (etcd's flag; 0: 2 GiB, negative: no quota).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub quota_backend_bytes: i64,
+    /// Watchers open at once; more are refused (created, then canceled).
+    #[arg(long, default_value_t = datastore::DEFAULT_MAX_WATCHERS)]
+    pub max_watchers: usize,
+    /// The most a Range answer may hold, in bytes; larger ones must be paged.
+    #[arg(long, default_value_t = datastore::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
 }
 
 impl DatastoreArgs {
@@ -283,6 +289,8 @@ impl DatastoreArgs {
             tuning: datastore::Tuning {
                 progress_notify_interval: self.watch_progress_notify_interval,
                 quota_bytes: self.quota_backend_bytes,
+                max_watchers: self.max_watchers,
+                max_response_bytes: self.max_response_bytes,
             },
         }
     }

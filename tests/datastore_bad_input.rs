@@ -327,6 +327,47 @@ async fn the_quota_raises_nospace_until_disarmed() {
     .await
 }
 
+/// Watchers and Range answers have caps: past them a request is refused
+/// with a reason, and the store goes on serving.
+#[tokio::test]
+async fn watchers_and_answers_are_bounded() {
+    bounded(60, "bounds", async {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = ["--max-watchers", "3", "--max-response-bytes", "100000"].map(String::from).to_vec();
+        let ds = Datastore::start_with(dir.path(), Launch { extra, ..Default::default() }).await;
+        let mut c = ds.client().await;
+
+        let (mut watcher, mut stream) = c.watch("w/0", None).await.expect("the first watcher");
+        for i in 1..3 {
+            watcher.watch(format!("w/{i}"), None).await.unwrap();
+            let created = stream.message().await.unwrap().unwrap();
+            assert!(created.created() && !created.canceled(), "watcher {i} of 3");
+        }
+        watcher.watch("w/3", None).await.unwrap();
+        let refused = stream.message().await.unwrap().unwrap();
+        assert!(refused.created() && refused.canceled(), "the 4th watcher is refused");
+        assert!(refused.cancel_reason().contains("too many watchers"), "{}", refused.cancel_reason());
+        // A canceled watcher gives its place back.
+        watcher.cancel().await.unwrap();
+        let canceled = stream.message().await.unwrap().unwrap();
+        assert!(canceled.canceled());
+        watcher.watch("w/4", None).await.unwrap();
+        let again = stream.message().await.unwrap().unwrap();
+        assert!(again.created() && !again.canceled(), "a place was free again: {}", again.cancel_reason());
+
+        for i in 0..30 {
+            c.put(format!("big/{i:02}"), "v".repeat(5000), None).await.unwrap();
+        }
+        let err = c.get("big/", Some(GetOptions::new().with_prefix())).await.expect_err("150 kB over a 100 kB cap");
+        let status = status_of(&err).unwrap().clone();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("page it with a limit"), "{}", status.message());
+        let page = c.get("big/", Some(GetOptions::new().with_prefix().with_limit(10))).await.expect("a page fits");
+        assert_eq!((page.kvs().len(), page.count()), (10, 30));
+    })
+    .await
+}
+
 #[tokio::test]
 async fn address_in_use_is_reported() {
     bounded(30, "address in use", async {

@@ -55,6 +55,13 @@ pub fn lease_ttl_too_large() -> Status {
     status(Code::OutOfRange, "etcdserver: too large lease TTL")
 }
 
+pub fn response_too_large(bytes: usize, max: usize) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!("etcdserver: the range answer would hold {bytes} bytes, more than {max}; page it with a limit"),
+    )
+}
+
 pub fn no_space() -> Status {
     status(Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded")
 }

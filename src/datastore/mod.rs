@@ -71,13 +71,31 @@ pub struct Tuning {
     /// The space quota in bytes (etcd's `--quota-backend-bytes`: 0 means
     /// etcd's default of 2 GiB, a negative value none).
     pub quota_bytes: i64,
+    /// Watchers open at once across all streams; more are refused
+    /// (created, then canceled with the reason).
+    pub max_watchers: usize,
+    /// The most a Range answer may hold (keys and values); a larger one is
+    /// refused with a hint to page it (`limit`), as etcd's gRPC limit would.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY, quota_bytes: quota::DEFAULT_BYTES }
+        Tuning {
+            progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY,
+            quota_bytes: quota::DEFAULT_BYTES,
+            max_watchers: DEFAULT_MAX_WATCHERS,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
     }
 }
+
+/// Watchers at most: far above what an API server opens (one per
+/// resource type and a few per client), low enough to bound memory.
+pub const DEFAULT_MAX_WATCHERS: usize = 100_000;
+/// A Range answer at most: 512 MiB (etcd's gRPC limit is 2 GiB; the API
+/// server pages its lists in 500-item chunks).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 512 << 20;
 
 impl Tuning {
     fn quota(&self) -> i64 {
@@ -103,6 +121,8 @@ pub struct Store {
     ids: Ids,
     /// The NOSPACE alarm (see [`quota`]).
     alarm: Arc<std::sync::atomic::AtomicBool>,
+    /// One permit per open watcher (see [`Tuning::max_watchers`]).
+    watchers: Arc<tokio::sync::Semaphore>,
     data_dir: PathBuf,
     tuning: Tuning,
     client_urls: Vec<String>,
@@ -140,6 +160,7 @@ impl Store {
             physical,
             ids,
             alarm,
+            watchers: Arc::new(tokio::sync::Semaphore::new(tuning.max_watchers)),
             data_dir,
             tuning,
             client_urls,

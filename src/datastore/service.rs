@@ -81,6 +81,10 @@ impl kv_server::Kv for Service {
                 Ok((query::range(c, &req, revs)?, revs.current))
             })
             .await?;
+        let bytes: usize = resp.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+        if bytes > self.0.tuning.max_response_bytes {
+            return Err(errors::response_too_large(bytes, self.0.tuning.max_response_bytes));
+        }
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }

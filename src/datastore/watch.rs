@@ -36,6 +36,8 @@ struct Watcher {
     no_delete: bool,
     progress_notify: bool,
     last_sent: Instant,
+    /// Its place among the store's watchers, given back when it goes.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Watcher {
@@ -156,6 +158,12 @@ impl WatchStream {
             resp.cancel_reason = "mvcc: duplicate watch ID provided on the WatchStream".into();
             return self.send(resp).await;
         }
+        let Ok(slot) = self.store.watchers.clone().try_acquire_owned() else {
+            // As etcd answers a watch it cannot create: created, then canceled.
+            resp.canceled = true;
+            resp.cancel_reason = format!("etcdserver: too many watchers (at most {}); close some", self.store.tuning.max_watchers);
+            return self.send(resp).await;
+        };
         self.send(resp).await?;
         let start_rev = if c.start_revision > 0 { c.start_revision } else { self.rev + 1 };
         let has = |f: FilterType| c.filters.contains(&(f as i32));
@@ -167,6 +175,7 @@ impl WatchStream {
             no_delete: has(FilterType::Nodelete),
             progress_notify: c.progress_notify,
             last_sent: Instant::now(),
+            _slot: slot,
         };
         self.watchers.insert(id, watcher);
         if start_rev <= self.rev {

@@ -72,6 +72,28 @@ pub struct Batch {
 struct Job {
     op: Op,
     reply: oneshot::Sender<Result<Reply, Status>>,
+    /// Its share of the queue's bytes, given back once it is answered
+    /// (None: the writer's own jobs).
+    _queued: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// What the requests waiting for the writer may hold at most, in KiB: past
+/// it, submitting waits (backpressure on the clients) instead of the queue
+/// growing without bound. A request is at most 1.5 MiB, so one always fits.
+pub const QUEUE_KIB: u32 = 256 * 1024;
+
+impl Op {
+    /// The request's size in KiB (at least 1), its share of the queue.
+    fn queue_kib(&self) -> u32 {
+        use prost::Message;
+        let bytes = match self {
+            Op::Put(r) => r.encoded_len(),
+            Op::Delete(r) => r.encoded_len(),
+            Op::Txn(r) => r.encoded_len(),
+            _ => 0,
+        };
+        (bytes / 1024).max(1).min(QUEUE_KIB as usize) as u32
+    }
 }
 
 /// Revisions other tasks may read without a database round trip.
@@ -85,13 +107,15 @@ pub struct Progress {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    queue: Arc<tokio::sync::Semaphore>,
 }
 
 impl WriterHandle {
     pub async fn submit(&self, op: Op) -> Result<Reply, Status> {
         let (reply, rx) = oneshot::channel();
         let stopped = || Status::unavailable("etcdserver: the datastore is shutting down");
-        self.tx.send(Job { op, reply }).map_err(|_| stopped())?;
+        let queued = self.queue.clone().acquire_many_owned(op.queue_kib()).await.map_err(|_| stopped())?;
+        self.tx.send(Job { op, reply, _queued: Some(queued) }).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -175,7 +199,7 @@ impl Writer {
     pub fn spawn(self) -> std::io::Result<WriterHandle> {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new().name("datastore-writer".into()).spawn(move || self.run(rx))?;
-        Ok(WriterHandle { tx })
+        Ok(WriterHandle { tx, queue: Arc::new(tokio::sync::Semaphore::new(QUEUE_KIB as usize)) })
     }
 
     fn run(mut self, rx: mpsc::Receiver<Job>) {
@@ -406,7 +430,7 @@ impl Writer {
 
     fn compact_now(&mut self, target: i64) {
         let (reply, _) = oneshot::channel();
-        self.commit_batch(vec![Job { op: Op::Compact(target), reply }]);
+        self.commit_batch(vec![Job { op: Op::Compact(target), reply, _queued: None }]);
     }
 }
 
