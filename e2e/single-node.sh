@@ -8,7 +8,8 @@
 #   2. a 2-replica busybox httpd Deployment + ClusterIP Service; from another pod: wget by IP and by DNS name,
 #      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte;
 #      a Secret stored encrypted (read from the SQLite file), data dir 0700 and datastore files 0600, the audit
-#      log (Metadata for Secrets), PodSecurity (a warning beyond baseline; a restricted namespace refuses)
+#      log (Metadata for Secrets), PodSecurity (a warning beyond baseline; a restricted namespace refuses);
+#      `k8s secrets-encrypt rotate-keys` (every Secret under the new key, one key left)
 #   3. SIGTERM (exit 0 within 60 s, children gone), start again: objects kept, pods Running, Service answers
 #   4. kill -9 of the k8s process tree, start again: same checks
 #   5. bad input on a second, fresh host: malformed config (unknown key, wrong types), unwritable data dir,
@@ -458,6 +459,17 @@ found=$(hx sh -c "cat $DB $DB-wal 2>/dev/null | grep -c -a -F '$MARKER'; true")
 out=$(k8s secrets-encrypt status 2>&1)
 grep -q "secrets encryption: on" <<<"$out" && grep -q "[1-9][0-9]* encrypted" <<<"$out" && ok "k8s secrets-encrypt status: $(grep -m1 'stored' <<<"$out")" ||
   { fail "k8s secrets-encrypt status"; indent <<<"$out"; }
+out=$(TMO=300 k8s secrets-encrypt rotate-keys 2>&1)
+if grep -q "old keys dropped" <<<"$out"; then
+  ok "k8s secrets-encrypt rotate-keys: $(grep -m1 'Secrets rewritten' <<<"$out"); $(grep -m1 -o 'every stored Secret is under [^;]*' <<<"$out")"
+else
+  fail "k8s secrets-encrypt rotate-keys"; indent <<<"$out"
+fi
+key=$(k8s secrets-encrypt status 2>&1 | sed -n 's/^keys: \([^ ,]*\) (new writes.*/\1/p')
+stored=$(hx sqlite3 -readonly "$DB" "SELECT substr(CAST(log.value AS TEXT), 1, 40) FROM kv JOIN log ON log.id = kv.id WHERE kv.key = CAST('/registry/secrets/$NS/atrest' AS BLOB)" 2>&1)
+[ -n "$key" ] && [[ $stored == "k8s:enc:secretbox:v1:$key:"* ]] && [ "$(kns get secret atrest -o jsonpath='{.data.token}' | base64 -d)" = "$MARKER" ] &&
+  ok "after the rotation one key is left ($key), the Secret is stored under it and reads back" ||
+  fail "after the rotation: key '$key', stored '$stored'"
 modes=$(hx stat -c '%a %n' /var/lib/k8s "$DB" "$DB-wal" /var/lib/k8s/pki/encryption-config.yaml 2>&1)
 awk 'NR == 1 && $1 != "700" || NR > 1 && $1 != "600" { bad = 1 } END { exit bad }' <<<"$modes" &&
   ok "data dir 0700; database, WAL and encryption key 0600" || { fail "file modes"; indent <<<"$modes"; }
