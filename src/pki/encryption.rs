@@ -96,7 +96,7 @@ pub fn add_key(pki: &Pki) -> Result<String, PkiError> {
     let name = key.name.clone();
     let keys = &mut secretbox(&mut config, &path)?.keys;
     if keys.iter().any(|k| k.name == name) {
-        return Err(PkiError::invalid(&path, format!("already has a key named {name}"), "wait a second and run it again"));
+        return Err(PkiError::invalid(&path, format!("already has a key named {name}"), "run it again"));
     }
     keys.insert(0, key);
     write(&path, &config)?;
@@ -152,8 +152,12 @@ pub fn key_names(path: &Path) -> Result<Vec<String>, PkiError> {
 fn new_key() -> Result<Key, PkiError> {
     let mut secret = [0u8; 32];
     SystemRandom::new().fill(&mut secret).map_err(|_| PkiError::params("encryption key", "the system has no randomness".into()))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    Ok(Key { name: format!("k8s-{now}"), secret: base64::engine::general_purpose::STANDARD.encode(secret) })
+    let mut tag = [0u8; 4];
+    SystemRandom::new().fill(&mut tag).map_err(|_| PkiError::params("encryption key", "the system has no randomness".into()))?;
+    // When it was made, for people; a random tag, so two keys made in the
+    // same second still differ.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    Ok(Key { name: format!("k8s-{now}-{}", hex::encode(tag)), secret: base64::engine::general_purpose::STANDARD.encode(secret) })
 }
 
 #[cfg(test)]
