@@ -466,7 +466,7 @@ else
   fail "k8s secrets-encrypt rotate-keys"; indent <<<"$out"
 fi
 key=$(k8s secrets-encrypt status 2>&1 | sed -n 's/^keys: \([^ ,]*\) (new writes.*/\1/p')
-stored=$(hx sqlite3 -readonly "$DB" "SELECT substr(CAST(log.value AS TEXT), 1, 40) FROM kv JOIN log ON log.id = kv.id WHERE kv.key = CAST('/registry/secrets/$NS/atrest' AS BLOB)" 2>&1)
+stored=$(hx sqlite3 -readonly "$DB" "SELECT substr(CAST(log.value AS TEXT), 1, 80) FROM kv JOIN log ON log.id = kv.id WHERE kv.key = CAST('/registry/secrets/$NS/atrest' AS BLOB)" 2>&1)
 [ -n "$key" ] && [[ $stored == "k8s:enc:secretbox:v1:$key:"* ]] && [ "$(kns get secret atrest -o jsonpath='{.data.token}' | base64 -d)" = "$MARKER" ] &&
   ok "after the rotation one key is left ($key), the Secret is stored under it and reads back" ||
   fail "after the rotation: key '$key', stored '$stored'"
