@@ -195,21 +195,7 @@ async fn full_disk_is_nospace_then_recovers() {
         let mut c = ds.client().await;
         let value = |i: usize| format!("{i:06}-{}", "v".repeat(4000));
 
-        let mut acked = Vec::new();
-        let mut nospace = None;
-        for i in 0..2_000 {
-            match c.put(format!("full/{i:06}"), value(i), None).await {
-                Ok(r) => acked.push((i, r.header().unwrap().revision())),
-                Err(e) => {
-                    nospace = Some(e);
-                    break;
-                }
-            }
-        }
-        let err = nospace.expect("8 MB of writes fit in a 3 MiB filesystem?");
-        let status = status_of(&err).unwrap_or_else(|| panic!("expected a gRPC status, got {err:?}")).clone();
-        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-        assert_eq!(status.message(), "etcdserver: mvcc: database space exceeded");
+        let mut acked = fill_until_nospace(&mut c, "full", &value, "8 MB of writes fit in a 3 MiB filesystem?").await;
         assert!(acked.len() > 10, "only {} writes fit", acked.len());
 
         // Still up: reads work, every acknowledged write is there, writes keep
@@ -260,6 +246,25 @@ async fn full_disk_is_nospace_then_recovers() {
     .await
 }
 
+/// Writes `<prefix>/<i>` = `value(i)` (at most 2000) until the store
+/// answers etcd's NOSPACE, which must come; the writes acknowledged before
+/// it, with their revisions.
+async fn fill_until_nospace(c: &mut etcd_client::Client, prefix: &str, value: &dyn Fn(usize) -> String, never: &str) -> Vec<(usize, i64)> {
+    let mut acked = Vec::new();
+    for i in 0..2_000 {
+        match c.put(format!("{prefix}/{i:06}"), value(i), None).await {
+            Ok(r) => acked.push((i, r.header().unwrap().revision())),
+            Err(err) => {
+                let status = status_of(&err).unwrap_or_else(|| panic!("expected a gRPC status, got {err:?}")).clone();
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert_eq!(status.message(), "etcdserver: mvcc: database space exceeded");
+                return acked;
+            }
+        }
+    }
+    panic!("{never}")
+}
+
 /// etcd's space quota: past `--quota-backend-bytes` the NOSPACE alarm is
 /// raised and kept across a restart; writes that add data fail, reads and
 /// deletes work, and compaction + defragmentation + `alarm disarm` bring
@@ -272,20 +277,7 @@ async fn the_quota_raises_nospace_until_disarmed() {
         let mut ds = Datastore::start_with(dir.path(), launch).await;
         let mut c = ds.client().await;
         let value = |i: usize| format!("{i:06}-{}", "q".repeat(4000));
-        let mut acked = Vec::new();
-        let mut refused = None;
-        for i in 0..2_000 {
-            match c.put(format!("q/{i:06}"), value(i), None).await {
-                Ok(r) => acked.push((i, r.header().unwrap().revision())),
-                Err(e) => {
-                    refused = Some(e);
-                    break;
-                }
-            }
-        }
-        let err = refused.expect("8 MB of writes under a 1 MiB quota?");
-        let status = status_of(&err).unwrap_or_else(|| panic!("expected a gRPC status, got {err:?}")).clone();
-        assert_eq!((status.code(), status.message()), (tonic::Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"));
+        let acked = fill_until_nospace(&mut c, "q", &value, "8 MB of writes under a 1 MiB quota?").await;
         assert!(acked.len() > 10, "only {} writes fit under 1 MiB", acked.len());
 
         let alarms = c.alarm(AlarmAction::Get, AlarmType::None, None).await.unwrap();

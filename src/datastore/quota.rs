@@ -7,7 +7,7 @@
 //! disarm` clears it (after compact + defrag made room, as with etcd).
 
 use super::pb::request_op::Request;
-use super::pb::{RequestOp, TxnRequest};
+use super::pb::{PutRequest, RequestOp, TxnRequest};
 use super::writer::Op;
 
 /// etcd's default `--quota-backend-bytes`.
@@ -22,11 +22,15 @@ const ROW_OVERHEAD: i64 = 256;
 /// allowed while the alarm is raised).
 pub fn cost(op: &Op) -> Option<i64> {
     match op {
-        Op::Put(p) => Some(2 * (p.key.len() + p.value.len()) as i64 + ROW_OVERHEAD),
+        Op::Put(p) => Some(put_cost(p)),
         Op::Txn(t) => txn_cost(t),
         Op::LeaseGrant { .. } => Some(ROW_OVERHEAD),
         _ => None,
     }
+}
+
+fn put_cost(p: &PutRequest) -> i64 {
+    2 * (p.key.len() + p.value.len()) as i64 + ROW_OVERHEAD
 }
 
 fn txn_cost(t: &TxnRequest) -> Option<i64> {
@@ -40,7 +44,7 @@ fn txn_cost(t: &TxnRequest) -> Option<i64> {
 
 fn op_cost(op: &RequestOp) -> Option<i64> {
     match &op.request {
-        Some(Request::RequestPut(p)) => Some(2 * (p.key.len() + p.value.len()) as i64 + ROW_OVERHEAD),
+        Some(Request::RequestPut(p)) => Some(put_cost(p)),
         Some(Request::RequestTxn(t)) => txn_cost(t),
         _ => None,
     }
@@ -71,7 +75,7 @@ pub enum Admit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::pb::{DeleteRangeRequest, PutRequest};
+    use crate::datastore::pb::DeleteRangeRequest;
 
     fn put(k: &str, v: usize) -> PutRequest {
         PutRequest { key: k.as_bytes().to_vec(), value: vec![0; v], ..Default::default() }

@@ -142,11 +142,23 @@ pub struct Space {
     pub alarm: Arc<AtomicBool>,
     /// The file's size after the last commit, plus what was admitted since.
     size: i64,
+    page_size: i64,
 }
 
 impl Space {
     pub fn new(quota: i64, alarm: Arc<AtomicBool>) -> Space {
-        Space { quota, alarm, size: 0 }
+        Space { quota, alarm, size: 0, page_size: 0 }
+    }
+
+    /// The file's size now: one cheap pragma after each commit (the page
+    /// size never changes).
+    fn measure(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.page_size == 0 {
+            self.page_size = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        }
+        let pages: i64 = conn.prepare_cached("PRAGMA page_count")?.query_row([], |r| r.get(0))?;
+        self.size = pages * self.page_size;
+        Ok(())
     }
 }
 
@@ -167,7 +179,7 @@ impl Writer {
     ) -> rusqlite::Result<Writer> {
         let revs = query::revs(&conn)?;
         space.alarm.store(schema::meta_get(&conn, quota::ALARM_META)? == Some(1), Ordering::SeqCst);
-        space.size = schema::sizes(&conn)?.0;
+        space.measure(&conn)?;
         progress.committed.store(revs.current, Ordering::SeqCst);
         progress.compacted.store(revs.compacted, Ordering::SeqCst);
         let mut stored = conn.prepare("SELECT id, ttl FROM lease")?;
@@ -231,7 +243,7 @@ impl Writer {
             let result = compact::defragment(&self.conn)
                 .map(|()| Reply { rev: self.revs.current, done: Done::Defragmented })
                 .map_err(|e| errors::storage(&e));
-            self.space.size = schema::sizes(&self.conn).map_or(self.space.size, |(size, _)| size);
+            let _ = self.space.measure(&self.conn); // on failure the estimate stands
             let _ = job.reply.send(result);
         }
         if batch.is_empty() {
@@ -281,7 +293,7 @@ impl Writer {
             }
             return;
         }
-        self.space.size = schema::sizes(&self.conn).map_or(self.space.size, |(size, _)| size);
+        let _ = self.space.measure(&self.conn); // on failure the estimate stands
         self.after_commit(published, lease_changes);
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);

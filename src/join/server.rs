@@ -151,10 +151,7 @@ async fn upgrade_binary(
     axum::extract::Path(sha256): axum::extract::Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, Refusal> {
-    let Some(node) = who.as_deref().and_then(|w| w.strip_prefix("system:node:")) else {
-        tracing::warn!(%peer, "binary download refused: no node client certificate");
-        return Err((StatusCode::UNAUTHORIZED, "a node's client certificate (the kubelet's) is required".into()));
-    };
+    let node = node_of(&who).inspect_err(|_| tracing::warn!(%peer, "binary download refused: no node client certificate"))?;
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err((StatusCode::BAD_REQUEST, format!("{sha256:?} is not a sha256")));
     }
@@ -196,12 +193,17 @@ async fn node_leave(
     axum::Extension(ClientIdentity(who)): axum::Extension<ClientIdentity>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Result<&'static str, Refusal> {
-    let Some(node) = who.as_deref().and_then(|w| w.strip_prefix("system:node:")) else {
-        return Err((StatusCode::UNAUTHORIZED, "a node's client certificate (the kubelet's) is required".into()));
-    };
+    let node = node_of(&who)?;
     binding::release_name(&c.api, node).await.map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     tracing::info!(%node, %peer, "node left");
     Ok("released\n")
+}
+
+/// The node a client certificate names (`system:node:<name>`).
+fn node_of(who: &Option<String>) -> Result<&str, Refusal> {
+    who.as_deref()
+        .and_then(|w| w.strip_prefix("system:node:"))
+        .ok_or_else(|| (StatusCode::UNAUTHORIZED, "a node's client certificate (the kubelet's) is required".into()))
 }
 
 /// The start of a `Range: bytes=N-` header, if the request has one.

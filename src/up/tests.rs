@@ -484,19 +484,7 @@ fn vxlan_reaches_the_servers_config_and_host_gw_stays_unwritten() {
 
 /// The cluster's nodes as the upgrade controller reads them, on `version`.
 fn upgrade_facts(names: &[(&str, crate::upgrade::crd::Role)], version: &str) -> Vec<crate::upgrade::preflight::NodeFacts> {
-    names
-        .iter()
-        .map(|(name, role)| crate::upgrade::preflight::NodeFacts {
-            name: name.to_string(),
-            role: *role,
-            ready: true,
-            cordoned_by_others: false,
-            k8s_version: Some(version.into()),
-            kubelet_version: "v1.37.1".into(),
-            arch: "amd64".into(),
-            systemd: true,
-        })
-        .collect()
+    names.iter().map(|(name, role)| crate::upgrade::preflight::NodeFacts::healthy(name, *role, version)).collect()
 }
 
 #[test]

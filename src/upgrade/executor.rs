@@ -182,9 +182,12 @@ impl Executor {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
             for source in &order.sources {
-                let Some((host, port)) = host_port(source) else {
-                    errors.push(format!("{source}: not https://HOST:PORT"));
-                    continue;
+                let (host, port) = match crate::join::client::parse_url(source) {
+                    Ok(hp) => hp,
+                    Err(e) => {
+                        errors.push(format!("{e:#}"));
+                        continue;
+                    }
                 };
                 let fetch = tokio::time::timeout(DOWNLOAD_TIMEOUT, client.download(&host, port, &path, part));
                 match fetch.await.unwrap_or_else(|_| Err(anyhow::anyhow!("{source}: stalled for {DOWNLOAD_TIMEOUT:?}"))) {
@@ -349,13 +352,6 @@ fn check_free_space(dir: &Path) -> anyhow::Result<()> {
         bail!("{} MiB free under {}, an upgrade needs {} MiB; free some space and start the plan again", free >> 20, dir.display(), NEEDED_FREE_BYTES >> 20);
     }
     Ok(())
-}
-
-/// `https://HOST:PORT` (HOST may be a bracketed IPv6 address).
-fn host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.strip_prefix("https://")?.trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':')?;
-    Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?))
 }
 
 fn now() -> u64 {

@@ -93,6 +93,23 @@ pub struct Running<'a> {
     pub etcd: Option<&'a str>,
 }
 
+#[cfg(test)]
+impl NodeFacts {
+    /// A Ready, uncordoned amd64 node under systemd, on k8s `k8s` and kubelet v1.37.1.
+    pub fn healthy(name: &str, role: Role, k8s: &str) -> NodeFacts {
+        NodeFacts {
+            name: name.into(),
+            role,
+            ready: true,
+            cordoned_by_others: false,
+            k8s_version: Some(k8s.into()),
+            kubelet_version: "v1.37.1".into(),
+            arch: "amd64".into(),
+            systemd: true,
+        }
+    }
+}
+
 /// Every reason the plan may not start, empty when it may.
 pub fn preflight(spec: &UpgradePlanSpec, nodes: &[NodeFacts], running: Running) -> Vec<String> {
     let mut problems = Vec::new();
@@ -216,16 +233,7 @@ mod tests {
     }
 
     fn node(name: &str, k8s: &str, kubelet: &str) -> NodeFacts {
-        NodeFacts {
-            name: name.into(),
-            role: Role::Server,
-            ready: true,
-            cordoned_by_others: false,
-            k8s_version: Some(k8s.into()),
-            kubelet_version: kubelet.into(),
-            arch: "amd64".into(),
-            systemd: true,
-        }
+        NodeFacts { kubelet_version: kubelet.into(), ..NodeFacts::healthy(name, Role::Server, k8s) }
     }
 
     fn spec(version: &str, kube: &str) -> UpgradePlanSpec {

@@ -219,16 +219,7 @@ mod tests {
     use super::*;
 
     fn facts(name: &str, role: Role, version: &str) -> NodeFacts {
-        NodeFacts {
-            name: name.into(),
-            role,
-            ready: true,
-            cordoned_by_others: false,
-            k8s_version: Some(version.into()),
-            kubelet_version: "v1.37.1".into(),
-            arch: "amd64".into(),
-            systemd: true,
-        }
+        NodeFacts::healthy(name, role, version)
     }
 
     fn spec(max_unavailable: &str) -> UpgradePlanSpec {
