@@ -74,17 +74,9 @@ v=$(TMO=30 hx $S2 k8s kubectl get configmap e2e-ha -o jsonpath='{.data.written}'
 
 # ------------------------------------------------------------------------------------------ 3. again
 step "up again with the same inventory: nothing changes"
-declare -A before
-for i in $S1 $S2 $S3 $A; do before[$i]=$(host_state "$i"); done
+remember_hosts "$S1" "$S2" "$S3" "$A"
 run_up again -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" --output json -y
 echo "BENCH up ha again (no change): $UP_SECS s"
 if ((UP_RC == 0)); then ok "k8s up exited 0 in $UP_SECS s"; else fail "the second up failed (exit $UP_RC)"; show_up again; fi
 json_no_change again "${IP[@]:1}"
-for i in $S1 $S2 $S3 $A; do
-  after=$(host_state "$i")
-  if [[ $after == "${before[$i]}" ]]; then
-    ok "${HOST[i]}: binary mtime, sha256, config and unit start time unchanged"
-  else
-    fail "${HOST[i]} changed:"; diff <(echo "${before[$i]}") <(echo "$after") | indent
-  fi
-done
+hosts_unchanged "$S1" "$S2" "$S3" "$A"

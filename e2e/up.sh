@@ -78,20 +78,12 @@ pod_traffic "${HOST[S]}" "${HOST[A]}"
 
 # ------------------------------------------------------------------------------------------ 3. again
 step "up again with the same inventory: nothing changes"
-before_s=$(host_state $S) before_a=$(host_state $A)
+remember_hosts "$S" "$A"
 run_up again -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" --output json -y
 echo "BENCH up again (no change): $UP_SECS s"
 if ((UP_RC == 0)); then ok "k8s up exited 0 in $UP_SECS s"; else fail "the second up failed (exit $UP_RC)"; show_up again; fi
 json_no_change again "${IP[S]}" "${IP[A]}"
-for i in $S $A; do
-  [[ $i == "$S" ]] && before=$before_s || before=$before_a
-  after=$(host_state "$i")
-  if [[ $after == "$before" ]]; then
-    ok "${HOST[i]}: binary mtime, sha256, config and unit start time unchanged"
-  else
-    fail "${HOST[i]} changed:"; diff <(echo "$before") <(echo "$after") | indent
-  fi
-done
+hosts_unchanged "$S" "$A"
 nodes_ready 60 "${HOST[S]}" "${HOST[A]}" && ok "both nodes still Ready" || fail "nodes not Ready after the second up"
 
 # ------------------------------------------------------------------------------------------ 4. a wrong token

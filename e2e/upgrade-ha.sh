@@ -52,17 +52,6 @@ NEW_KUBE=$("$NEXT" version | awk '/^kubernetes: /{v = $2} END {print v}')   # di
 WANT_ORDER="$(for i in "${SERVERS[@]}"; do echo "${HOST[i]}"; done | LC_ALL=C sort | paste -sd' ') ${HOST[A]}"
 FIRST_SERVER=${WANT_ORDER%% *}
 
-# run_up_with BIN LABEL ARGS...: run_up (lib/up.sh) with another binary: `BIN up ARGS` on the workstation; stdout in
-# $WORK/up-LABEL.out, stderr in .err (so up_log, show_up and json_no_change read it); sets UP_RC, UP_SECS
-run_up_with() {
-  local bin=$1 label=$2 t; shift 2
-  t=$(ms)
-  TMO=${UP_TIMEOUT:-420} ws "$bin" up "$@" </dev/null >"$WORK/up-$label.out" 2>"$WORK/up-$label.err"
-  UP_RC=$?
-  UP_SECS=$(secs "$t")
-  ((UP_RC == 124)) && say "k8s up $label: killed after ${UP_TIMEOUT:-420} s"
-  return 0
-}
 # push SRC DEST I: a file onto host I's disk (same mode as SRC)
 push() { "$N" push "$CL" "$1" "$2" "$3" >/dev/null; }
 on_s1() { hx "$S1" /usr/local/bin/k8s "$@"; }
@@ -119,21 +108,9 @@ run_up first -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" -y
 ok "k8s up exited 0 in $UP_SECS s"
 [[ -s $KC ]] || die "no kubeconfig at $KC"
 if nodes_ready 120 "${HOST[@]:1}"; then ok "all 4 nodes Ready"; else TMO=30 kc get nodes -o wide 2>&1 | indent; die "nodes not Ready"; fi
-TMO=60 kc apply -f - >/dev/null 2>"$WORK/workload.err" <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: k8s.local/busybox:latest
-        imagePullPolicy: IfNotPresent
-        command: [sh, -c, 'mkdir -p /www && echo ok >/www/index.html && exec httpd -f -p 8080 -h /www']
+{
+  web_deployment 3
+  cat <<'EOF'
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
@@ -154,6 +131,7 @@ kind: ConfigMap
 metadata: {name: before-upgrade}
 data: {k: v}
 EOF
+} | TMO=60 kc apply -f - >/dev/null 2>"$WORK/workload.err"
 rc=$?
 ((rc == 0)) || { fail "cannot create the workload (exit $rc)"; indent <"$WORK/workload.err"; }
 if TMO=200 kc rollout status deployment/web --timeout=180s >/dev/null 2>&1; then
@@ -163,8 +141,7 @@ else
 fi
 # A client on every node (a DaemonSet: drains leave its pods alone, so their logs last through the rollout) calls
 # the Service every 0.2 s (at most 6000 times) and logs each answer; pods outlive k8s restarts.
-# shellcheck disable=SC2016 # the loop runs in the pod's shell
-TMO=60 kc apply -f - >/dev/null 2>"$WORK/client.err" <<'EOF'
+TMO=60 kc apply -f - >/dev/null 2>"$WORK/client.err" <<EOF
 apiVersion: apps/v1
 kind: DaemonSet
 metadata: {name: client}
@@ -178,7 +155,7 @@ spec:
       - name: client
         image: k8s.local/busybox:latest
         imagePullPolicy: IfNotPresent
-        command: [sh, -c, 'i=0; while [ $i -lt 6000 ]; do i=$((i + 1)); if timeout 2 wget -qO- http://web/ >/dev/null 2>&1; then echo ok; else echo fail; fi; sleep 0.2; done; sleep 86400']
+        command: [sh, -c, '$(web_client 6000); sleep 86400']
 EOF
 rc=$?
 ((rc == 0)) || { fail "cannot create the client DaemonSet (exit $rc)"; indent <"$WORK/client.err"; }
@@ -187,8 +164,7 @@ else fail "the client DaemonSet is not ready"; fi
 
 # ------------------------------------------------------------------------------------------ 1. dry run
 step "k8s up --dry-run with the next binary (k8s $NEW)"
-declare -A before
-for i in "${SERVERS[@]}" "$A"; do before[$i]=$(host_state "$i"); done
+remember_hosts "${SERVERS[@]}" "$A"
 UP_TIMEOUT=120 run_up_with "$NEXT" dry -i "$WORK/hosts.yaml" --dry-run
 if ((UP_RC == 0)); then ok "k8s up --dry-run exited 0 in $UP_SECS s"; else fail "k8s up --dry-run failed (exit $UP_RC)"; fi
 show_up dry 20
@@ -199,13 +175,9 @@ order=$(up_log dry | grep -F -- "$NEW" | mentions)
 if [[ $order == "$WANT_ORDER" ]]; then ok "it lists the nodes in rollout order: $order"; else fail "the dry run lists '$order', want '$WANT_ORDER'"; fi
 for i in "${SERVERS[@]}" "$A"; do
   v=$(published "${HOST[i]}")
-  after=$(host_state "$i")
-  if [[ $v == "$OLD" && $after == "${before[$i]}" ]]; then
-    ok "${HOST[i]}: still publishes k8s $OLD; binary, config and units unchanged"
-  else
-    fail "${HOST[i]} changed by a dry run: publishes '$v'"; diff <(echo "${before[$i]}") <(echo "$after") | indent
-  fi
+  if [[ $v == "$OLD" ]]; then ok "${HOST[i]}: still publishes k8s $OLD"; else fail "${HOST[i]} changed by a dry run: publishes '$v'"; fi
 done
+hosts_unchanged "${SERVERS[@]}" "$A"
 no_plan "after the dry run"
 
 # ------------------------------------------------------------------------------------------ 2. refusals
@@ -342,18 +314,11 @@ if ((sent > 0)); then ok "the client pods ran through the rollout ($sent request
 etcd_members "after the upgrade"
 
 step "k8s up again with the next binary: nothing changes"
-for i in "${SERVERS[@]}" "$A"; do before[$i]=$(host_state "$i"); done
+remember_hosts "${SERVERS[@]}" "$A"
 UP_TIMEOUT=180 run_up_with "$NEXT" again -i "$WORK/hosts.yaml" -y --kubeconfig-out "$KC" --output json
 if ((UP_RC == 0)); then ok "k8s up exited 0 in $UP_SECS s"; else fail "the second up failed (exit $UP_RC)"; show_up again; fi
 json_no_change again "${IP[@]:1}"
-for i in "${SERVERS[@]}" "$A"; do
-  after=$(host_state "$i")
-  if [[ $after == "${before[$i]}" ]]; then
-    ok "${HOST[i]}: binary mtime, sha256, config and unit start time unchanged"
-  else
-    fail "${HOST[i]} changed:"; diff <(echo "${before[$i]}") <(echo "$after") | indent
-  fi
-done
+hosts_unchanged "${SERVERS[@]}" "$A"
 
 # ------------------------------------------------------------------------------------------ 4. a rollback
 step "a broken binary on HA: the first server rolls back by itself, the others are not touched"

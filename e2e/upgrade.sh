@@ -59,29 +59,13 @@ indent <<<"$out"
 
 # ------------------------------------------------------------------------------------------ 2. the upgrade
 step "k8s upgrade apply: $OLD → $NEW"
-TMO=60 kc apply -f - >/dev/null 2>&1 <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: k8s.local/busybox:latest
-        imagePullPolicy: IfNotPresent
-        command: [sh, -c, 'mkdir -p /www && echo ok >/www/index.html && exec httpd -f -p 8080 -h /www']
-EOF
+web_deployment 2 | TMO=60 kc apply -f - >/dev/null 2>&1
 TMO=60 kc expose deployment web --port=80 --target-port=8080 >/dev/null 2>&1
 TMO=120 kc rollout status deployment/web --timeout=100s >/dev/null 2>&1 && ok "a 2-replica web Deployment behind a Service" ||
   fail "the web Deployment is not ready"
 # A client pod calls the Service every 0.2 s (at most 2000 times) and logs each answer; pods outlive k8s restarts.
-TMO=60 kc run client --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent --restart=Never --command -- sh -c \
-  'i=0; while [ $i -lt 2000 ]; do i=$((i + 1)); if timeout 2 wget -qO- http://web/ >/dev/null 2>&1; then echo ok; else echo fail; fi; sleep 0.2; done' \
-  >/dev/null 2>&1
+TMO=60 kc run client --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent --restart=Never --command -- \
+  sh -c "$(web_client 2000)" >/dev/null 2>&1
 TMO=120 kc wait --for=condition=Ready pod/client --timeout=100s >/dev/null 2>&1 || fail "the client pod is not Ready"
 TMO=30 kc create configmap before-upgrade --from-literal=k=v >/dev/null 2>&1 || fail "cannot create the ConfigMap before-upgrade"
 t=$(ms)

@@ -176,10 +176,12 @@ inventory() {
 # ------------------------------------------------------------------------------------------ k8s up
 # run_up LABEL ARGS...: `k8s up ARGS` on the workstation; stdout in $WORK/up-LABEL.out, stderr in .err; sets UP_RC,
 # UP_SECS
-run_up() {
-  local label=$1 t; shift
+run_up() { run_up_with "$BIN" "$@"; }
+# run_up_with BIN LABEL ARGS...: run_up with another k8s binary (one the workstation netns can run)
+run_up_with() {
+  local bin=$1 label=$2 t; shift 2
   t=$(ms)
-  TMO=${UP_TIMEOUT:-420} ws "$BIN" up "$@" </dev/null >"$WORK/up-$label.out" 2>"$WORK/up-$label.err"
+  TMO=${UP_TIMEOUT:-420} ws "$bin" up "$@" </dev/null >"$WORK/up-$label.out" 2>"$WORK/up-$label.err"
   UP_RC=$?
   UP_SECS=$(secs "$t")
   ((UP_RC == 124)) && say "k8s up $label: killed after ${UP_TIMEOUT:-420} s"
@@ -321,6 +323,48 @@ host_state() {
       systemctl is-enabled -q $u 2>/dev/null || continue
       echo "$u $(systemctl show -p ActiveEnterTimestamp -p MainPID -p NRestarts $u | tr "\n" " ")"
     done'
+}
+
+# remember_hosts I...: each host's host_state, for hosts_unchanged
+declare -A REMEMBERED
+remember_hosts() { local i; for i in "$@"; do REMEMBERED[$i]=$(host_state "$i"); done; }
+# hosts_unchanged I...: a check per host: its host_state is what remember_hosts saw (else the difference)
+hosts_unchanged() {
+  local i now
+  for i in "$@"; do
+    now=$(host_state "$i")
+    if [[ $now == "${REMEMBERED[$i]}" ]]; then
+      ok "${HOST[i]}: binary mtime, sha256, config and unit start time unchanged"
+    else
+      fail "${HOST[i]} changed:"; diff <(echo "${REMEMBERED[$i]}") <(echo "$now") | indent
+    fi
+  done
+}
+
+# ------------------------------------------------------------------------------------------ workloads
+# web_deployment REPLICAS: the manifest of `web`, busybox httpd answering "ok" on 8080 (the upgrade tests' workload)
+web_deployment() {
+  cat <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: $1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: k8s.local/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'mkdir -p /www && echo ok >/www/index.html && exec httpd -f -p 8080 -h /www']
+EOF
+}
+# web_client N: a shell loop for a client pod: calls http://web/ every 0.2 s, N times, one line ok|fail per call
+web_client() {
+  # shellcheck disable=SC2016 # the loop runs in the pod's shell
+  printf 'i=0; while [ $i -lt %d ]; do i=$((i + 1)); if timeout 2 wget -qO- http://web/ >/dev/null 2>&1; then echo ok; else echo fail; fi; sleep 0.2; done' "$1"
 }
 
 # ------------------------------------------------------------------------------------------ etcd (HA)
