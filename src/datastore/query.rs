@@ -63,9 +63,14 @@ fn key_params(kr: &KeyRange, col: &str) -> (String, Vec<Value>) {
 /// The newest log id written at or before `rev` (log ids grow with
 /// revisions: a row's id is above every row that existed when it was
 /// written), so "visible at rev" is "id <= this", which the (key, id)
-/// index answers alone. None: nothing was written by then.
+/// index answers alone. None: nothing was written by then. Written as the
+/// last entry of the (rev, id) index, one lookup: `max(id) WHERE rev <= ?`
+/// would visit every older row.
 fn id_bound(conn: &Connection, rev: i64) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT max(id) FROM log WHERE rev <= ?1")?.query_row([rev], |r| r.get(0))
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT id FROM log WHERE rev <= ?1 ORDER BY rev DESC, id DESC LIMIT 1")?
+        .query_row([rev], |r| r.get(0))
+        .optional()
 }
 
 fn fetch(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_value: bool)
@@ -112,24 +117,57 @@ fn count(conn: &Connection, kr: &KeyRange, at: At) -> rusqlite::Result<i64> {
     if kr.is_empty() {
         return Ok(0);
     }
-    let (sql, params) = match at {
-        // The kv table holds exactly the live keys.
-        At::Latest => {
-            let (cond, params) = key_params(kr, "key");
-            (format!("SELECT count(*) FROM kv WHERE {cond}"), params)
-        }
-        At::Rev(rev) => {
-            let Some(bound) = id_bound(conn, rev)? else { return Ok(0) };
-            let (cond, mut params) = key_params(kr, "key");
-            let b = params.len() + 1;
-            params.push(Value::Integer(bound));
-            (format!(
-                "SELECT count(*) FROM (SELECT max(id) AS mid FROM log WHERE {cond} AND id <= ?{b} GROUP BY key) m
-                 JOIN log l ON l.id = m.mid WHERE l.deleted = 0"
-            ), params)
-        }
-    };
+    let At::Rev(rev) = at else { return count_latest(conn, kr) };
+    let Some(bound) = id_bound(conn, rev)? else { return Ok(0) };
+    let now = count_latest(conn, kr)?;
+    let newest: i64 = conn.prepare_cached("SELECT max(id) FROM log")?.query_row([], |r| r.get(0))?;
+    // The pages of a list after the first are counted at the first page's
+    // revision, usually a few writes ago: then correcting today's count by
+    // those writes is far cheaper than visiting the range's whole history.
+    // A correction costs about 8 history rows' worth per write (measured
+    // with EXPLAIN QUERY PLAN and .timer on a 10k-key, 40k-write store).
+    if (newest - bound) * 8 <= now {
+        count_since(conn, kr, bound, now)
+    } else {
+        count_history(conn, kr, bound)
+    }
+}
+
+/// The kv table holds exactly the live keys.
+fn count_latest(conn: &Connection, kr: &KeyRange) -> rusqlite::Result<i64> {
+    let (cond, params) = key_params(kr, "key");
+    conn.prepare_cached(&format!("SELECT count(*) FROM kv WHERE {cond}"))?
+        .query_row(params_from_iter(params), |r| r.get(0))
+}
+
+/// The live keys at log id `bound`, from the history of the range.
+fn count_history(conn: &Connection, kr: &KeyRange, bound: i64) -> rusqlite::Result<i64> {
+    let (cond, mut params) = key_params(kr, "key");
+    let b = params.len() + 1;
+    params.push(Value::Integer(bound));
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT max(id) AS mid FROM log WHERE {cond} AND id <= ?{b} GROUP BY key) m
+         JOIN log l ON l.id = m.mid WHERE l.deleted = 0"
+    );
     conn.prepare_cached(&sql)?.query_row(params_from_iter(params), |r| r.get(0))
+}
+
+/// The live keys at log id `bound`: the `now` live keys, minus those of the
+/// keys written since that are live now, plus those of them that were live
+/// then. `NOT INDEXED` makes SQLite walk the rows after `bound` by id
+/// instead of the range's history by key.
+fn count_since(conn: &Connection, kr: &KeyRange, bound: i64, now: i64) -> rusqlite::Result<i64> {
+    let (cond, mut params) = key_params(kr, "key");
+    let b = params.len() + 1;
+    params.push(Value::Integer(bound));
+    let sql = format!(
+        "WITH c AS (SELECT DISTINCT key FROM log NOT INDEXED WHERE id > ?{b} AND {cond})
+         SELECT (SELECT count(*) FROM c JOIN log l ON l.id = (SELECT max(id) FROM log WHERE key = c.key AND id <= ?{b})
+                 WHERE l.deleted = 0)
+              - (SELECT count(*) FROM c JOIN kv ON kv.key = c.key)"
+    );
+    let delta: i64 = conn.prepare_cached(&sql)?.query_row(params_from_iter(params), |r| r.get(0))?;
+    Ok(now + delta)
 }
 
 /// Live keys in a range at the newest revision.
@@ -347,4 +385,59 @@ fn event_from_row(r: &Row) -> rusqlite::Result<Event> {
     };
     let kind = if deleted { EventType::Delete } else { EventType::Put };
     Ok(Event { r#type: kind as i32, kv: Some(kv), prev_kv })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::apply::Applier;
+    use super::super::pb::{DeleteRangeRequest, PutRequest};
+    use super::super::schema;
+    use super::*;
+
+    /// A pseudo-random history of puts, deletes and re-creates over 30 keys.
+    fn store_with_history(dir: &std::path::Path) -> Connection {
+        let conn = schema::open_writer(dir).unwrap();
+        let mut seed: u64 = 11;
+        for _ in 0..300 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let key = format!("c/{:02}", (seed >> 33) % 30).into_bytes();
+            let mut a = Applier::new(&conn, revs(&conn).unwrap());
+            if (seed >> 20) % 3 == 0 {
+                a.delete(&DeleteRangeRequest { key, ..Default::default() }).unwrap();
+            } else {
+                a.put(&PutRequest { key, value: b"v".to_vec(), ..Default::default() }).unwrap();
+            }
+            schema::meta_set(&conn, "rev", a.rev()).unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn counting_since_a_revision_matches_counting_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store_with_history(dir.path());
+        let newest: i64 = conn.query_row("SELECT max(id) FROM log", [], |r| r.get(0)).unwrap();
+        let ranges = [KeyRange::new(b"c/", b"c0"), KeyRange::new(b"c/1", b"c/2"), KeyRange::new(b"c/05", b"")];
+        for kr in &ranges {
+            let now = count_latest(&conn, kr).unwrap();
+            for bound in 1..=newest {
+                assert_eq!(
+                    count_since(&conn, kr, bound, now).unwrap(),
+                    count_history(&conn, kr, bound).unwrap(),
+                    "{kr:?} at log id {bound}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_id_bound_is_the_newest_row_at_or_before_a_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store_with_history(dir.path());
+        let current = revs(&conn).unwrap().current;
+        for rev in 0..=current {
+            let scan: Option<i64> = conn.query_row("SELECT max(id) FROM log WHERE rev <= ?1", [rev], |r| r.get(0)).unwrap();
+            assert_eq!(id_bound(&conn, rev).unwrap(), scan, "rev {rev}");
+        }
+    }
 }
