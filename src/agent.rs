@@ -94,6 +94,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         kube_proxy_kubeconfig: &f.kube_proxy_kubeconfig,
         kubelet_extra_args: kubelet_args,
         pod_network: cluster.pod_network,
+        profile: cluster.profile,
     };
     node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await?;
     upgrade::executor::Executor {
@@ -138,6 +139,9 @@ struct Settings {
     /// Files written before pod-network existed lack it: host-gw, what they ran.
     #[serde(default)]
     pod_network: node::PodNetwork,
+    /// Files written before profile existed lack it: standard.
+    #[serde(default)]
+    profile: node::Profile,
 }
 
 impl From<&AgentConfig> for Settings {
@@ -148,6 +152,7 @@ impl From<&AgentConfig> for Settings {
             cluster_dns: c.cluster_dns,
             cluster_domain: c.cluster_domain.clone(),
             pod_network: c.pod_network,
+            profile: c.profile,
         }
     }
 }
@@ -213,6 +218,7 @@ mod tests {
             cluster_dns: "10.43.0.10".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
             pod_network,
+            profile: node::Profile::Cis,
         }
     }
 
@@ -233,5 +239,6 @@ mod tests {
         let old = r#"{"api_server":"https://10.0.0.1:6443","cluster_cidr":"10.42.0.0/16","cluster_dns":"10.43.0.10","cluster_domain":"cluster.local"}"#;
         std::fs::write(&files.settings, old).unwrap();
         assert_eq!(files.read_settings().unwrap().pod_network, node::PodNetwork::HostGw);
+        assert_eq!(files.read_settings().unwrap().profile, node::Profile::Standard);
     }
 }

@@ -8,6 +8,7 @@ pub const CNI: &str = include_str!("../templates/cni.conflist");
 pub const COREDNS: &str = include_str!("../templates/addons/coredns.yaml");
 pub const AUDIT_POLICY: &str = include_str!("../templates/server/audit-policy.yaml");
 pub const ADMISSION: &str = include_str!("../templates/server/admission.yaml");
+pub const ADMISSION_CIS: &str = include_str!("../templates/server/admission-cis.yaml");
 
 /// Fills every `{{name}}`; a placeholder without a value is a bug in the
 /// caller, reported rather than rendered as empty text.

@@ -28,6 +28,7 @@
 //! that writes to it.
 
 use std::future::Future;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -142,7 +143,9 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
     if let Some(dir) = spec.log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
+    // Component logs can hold request details: root's only, whatever the umask.
+    let log = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&spec.log)?;
+    log.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))

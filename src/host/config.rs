@@ -71,6 +71,13 @@ pub struct ServerOptions {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_network: Option<PodNetwork>,
+    /// Hardening: standard, or cis (the CIS Kubernetes Benchmark's settings:
+    /// PodSecurity restricted outside kube-system, EventRateLimit, kubelet
+    /// protectKernelDefaults, strong TLS ciphers; see docs/security.md). The
+    /// whole cluster's; agents receive it on joining [default: standard].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
     /// Run the control plane only, without a node.
     #[arg(long)]
     #[serde(default)]
@@ -188,6 +195,26 @@ impl fmt::Display for PodNetwork {
     }
 }
 
+/// How hardened the cluster is: one setting for the whole cluster
+/// (`profile`), which agents receive when they join.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Secure defaults that run any workload (PodSecurity warns, does not enforce).
+    #[default]
+    Standard,
+    /// The CIS Kubernetes Benchmark's settings on top.
+    Cis,
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Standard => "standard",
+            Profile::Cis => "cis",
+        })
+    }
+}
 
 fn is_false(b: &bool) -> bool {
     !*b

@@ -107,6 +107,7 @@ impl Inventory {
                 cluster_dns: c.cluster_dns.or_else(|| service_cidr.nth(10)).expect("checked"),
                 cluster_domain: c.cluster_domain,
                 pod_network: c.pod_network,
+                profile: c.profile,
                 version: c.version,
             },
             ssh: draft.ssh,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::syntax;
 pub use super::syntax::Cidr;
-pub use crate::host::config::PodNetwork;
+pub use crate::host::config::{PodNetwork, Profile};
 /// The inventory's `host-key-checking` and `sudo` are the SSH module's own settings.
 pub use crate::ssh::{HostKeyChecking, Sudo};
 
@@ -40,6 +40,8 @@ pub struct Cluster {
     pub cluster_domain: String,
     /// How pods reach pods on other nodes (`pod-network`).
     pub pod_network: PodNetwork,
+    /// How hardened the cluster is (`profile`: standard or cis).
+    pub profile: Profile,
     /// The `k8s` version to install; `None`: the running binary's.
     pub version: Option<String>,
 }

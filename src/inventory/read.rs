@@ -49,6 +49,7 @@ pub struct ClusterDraft {
     pub cluster_dns_given: bool,
     pub cluster_domain: String,
     pub pod_network: PodNetwork,
+    pub profile: Profile,
     pub version: Option<String>,
 }
 
@@ -116,6 +117,7 @@ const CLUSTER_HINTS: &[(&str, &str)] = &[
     ("dns", "cluster-dns"),
     ("flannel-backend", "pod-network (host-gw or vxlan)"),
     ("network", "pod-network (host-gw or vxlan)"),
+    ("hardening", "profile (standard or cis)"),
     ("kubernetes-version", "version (the k8s binary's version; it decides the Kubernetes version)"),
 ];
 
@@ -368,6 +370,7 @@ impl Reader {
             cluster_dns_given: false,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             pod_network: PodNetwork::default(),
+            profile: Profile::default(),
             version: None,
         };
         let Some((v, path)) = section else { return c };
@@ -380,6 +383,7 @@ impl Reader {
             "cluster-dns",
             "cluster-domain",
             "pod-network",
+            "profile",
             "version",
         ];
         let Some(f) = self.fields(v, &path, "the cluster settings", &known, CLUSTER_HINTS) else {
@@ -449,6 +453,12 @@ impl Reader {
             let choices = [("host-gw", PodNetwork::HostGw), ("vxlan", PodNetwork::Vxlan)];
             if let Some(n) = self.choice(v, &p, &choices, &hints) {
                 c.pod_network = n;
+            }
+        }
+        if let Some((v, p)) = f.get("profile") {
+            let hints = [("cis-1.23", "write cis"), ("hardened", "write cis")];
+            if let Some(profile) = self.choice(v, &p, &[("standard", Profile::Standard), ("cis", Profile::Cis)], &hints) {
+                c.profile = profile;
             }
         }
         if let Some((v, p)) = f.get("version") {

@@ -367,6 +367,13 @@ fn invalid_cidrs() {
 }
 
 #[test]
+fn profile_choice() {
+    assert_eq!(ok(&format!("cluster:\n  profile: cis\n{ONE}")).cluster.profile, Profile::Cis);
+    assert_eq!(ok(ONE).cluster.profile, Profile::Standard);
+    one(&format!("cluster:\n  profile: cis-1.23\n{ONE}"), "2:12", &["write cis"]);
+}
+
+#[test]
 fn pod_network_choice() {
     let inv = ok(&format!("cluster:\n  pod-network: vxlan\n{ONE}"));
     assert_eq!(inv.cluster.pod_network, PodNetwork::Vxlan);

@@ -49,6 +49,9 @@ pub struct AgentConfig {
     /// only pod network they had.
     #[serde(default)]
     pub pod_network: crate::host::config::PodNetwork,
+    /// Absent from older servers' answers: standard.
+    #[serde(default)]
+    pub profile: crate::host::config::Profile,
 }
 
 /// No Debug: it carries the token.
@@ -73,7 +76,9 @@ pub struct ServerBundle {
     pub cluster_domain: String,
     /// Absent from older servers' bundles: host-gw.
     #[serde(default)]
-    pub pod_network: crate::host::config::PodNetwork,
+    pub pod_network: crate::host::config::PodNetwork,    /// Absent from older servers' bundles: standard.
+    #[serde(default)]
+    pub profile: crate::host::config::Profile,
 }
 
 #[cfg(test)]

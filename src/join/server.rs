@@ -41,6 +41,7 @@ pub struct Cluster {
     pub cluster_dns: std::net::IpAddr,
     pub cluster_domain: String,
     pub pod_network: crate::host::config::PodNetwork,
+    pub profile: crate::host::config::Profile,
     /// HA: servers may join (the datastore is etcd).
     pub servers_may_join: bool,
     /// One joining server at a time.
@@ -141,6 +142,7 @@ async fn join_server(
         cluster_dns: c.cluster_dns,
         cluster_domain: c.cluster_domain.clone(),
         pod_network: c.pod_network,
+        profile: c.profile,
     }))
 }
 
@@ -268,6 +270,7 @@ fn agent_config(c: &Cluster, req: &AgentRequest) -> anyhow::Result<AgentConfig> 
         cluster_dns: c.cluster_dns,
         cluster_domain: c.cluster_domain.clone(),
         pod_network: c.pod_network,
+        profile: c.profile,
     })
 }
 

@@ -25,7 +25,7 @@ use crate::payload::Components;
 use crate::templates;
 use crate::version::VERSION;
 
-pub use crate::host::config::PodNetwork;
+pub use crate::host::config::{PodNetwork, Profile};
 
 /// What the node needs to know about the cluster and itself.
 pub struct Settings<'a> {
@@ -41,6 +41,7 @@ pub struct Settings<'a> {
     pub kube_proxy_kubeconfig: &'a Path,
     pub kubelet_extra_args: &'a [String],
     pub pod_network: PodNetwork,
+    pub profile: Profile,
 }
 
 /// The Node annotation with the `k8s` version the node runs (the kubelet
@@ -114,6 +115,9 @@ async fn publish_version(kubelet: &kube::Client, node_name: &str) -> anyhow::Res
 /// Starts containerd (and imports the images), kubelet and kube-proxy.
 async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
     host_settings::prepare_network()?;
+    if s.profile == Profile::Cis {
+        host_settings::kernel_defaults()?;
+    }
     start_containerd(sup, c, p).await?;
     import_images(c, p).await?;
     start_kubelet(sup, c, p, s)?;
@@ -236,7 +240,7 @@ fn start_kubelet(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'
         ("resolv_conf", &resolv.display().to_string()),
         ("tls_cert", &s.kubelet_cert.display().to_string()),
         ("tls_key", &s.kubelet_key.display().to_string()),
-    ]);
+    ]) + &kubelet_hardening(s.profile);
     let file = p.etc.join("kubelet-config.yaml");
     write_if_changed(&file, config.as_bytes(), 0o600)?;
     let mut args = vec![
@@ -249,6 +253,32 @@ fn start_kubelet(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'
     sup.start(Spec { name: "kubelet".into(), program: c.bin("kubelet"), args, env: vec![path_env(c)], log: p.logs.join("kubelet.log") });
     Ok(())
 }
+
+/// The CIS Benchmark's kubelet settings (section 4.2) on top of the
+/// template's: the kubelet refuses to start on kernel settings it would
+/// otherwise change (set before, see [`host_settings::kernel_defaults`]),
+/// idle streams (exec, port-forward) close after 5 minutes, and TLS offers
+/// only AEAD ciphers with forward secrecy.
+fn kubelet_hardening(profile: Profile) -> String {
+    match profile {
+        Profile::Standard => String::new(),
+        Profile::Cis => format!(
+            "protectKernelDefaults: true\nstreamingConnectionIdleTimeout: 5m\ntlsCipherSuites: [{}]\n",
+            STRONG_CIPHERS.join(", ")
+        ),
+    }
+}
+
+/// TLS 1.2 suites with ECDHE and AEAD (TLS 1.3's are all of that kind):
+/// the list the CIS Benchmark and k3s's hardening guide give.
+pub const STRONG_CIPHERS: [&str; 6] = [
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+];
 
 fn start_kube_proxy(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
     let config = templates::render(templates::KUBE_PROXY, &[
@@ -279,7 +309,7 @@ fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str, mtu: u32) ->
         ("mtu", &mtu.to_string()),
     ]);
     let file = p.cni_conf_dir.join("10-k8s.conflist");
-    if write_if_changed(&file, conf.as_bytes(), 0o644)? {
+    if write_if_changed(&file, conf.as_bytes(), 0o600)? {
         tracing::info!(pod_cidr, "pod network configured");
     }
     Ok(())
@@ -307,4 +337,24 @@ pub fn kubelet_registration_args(mut args: Vec<String>, labels: &[String], taint
         args.push(format!("register-with-taints={}", taints.join(",")));
     }
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cis_kubelet_settings_are_valid_yaml_on_top_of_the_template() {
+        let values: Vec<(&str, &str)> = ["client_ca", "cgroup_driver", "fail_cgroup_v1", "cluster_dns", "cluster_domain",
+            "containerd_socket", "resolv_conf", "tls_cert", "tls_key"]
+            .into_iter()
+            .map(|k| (k, "x"))
+            .collect();
+        let config = templates::render(templates::KUBELET, &values) + &kubelet_hardening(Profile::Cis);
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+        assert_eq!(yaml["protectKernelDefaults"], serde_yaml::Value::Bool(true));
+        assert_eq!(yaml["streamingConnectionIdleTimeout"].as_str(), Some("5m"));
+        assert_eq!(yaml["tlsCipherSuites"].as_sequence().map(Vec::len), Some(STRONG_CIPHERS.len()));
+        assert!(kubelet_hardening(Profile::Standard).is_empty());
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::host::config::{PodNetwork, ServerOptions};
+use crate::host::config::{PodNetwork, Profile, ServerOptions};
 use crate::host::net::{next_address, parse_cidr};
 use crate::host::paths;
 
@@ -38,6 +38,7 @@ pub struct Config {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub pod_network: PodNetwork,
+    pub profile: Profile,
     pub disable_agent: bool,
     pub components_dir: Option<PathBuf>,
     pub admin_kubeconfig: PathBuf,
@@ -80,6 +81,7 @@ impl Config {
             cluster_dns: o.cluster_dns.unwrap_or(IpAddr::from([10, 43, 0, 10])),
             cluster_domain: o.cluster_domain.unwrap_or_else(|| "cluster.local".into()),
             pod_network: o.pod_network.unwrap_or_default(),
+            profile: o.profile.unwrap_or_default(),
             disable_agent: o.disable_agent,
             components_dir: o.components_dir,
             admin_kubeconfig: o.write_kubeconfig.unwrap_or_else(|| paths::ADMIN_KUBECONFIG.into()),

@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use crate::components::Spec;
+use crate::host::config::Profile;
+use crate::node::STRONG_CIPHERS;
 use crate::payload::Components;
 use crate::pki::Pki;
 
@@ -70,13 +72,10 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         "--allow-privileged=true".into(),
         "--anonymous-auth=false".into(),
         "--authorization-mode=Node,RBAC".into(),
-        "--enable-admission-plugins=NodeRestriction".into(),
+        format!("--enable-admission-plugins={}", admission_plugins(cfg.profile)),
         format!("--admission-control-config-file={}", p(i.admission_config)),
         format!("--audit-policy-file={}", p(i.audit_policy)),
         format!("--audit-log-path={}", p(i.logs.join("audit.log"))),
-        // About 250 MiB at most: sized for small disks.
-        "--audit-log-maxsize=50".into(),
-        "--audit-log-maxbackup=4".into(),
         "--audit-log-maxage=30".into(),
         format!("--client-ca-file={}", p(pki.ca_cert())),
         format!("--tls-cert-file={}", p(pki.apiserver_cert())),
@@ -101,6 +100,8 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         // bound, a stop waits for them until our grace period kills it.
         "--shutdown-watch-termination-grace-period=5s".into(),
     ];
+    args.extend(audit_rotation(cfg.profile));
+    args.extend(apiserver_hardening(cfg.profile));
     args.extend(i.store.apiserver_args(pki));
     if pki.encryption_config().exists() {
         args.push(format!("--encryption-provider-config={}", p(pki.encryption_config())));
@@ -115,9 +116,40 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
     }
 }
 
+fn admission_plugins(profile: Profile) -> &'static str {
+    match profile {
+        Profile::Standard => "NodeRestriction",
+        // Its limits are in the admission config (templates/server/admission-cis.yaml).
+        Profile::Cis => "NodeRestriction,EventRateLimit",
+    }
+}
+
+/// Audit log files: about 250 MiB at most by default, sized for small
+/// disks; the CIS Benchmark asks for 10 files of 100 MiB.
+fn audit_rotation(profile: Profile) -> [String; 2] {
+    let (size, backups) = match profile {
+        Profile::Standard => (50, 4),
+        Profile::Cis => (100, 10),
+    };
+    [format!("--audit-log-maxsize={size}"), format!("--audit-log-maxbackup={backups}")]
+}
+
+/// The CIS Benchmark's API server flags not set by default: service
+/// account tokens live as long as they say, and TLS 1.2 offers only AEAD
+/// ciphers with forward secrecy.
+fn apiserver_hardening(profile: Profile) -> Vec<String> {
+    match profile {
+        Profile::Standard => vec![],
+        Profile::Cis => vec![
+            "--service-account-extend-token-expiration=false".into(),
+            format!("--tls-cipher-suites={}", STRONG_CIPHERS.join(",")),
+        ],
+    }
+}
+
 pub fn controller_manager(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
     let kc = p(i.controller_manager_kubeconfig);
-    let args = vec![
+    let mut args = vec![
         format!("--kubeconfig={kc}"),
         format!("--authentication-kubeconfig={kc}"),
         format!("--authorization-kubeconfig={kc}"),
@@ -137,6 +169,11 @@ pub fn controller_manager(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -
         i.store.leader_elect(),
         "--profiling=false".into(),
     ];
+    if cfg.profile == Profile::Cis {
+        // Finished pods are collected past 10 (12 500 by default): their
+        // objects and logs are not kept around.
+        args.push("--terminated-pod-gc-threshold=10".into());
+    }
     Spec { name: "kube-controller-manager".into(), program: c.bin("kube-controller-manager"), args, env: vec![], log: i.logs.join("kube-controller-manager.log") }
 }
 
@@ -156,6 +193,20 @@ pub fn scheduler(c: &Components, i: &Inputs) -> Spec {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cis_profile_adds_its_flags_and_standard_does_not() {
+        let standard: Vec<String> = apiserver_hardening(Profile::Standard);
+        assert!(standard.is_empty());
+        let cis = apiserver_hardening(Profile::Cis).join(" ");
+        assert!(cis.contains("--service-account-extend-token-expiration=false"), "{cis}");
+        assert!(cis.contains("--tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,"), "{cis}");
+        assert_eq!(admission_plugins(Profile::Cis), "NodeRestriction,EventRateLimit");
+        assert_eq!(audit_rotation(Profile::Cis), ["--audit-log-maxsize=100", "--audit-log-maxbackup=10"]);
+        assert_eq!(audit_rotation(Profile::Standard), ["--audit-log-maxsize=50", "--audit-log-maxbackup=4"]);
+    }
+
     #[test]
     fn extra_args_replace_defaults() {
         let args = super::with_extra(vec!["--v=1".into(), "--a=b".into()], &["v=4".into(), "new=x".into()]);

@@ -16,6 +16,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams};
 
 use crate::components::Supervisor;
 use crate::fsutil::write_if_changed;
+use crate::host::config::Profile;
 use crate::host::Layout;
 use crate::payload::Components;
 use crate::pki::{self, Identity, Pki, PkiParams};
@@ -214,7 +215,11 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     };
     let (audit_policy, admission_config) = (layout.audit_policy(), layout.admission_config());
     write_if_changed(&audit_policy, templates::AUDIT_POLICY.as_bytes(), 0o600)?;
-    write_if_changed(&admission_config, templates::ADMISSION.as_bytes(), 0o600)?;
+    let admission = match cfg.profile {
+        Profile::Standard => templates::ADMISSION,
+        Profile::Cis => templates::ADMISSION_CIS,
+    };
+    write_if_changed(&admission_config, admission.as_bytes(), 0o600)?;
     let inputs = control_plane::Inputs {
         store,
         controller_manager_kubeconfig: &kc.controller_manager,
@@ -254,6 +259,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         kube_proxy_kubeconfig: &kc.kube_proxy,
         kubelet_extra_args: &cfg.kubelet_arg,
         pod_network: cfg.pod_network,
+        profile: cfg.profile,
     };
     node::bring_up(sup, c, &layout.node(), &settings, |sup| status.refresh(sup)).await?;
     label_control_plane(&client, &cfg.node_name).await;
@@ -298,6 +304,7 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup
         cluster_dns: cfg.cluster_dns,
         cluster_domain: cfg.cluster_domain.clone(),
         pod_network: cfg.pod_network,
+        profile: cfg.profile,
         servers_may_join: cfg.datastore != config::Datastore::Sqlite,
         joining: Default::default(),
         binaries: upgrade::swap::binaries_dir(&cfg.data_dir),

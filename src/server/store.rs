@@ -45,6 +45,7 @@ fn check_settings(cfg: &Config, b: &ServerBundle) -> anyhow::Result<()> {
         ("cluster-dns", cfg.cluster_dns.to_string(), b.cluster_dns.to_string()),
         ("cluster-domain", cfg.cluster_domain.clone(), b.cluster_domain.clone()),
         ("pod-network", cfg.pod_network.to_string(), b.pod_network.to_string()),
+        ("profile", cfg.profile.to_string(), b.profile.to_string()),
     ];
     for (key, ours, theirs) in pairs {
         if ours != theirs {

@@ -6,7 +6,7 @@
 use kube::config::{Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 use serde_yaml::{Mapping, Value};
 
-use crate::host::config::{AgentOptions, PodNetwork, ServerOptions};
+use crate::host::config::{AgentOptions, PodNetwork, Profile, ServerOptions};
 use crate::host::paths;
 use crate::inventory::{Host, Inventory, Mode, Role};
 
@@ -91,6 +91,7 @@ fn server_options(inv: &Inventory, host: &Host, node_name: &str) -> ServerOption
         cluster_domain: Some(c.cluster_domain.clone()),
         // Written only when not the default, so host-gw configs stay as they were.
         pod_network: (c.pod_network != PodNetwork::default()).then_some(c.pod_network),
+        profile: (c.profile != Profile::default()).then_some(c.profile),
         https_listen_port: (c.api.port != crate::inventory::DEFAULT_API_PORT).then_some(c.api.port),
         disable_agent: host.control_plane_only,
         node_label,

@@ -482,6 +482,16 @@ fn vxlan_reaches_the_servers_config_and_host_gw_stays_unwritten() {
     assert!(!render::config(&plain, &plain.hosts[0], "s1").contains("pod-network"));
 }
 
+#[test]
+fn the_cis_profile_reaches_the_servers_config_and_standard_stays_unwritten() {
+    let text = "cluster: {profile: cis}\nhosts:\n  - {address: 10.0.0.11, role: server}\n";
+    let inv = crate::inventory::Inventory::parse(text, std::path::Path::new("hosts.yaml")).unwrap();
+    let server: crate::host::config::ServerOptions = serde_yaml::from_str(&render::config(&inv, &inv.hosts[0], "s1")).unwrap();
+    assert_eq!(server.profile, Some(crate::host::config::Profile::Cis));
+    let plain = crate::inventory::Inventory::parse(&text.replace("{profile: cis}", "{profile: standard}"), std::path::Path::new("hosts.yaml")).unwrap();
+    assert!(!render::config(&plain, &plain.hosts[0], "s1").contains("profile"));
+}
+
 /// The cluster's nodes as the upgrade controller reads them, on `version`.
 fn upgrade_facts(names: &[(&str, crate::upgrade::crd::Role)], version: &str) -> Vec<crate::upgrade::preflight::NodeFacts> {
     names.iter().map(|(name, role)| crate::upgrade::preflight::NodeFacts::healthy(name, *role, version)).collect()
