@@ -5,7 +5,8 @@
 # the pod's own address), through a Service, and by DNS; a wrong token (repeated: the address is then held off
 # by the join endpoint) and a token for another cluster are
 # refused with a clear message, and so is another host asking for a node name already bound (the server's or the
-# agent's). The traffic between the nodes takes the pod
+# agent's); the agent's own credentials read only the Secrets of its node's pods and change only its own Node
+# (Node authorizer, NodeRestriction). The traffic between the nodes takes the pod
 # network POD_NETWORK (host-gw, the default, or vxlan: then it must cross the
 # VXLAN device, whose MAC each node publishes); a removed node's entries go,
 # and reset removes the device. Exit 0 only if every check passes.
@@ -196,6 +197,53 @@ ok "the server pod saw the agent pod's own address ($agent_pod): no NAT between 
 ok "pod on the agent reaches the Service by ClusterIP ($svc)"
 [[ $(fetch "http://web.default.svc.cluster.local/") == "hello-from-$SERVER" ]] || fail "Service DNS name does not answer from $AGENT"
 ok "pod on the agent reaches the Service by DNS"
+
+# The agent's own credentials (its kubelet's) reach only what its node needs: the Node authorizer lets it read a
+# Secret that a pod on its node uses, not one that only the server's pods use, nor list Secrets; NodeRestriction
+# lets it label its own Node, not the server's, nor its own with a node-restriction label.
+as_agent() { "$T" exec "$AGENT" "$K8S" kubectl --kubeconfig /var/lib/k8s/agent/pki/kubelet.kubeconfig "$@" 2>&1; }
+for n in $SERVER $AGENT; do
+  kubectl create secret generic "only-$n" --from-literal=v="$n" >/dev/null
+  kubectl run "uses-secret-$n" --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent \
+    --overrides="{\"spec\":{\"nodeName\":\"$n\",\"containers\":[{\"name\":\"c\",\"image\":\"k8s.local/busybox:latest\",\"imagePullPolicy\":\"IfNotPresent\",\"command\":[\"sleep\",\"3600\"],\"env\":[{\"name\":\"V\",\"valueFrom\":{\"secretKeyRef\":{\"name\":\"only-$n\",\"key\":\"v\"}}}]}]}}" \
+    >/dev/null
+done
+kubectl wait --for=condition=Ready "pod/uses-secret-$SERVER" "pod/uses-secret-$AGENT" --timeout=120s >/dev/null ||
+  fail "the pods using the test Secrets are not Ready"
+out=$(as_agent get secret "only-$AGENT" -o 'jsonpath={.data.v}') && [[ $(base64 -d <<<"$out") == "$AGENT" ]] ||
+  fail "the agent cannot read the Secret its own pod uses (so the refusals below prove nothing): $out"
+if out=$(as_agent get secret "only-$SERVER" -o name); then fail "the agent's credentials read a Secret of the server's pod: $out"; fi
+grep -q Forbidden <<<"$out" || fail "reading the server pod's Secret as the agent: unclear refusal: $out"
+if out=$(as_agent get secrets -A -o name); then fail "the agent's credentials list every Secret: $out"; fi
+grep -q Forbidden <<<"$out" || fail "listing Secrets as the agent: unclear refusal: $out"
+ok "the agent's credentials read its own pod's Secret, not the server pod's, and cannot list Secrets (Node authorizer)"
+out=$(as_agent label node "$AGENT" e2e-own-label=yes) || fail "the agent cannot label its own Node: $out"
+if out=$(as_agent label node "$SERVER" e2e-evil=yes); then fail "the agent's credentials labelled the server's Node: $out"; fi
+grep -q Forbidden <<<"$out" || fail "labelling the server's Node as the agent: unclear refusal: $out"
+if out=$(as_agent label node "$AGENT" node-restriction.kubernetes.io/e2e=yes); then
+  fail "the agent set a node-restriction.kubernetes.io label on its own Node: $out"
+fi
+grep -q Forbidden <<<"$out" || fail "a node-restriction label as the agent: unclear refusal: $out"
+ok "the agent's credentials label its own Node, not the server's, and no node-restriction.kubernetes.io label (NodeRestriction)"
+kubectl delete pod "uses-secret-$SERVER" "uses-secret-$AGENT" --wait=false >/dev/null
+
+# Tokens: a created one expires (24 h unless told), `rotate` replaces the default agent token and revokes the old.
+"$T" exec "$SERVER" "$K8S" token create --description e2e-day >/dev/null || fail "k8s token create failed"
+listed=$("$T" exec "$SERVER" "$K8S" token list)
+grep -E ' agent +[0-9]+ \(unix\) +e2e-day$' <<<"$listed" >/dev/null || fail "a created token does not expire: $listed"
+old_id=$(sed -E 's/^.*::([a-z0-9]+)\..*$/\1/' "$shared/agent-token")
+"$T" exec "$SERVER" "$K8S" token rotate --role agent >/dev/null 2>&1 || fail "k8s token rotate failed"
+cmp -s "$token_file" "$shared/agent-token" && fail "k8s token rotate left the agent token file as it was"
+grep -q "^$old_id " <<<"$("$T" exec "$SERVER" "$K8S" token list)" && fail "the rotated token $old_id is still listed"
+# shellcheck disable=SC2086
+if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/agent-token" \
+  --node-name e2e-rotated --data-dir /tmp/e2e-rotated $EXTRA 2>&1); then
+  fail "the rotated agent token still joins"
+fi
+grep -q "unknown, revoked or expired token" <<<"$out" || fail "joining with the rotated token: unclear message: $(tail -n 2 <<<"$out")"
+"$T" exec "$AGENT" rm -rf /tmp/e2e-rotated
+cp "$token_file" "$shared/agent-token"
+ok "a created token expires in a day; the default agent token rotated: the old one ($old_id) is refused, the file holds the new"
 
 # The way between the nodes.
 on() { local h=$1; shift; "$T" exec "$h" "$@"; }

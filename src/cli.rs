@@ -86,9 +86,10 @@ pub enum TokenCommand {
         /// What the token joins: agent or server.
         #[arg(long, default_value = "agent")]
         role: String,
-        /// Lifetime, e.g. 24h; never expires when not given.
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Option<std::time::Duration>,
+        /// Lifetime, e.g. 24h or 30m; 0 never expires (like the default tokens).
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        // Written out in full: clap reads a plain `Option` as "may be absent".
+        ttl: ::std::option::Option<std::time::Duration>,
         #[arg(long, default_value = "")]
         description: String,
         #[command(flatten)]
@@ -98,6 +99,16 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by id (the part between `::` and `.`).
     Revoke { id: String },
+    /// Replace this server's default token of a role (the file under
+    /// <data-dir>/server) with a new one and revoke the old. Joined nodes keep
+    /// running; give the new token to those that join later (`k8s up` does).
+    Rotate {
+        /// Which default token: agent or server.
+        #[arg(long, default_value = "agent")]
+        role: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +308,11 @@ impl DatastoreArgs {
 }
 
 /// Durations as `500ms`, `10s`, `5m` or `1h`.
+/// A token's lifetime: a duration, or 0 for none.
+fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>, String> {
+    if s == "0" { Ok(None) } else { parse_duration(s).map(Some) }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
@@ -322,5 +338,19 @@ mod tests {
         assert_eq!(super::parse_duration("250ms").unwrap().as_millis(), 250);
         assert!(super::parse_duration("10").is_err());
         assert!(super::parse_duration("0s").is_err());
+        assert_eq!(super::parse_ttl("0").unwrap(), None);
+        assert_eq!(super::parse_ttl("24h").unwrap().map(|d| d.as_secs()), Some(86_400));
+    }
+
+    #[test]
+    fn created_tokens_expire_in_a_day_unless_told() {
+        use clap::Parser;
+        let ttl = |args: &[&str]| match super::Cli::try_parse_from(args).unwrap().command {
+            super::Command::Token(super::TokenCommand::Create { ttl, .. }) => ttl.map(|d| d.as_secs()),
+            _ => panic!("not token create"),
+        };
+        assert_eq!(ttl(&["k8s", "token", "create"]), Some(86_400));
+        assert_eq!(ttl(&["k8s", "token", "create", "--ttl", "30m"]), Some(1_800));
+        assert_eq!(ttl(&["k8s", "token", "create", "--ttl", "0"]), None);
     }
 }

@@ -8,7 +8,7 @@
 //! which the module reads (and the modules' unit tests stay out of it).
 //! `cargo test --release --test ssh [filter…]`.
 
-use k8s::ssh::{self, HostKeyChecking, Keys, Session, SshError, Sudo, Target, Upload};
+use k8s::ssh::{self, HostKeyChecking, Keys, Session, SshError, Sudo, Target, Upload, Written};
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -438,11 +438,11 @@ fn upload_write_and_read_files() {
         let cfg = w.path("remote/etc/k8s/config.yaml");
         let c = cfg.to_str().unwrap();
         assert_eq!(s.read_file(c).await.unwrap(), None);
-        assert!(s.write_file(c, b"a: 1\n", 0o600).await.unwrap());
-        assert!(!s.write_file(c, b"a: 1\n", 0o600).await.unwrap(), "same content and mode: no write");
-        assert!(s.write_file(c, b"a: 1\n", 0o644).await.unwrap(), "a new mode is a change");
+        assert_eq!(s.write_file(c, b"a: 1\n", 0o600).await.unwrap(), Written::Content);
+        assert_eq!(s.write_file(c, b"a: 1\n", 0o600).await.unwrap(), Written::Same, "same content and mode: no write");
+        assert_eq!(s.write_file(c, b"a: 1\n", 0o644).await.unwrap(), Written::Attributes, "a new mode is set");
         assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o644);
-        assert!(s.write_file(c, b"a: 2\n", 0o644).await.unwrap());
+        assert_eq!(s.write_file(c, b"a: 2\n", 0o644).await.unwrap(), Written::Content);
         assert_eq!(s.read_file(c).await.unwrap().as_deref(), Some(&b"a: 2\n"[..]));
         assert!(!Path::new(&format!("{c}.prev")).exists(), "write_file keeps no .prev");
         assert_eq!(s.read_file(&format!("{c}.missing")).await.unwrap(), None);
@@ -566,7 +566,7 @@ fn sudo_for_a_user_that_is_not_root() {
     runtime().block_on(async {
         let s = connect(&t).await.unwrap();
         assert_eq!(s.run_checked("id -u").await.unwrap(), "0\n");
-        assert!(s.write_file(file.to_str().unwrap(), b"x", 0o640).await.unwrap());
+        assert_eq!(s.write_file(file.to_str().unwrap(), b"x", 0o640).await.unwrap(), Written::Content);
         t.sudo = Sudo::Never;
         let plain = connect(&t).await.unwrap();
         assert_ne!(plain.run_checked("id -u").await.unwrap(), "0\n");

@@ -1,5 +1,6 @@
-//! Listeners: unix sockets and TCP, the latter with TLS and client
-//! certificate checks when certificates are given (etcd's flag names).
+//! Listeners: unix sockets and TCP, with TLS and client certificate checks
+//! when certificates are given (etcd's flag names): `https://` and, as
+//! etcd's client names it, `unixs://`.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -19,24 +20,37 @@ const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Where the datastore listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listen {
-    Unix(PathBuf),
+    Unix { path: PathBuf, tls: bool },
     Tcp { addr: String, tls: bool },
+}
+
+impl Listen {
+    fn tls(&self) -> bool {
+        match self {
+            Listen::Unix { tls, .. } | Listen::Tcp { tls, .. } => *tls,
+        }
+    }
 }
 
 impl FromStr for Listen {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Self, String> {
-        if let Some(path) = url.strip_prefix("unix://") {
+        let unix = match (url.strip_prefix("unix://"), url.strip_prefix("unixs://")) {
+            (Some(path), _) => Some((path, false)),
+            (_, Some(path)) => Some((path, true)),
+            _ => None,
+        };
+        if let Some((path, tls)) = unix {
             if path.is_empty() {
                 return Err(format!("{url}: a unix URL needs a path, e.g. unix:///run/k8s/datastore.sock"));
             }
-            return Ok(Listen::Unix(path.into()));
+            return Ok(Listen::Unix { path: path.into(), tls });
         }
         let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
             (Some(rest), _) => (rest, false),
             (_, Some(rest)) => (rest, true),
-            _ => return Err(format!("{url}: expected unix:///path, http://host:port or https://host:port")),
+            _ => return Err(format!("{url}: expected unix:///path, unixs:///path, http://host:port or https://host:port")),
         };
         let addr = rest.trim_end_matches('/');
         if addr.rsplit_once(':').map_or(true, |(_, port)| port.parse::<u16>().is_err()) {
@@ -117,9 +131,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let mut builder = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .tcp_nodelay(true);
-        if matches!(listen, Listen::Tcp { tls: true, .. }) {
+        if listen.tls() {
             let Some(tls) = tls.clone() else {
-                bail!("{}: https needs --cert-file and --key-file", url(listen));
+                bail!("{}: TLS needs --cert-file and --key-file", url(listen));
             };
             builder = builder.tls_config(tls)?;
         }
@@ -148,7 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .listen
         .iter()
         .filter_map(|l| match l {
-            Listen::Unix(path) => Some(path.clone()),
+            Listen::Unix { path, .. } => Some(path.clone()),
             Listen::Tcp { .. } => None,
         })
         .collect();
@@ -162,7 +176,7 @@ enum Bound {
 
 async fn bind(listen: &Listen) -> anyhow::Result<Bound> {
     match listen {
-        Listen::Unix(path) => {
+        Listen::Unix { path, .. } => {
             remove_stale_socket(path)?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -219,7 +233,7 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
 
 fn url(l: &Listen) -> String {
     match l {
-        Listen::Unix(p) => format!("unix://{}", p.display()),
+        Listen::Unix { path, tls } => format!("{}://{}", if *tls { "unixs" } else { "unix" }, path.display()),
         Listen::Tcp { addr, tls } => format!("{}://{addr}", if *tls { "https" } else { "http" }),
     }
 }
@@ -230,7 +244,9 @@ mod tests {
 
     #[test]
     fn parses_listen_urls() {
-        assert_eq!("unix:///run/x.sock".parse(), Ok(Listen::Unix("/run/x.sock".into())));
+        assert_eq!("unix:///run/x.sock".parse(), Ok(Listen::Unix { path: "/run/x.sock".into(), tls: false }));
+        assert_eq!("unixs:///run/x.sock".parse(), Ok(Listen::Unix { path: "/run/x.sock".into(), tls: true }));
+        assert!("unixs://".parse::<Listen>().is_err());
         assert_eq!(
             "https://127.0.0.1:2379".parse(),
             Ok(Listen::Tcp { addr: "127.0.0.1:2379".into(), tls: true })

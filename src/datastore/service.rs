@@ -25,8 +25,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 const STREAM_BUFFER: usize = 128;
 /// Bytes per snapshot message.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
-/// The etcd API version the datastore speaks.
-pub const ETCD_VERSION: &str = "3.5.0";
+/// The etcd version the datastore answers Status with. The API server turns
+/// watch progress requests (and with them consistent lists from its watch
+/// cache) off for etcd 3.5.0–3.5.12, whose progress answers could overtake
+/// events (etcd issues 15220, 17507); ours are sent in stream order after
+/// every published event (see `watch.rs`), as etcd 3.6 does.
+pub const ETCD_VERSION: &str = "3.6.0";
 
 #[derive(Clone)]
 pub struct Service(pub Arc<Store>);

@@ -1,5 +1,5 @@
-//! `k8s token create|list|revoke`, run on a server as root (it uses the
-//! admin kubeconfig and the cluster CA).
+//! `k8s token create|list|revoke|rotate`, run on a server as root (it uses
+//! the admin kubeconfig and the cluster CA).
 
 use std::path::Path;
 
@@ -17,10 +17,19 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
         .context("token commands run on a server, as root")?;
     match cmd {
         TokenCommand::Create { role, ttl, description, data_dir } => {
+            let ca = cluster_ca(&data_dir.data_dir)?;
+            let token = tokens::create(&api, &ca, Role::parse(&role)?, ttl, &description).await?;
+            println!("{token}");
+        }
+        TokenCommand::Rotate { role, data_dir } => {
+            let ca = cluster_ca(&data_dir.data_dir)?;
             let role = Role::parse(&role)?;
-            let ca_path = crate::pki::Pki { dir: crate::host::Layout::new(&data_dir.data_dir).pki_dir() }.ca_cert();
-            let ca = std::fs::read(&ca_path).with_context(|| format!("cannot read the cluster CA {}", ca_path.display()))?;
-            let token = tokens::create(&api, &ca, role, ttl, &description).await?;
+            let (token, old) = tokens::rotate_default(&api, &data_dir.data_dir, &ca, role).await?;
+            eprintln!(
+                "the default {} token is now the one in {} ({}); token {old} is revoked. \
+                 Nodes already joined keep running; those that join from now on need the new token",
+                role.as_str(), tokens::file(&data_dir.data_dir, role).display(), token.id
+            );
             println!("{token}");
         }
         TokenCommand::List => {
@@ -39,4 +48,9 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn cluster_ca(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let ca_path = crate::pki::Pki { dir: crate::host::Layout::new(data_dir).pki_dir() }.ca_cert();
+    std::fs::read(&ca_path).with_context(|| format!("cannot read the cluster CA {}", ca_path.display()))
 }

@@ -110,6 +110,20 @@ pub fn file(data_dir: &Path, role: Role) -> PathBuf {
     })
 }
 
+/// Replaces the default token of `role`: a new record, then the file, then
+/// the old record revoked, so a failure at any step leaves a token on disk
+/// that the cluster accepts. Returns the new token and the old one's id.
+pub async fn rotate_default(client: &Client, data_dir: &Path, ca_pem: &[u8], role: Role) -> anyhow::Result<(Token, String)> {
+    let path = file(data_dir, role);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}: is this a server's data dir?", path.display()))?;
+    let old = Token::parse(&text).with_context(|| format!("{} holds a malformed token", path.display()))?;
+    let token = create(client, ca_pem, role, None, "default").await?;
+    crate::fsutil::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)?;
+    revoke(client, &old.id).await?;
+    Ok((token, old.id))
+}
+
 /// Makes sure the default token of `role` exists on disk and in the cluster
 /// (a server that lost its datastore re-registers the file's token).
 pub async fn ensure_default(client: &Client, data_dir: &Path, ca_pem: &[u8], role: Role) -> anyhow::Result<Token> {

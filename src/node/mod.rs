@@ -257,13 +257,16 @@ fn start_kubelet(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'
 /// The CIS Benchmark's kubelet settings (section 4.2) on top of the
 /// template's: the kubelet refuses to start on kernel settings it would
 /// otherwise change (set before, see [`host_settings::kernel_defaults`]),
-/// idle streams (exec, port-forward) close after 5 minutes, and TLS offers
-/// only AEAD ciphers with forward secrecy.
+/// idle streams (exec, port-forward) close after 5 minutes, TLS offers only
+/// AEAD ciphers with forward secrecy, a pod runs at most 4096 processes, and
+/// containers get the runtime's default seccomp profile unless they ask
+/// for another.
 fn kubelet_hardening(profile: Profile) -> String {
     match profile {
         Profile::Standard => String::new(),
         Profile::Cis => format!(
-            "protectKernelDefaults: true\nstreamingConnectionIdleTimeout: 5m\ntlsCipherSuites: [{}]\n",
+            "protectKernelDefaults: true\nstreamingConnectionIdleTimeout: 5m\ntlsCipherSuites: [{}]\n\
+             podPidsLimit: 4096\nseccompDefault: true\n",
             STRONG_CIPHERS.join(", ")
         ),
     }
@@ -308,6 +311,7 @@ fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str, mtu: u32) ->
         ("pod_cidr", pod_cidr),
         ("mtu", &mtu.to_string()),
     ]);
+    private_ipam_lock(&p.ipam_dir)?;
     let file = p.cni_conf_dir.join("10-k8s.conflist");
     if write_if_changed(&file, conf.as_bytes(), 0o600)? {
         tracing::info!(pod_cidr, "pod network configured");
@@ -315,6 +319,19 @@ fn write_pod_network(p: &Paths, pod_cidr: &str, cluster_cidr: &str, mtu: u32) ->
     Ok(())
 }
 
+
+/// host-local's lock file, made before the plugin first runs: the plugin
+/// creates it 0750 and keeps the mode of one that exists.
+fn private_ipam_lock(ipam_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = ipam_dir.join("k8s-pod-network");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = dir.join("lock");
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&lock)
+        .with_context(|| format!("cannot create {}", lock.display()))?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
+}
 
 /// `node-label`/`node-taint` become kubelet's registration flags (the
 /// same keys for `k8s server` and `k8s agent`).
@@ -355,6 +372,8 @@ mod tests {
         assert_eq!(yaml["protectKernelDefaults"], serde_yaml::Value::Bool(true));
         assert_eq!(yaml["streamingConnectionIdleTimeout"].as_str(), Some("5m"));
         assert_eq!(yaml["tlsCipherSuites"].as_sequence().map(Vec::len), Some(STRONG_CIPHERS.len()));
+        assert_eq!(yaml["podPidsLimit"].as_i64(), Some(4096));
+        assert_eq!(yaml["seccompDefault"], serde_yaml::Value::Bool(true));
         assert!(kubelet_hardening(Profile::Standard).is_empty());
     }
 }

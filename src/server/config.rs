@@ -103,6 +103,14 @@ fn datastore_choice(init: bool, server: Option<String>, token_file: Option<PathB
 }
 
 impl Config {
+    /// Under the cis profile the SQLite datastore's socket takes TLS with
+    /// client certificates from etcd's CA: the CIS Benchmark wants the API
+    /// server's datastore connection authenticated by certificates (1.2.23,
+    /// 1.2.26), not only by the socket's file mode.
+    pub fn datastore_tls(&self) -> bool {
+        self.datastore == Datastore::Sqlite && self.profile == Profile::Cis
+    }
+
     /// The first address of the service network: the `kubernetes` Service.
     pub fn api_service_ip(&self) -> IpAddr {
         let (net, _) = parse_cidr(&self.service_cidr).expect("checked in resolve");

@@ -24,8 +24,9 @@ pub struct Inputs<'a> {
 
 /// Where the apiserver keeps the cluster's state.
 pub enum Store<'a> {
-    /// Our SQLite datastore on a unix socket.
-    Sqlite(&'a Path),
+    /// Our SQLite datastore on a unix socket, with TLS and client
+    /// certificates (etcd's CA) when `tls`.
+    Sqlite { socket: &'a Path, tls: bool },
     /// The local etcd member (HA).
     Etcd,
 }
@@ -33,13 +34,9 @@ pub enum Store<'a> {
 impl Store<'_> {
     fn apiserver_args(&self, pki: &Pki) -> Vec<String> {
         match self {
-            Store::Sqlite(socket) => vec![format!("--etcd-servers=unix://{}", p(socket))],
-            Store::Etcd => vec![
-                format!("--etcd-servers={}", crate::etcd::LOCAL),
-                format!("--etcd-cafile={}", p(pki.etcd_ca_cert())),
-                format!("--etcd-certfile={}", p(pki.apiserver_etcd_client_cert())),
-                format!("--etcd-keyfile={}", p(pki.apiserver_etcd_client_key())),
-            ],
+            Store::Sqlite { socket, tls: false } => vec![format!("--etcd-servers=unix://{}", p(socket))],
+            Store::Sqlite { socket, tls: true } => etcd_client_args(format!("unixs://{}", p(socket)), pki),
+            Store::Etcd => etcd_client_args(crate::etcd::LOCAL.to_string(), pki),
         }
     }
 
@@ -47,6 +44,15 @@ impl Store<'_> {
     fn leader_elect(&self) -> String {
         format!("--leader-elect={}", matches!(self, Store::Etcd))
     }
+}
+
+fn etcd_client_args(server: String, pki: &Pki) -> Vec<String> {
+    vec![
+        format!("--etcd-servers={server}"),
+        format!("--etcd-cafile={}", p(pki.etcd_ca_cert())),
+        format!("--etcd-certfile={}", p(pki.apiserver_etcd_client_cert())),
+        format!("--etcd-keyfile={}", p(pki.apiserver_etcd_client_key())),
+    ]
 }
 
 fn p(path: impl AsRef<Path>) -> String {
@@ -119,8 +125,10 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
 fn admission_plugins(profile: Profile) -> &'static str {
     match profile {
         Profile::Standard => "NodeRestriction",
-        // Its limits are in the admission config (templates/server/admission-cis.yaml).
-        Profile::Cis => "NodeRestriction,EventRateLimit",
+        // EventRateLimit's limits are in the admission config
+        // (templates/server/admission-cis.yaml); Services may not claim
+        // arbitrary external IPs (CVE-2020-8554).
+        Profile::Cis => "NodeRestriction,EventRateLimit,DenyServiceExternalIPs",
     }
 }
 
@@ -202,7 +210,7 @@ mod tests {
         let cis = apiserver_hardening(Profile::Cis).join(" ");
         assert!(cis.contains("--service-account-extend-token-expiration=false"), "{cis}");
         assert!(cis.contains("--tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,"), "{cis}");
-        assert_eq!(admission_plugins(Profile::Cis), "NodeRestriction,EventRateLimit");
+        assert_eq!(admission_plugins(Profile::Cis), "NodeRestriction,EventRateLimit,DenyServiceExternalIPs");
         assert_eq!(audit_rotation(Profile::Cis), ["--audit-log-maxsize=100", "--audit-log-maxbackup=10"]);
         assert_eq!(audit_rotation(Profile::Standard), ["--audit-log-maxsize=50", "--audit-log-maxbackup=4"]);
     }

@@ -151,10 +151,21 @@ fn ensure_pki(cfg: &Config, layout: &Layout) -> anyhow::Result<Pki> {
         node_name: cfg.node_name.clone(),
         apiserver_sans: sans,
         kubelet_sans: vec![cfg.node_name.clone(), cfg.node_ip.to_string(), "localhost".into(), "127.0.0.1".into()],
-        etcd_sans: (cfg.datastore != config::Datastore::Sqlite)
-            .then(|| vec![cfg.node_name.clone(), cfg.node_ip.to_string(), "localhost".into(), "127.0.0.1".into()]),
+        etcd_sans: etcd_sans(cfg, layout),
     };
     Ok(pki::ensure(&params)?)
+}
+
+/// Names on the etcd serving cert: an etcd member's addresses, or the
+/// datastore socket's file name (what etcd's client checks for `unixs://`)
+/// when the local datastore takes TLS; none otherwise.
+fn etcd_sans(cfg: &Config, layout: &Layout) -> Option<Vec<String>> {
+    if cfg.datastore != config::Datastore::Sqlite {
+        return Some(vec![cfg.node_name.clone(), cfg.node_ip.to_string(), "localhost".into(), "127.0.0.1".into()]);
+    }
+    let socket = layout.datastore_socket();
+    let name = socket.file_name().expect("a socket file").to_string_lossy().into_owned();
+    cfg.datastore_tls().then(|| vec![name, "localhost".into()])
 }
 
 /// Secrets are encrypted at rest from a cluster's start: a single server
@@ -210,7 +221,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     let logs = layout.logs_dir();
     std::fs::create_dir_all(&logs)?;
     let store = match cfg.datastore {
-        config::Datastore::Sqlite => control_plane::Store::Sqlite(&socket),
+        config::Datastore::Sqlite => control_plane::Store::Sqlite { socket: &socket, tls: cfg.datastore_tls() },
         _ => control_plane::Store::Etcd,
     };
     let (audit_policy, admission_config) = (layout.audit_policy(), layout.admission_config());

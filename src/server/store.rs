@@ -81,12 +81,13 @@ fn write_shared_pki(layout: &Layout, b: &ServerBundle) -> anyhow::Result<()> {
 pub async fn start(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, sup: &mut Supervisor,
     joined: Option<ServerBundle>) -> anyhow::Result<()> {
     if cfg.datastore == Datastore::Sqlite {
+        let tls = cfg.datastore_tls();
         let running = datastore::start(datastore::Config {
             data_dir: layout.datastore_dir(),
-            listen: vec![datastore::Listen::Unix(layout.datastore_socket())],
-            cert_file: None,
-            key_file: None,
-            trusted_ca_file: None,
+            listen: vec![datastore::Listen::Unix { path: layout.datastore_socket(), tls }],
+            cert_file: tls.then(|| pki.etcd_server_cert()),
+            key_file: tls.then(|| pki.etcd_server_key()),
+            trusted_ca_file: tls.then(|| pki.etcd_ca_cert()),
             tuning: Default::default(),
         })
         .await

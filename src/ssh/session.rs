@@ -38,6 +38,17 @@ pub enum Upload {
     Replaced,
 }
 
+/// What `write_file` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The host had the same content, mode and owner.
+    Same,
+    /// The same content; its mode or owner was set.
+    Attributes,
+    /// New content was written.
+    Content,
+}
+
 /// An open, authenticated connection to one host.
 pub struct Session {
     r: Resolved,
@@ -126,17 +137,18 @@ impl Session {
     }
 
     /// Writes `bytes` to `remote` atomically with `mode`, owner root.
-    /// Nothing is written when the host has the same content; returns
-    /// whether the content, mode or owner changed.
-    pub async fn write_file(&self, remote: &str, bytes: &[u8], mode: u32) -> Result<bool, SshError> {
+    /// Nothing is written when the host has the same content (its mode and
+    /// owner are set if they differ).
+    pub async fn write_file(&self, remote: &str, bytes: &[u8], mode: u32) -> Result<Written, SshError> {
         let sum = hex::encode(Sha256::digest(bytes));
         if let Some(s) = self.remote_state(remote).await? {
             if s.sha256 == sum {
-                return self.fix_attributes(remote, &s, mode).await;
+                let fixed = self.fix_attributes(remote, &s, mode).await?;
+                return Ok(if fixed { Written::Attributes } else { Written::Same });
             }
         }
         self.replace(remote, bytes, &sum, mode, false).await?;
-        Ok(true)
+        Ok(Written::Content)
     }
 
     /// The content of `remote`, `None` if it does not exist.

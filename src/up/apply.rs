@@ -137,7 +137,8 @@ async fn write_and_start(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: 
         r.note("config");
         changed = true;
     }
-    if remote.write(h.unit.path, h.unit.text.as_bytes(), 0o644).await? {
+    // 0600 like every file k8s writes (the CIS Benchmark's 4.1.1).
+    if remote.write(h.unit.path, h.unit.text.as_bytes(), 0o600).await? {
         r.note("unit");
         changed = true;
         remote.run("systemctl daemon-reload").await?;

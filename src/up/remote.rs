@@ -73,8 +73,11 @@ impl Remote {
     }
 
     /// Writes `path` (atomically) unless it holds `data` already; whether it changed.
+    /// Writes `data` to `path` with `mode` (see [`ssh::Session::write_file`]);
+    /// whether the content changed: a mode set on the same content is no
+    /// reason to restart anything.
     pub async fn write(&self, path: &str, data: &[u8], mode: u32) -> anyhow::Result<bool> {
-        Ok(self.session.write_file(path, data, mode).await?)
+        Ok(self.session.write_file(path, data, mode).await? == ssh::Written::Content)
     }
 
     /// Uploads `local` to `remote` unless the sha256 matches; whether it was replaced.
