@@ -91,9 +91,10 @@ test-cis:
 	./e2e/cis/build.sh
 	K8S_BIN=$(K8S) e2e/cis.sh
 
-# Figures, not tests: the datastore against real etcd, and a node's start time and memory.
+# Figures, not tests: the datastore against real etcd and kine (built from its pinned Go
+# module, cached in ~/.cache/k8s/bench), and a node's start time and memory.
 bench: build
-	$(CARGO) bench --bench datastore
+	kine=$$(benches/kine/build.sh | tail -n 1) && KINE_BIN=$$kine $(CARGO) bench --bench datastore
 
 bench-node: dist
 	K8S_BIN=$(K8S) e2e/bench-single-node.sh

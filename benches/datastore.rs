@@ -1,10 +1,13 @@
 //! `cargo bench --bench datastore`: `k8s datastore` (SQLite) against real
-//! etcd, side by side on the same disk, under the same workloads.
+//! etcd and against kine (k3s's etcd-API shim, on its default SQLite
+//! backend), side by side on the same disk, under the same workloads.
 //!
-//! Both servers start fresh in temporary directories under `BENCH_DIR`
+//! The three servers start fresh in temporary directories under `BENCH_DIR`
 //! (default /var/tmp), listen on loopback only, and are killed when the
 //! benchmark ends, however it ends (kill on drop, and PR_SET_PDEATHSIG in
-//! case this process itself is killed). See benches/README.md.
+//! case this process itself is killed). A workload kine does not implement
+//! (or answers wrongly) shows "not supported by kine: <error>" in its row
+//! instead of failing the benchmark. See benches/README.md.
 //!
 //! Environment:
 //! - `BENCH_DIR`    where the data directories go (default /var/tmp)
@@ -12,8 +15,12 @@
 //! - `K8S_BIN`      the `k8s` binary (default: the one cargo just built,
 //!   target/release/k8s)
 //! - `ETCD_BIN`     the etcd binary (default `etcd` from PATH)
+//! - `KINE_BIN`     the kine binary (default: what benches/kine/build.sh
+//!   builds, or finds in its cache, and prints)
 //! - `BENCH_KEEP`   set: keep the data directories and server logs
 //! - `K8S_LOG`      passed to `k8s datastore` (default warn)
+//! - `BENCH_BG_PUTS` puts/s of workload 2c's background writer (default
+//!   200; 0: none, so every page of a list is at the newest revision)
 //! - `BENCH_ONLY`   comma-separated workload numbers to run, e.g. `1,4`
 //!   (workload 2 and 3 need the keys workload 1 writes; 2 runs 1 first)
 
@@ -40,6 +47,9 @@ struct Config {
     scale: f64,
     k8s_bin: PathBuf,
     etcd_bin: PathBuf,
+    kine_bin: PathBuf,
+    /// Puts per second of 2c's background writer; 0: none.
+    bg_puts: u32,
     only: Option<Vec<u32>>,
 }
 
@@ -57,6 +67,10 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/k8s"))
         });
+        let bg_puts = match std::env::var("BENCH_BG_PUTS") {
+            Ok(s) => s.parse::<u32>().with_context(|| format!("BENCH_BG_PUTS={s} is not a number of puts per second"))?,
+            Err(_) => 200,
+        };
         let only = std::env::var("BENCH_ONLY").ok().map(|s| {
             s.split(',').filter_map(|p| p.trim().parse::<u32>().ok()).collect::<Vec<_>>()
         });
@@ -65,6 +79,11 @@ impl Config {
             scale,
             k8s_bin,
             etcd_bin: std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| "etcd".into()),
+            kine_bin: match std::env::var_os("KINE_BIN") {
+                Some(p) => PathBuf::from(p),
+                None => build_kine()?,
+            },
+            bg_puts,
             only,
         })
     }
@@ -77,6 +96,25 @@ impl Config {
     fn wants(&self, w: u32) -> bool {
         self.only.as_ref().is_none_or(|o| o.contains(&w) || (w == 1 && (o.contains(&2) || o.contains(&3))))
     }
+}
+
+/// Runs benches/kine/build.sh, which pins kine's version and caches the
+/// binary (a second run only prints its path): the path is its last line.
+fn build_kine() -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/kine/build.sh");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({}); set KINE_BIN to a kine binary instead", script.display(), out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout.lines().last().unwrap_or_default().trim();
+    if path.is_empty() {
+        bail!("{} printed no path", script.display());
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// Keys in the put/range workloads: 10k at scale 1, a multiple of 100.
@@ -129,12 +167,27 @@ fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
     cmd.spawn().with_context(|| format!("cannot start {:?}", cmd.get_program()))
 }
 
+/// The servers, in the order the tables show them.
+const N: usize = 3;
+const OURS: usize = 0;
+const ETCD: usize = 1;
+const KINE: usize = 2;
+const NAMES: [&str; N] = ["ours", "etcd", "kine"];
+/// Each workload runs against etcd, then kine, then ours: all three go
+/// through the same history.
+const RUN_ORDER: [usize; N] = [ETCD, KINE, OURS];
+
 impl Server {
+    fn launch(name: &'static str, cmd: Command, endpoint: String, data_dir: PathBuf, log: PathBuf) -> Result<Server> {
+        let spawned = Instant::now();
+        let child = spawn(cmd, &log)?;
+        Ok(Server { name, child, endpoint, data_dir, log, spawned, ready_after: Duration::ZERO })
+    }
+
     fn etcd(cfg: &Config, root: &Path) -> Result<Server> {
         let dir = root.join("etcd");
         std::fs::create_dir_all(&dir)?;
         let data_dir = dir.join("data");
-        let log = dir.join("etcd.log");
         let (client, peer) = (free_port()?, free_port()?);
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -150,9 +203,7 @@ impl Server {
             .arg("--logger").arg("zap")
             .arg("--log-outputs").arg("stderr")
             .arg("--log-level").arg("warn");
-        let spawned = Instant::now();
-        let child = spawn(cmd, &log)?;
-        Ok(Server { name: "etcd", child, endpoint, data_dir, log, spawned, ready_after: Duration::ZERO })
+        Server::launch("etcd", cmd, endpoint, data_dir, dir.join("etcd.log"))
     }
 
     fn ours(cfg: &Config, root: &Path) -> Result<Server> {
@@ -162,16 +213,30 @@ impl Server {
         let dir = root.join("ours");
         std::fs::create_dir_all(&dir)?;
         let data_dir = dir.join("data");
-        let log = dir.join("datastore.log");
         let endpoint = format!("http://127.0.0.1:{}", free_port()?);
         let mut cmd = Command::new(&cfg.k8s_bin);
         cmd.arg("datastore").arg("--data-dir").arg(&data_dir).arg("--listen").arg(&endpoint);
         if std::env::var_os("K8S_LOG").is_none() {
             cmd.env("K8S_LOG", "warn");
         }
-        let spawned = Instant::now();
-        let child = spawn(cmd, &log)?;
-        Ok(Server { name: "ours", child, endpoint, data_dir, log, spawned, ready_after: Duration::ZERO })
+        Server::launch("ours", cmd, endpoint, data_dir, dir.join("datastore.log"))
+    }
+
+    /// kine with its defaults: no --endpoint means SQLite at ./db/state.db
+    /// (WAL, synchronous=NORMAL, so commits are not fsynced; busy timeout,
+    /// immediate transactions), so it runs in its data dir.
+    fn kine(cfg: &Config, root: &Path) -> Result<Server> {
+        if !cfg.kine_bin.exists() {
+            bail!("{} does not exist: run benches/kine/build.sh or set KINE_BIN", cfg.kine_bin.display());
+        }
+        let dir = root.join("kine");
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(&cfg.kine_bin);
+        // "0": no metrics listener (its default is :8080 on every interface).
+        cmd.current_dir(&data_dir).arg("--listen-address").arg(&addr).arg("--metrics-bind-address").arg("0");
+        Server::launch("kine", cmd, format!("http://{addr}"), data_dir, dir.join("kine.log"))
     }
 
     fn pid(&self) -> u32 {
@@ -187,7 +252,7 @@ impl Server {
     /// Fails if the server process has exited.
     fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}); last log lines:\n{}", self.name, self.log_tail());
+            bail!("{} exited ({status}); the end of its log:\n{}", self.name, self.log_tail());
         }
         Ok(())
     }
@@ -291,17 +356,40 @@ impl Stat {
         if self.secs > 0.0 { self.ops as f64 / self.secs } else { 0.0 }
     }
 
-    fn pct(&mut self, p: f64) -> Option<u64> {
+    /// A percentile of the latencies, which `combine` has sorted.
+    fn pct(&self, p: f64) -> Option<u64> {
         if self.lat.is_empty() {
             return None;
         }
-        self.lat.sort_unstable();
         let idx = ((p * self.lat.len() as f64).ceil() as usize).clamp(1, self.lat.len()) - 1;
         Some(self.lat[idx])
     }
 
-    fn failed(e: anyhow::Error) -> Stat {
-        Stat { errors: 1, first_error: Some(format!("{e:#}")), ..Default::default() }
+    fn failed(e: &anyhow::Error) -> Stat {
+        Stat { errors: 1, first_error: Some(describe(e)), ..Default::default() }
+    }
+
+    /// Why server `idx`'s figures are left out of a row: kine answered with
+    /// an error (a request it does not implement, or an answer the
+    /// workload's check rejected), so its figures measure something else.
+    fn unsupported(&self, idx: usize) -> Option<String> {
+        if idx != KINE || self.errors == 0 {
+            return None;
+        }
+        let why = self.first_error.as_ref().or(self.notes.last()).map_or("", |w| w.as_str());
+        // The first line: an exited server's log follows on the next ones.
+        let why = why.lines().next().unwrap_or_default();
+        let attempted = self.ops + self.errors;
+        Some(format!("not supported by kine: {why} ({} of {attempted} failed)", self.errors))
+    }
+}
+
+/// An error on one line: a gRPC status as its code and message (its Display
+/// adds the metadata).
+fn describe(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<etcd_client::Error>() {
+        Some(etcd_client::Error::GRpcStatus(s)) => format!("{:?}: {}", s.code(), s.message()),
+        _ => format!("{e:#}"),
     }
 }
 
@@ -347,7 +435,7 @@ where
                     Ok(d) => lat.push(d.unwrap_or_else(|| t.elapsed()).as_micros() as u64),
                     Err(e) => {
                         errors += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                        first_error.get_or_insert_with(|| describe(&e));
                     }
                 }
             }
@@ -466,13 +554,103 @@ async fn w_range(cfg: &Config, ep: &str) -> Result<Rows> {
         (kv, r)
     })
     .await;
-    let states: Vec<(KvClient, Option<Cursor>)> = clients.iter().map(|c| (kv(c), None)).collect();
-    let paged = drive(states, cfg.n(20_000, 500), Duration::from_secs(20), |(kv, cursor), _| page(kv, cursor)).await;
+    let paged = w_paged(cfg, ep, &clients).await?;
     Ok(vec![
         (format!("2a. range 100-key prefix, {WORKERS} readers"), small),
         (format!("2b. list all {keys} keys, 4 readers"), full),
-        (format!("2c. paginated list, pages of {PAGE} keys, {WORKERS} readers"), paged),
+        (format!("2c. paginated list, pages of {PAGE} keys, {WORKERS} readers, {} puts/s elsewhere", cfg.bg_puts), paged),
     ])
+}
+
+/// 2c: paginated lists from 16 readers, with a writer putting into
+/// /bench/other/ meanwhile (as the API server's other clients write while a
+/// LIST pages), so every page after a list's first is a range at a past
+/// revision.
+async fn w_paged(cfg: &Config, ep: &str, clients: &[Client]) -> Result<Stat> {
+    let writer_conn = connect(ep, 1).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(background_writer(kv(&writer_conn[0]), cfg.bg_puts, stop_rx));
+    let counts = Arc::new(PageCounts::default());
+    let c2 = counts.clone();
+    let states: Vec<(KvClient, Option<Cursor>)> = clients.iter().map(|c| (kv(c), None)).collect();
+    let mut stat = drive(states, cfg.n(20_000, 500), Duration::from_secs(20), move |(kv, cursor), _| {
+        page(kv, cursor, c2.clone())
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    let puts = writer.await?;
+    stat.notes.push(format!(
+        "{} background puts ({:.0}/s); {} of {} later pages at a past revision",
+        puts.ok,
+        puts.ok as f64 / stat.secs.max(1e-3),
+        counts.behind.load(Ordering::Relaxed),
+        counts.later.load(Ordering::Relaxed),
+    ));
+    // A failing writer leaves the pages at the newest revision: not this workload.
+    stat.errors += puts.errors;
+    stat.first_error = stat.first_error.or(puts.first_error.map(|e| format!("background writer: {e}")));
+    Ok(stat)
+}
+
+/// Puts 256 B values over 1000 keys of /bench/other/ at `per_sec` (none at
+/// 0) until told to stop. Puts do not wait for the one before (up to 16 in
+/// flight), so a put slowed by the readers does not slow the rate: every
+/// store that keeps up gets the same writes.
+async fn background_writer(kv: KvClient, per_sec: u32, mut stop: tokio::sync::watch::Receiver<bool>) -> Tally {
+    let mut tally = Tally::default();
+    if per_sec == 0 {
+        return tally;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / per_sec);
+    // A store that cannot keep up gets fewer puts, not a burst to catch up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let val = value(256, 7);
+    let mut inflight = tokio::task::JoinSet::new();
+    for i in 0u64.. {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick() => {}
+        }
+        while let Some(r) = inflight.try_join_next() {
+            tally.add(r);
+        }
+        if inflight.len() < 16 {
+            let (mut kv, val) = (kv.clone(), val.clone());
+            inflight.spawn(async move { kv.put(format!("/bench/other/{:04}", i % 1000), val, None).await.map(drop) });
+        }
+    }
+    while let Some(r) = inflight.join_next().await {
+        tally.add(r);
+    }
+    tally
+}
+
+/// Outcomes of the background writer's puts.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn add(&mut self, r: Result<Result<(), etcd_client::Error>, tokio::task::JoinError>) {
+        match r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)) {
+            Ok(()) => self.ok += 1,
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| describe(&e));
+            }
+        }
+    }
+}
+
+/// Pages after a list's first, and those of them whose answer's header is
+/// ahead of the revision they asked for (the store moved on meanwhile).
+#[derive(Default)]
+struct PageCounts {
+    later: AtomicU64,
+    behind: AtomicU64,
 }
 
 /// kube-apiserver's paginated LIST (and `kubectl get`'s chunks): pages of
@@ -485,7 +663,11 @@ type Cursor = (Vec<u8>, i64);
 /// One page of a paginated list over the keys workload 1 wrote: the first
 /// at the newest revision, each next one after the previous page's last key
 /// at the first page's revision, as the API server asks them.
-async fn page(mut kv: KvClient, cursor: Option<Cursor>) -> ((KvClient, Option<Cursor>), Result<Option<Duration>>) {
+async fn page(
+    mut kv: KvClient,
+    cursor: Option<Cursor>,
+    counts: Arc<PageCounts>,
+) -> ((KvClient, Option<Cursor>), Result<Option<Duration>>) {
     let opts = GetOptions::new().with_range("/bench/kv0").with_limit(PAGE);
     let (start, opts) = match &cursor {
         None => (b"/bench/kv/".to_vec(), opts),
@@ -498,7 +680,14 @@ async fn page(mut kv: KvClient, cursor: Option<Cursor>) -> ((KvClient, Option<Cu
     if resp.more() && resp.kvs().len() as i64 != PAGE {
         return ((kv, None), Err(anyhow!("a page with more after it has {} keys, not {PAGE}", resp.kvs().len())));
     }
-    let rev = cursor.map_or_else(|| resp.header().map_or(0, |h| h.revision()), |(_, rev)| rev);
+    let head = resp.header().map_or(0, |h| h.revision());
+    if let Some((_, rev)) = &cursor {
+        counts.later.fetch_add(1, Ordering::Relaxed);
+        if head > *rev {
+            counts.behind.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let rev = cursor.map_or(head, |(_, rev)| rev);
     let next = match resp.kvs().last() {
         Some(last) if resp.more() => Some(([last.key(), &[0]].concat(), rev)),
         _ => None,
@@ -824,17 +1013,18 @@ async fn w_lease(cfg: &Config, ep: &str) -> Result<Rows> {
 
 struct Row {
     name: String,
-    stats: [Stat; 2],
+    stats: [Stat; N],
 }
 
 struct Cpu {
     workload: String,
-    secs: [f64; 2],
-    ops: [u64; 2],
+    secs: [f64; N],
+    /// Operations of the workload's first row (0 where left out).
+    ops: [u64; N],
     /// VmRSS after the workload, bytes.
-    rss: [u64; 2],
+    rss: [u64; N],
     /// CPU seconds this benchmark process (the clients) used.
-    client: [f64; 2],
+    client: [f64; N],
 }
 
 /// User + system CPU seconds of this process.
@@ -845,10 +1035,41 @@ fn self_cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-async fn run(cfg: &Config, servers: &mut [Server; 2]) -> Result<()> {
-    for s in servers.iter_mut() {
-        s.wait_ready().await?;
+async fn workload(cfg: &Config, num: u32, ep: &str) -> Result<Rows> {
+    match num {
+        1 => w_put(cfg, ep).await,
+        2 => w_range(cfg, ep).await,
+        3 => w_cas(cfg, ep).await,
+        4 => w_watch(cfg, ep).await,
+        _ => w_lease(cfg, ep).await,
     }
+}
+
+/// Lines the servers' rows up by position (the workloads name them the same
+/// for every server). A server whose workload failed gets its error in each
+/// of the others' rows.
+fn combine(label: &str, per: &[Result<Rows>; N]) -> Vec<Row> {
+    let names: Vec<String> = per
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .max_by_key(|rows| rows.len())
+        .map(|rows| rows.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_else(|| vec![format!("{label} (failed)")]);
+    let stat = |side: usize, i: usize| {
+        let mut st = match &per[side] {
+            Ok(rows) => rows.get(i).map(|(_, s)| s.clone()).unwrap_or_default(),
+            Err(e) => Stat::failed(e),
+        };
+        st.lat.sort_unstable();
+        st
+    };
+    names.into_iter().enumerate().map(|(i, name)| Row { name, stats: std::array::from_fn(|side| stat(side, i)) }).collect()
+}
+
+async fn run(cfg: &Config, servers: &mut [Server; N]) -> Result<()> {
+    // All at once: each one's start time is its own, not the wait for the
+    // ones before it.
+    futures::future::try_join_all(servers.iter_mut().map(Server::wait_ready)).await?;
     let mut rows: Vec<Row> = Vec::new();
     let mut cpu: Vec<Cpu> = Vec::new();
     let workloads: [(u32, &str); 5] =
@@ -858,49 +1079,42 @@ async fn run(cfg: &Config, servers: &mut [Server; 2]) -> Result<()> {
         if !cfg.wants(num) {
             continue;
         }
-        let mut per: [Rows; 2] = [Vec::new(), Vec::new()];
-        let mut cpu_row = Cpu { workload: label.to_string(), secs: [0.0; 2], ops: [0; 2], rss: [0; 2], client: [0.0; 2] };
-        // etcd first, then ours: both see the same history of workloads.
-        for idx in [1, 0] {
+        let mut per: [Result<Rows>; N] = std::array::from_fn(|_| Ok(Vec::new()));
+        let mut cpu_row = Cpu { workload: label.to_string(), secs: [0.0; N], ops: [0; N], rss: [0; N], client: [0.0; N] };
+        for idx in RUN_ORDER {
             let s = &mut servers[idx];
-            s.check_alive()?;
             let ep = s.endpoint.clone();
             let before = s.cpu_seconds();
             let client_before = self_cpu_seconds();
             let t = Instant::now();
             eprint!("{label:<10} {:<5} ... ", s.name);
-            let r = match num {
-                1 => w_put(cfg, &ep).await,
-                2 => w_range(cfg, &ep).await,
-                3 => w_cas(cfg, &ep).await,
-                4 => w_watch(cfg, &ep).await,
-                _ => w_lease(cfg, &ep).await,
+            let r = match s.check_alive() {
+                Ok(()) => workload(cfg, num, &ep).await,
+                Err(e) => Err(e),
             };
-            cpu_row.secs[idx] = s.cpu_seconds() - before;
+            cpu_row.secs[idx] = (s.cpu_seconds() - before).max(0.0);
             cpu_row.rss[idx] = s.status_kib("VmRSS") * 1024;
             cpu_row.client[idx] = self_cpu_seconds() - client_before;
             eprintln!("{:.1} s", t.elapsed().as_secs_f64());
-            per[idx] = match r {
-                Ok(rows) => rows,
-                Err(e) => {
-                    eprintln!("  {label} on {} failed: {e:#}", s.name);
-                    vec![(format!("{label} (failed)"), Stat::failed(e))]
-                }
-            };
-            cpu_row.ops[idx] = per[idx].first().map_or(0, |(_, st)| st.ops);
-            s.check_alive()?;
+            if let Err(e) = &r {
+                eprintln!("  {label} on {} failed: {}", s.name, describe(e));
+            }
+            // ours or etcd exiting ends the benchmark; kine exiting fails
+            // its remaining workloads (as not supported).
+            if idx != KINE {
+                s.check_alive()?;
+            }
+            per[idx] = r;
         }
-        // Pair rows by position; names come from whichever side has them.
-        let len = per[0].len().max(per[1].len());
-        for i in 0..len {
-            let name = per[0].get(i).or(per[1].get(i)).map(|(n, _)| n.clone()).unwrap_or_default();
-            let get = |side: usize| per[side].get(i).map(|(_, s)| s.clone()).unwrap_or_default();
-            rows.push(Row { name, stats: [get(0), get(1)] });
-        }
+        let new = combine(label, &per);
+        cpu_row.ops = std::array::from_fn(|i| {
+            new.first().map_or(0, |r| if r.stats[i].unsupported(i).is_some() { 0 } else { r.stats[i].ops })
+        });
+        rows.extend(new);
         cpu.push(cpu_row);
     }
     let elapsed = total.elapsed();
-    report(cfg, servers, &mut rows, &cpu, elapsed);
+    report(cfg, servers, &rows, &cpu, elapsed);
     Ok(())
 }
 
@@ -924,54 +1138,80 @@ fn fmt_ratio(a: f64, b: f64) -> String {
     if a > 0.0 && b > 0.0 { format!("{:.2}", a / b) } else { "–".into() }
 }
 
+/// ours/etcd and ours/kine of per-server figures, as two cells.
+fn ratios(v: [f64; N]) -> String {
+    format!("{} | {}", fmt_ratio(v[OURS], v[ETCD]), fmt_ratio(v[OURS], v[KINE]))
+}
+
+/// "–" for 0: a server that has exited.
 fn fmt_bytes(b: u64) -> String {
+    if b == 0 {
+        return "–".into();
+    }
     let mib = b as f64 / (1024.0 * 1024.0);
     if mib >= 10.0 { format!("{mib:.0} MiB") } else { format!("{mib:.1} MiB") }
 }
 
-fn report(cfg: &Config, servers: &[Server; 2], rows: &mut [Row], cpu: &[Cpu], elapsed: Duration) {
+/// Text that fits in one markdown table cell: one line, at most 160 characters.
+fn cell(text: &str) -> String {
+    let text = text.replace('|', "\\|").replace('\n', " ");
+    if text.chars().count() > 160 { format!("{}…", text.chars().take(160).collect::<String>()) } else { text }
+}
+
+/// `f` of each server's stat, or "–" where kine's figures are left out.
+fn cols<T>(stats: &[Stat; N], f: impl Fn(&Stat) -> T) -> [Option<T>; N] {
+    std::array::from_fn(|i| stats[i].unsupported(i).is_none().then(|| f(&stats[i])))
+}
+
+fn report(cfg: &Config, servers: &[Server; N], rows: &[Row], cpu: &[Cpu], elapsed: Duration) {
     let sh = |cmd: &str| {
         Command::new("sh").arg("-c").arg(cmd).output().ok()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default()
     };
     let etcd_version = sh(&format!("{} --version 2>/dev/null | head -1", cfg.etcd_bin.display()));
+    let kine_version = sh(&format!("{} --version 2>/dev/null | head -1", cfg.kine_bin.display()));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let fs = sh(&format!("df -T {} | awk 'NR==2 {{print $2\" on \"$1}}'", cfg.bench_dir.display()));
     println!();
-    println!("## k8s datastore vs etcd");
+    println!("## k8s datastore vs etcd vs kine");
     println!();
     println!(
-        "{cores} cores, data dirs in {} ({fs}), BENCH_SCALE={}, {etcd_version}, workloads took {:.0} s.",
+        "{cores} cores, data dirs in {} ({fs}), BENCH_SCALE={}, {etcd_version}, {kine_version} (SQLite, its defaults), workloads took {:.0} s.",
         cfg.bench_dir.display(), cfg.scale, elapsed.as_secs_f64()
     );
-    println!("ours/etcd: above 1 means ours does more ops/s; below 1 means ours has lower latency.");
+    println!("Ratios are ours/etcd and ours/kine: for ops/s above 1 means ours does more; for latency, CPU, memory,");
+    println!("disk and start time below 1 means ours takes less.");
     println!();
-    println!("| workload | ours ops/s | etcd ops/s | ours/etcd | ours p50 | etcd p50 | ours p99 | etcd p99 | p99 ours/etcd |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    main_table(rows);
+    cpu_table(cpu);
+    resource_table(servers);
+}
+
+fn main_table(rows: &[Row]) {
+    println!(
+        "| workload | ours ops/s | etcd ops/s | kine ops/s | ops/s ours/etcd | ops/s ours/kine \
+         | ours p50 | etcd p50 | kine p50 | p50 ours/etcd | p50 ours/kine \
+         | ours p99 | etcd p99 | kine p99 | p99 ours/etcd | p99 ours/kine |"
+    );
+    println!("|---|{}", "---:|".repeat(15));
     let mut notes = Vec::new();
-    for row in rows.iter_mut() {
-        let [o, e] = &mut row.stats;
-        let (o50, e50, o99, e99) = (o.pct(0.50), e.pct(0.50), o.pct(0.99), e.pct(0.99));
+    for row in rows {
+        let rate = cols(&row.stats, Stat::rate);
+        let [p50, p99] = [0.50, 0.99].map(|p| cols(&row.stats, |s| s.pct(p)).map(Option::flatten));
+        let rate_cells: [String; N] = std::array::from_fn(|i| match (rate[i], row.stats[i].unsupported(i)) {
+            (Some(r), _) => format!("{r:.0}"),
+            (None, why) => cell(&why.unwrap_or_default()),
+        });
+        let lat = |v: [Option<u64>; N]| {
+            format!("{} | {} | {} | {}", fmt_lat(v[0]), fmt_lat(v[1]), fmt_lat(v[2]), ratios(v.map(|x| x.unwrap_or(0) as f64)))
+        };
         println!(
-            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            row.name, o.rate(), e.rate(), fmt_ratio(o.rate(), e.rate()),
-            fmt_lat(o50), fmt_lat(e50), fmt_lat(o99), fmt_lat(e99),
-            fmt_ratio(o99.unwrap_or(0) as f64, e99.unwrap_or(0) as f64),
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.name, rate_cells[0], rate_cells[1], rate_cells[2],
+            ratios(rate.map(|r| r.unwrap_or(0.0))), lat(p50), lat(p99),
         );
-        for (side, st) in [("ours", &*o), ("etcd", &*e)] {
-            let mut bits = st.notes.clone();
-            if let Some(total) = st.capped {
-                bits.push(format!("time cap hit: {} of {total} ops", st.ops));
-            }
-            if st.errors > 0 {
-                bits.push(format!("{} errors, first: {}", st.errors, st.first_error.as_deref().unwrap_or("?")));
-            }
-            if !bits.is_empty() {
-                let short: String = row.name.split_whitespace().next().unwrap_or("").to_string();
-                notes.push(format!("- {short} {side}: {}", bits.join("; ")));
-            }
-        }
+        notes.extend(row_notes(row));
     }
     if !notes.is_empty() {
         println!();
@@ -979,40 +1219,72 @@ fn report(cfg: &Config, servers: &[Server; 2], rows: &mut [Row], cpu: &[Cpu], el
             println!("{n}");
         }
     }
+}
+
+/// The notes under the main table for one row: what each server's stat
+/// says besides its figures.
+fn row_notes(row: &Row) -> Vec<String> {
+    let short = row.name.split_whitespace().next().unwrap_or("");
+    let mut notes = Vec::new();
+    for (i, st) in row.stats.iter().enumerate() {
+        let mut bits = st.notes.clone();
+        if let Some(total) = st.capped {
+            bits.push(format!("time cap hit: {} of {total} ops", st.ops));
+        }
+        // kine's error is in the row already.
+        if st.errors > 0 && st.unsupported(i).is_none() {
+            bits.push(format!("{} errors, first: {}", st.errors, st.first_error.as_deref().unwrap_or("?")));
+        }
+        if !bits.is_empty() {
+            notes.push(format!("- {short} {}: {}", NAMES[i], bits.join("; ")));
+        }
+    }
+    notes
+}
+
+fn cpu_table(cpu: &[Cpu]) {
     println!();
-    println!("| per workload | ours CPU s | etcd CPU s | ours CPU µs/op | etcd CPU µs/op | ours RSS after | etcd RSS after | client CPU s vs ours / etcd |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| per workload | ours CPU s | etcd CPU s | kine CPU s | ours CPU µs/op | etcd CPU µs/op | kine CPU µs/op \
+         | CPU/op ours/etcd | CPU/op ours/kine | ours RSS after | etcd RSS after | kine RSS after \
+         | RSS ours/etcd | RSS ours/kine | client CPU s vs ours / etcd / kine |"
+    );
+    println!("|---|{}", "---:|".repeat(14));
     for c in cpu {
-        let per_op = |i: usize| if c.ops[i] > 0 { format!("{:.0}", c.secs[i] * 1e6 / c.ops[i] as f64) } else { "–".into() };
+        let per_op: [f64; N] = std::array::from_fn(|i| if c.ops[i] > 0 { c.secs[i] * 1e6 / c.ops[i] as f64 } else { 0.0 });
+        let us = |v: f64| if v > 0.0 { format!("{v:.0}") } else { "–".into() };
         println!(
-            "| {} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} / {:.2} |",
-            c.workload, c.secs[0], c.secs[1], per_op(0), per_op(1), fmt_bytes(c.rss[0]), fmt_bytes(c.rss[1]),
-            c.client[0], c.client[1]
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} / {:.2} |",
+            c.workload, c.secs[0], c.secs[1], c.secs[2], us(per_op[0]), us(per_op[1]), us(per_op[2]), ratios(per_op),
+            fmt_bytes(c.rss[0]), fmt_bytes(c.rss[1]), fmt_bytes(c.rss[2]), ratios(c.rss.map(|b| b as f64)),
+            c.client[0], c.client[1], c.client[2]
         );
     }
     println!();
-    println!("CPU s: server user+system time during the workload; µs/op: that over the ops of the workload's first row;");
-    println!("client CPU: this benchmark process, which shares the machine's cores with the server under test.");
+    println!("CPU s: server user+system time during the workload; µs/op: that over the ops of the workload's first row");
+    println!("(– where kine does not support it); client CPU: this benchmark process, which shares the machine's cores");
+    println!("with the server under test.");
+}
+
+fn resource_table(servers: &[Server; N]) {
     println!();
-    println!("| resources after the workloads | ours | etcd | ours/etcd |");
-    println!("|---|---:|---:|---:|");
-    let rss = [servers[0].status_kib("VmRSS") * 1024, servers[1].status_kib("VmRSS") * 1024];
-    let hwm = [servers[0].status_kib("VmHWM") * 1024, servers[1].status_kib("VmHWM") * 1024];
-    let du = [disk_usage(&servers[0].data_dir), disk_usage(&servers[1].data_dir)];
-    let line = |what: &str, v: [u64; 2]| {
-        println!("| {what} | {} | {} | {} |", fmt_bytes(v[0]), fmt_bytes(v[1]), fmt_ratio(v[0] as f64, v[1] as f64));
+    println!("| resources after the workloads | ours | etcd | kine | ours/etcd | ours/kine |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let bytes = |what: &str, v: [u64; N]| {
+        let [a, b, c] = v.map(fmt_bytes);
+        println!("| {what} | {a} | {b} | {c} | {} |", ratios(v.map(|x| x as f64)));
     };
-    line("RSS (VmRSS)", rss);
-    line("peak RSS (VmHWM)", hwm);
-    line("data dir, allocated on disk", [du[0].0, du[1].0]);
-    line("data dir, apparent size", [du[0].1, du[1].1]);
-    let cpu_total = [servers[0].cpu_seconds(), servers[1].cpu_seconds()];
-    println!("| CPU time, whole run | {:.1} s | {:.1} s | {} |", cpu_total[0], cpu_total[1], fmt_ratio(cpu_total[0], cpu_total[1]));
-    let ready = [servers[0].ready_after, servers[1].ready_after];
+    bytes("RSS (VmRSS)", servers.each_ref().map(|s| s.status_kib("VmRSS") * 1024));
+    bytes("peak RSS (VmHWM)", servers.each_ref().map(|s| s.status_kib("VmHWM") * 1024));
+    let du = servers.each_ref().map(|s| disk_usage(&s.data_dir));
+    bytes("data dir, allocated on disk", du.map(|d| d.0));
+    bytes("data dir, apparent size", du.map(|d| d.1));
+    let cpu = servers.each_ref().map(Server::cpu_seconds);
+    println!("| CPU time, whole run | {:.1} s | {:.1} s | {:.1} s | {} |", cpu[0], cpu[1], cpu[2], ratios(cpu));
+    let ready = servers.each_ref().map(|s| s.ready_after.as_secs_f64());
     println!(
-        "| start to first answer | {:.0} ms | {:.0} ms | {} |",
-        ready[0].as_secs_f64() * 1e3, ready[1].as_secs_f64() * 1e3,
-        fmt_ratio(ready[0].as_secs_f64(), ready[1].as_secs_f64())
+        "| start to first answer | {:.0} ms | {:.0} ms | {:.0} ms | {} |",
+        ready[0] * 1e3, ready[1] * 1e3, ready[2] * 1e3, ratios(ready)
     );
 }
 
@@ -1045,10 +1317,11 @@ fn main() -> Result<()> {
     std::fs::write(root.path().join("bench.pid"), std::process::id().to_string())?;
     // Spawned here, on the main thread, which outlives every workload (see
     // `spawn`). Declared after `root`, so they are killed before it is removed.
-    let mut servers = [Server::ours(&cfg, root.path())?, Server::etcd(&cfg, root.path())?];
+    let mut servers = [Server::ours(&cfg, root.path())?, Server::etcd(&cfg, root.path())?, Server::kine(&cfg, root.path())?];
     eprintln!(
-        "benchmarking {} (pid {}) and {} (pid {}) under {}",
-        cfg.k8s_bin.display(), servers[0].pid(), cfg.etcd_bin.display(), servers[1].pid(), root.path().display()
+        "benchmarking {} (pid {}), {} (pid {}) and {} (pid {}) under {}",
+        cfg.k8s_bin.display(), servers[OURS].pid(), cfg.etcd_bin.display(), servers[ETCD].pid(),
+        cfg.kine_bin.display(), servers[KINE].pid(), root.path().display()
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
