@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-upgrade-k8s test-cis bench bench-node clean
+.PHONY: all build deps payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis bench bench-node clean
 
 all: dist
 
@@ -64,6 +64,7 @@ test-e2e:
 	e2e/lib/selftest.sh "$$(./bootstrap/build.sh | tail -n 1)"
 	K8S_BIN=$(K8S) e2e/single-node.sh
 	K8S_BIN=$(K8S) CHAOS_KILLS=10 e2e/chaos.sh
+	K8S_BIN=$(K8S) CHAOS_KILLS=3 e2e/chaos-ha.sh
 	K8S_BIN=$(K8S) e2e/cis.sh
 	K8S_BIN=$(K8S) e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/ha.sh
@@ -81,8 +82,12 @@ test-upgrade-k8s: dist dist-next
 
 # kill -9 of `k8s server` 100 times under API load (e2e/chaos.sh, ~20 min): no acknowledged write lost, no
 # watch going backwards, the pod running through. `make test-e2e` runs the same with 10 kills (~2 min).
+# test-chaos-ha: the same against 3 HA servers (etcd), 20 kills of one server at a time (e2e/chaos-ha.sh, ~5 min).
 test-chaos: dist
 	K8S_BIN=$(K8S) CHAOS_KILLS=100 e2e/chaos.sh
+
+test-chaos-ha: dist
+	K8S_BIN=$(K8S) CHAOS_KILLS=20 e2e/chaos-ha.sh
 
 # The CIS Kubernetes Benchmark: kube-bench (built once from its Go module, cached in ~/.cache/k8s) against
 # `k8s server --profile cis` on a test host (e2e/README.md); fails on a FAIL in master, node or policies.
