@@ -38,9 +38,10 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
             crate::fsutil::write_if_changed(&layout.agent_join_server(), server.as_bytes(), 0o600)?;
             Settings::from(&config)
         }
-        // Restarting while the server is away: run with what we have.
+        // Restarting while the server is away, or with a token rotated
+        // since: run with what we have (the error says which).
         Err(e) if files.exist() => {
-            tracing::warn!("cannot reach {server} ({e:#}); starting with the credentials from the last join");
+            tracing::warn!("joining through {server} failed ({e:#}); starting with the credentials from the last join");
             files.read_settings()?
         }
         Err(e) => return Err(e),
