@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests use, once.
 # Idempotent: only missing packages are installed. protobuf-compiler: the
-# etcd-client crate (tests, benches) compiles its protos with protoc.
+# etcd-client crate (tests, benches) compiles its protos with protoc; python3:
+# the e2e scripts check their logs with it.
 set -euo pipefail
-want=(protobuf-compiler etcd-server etcd-client sqlite3 zstd iproute2 util-linux iptables openssl jq openssh-server openssh-client sudo)
+want=(protobuf-compiler etcd-server etcd-client sqlite3 zstd iproute2 util-linux iptables openssl jq python3 openssh-server openssh-client sudo)
 missing=()
 for p in "${want[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
