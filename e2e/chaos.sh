@@ -52,6 +52,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF=$ROOT/e2e/chaos.sh
 T=$ROOT/e2e/lib/testhost.sh
+. "$ROOT/e2e/lib/chaos-check.sh"     # chaos_check: the checks after the run (shared with the other chaos script)
 
 # ------------------------------------------------------------------------------------------ load (workstation side)
 # These run as `testhost.sh ws chaos.sh _writer N` / `_watcher N`, with the settings in the environment
@@ -66,7 +67,7 @@ cm_yaml() {   # NAME CONTENT WRITER
 }
 
 # writer N: one request at a time on its own names cm-N-0 .. cm-N-(NAMES-1). Log lines (writer-N.log):
-#   SEQ NAME OP RESULT RV CONTENT T_SENT T_ANSWERED
+#   SEQ NAME OP RESULT RV CONTENT T_SENT T_ANSWERED SERVER (always 0: the one server; the shape e2e/lib/chaos-check.py reads)
 # first with RESULT "pending" (before the request), then with its outcome: ack (exit 0; RV of the object written,
 # "-" for a delete), rejected (AlreadyExists / NotFound: a definite answer, nothing written), down (connection
 # refused: never sent), unknown (any other failure). CONTENT is the data.v written ("-" for a delete).
@@ -88,7 +89,7 @@ writer() {
     esac
     content=w$w-$seq; [ "$op" = delete ] && content=-
     t0=$EPOCHREALTIME
-    echo "$seq $name $op pending - $content $t0 -" >>"$log"
+    echo "$seq $name $op pending - $content $t0 - 0" >>"$log"
     case $op in
       create|replace)
         out=$(cm_yaml "$name" "$content" "$w" | kcw -n "$CHAOS_NS" "$op" -f - -o 'jsonpath={.metadata.resourceVersion}' 2>"$errf") ;;
@@ -113,7 +114,7 @@ writer() {
       esac
       echo "$seq rc=$rc $res: $e" >>"$errlog"
     fi
-    echo "$seq $name $op $res $rv $content $t0 $t1" >>"$log"
+    echo "$seq $name $op $res $rv $content $t0 $t1 0" >>"$log"
     case $res in
       down) sleep 0.5 ;;
       unknown) sleep 0.3 ;;
@@ -125,7 +126,7 @@ writer() {
 
 # watcher N: list, watch from the list's resourceVersion (with bookmarks), relist when the stream ends (or when
 # told to). Files in watch-N/: list-K.json, stream-K.jsonl (the raw watch events), and log:
-#   LIST K RV GEN TIME        the K-th successful list, at RV, under relist generation GEN
+#   LIST K RV GEN TIME 0      the K-th successful list, at RV, under relist generation GEN (through server 0)
 #   END K RC WHY TIME         its stream ended: WHY = ended (by itself: server gone, timeout, error), relist, stop
 watcher() {
   local w=$1 d=$CHAOS_WORK/watch-$1 n=0 a rv gen g wpid rc why
@@ -142,7 +143,7 @@ watcher() {
     fi
     n=$((n + 1))
     mv "$d/list.tmp" "$d/list-$n.json"
-    echo "LIST $n $rv $gen $EPOCHREALTIME" >>"$d/log"
+    echo "LIST $n $rv $gen $EPOCHREALTIME 0" >>"$d/log"
     "$CHAOS_KUBECTL" --kubeconfig "$CHAOS_KUBECONFIG" --cache-dir "$KCACHE" get --raw \
       "/api/v1/namespaces/$CHAOS_NS/configmaps?watch=1&resourceVersion=$rv&allowWatchBookmarks=true" \
       >"$d/stream-$n.jsonl" 2>"$d/stream-$n.err" </dev/null &
@@ -526,9 +527,9 @@ wait_until 60 "every watcher relisted" relisted && ok "every watcher relisted af
 sleep 2
 stop_group stop-watchers 30 "${LOAD_PIDS[@]:0:WATCHERS}"
 LOAD_PIDS=()
-TMO=30 kc get --raw "/api/v1/namespaces/$NS/configmaps" >"$WORK/final.json" 2>"$WORK/final.err" &&
-  jq -e '.items' "$WORK/final.json" >/dev/null || die "cannot list the final ConfigMaps: $(cat "$WORK/final.err")"
-ok "final state: $(jq '[.items[] | select(.metadata.name | startswith("cm-"))] | length' "$WORK/final.json") test ConfigMaps at resourceVersion $(jq -r .metadata.resourceVersion "$WORK/final.json")"
+TMO=30 kc get --raw "/api/v1/namespaces/$NS/configmaps" >"$WORK/final-1.json" 2>"$WORK/final.err" &&
+  jq -e '.items' "$WORK/final-1.json" >/dev/null || die "cannot list the final ConfigMaps: $(cat "$WORK/final.err")"
+ok "final state: $(jq '[.items[] | select(.metadata.name | startswith("cm-"))] | length' "$WORK/final-1.json") test ConfigMaps at resourceVersion $(jq -r .metadata.resourceVersion "$WORK/final-1.json")"
 
 # ========================================================================================== checks
 step "checks"
@@ -550,238 +551,7 @@ if [ -n "$SLEEPER_PID" ]; then
 fi
 
 # writes and watches: one pass over the logs
-/usr/bin/env python3 - "$WORK" "$WRITERS" "$WATCHERS" >"$WORK/analysis.out" 2>&1 <<'PY'
-import collections, json, os, sys
-
-work, nwriters, nwatchers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def ok(m): print("ok " + m)
-def fail(m): print("FAIL " + m)
-def count(k, v): print(f"COUNT {k} {v}")
-def show(s): return "absent" if s is None else f"v={s}"
-
-final = json.load(open(f"{work}/final.json"))
-fstate = {it["metadata"]["name"]: (int(it["metadata"]["resourceVersion"]), (it.get("data") or {}).get("v"))
-          for it in final["items"]}
-
-# ---- writes
-ops = collections.defaultdict(list)   # name -> ops in the writer's order (one writer per name)
-acked_rv = []                          # acknowledged create/replace/patch: (t_sent, t_answered, rv, where)
-c = collections.Counter()
-bad_rv_order = []
-for w in range(1, nwriters + 1):
-    recs = {}
-    for line in open(f"{work}/writer-{w}.log"):
-        f = line.split()
-        if len(f) != 8:
-            continue
-        recs[int(f[0])] = dict(w=w, seq=int(f[0]), name=f[1], op=f[2], res=f[3], rv=f[4], v=f[5],
-                               t0=float(f[6]), t1=None if f[7] == "-" else float(f[7]))
-    last = 0
-    for seq in sorted(recs):
-        r = recs[seq]
-        if r["res"] == "pending":      # no outcome logged: the writer was stopped during the request
-            r["res"] = "unknown"
-        c[r["res"]] += 1
-        c["op " + r["op"] + " " + r["res"]] += 1
-        ops[r["name"]].append(r)
-        if r["res"] == "ack" and r["op"] != "delete":
-            try:
-                rv = int(r["rv"])
-            except ValueError:
-                fail(f"writer {w} #{seq} ({r['op']} {r['name']}): acknowledged without a resourceVersion ({r['rv']!r})")
-                continue
-            r["rvi"] = rv
-            if rv <= last:
-                bad_rv_order.append(f"writer {w} #{seq} {r['op']} {r['name']}: rv {rv} after {last}")
-            last = rv
-            acked_rv.append((r["t0"], r["t1"], rv, f"writer {w} #{seq} {r['op']} {r['name']}"))
-
-count("acknowledged", c["ack"]); count("unknown", c["unknown"]); count("rejected", c["rejected"])
-count("notsent", c["down"])
-print("INFO writes by kind: " + ", ".join(f"{op} {c['op ' + op + ' ack']}/{c['op ' + op + ' unknown']}/"
-      f"{c['op ' + op + ' rejected']}/{c['op ' + op + ' down']}" for op in ("create", "replace", "patch", "delete"))
-      + " (acknowledged/unknown/rejected/not sent)")
-if bad_rv_order:
-    fail(f"acknowledged resourceVersions went down within a writer ({len(bad_rv_order)}): " + "; ".join(bad_rv_order[:5]))
-else:
-    ok(f"acknowledged resourceVersions grow within each writer ({sum(1 for a in acked_rv)} writes)")
-
-# real-time order: a write acknowledged before another was sent has the smaller resourceVersion
-by_end = sorted(acked_rv, key=lambda a: a[1])
-by_start = sorted(acked_rv, key=lambda a: a[0])
-i, best, viol = 0, None, []
-for t0, t1, rv, where in by_start:
-    while i < len(by_end) and by_end[i][1] < t0:
-        if best is None or by_end[i][2] > best[2]:
-            best = by_end[i]
-        i += 1
-    if best is not None and best[2] >= rv:
-        viol.append(f"{where} (rv {rv}) was sent after {best[3]} (rv {best[2]}) was acknowledged")
-if viol:
-    fail(f"resourceVersions out of real-time order ({len(viol)}): " + "; ".join(viol[:5]))
-else:
-    ok("resourceVersions follow real time across writers (acknowledged before sent → smaller)")
-
-# each name: walk its history keeping the set of states it may be in; definite answers must fit
-def outcome(r):
-    return None if r["op"] == "delete" else r["v"]
-lost, contra, exact_rv_bad, exact = [], [], [], 0
-for name in sorted(ops):
-    poss = {None}
-    certain = None          # the ack that decides the state, while no unknown write came after it
-    for r in ops[name]:
-        res, op = r["res"], r["op"]
-        if res == "ack":
-            need_absent = op == "create"
-            if need_absent and None not in poss or not need_absent and poss == {None}:
-                contra.append(f"{name}: {op} #{r['seq']} acknowledged but the object should be "
-                              + ("present" if need_absent else "absent") + f" (possible: {sorted(map(show, poss))})")
-            poss = {outcome(r)}
-            certain = r
-        elif res == "unknown":
-            poss = poss | {outcome(r)}
-            certain = None
-        elif res == "rejected":
-            present = op == "create"      # AlreadyExists; NotFound otherwise
-            fits = {s for s in poss if (s is not None) == present}
-            if not fits:
-                contra.append(f"{name}: {op} #{r['seq']} rejected as " + ("AlreadyExists" if present else "NotFound")
-                              + f" but the object should be {sorted(map(show, poss))}")
-            elif fits != poss:
-                poss = fits
-                if certain is not None and outcome(certain) not in poss:
-                    certain = None
-    got = fstate.get(name)
-    gotv = None if got is None else got[1]
-    if gotv not in poss:
-        lost.append(f"{name}: final {show(gotv)}" + (f" rv {got[0]}" if got else "")
-                    + f", expected one of {sorted(map(show, poss))}; last: "
-                    + ", ".join(f"#{r['seq']} {r['op']} {r['res']} {r['v']} rv {r['rv']}" for r in ops[name][-4:]))
-    elif certain is not None and certain["op"] != "delete":
-        exact += 1
-        if got[0] != certain.get("rvi"):
-            exact_rv_bad.append(f"{name}: final rv {got[0]}, acknowledged rv {certain['rv']} (#{certain['seq']})")
-stray = sorted(n for n in fstate if n.startswith("cm-") and n not in ops)
-if stray:
-    lost.append(f"ConfigMaps nobody wrote: {stray}")
-count("lost", len(lost))
-count("names", len(ops))
-if lost:
-    fail(f"{len(lost)} ConfigMap(s) not in the state their acknowledged writes left: " + " | ".join(lost[:5]))
-else:
-    ok(f"every acknowledged write is there: {len(ops)} ConfigMaps in a state their writes allow "
-       f"({sum(1 for n in ops if n in fstate)} present, {sum(1 for n in ops if n not in fstate)} absent)")
-if contra:
-    fail(f"{len(contra)} answer(s) contradict the acknowledged history: " + " | ".join(contra[:5]))
-else:
-    ok("every definite answer (acknowledged, AlreadyExists, NotFound) fits the acknowledged history")
-if exact_rv_bad:
-    fail("final resourceVersion differs from the acknowledged one: " + " | ".join(exact_rv_bad[:5]))
-else:
-    ok(f"{exact} ConfigMaps decided by an acknowledged write carry exactly its resourceVersion")
-
-# ---- watches
-total_events = total_bookmarks = total_errors = total_streams = 0
-final_view = {n: v for n, v in fstate.items()}
-for w in range(1, nwatchers + 1):
-    d = f"{work}/watch-{w}"
-    lists, ends = {}, {}
-    for line in open(f"{d}/log"):
-        f = line.split()
-        if f[0] == "LIST":
-            lists[int(f[1])] = (int(f[2]), int(f[3]))
-        elif f[0] == "END":
-            ends[int(f[1])] = (int(f[2]), f[3])
-    backwards, missed, partial, views = [], [], 0, {}
-    ev = bm = er = 0
-    why = collections.Counter(e[1] for e in ends.values())
-    for n in sorted(lists):
-        listrv, gen = lists[n]
-        items = json.load(open(f"{d}/list-{n}.json"))["items"]
-        view = {it["metadata"]["name"]: (int(it["metadata"]["resourceVersion"]), (it.get("data") or {}).get("v"))
-                for it in items}
-        last, lastkind, seen = listrv, "list", set()
-        try:
-            lines = open(f"{d}/stream-{n}.jsonl").read().splitlines()
-        except FileNotFoundError:
-            lines = []
-        for line in lines:
-            try:
-                e = json.loads(line)
-            except ValueError:
-                partial += 1                # a stream cut in the middle of an event
-                continue
-            t, o = e.get("type"), e.get("object") or {}
-            if t == "ERROR":
-                er += 1
-                continue
-            rv = int(o["metadata"]["resourceVersion"])
-            if rv < last or (rv == last and t != "BOOKMARK"):
-                backwards.append(f"stream {n}: {t} {o['metadata'].get('name', '')} rv {rv} after {lastkind} rv {last}")
-            last, lastkind = rv, t
-            if t == "BOOKMARK":
-                bm += 1
-                continue
-            ev += 1
-            seen.add(rv)
-            name = o["metadata"]["name"]
-            if t in ("ADDED", "MODIFIED"):
-                view[name] = (rv, (o.get("data") or {}).get("v"))
-            elif t == "DELETED":
-                view.pop(name, None)
-        views[n] = (gen, view)
-        # an event at rv X comes after every event below X: each acknowledged write between the list and the
-        # stream's last resourceVersion must be in it
-        missed += [f"stream {n}: {where} (rv {rv})" for _, _, rv, where in acked_rv if listrv < rv <= last and rv not in seen]
-    total_events += ev; total_bookmarks += bm; total_errors += er; total_streams += len(lists)
-    print(f"INFO watcher {w}: {len(lists)} streams (ended by themselves {why['ended']}, relist {why['relist']}, "
-          f"stop {why['stop']}), {ev} events, {bm} bookmarks, {er} ERROR events, {partial} cut lines")
-    if backwards:
-        fail(f"watcher {w}: resourceVersion went backwards {len(backwards)} time(s): " + "; ".join(backwards[:5]))
-    else:
-        ok(f"watcher {w}: no resourceVersion went backwards in any of its {len(lists)} streams")
-    if missed:
-        fail(f"watcher {w}: {len(missed)} acknowledged write(s) missing from streams that went past them: " + "; ".join(missed[:5]))
-    else:
-        ok(f"watcher {w}: every acknowledged write a stream went past is in it")
-    def diff(view):
-        out = []
-        for n in sorted(set(view) | set(final_view)):
-            if view.get(n) != final_view.get(n):
-                out.append(f"{n}: watcher {view.get(n)} final {final_view.get(n)}")
-        return out
-    kept = [n for n in views if views[n][0] == 0]
-    relisted = [n for n in views if views[n][0] >= 1]
-    if kept:
-        dd = diff(views[max(kept)][1])
-        if dd:
-            fail(f"watcher {w}: the view kept by watching (stream {max(kept)}) differs from the final state in "
-                 f"{len(dd)} object(s): " + "; ".join(dd[:5]))
-        else:
-            ok(f"watcher {w}: the view kept by watching (stream {max(kept)}) equals the final state ({len(final_view)} objects)")
-    if relisted:
-        dd = diff(views[max(relisted)][1])
-        if dd:
-            fail(f"watcher {w}: after the final relist its view differs from the final state: " + "; ".join(dd[:5]))
-        else:
-            ok(f"watcher {w}: after the final relist its view equals the final state")
-    else:
-        fail(f"watcher {w}: no final relist")
-count("events", total_events); count("bookmarks", total_bookmarks); count("errors", total_errors)
-count("streams", total_streams)
-PY
-prc=$?
-declare -A CNT=()
-while read -r kind rest; do
-  case $kind in
-    ok) ok "$rest" ;;
-    FAIL) fail "$rest" ;;
-    INFO) say "$rest" ;;
-    COUNT) read -r key val <<<"$rest"; CNT[$key]=$val ;;
-    *) say "analysis: $kind $rest" ;;
-  esac
-done <"$WORK/analysis.out"
-[ "$prc" = 0 ] || fail "the analysis failed (exit $prc); see $WORK/analysis.out"
+chaos_check "$WORK" "$WRITERS" "$WATCHERS" "$H"
 
 # ========================================================================================== summary
 step "summary"
