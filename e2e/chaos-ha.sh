@@ -237,14 +237,7 @@ DONE_KILLS=0
 LEADER_KILLS=0
 
 # ------------------------------------------------------------------------------------------ output
-ts() { printf '%4ds' $(($(date +%s) - T0)); }
-say() { echo "[$(ts)] $*"; }
-step() { echo; echo "[$(ts)] ==== $*"; }
-ok() { echo "[$(ts)]   ok   $*"; }
-fail() { echo "[$(ts)]   FAIL $*"; FAILS=$((FAILS + 1)); FAILED_CHECKS+=("$*"); }
-die() { fail "$*"; echo "[$(ts)] fatal: cannot go on"; exit 1; }
-noansi() { sed -e 's/\x1b\[[0-9;]*m//g'; }
-indent() { sed -e 's/^/         | /'; }
+. "$ROOT/e2e/lib/report.sh"           # ts say step ok fail die noansi indent
 
 # ------------------------------------------------------------------------------------------ preconditions
 [ "$(id -u)" = 0 ] || { echo "chaos-ha: SKIP: must run as root (test hosts need namespaces)"; exit 77; }

@@ -45,14 +45,7 @@ SPID=""                              # PID of the running `k8s server` (our chil
 NSTART=0
 
 # ------------------------------------------------------------------------------------------ output
-ts() { printf '%4ds' $(($(date +%s) - T0)); }
-say() { echo "[$(ts)] $*"; }
-step() { echo; echo "[$(ts)] ==== $*"; }
-ok() { echo "[$(ts)]   ok   $*"; }
-fail() { echo "[$(ts)]   FAIL $*"; FAILS=$((FAILS + 1)); FAILED_CHECKS+=("$*"); }
-die() { fail "$*"; echo "[$(ts)] fatal: cannot go on"; exit 1; }
-noansi() { sed -e 's/\x1b\[[0-9;]*m//g'; }
-indent() { sed -e 's/^/         | /'; }
+. "$ROOT/e2e/lib/report.sh"           # ts say step ok fail die noansi indent
 
 # ------------------------------------------------------------------------------------------ preconditions
 [ "$(id -u)" = 0 ] || { echo "single-node: SKIP: must run as root (test hosts need namespaces)"; exit 77; }

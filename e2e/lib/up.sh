@@ -23,14 +23,7 @@ HOST=() IP=()                         # HOST[i], IP[i]: host i (1-based) of the 
 STATE="" NET=""
 
 # ------------------------------------------------------------------------------------------ output
-ts() { printf '%4ds' $(($(date +%s) - T0)); }
-say() { echo "[$(ts)] $*"; }
-step() { echo; echo "[$(ts)] ==== $*"; }
-ok() { echo "[$(ts)]   ok   $*"; }
-fail() { echo "[$(ts)]   FAIL $*"; FAILS=$((FAILS + 1)); FAILED_CHECKS+=("$*"); }
-die() { fail "$*"; echo "[$(ts)] fatal: cannot go on"; exit 1; }
-noansi() { sed -e 's/\x1b\[[0-9;]*m//g'; }
-indent() { sed -e 's/^/         | /'; }
+. "$ROOT/e2e/lib/report.sh"           # ts say step ok fail die noansi indent
 ms() { date +%s%3N; }
 secs() { local d=$(($(ms) - $1)); printf '%d.%d' $((d / 1000)) $((d % 1000 / 100)); }   # since T (ms) as 12.3
 
