@@ -26,11 +26,29 @@ pub fn revs(conn: &Connection) -> rusqlite::Result<Revs> {
     })
 }
 
-/// Which version of the store a read looks at.
-#[derive(Clone, Copy)]
-enum At {
+/// Which version of the store a read looks at, resolved once per request
+/// (its page and its count read the same way).
+enum View {
+    /// Today's keys.
     Latest,
-    Rev(i64),
+    /// The store at log id `bound`: today's keys but `changed` (sorted),
+    /// which were written since, or, when `changed` is None (too many
+    /// writes since), the range's history.
+    Past { bound: i64, changed: Option<Vec<Vec<u8>>> },
+    /// A revision before the first write: nothing.
+    Nothing,
+}
+
+impl View {
+    fn at(conn: &Connection, kr: &KeyRange, rev: i64, revs: Revs) -> rusqlite::Result<View> {
+        if rev == revs.current {
+            return Ok(View::Latest);
+        }
+        Ok(match id_bound(conn, rev)? {
+            Some(bound) => View::Past { bound, changed: changed_since(conn, kr, bound)? },
+            None => View::Nothing,
+        })
+    }
 }
 
 /// Columns 0..=4 of every key read, then the log id (5) and the value (6).
@@ -73,24 +91,24 @@ fn id_bound(conn: &Connection, rev: i64) -> rusqlite::Result<Option<i64>> {
         .optional()
 }
 
-fn fetch(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_value: bool)
+fn fetch(conn: &Connection, kr: &KeyRange, view: &View, limit: Option<i64>, with_value: bool)
     -> rusqlite::Result<Vec<KeyValue>> {
-    Ok(fetch_with_ids(conn, kr, at, limit, with_value)?.into_iter().map(|(_, kv)| kv).collect())
+    Ok(fetch_with_ids(conn, kr, view, limit, with_value)?.into_iter().map(|(_, kv)| kv).collect())
 }
 
-/// The live keys of `kr` at `at`, in key order. Every shape walks an index
-/// in key order, so a LIMIT stops the walk: a page of 500 reads about 500
-/// keys, not the range.
-fn fetch_with_ids(conn: &Connection, kr: &KeyRange, at: At, limit: Option<i64>, with_value: bool)
+/// The live keys of `kr` in `view`, in key order. Every shape walks an
+/// index in key order, so a LIMIT stops the walk: a page of 500 reads about
+/// 500 keys, not the range.
+fn fetch_with_ids(conn: &Connection, kr: &KeyRange, view: &View, limit: Option<i64>, with_value: bool)
     -> rusqlite::Result<Vec<(i64, KeyValue)>> {
     if kr.is_empty() {
         return Ok(Vec::new());
     }
-    let At::Rev(rev) = at else { return fetch_latest(conn, kr, limit, with_value) };
-    let Some(bound) = id_bound(conn, rev)? else { return Ok(Vec::new()) };
-    match changed_since(conn, kr, bound)? {
-        Some(changed) => fetch_latest_but(conn, kr, bound, &changed, limit, with_value),
-        None => fetch_history(conn, kr, bound, limit, with_value),
+    match view {
+        View::Latest => fetch_latest(conn, kr, limit, with_value),
+        View::Past { bound, changed: Some(changed) } => fetch_latest_but(conn, kr, *bound, changed, limit, with_value),
+        View::Past { bound, changed: None } => fetch_history(conn, kr, *bound, limit, with_value),
+        View::Nothing => Ok(Vec::new()),
     }
 }
 
@@ -172,17 +190,16 @@ fn rows(conn: &Connection, sql: &str, params: Vec<Value>, with_value: bool) -> r
     rows.collect()
 }
 
-/// How many live keys `kr` holds at `at`: at a past revision, today's
-/// count corrected by the keys written since, as [`fetch_with_ids`] reads.
-fn count(conn: &Connection, kr: &KeyRange, at: At) -> rusqlite::Result<i64> {
+/// How many live keys `kr` holds in `view`, read as [`fetch_with_ids`] reads.
+fn count(conn: &Connection, kr: &KeyRange, view: &View) -> rusqlite::Result<i64> {
     if kr.is_empty() {
         return Ok(0);
     }
-    let At::Rev(rev) = at else { return count_latest(conn, kr) };
-    let Some(bound) = id_bound(conn, rev)? else { return Ok(0) };
-    match changed_since(conn, kr, bound)? {
-        Some(changed) => count_latest_but(conn, kr, bound, &changed),
-        None => count_history(conn, kr, bound),
+    match view {
+        View::Latest => count_latest(conn, kr),
+        View::Past { bound, changed: Some(changed) } => count_latest_but(conn, kr, *bound, changed),
+        View::Past { bound, changed: None } => count_history(conn, kr, *bound),
+        View::Nothing => Ok(0),
     }
 }
 
@@ -217,12 +234,12 @@ fn count_history(conn: &Connection, kr: &KeyRange, bound: i64) -> rusqlite::Resu
 
 /// Live keys in a range at the newest revision.
 pub fn latest(conn: &Connection, kr: &KeyRange) -> rusqlite::Result<Vec<KeyValue>> {
-    fetch(conn, kr, At::Latest, None, true)
+    fetch(conn, kr, &View::Latest, None, true)
 }
 
 /// Live keys in a range with the log id of their newest version.
 pub fn latest_with_ids(conn: &Connection, kr: &KeyRange) -> rusqlite::Result<Vec<(i64, KeyValue)>> {
-    fetch_with_ids(conn, kr, At::Latest, None, true)
+    fetch_with_ids(conn, kr, &View::Latest, None, true)
 }
 
 /// etcd's Range, including its limit/sort/filter rules: when sorting or
@@ -239,12 +256,12 @@ pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs) -> Result<RangeR
     if rev < revs.compacted {
         return Err(errors::compacted());
     }
-    let at = if rev == revs.current { At::Latest } else { At::Rev(rev) };
     let kr = KeyRange::new(&req.key, &req.range_end);
     let storage = |e: rusqlite::Error| errors::storage(&e);
+    let view = View::at(conn, &kr, rev, revs).map_err(storage)?;
     let mut resp = RangeResponse::default();
     if req.count_only {
-        resp.count = count(conn, &kr, at).map_err(storage)?;
+        resp.count = count(conn, &kr, &view).map_err(storage)?;
         return Ok(resp);
     }
 
@@ -254,9 +271,9 @@ pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs) -> Result<RangeR
     let fetch_limit = (req.limit > 0 && order.is_none() && !filtered).then(|| req.limit + 1);
     // Sorting by value needs the values even when only keys are returned.
     let by_value = matches!(order, Some((range_request::SortTarget::Value, _)));
-    let mut kvs = fetch(conn, &kr, at, fetch_limit, !req.keys_only || by_value).map_err(storage)?;
+    let mut kvs = fetch(conn, &kr, &view, fetch_limit, !req.keys_only || by_value).map_err(storage)?;
     resp.count = match fetch_limit {
-        Some(n) if kvs.len() as i64 >= n => count(conn, &kr, at).map_err(storage)?,
+        Some(n) if kvs.len() as i64 >= n => count(conn, &kr, &view).map_err(storage)?,
         _ => kvs.len() as i64,
     };
     if filtered {
