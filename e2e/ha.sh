@@ -5,7 +5,10 @@
 # server token, as learners promoted to voting members. Checks: an agent token
 # cannot join a server; 3 voting members; a write through one server is read
 # through another; with one server killed (kill -9) the others still read and
-# write; restarted, it catches up; `k8s reset` on a server removes its member.
+# write; a key rotation with one server down is refused, naming it; restarted,
+# it catches up; `k8s secrets-encrypt rotate-keys` moves all three servers to one
+# new key in step (every Secret readable through each, stored under the new
+# key); `k8s reset` on a server removes its member.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 T=$here/lib/testhost.sh
@@ -93,6 +96,9 @@ sleep 2
 kubectl ha-s1 create configmap while-s3-down --from-literal=k=v2 >/dev/null || fail "no writes with one server down"
 [[ $(kubectl ha-s2 get configmap while-s3-down -o jsonpath='{.data.k}') == v2 ]] || fail "no reads with one server down"
 ok "with s3 killed, s1 and s2 still write and read"
+if out=$("$T" exec ha-s1 "$K8S" secrets-encrypt rotate-keys 2>&1); then fail "a key rotation ran with s3 down"; fi
+grep -q "ha-s3" <<<"$out" && grep -q "needs every server up" <<<"$out" || fail "a rotation with s3 down: unclear message: $out"
+ok "a key rotation with s3 down is refused: $(grep -o 'etcd member ha-s3 [^:]*' <<<"$out" | head -1)"
 
 from=$(($(wc -l <"$shared/ha-s3.log") + 1))
 start ha-s3 --server "https://$s1_ip:9345" --token-file "$shared/token"
@@ -100,6 +106,23 @@ wait_log "$shared/ha-s3.log" "k8s server ready" 240 "$from" || fail "s3 did not 
 [[ $(kubectl ha-s3 get configmap while-s3-down -o jsonpath='{.data.k}') == v2 ]] || fail "s3 did not catch up"
 [[ $(voters ha-s1) == 3 ]] || fail "s3 is not a voting member again: $(members ha-s1)"
 ok "s3 restarted from its data, caught up, and votes again"
+
+key() { "$T" exec "$1" "$K8S" secrets-encrypt status 2>&1 | sed -n 's/^keys: \(.*\) (new writes.*/\1/p'; }
+old_key=$(key ha-s1)
+kubectl ha-s1 create secret generic before-rotation --from-literal=k=v4 >/dev/null
+t=$EPOCHREALTIME
+out=$("$T" exec ha-s2 "$K8S" secrets-encrypt rotate-keys 2>&1) || fail "rotate-keys on s2: $out"
+awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "BENCH ha: a key rotation on three servers in %.0f s\n", b - a }'
+grep -q "step 3/3 loaded by" <<<"$out" || fail "rotate-keys did not finish its three steps: $out"
+for h in "${HOSTS[@]}"; do
+  k=$(key "$h")
+  [[ $k != *,* && -n $k && $k != "$old_key" ]] || fail "$h has keys '$k' after the rotation (before: $old_key)"
+  [[ $k == "$(key ha-s1)" ]] || fail "$h has key $k, s1 has $(key ha-s1)"
+  [[ $(kubectl "$h" get secret before-rotation -o jsonpath='{.data.k}' | base64 -d) == v4 ]] || fail "the Secret does not read through $h after the rotation"
+done
+stored=$("$T" exec ha-s3 "$K8S" secrets-encrypt status 2>&1 | grep '^stored Secrets')
+grep -q ", 0 not" <<<"$stored" || fail "after the rotation: $stored"
+ok "rotate-keys: every server on one new key ($(key ha-s1), was $old_key), the Secret reads through each; $stored"
 
 "$T" exec ha-s3 "$K8S" reset --yes >"$shared/reset.log" 2>&1 || fail "reset failed: $(cat "$shared/reset.log")"
 grep -q "left the etcd cluster" "$shared/reset.log" || fail "reset did not leave etcd: $(cat "$shared/reset.log")"

@@ -33,6 +33,10 @@ pub enum Command {
     /// Secrets encryption at rest (on a server, as root).
     #[command(subcommand)]
     SecretsEncrypt(SecretsEncryptCommand),
+    /// Back up this server (datastore, PKI, tokens, config) to one archive; list or prune archives.
+    Backup(BackupArgs),
+    /// Bring a cluster back from a `k8s backup` archive, on a host with no cluster data.
+    Restore(RestoreArgs),
     /// Show the server's components and the node.
     Status(DataDirArg),
     /// Print the admin kubeconfig.
@@ -194,8 +198,8 @@ pub enum UpgradeCommand {
 pub enum SecretsEncryptCommand {
     /// Whether Secrets are encrypted at rest, the keys, and how many stored Secrets are.
     Status(DataDirArg),
-    /// A new key, every Secret rewritten under it, the old keys dropped
-    /// (a single server; not yet in HA).
+    /// A new key on every server, every Secret rewritten under it, the old
+    /// keys dropped; continues a rotation that stopped part way.
     RotateKeys(DataDirArg),
 }
 
@@ -203,6 +207,51 @@ pub enum SecretsEncryptCommand {
 pub struct DataDirArg {
     #[arg(long, default_value = "/var/lib/k8s")]
     pub data_dir: PathBuf,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    /// The archive to write [default: <backup-dir>/on-demand-<node>-<time>.tar.zst].
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub place: BackupPlace,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// The archives in the backup dir, oldest first.
+    List(BackupPlace),
+    /// Remove all but the newest archives of each kind (scheduled, on-demand).
+    Prune {
+        /// How many of each kind to keep.
+        #[arg(long, default_value_t = 5)]
+        keep: usize,
+        #[command(flatten)]
+        place: BackupPlace,
+    },
+}
+
+/// Where a server's data and backups are; unset, from the server's config file.
+#[derive(Args)]
+pub struct BackupPlace {
+    /// The server's data dir [default: data-dir of /etc/k8s/config.yaml, else /var/lib/k8s].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The backup dir [default: backup-dir of /etc/k8s/config.yaml, else <data-dir>/backups].
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The archive (`k8s backup`'s).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
 }
 
 #[derive(Args)]

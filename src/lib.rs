@@ -4,13 +4,15 @@
 //!
 //! Layers, top to bottom (imports point down only; see docs/architecture.md):
 //! `cli` and the small commands → `up` (with `inventory`, `ssh`), `server`,
-//! `agent` → `upgrade` (controllers) → `node`, `join` → `kubeclient`,
+//! `agent` → `upgrade` (controllers) → `node`, `join` → `backup`, `encryption`, `kubeclient`,
 //! `etcd`, `datastore`, `pki`, `payload`, `components` → `host`.
 
 pub mod agent;
+pub mod backup;
 pub mod cli;
 pub mod components;
 pub mod datastore;
+pub mod encryption;
 pub mod etcd;
 pub mod fsutil;
 pub mod host;

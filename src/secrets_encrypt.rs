@@ -1,21 +1,21 @@
 //! `k8s secrets-encrypt status|rotate-keys`, on a server as root: whether
 //! Secrets are encrypted at rest (see [`crate::pki::encryption`]), the keys,
-//! and (on a single SQLite server) how many stored Secrets are encrypted;
-//! a new key with every Secret rewritten under it.
+//! how many stored Secrets are encrypted (read from the datastore itself);
+//! a new key on every server with every Secret rewritten under it
+//! ([`crate::encryption`]).
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 
+use crate::encryption::rotation::{self, Cluster, Store};
 use crate::host::{paths, Layout};
-use crate::kubeclient;
 use crate::pki::{encryption, Pki};
+use crate::{etcd, kubeclient};
 
-pub fn status(data_dir: &Path) -> anyhow::Result<()> {
+pub async fn status(data_dir: &Path) -> anyhow::Result<()> {
     let layout = Layout::new(data_dir);
     let pki = Pki { dir: layout.pki_dir() };
     let config = pki.encryption_config();
@@ -26,98 +26,66 @@ pub fn status(data_dir: &Path) -> anyhow::Result<()> {
     let keys = encryption::key_names(&config)?;
     println!("secrets encryption: on (secretbox), config {}", config.display());
     println!("keys: {} (new writes use {})", keys.join(", "), keys[0]);
-    let db = layout.datastore_dir();
-    if !db.exists() {
-        println!("stored Secrets: not counted (the datastore is etcd; its values are read through the API server only)");
-        return Ok(());
+    if keys.len() > 1 {
+        println!("a rotation is part way: `k8s secrets-encrypt rotate-keys` finishes it");
     }
-    let stored = crate::datastore::stored_values(&db, b"/registry/secrets/")?;
+    let stored = store(&layout, &pki).secrets().await.context("reading the stored Secrets")?;
     let encrypted = stored.iter().filter(|(_, v)| v.starts_with(encryption::STORED_PREFIX.as_bytes())).count();
     println!("stored Secrets: {} encrypted, {} not (written before encryption was on)", encrypted, stored.len() - encrypted);
+    if let Ok(client) = kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await {
+        print_loaded(&client).await;
+    }
     Ok(())
 }
 
-/// How long the API server may take to pick up a changed config (it
-/// reloads it by itself; a probe Secret tells when).
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(240);
-const PROBE: &str = "k8s-encryption-probe";
+/// What each server's API server reports loaded.
+async fn print_loaded(client: &kube::Client) {
+    let status: Api<ConfigMap> = Api::namespaced(client.clone(), crate::encryption::NAMESPACE);
+    if let Ok(Some(data)) = status.get_opt(crate::encryption::LOADED).await.map(|c| c.and_then(|c| c.data)) {
+        for (server, hash) in data {
+            println!("server {server}: API server loaded {hash}");
+        }
+    }
+}
 
-/// `k8s secrets-encrypt rotate-keys`, on a single server: a new key first
-/// (the old ones still read), wait until the API server writes with it,
-/// rewrite every Secret (so each is stored under the new key), check the
-/// stored values, then drop the old keys.
-///
-/// In HA every server's config would have to change together: not yet.
+/// `k8s secrets-encrypt rotate-keys`: a new key on every server, every
+/// Secret rewritten under it, the old keys dropped (see
+/// [`crate::pki::encryption::Rotation`] for the steps).
 pub async fn rotate_keys(data_dir: &Path) -> anyhow::Result<()> {
     let layout = Layout::new(data_dir);
     let pki = Pki { dir: layout.pki_dir() };
-    let db = layout.datastore_dir();
     if !pki.encryption_config().exists() {
         bail!("secrets encryption is off here ({} is missing); nothing to rotate", pki.encryption_config().display());
     }
-    if !db.exists() {
-        bail!("rotating keys in an HA cluster (every server's config at once) is not supported yet; the keys stay as they are");
-    }
-    let client = kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await.context("k8s secrets-encrypt runs on a server, as root")?;
-    let name = encryption::add_key(&pki)?;
-    println!("new key {name} written first; waiting for the API server to write with it");
-    let prefix = format!("{}{name}:", encryption::STORED_PREFIX);
-    wait_for_key(&client, &db, &prefix).await?;
-    let rewritten = rewrite_all(&client).await?;
-    println!("{rewritten} Secrets rewritten");
-    let stored = crate::datastore::stored_values(&db, b"/registry/secrets/")?;
-    let stale: Vec<String> = stored
-        .iter()
-        .filter(|(_, v)| !v.starts_with(prefix.as_bytes()))
-        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-        .collect();
-    if !stale.is_empty() {
-        bail!("{} Secrets are not stored under the new key yet ({}); the old keys are kept; run it again", stale.len(), stale.join(", "));
-    }
-    let dropped = encryption::drop_old_keys(&pki)?;
-    println!("every stored Secret is under {name}; old keys dropped: {}", dropped.join(", "));
-    Ok(())
+    let api = kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await.context("k8s secrets-encrypt runs on a server, as root")?;
+    let store = store(&layout, &pki);
+    let servers = match &store {
+        Store::Sqlite(_) => {
+            let running = crate::server::status::read(&layout).context("no k8s server is running here; start it first")?;
+            vec![running.node]
+        }
+        Store::Etcd(pki) => servers_in_ha(pki).await?,
+    };
+    println!("rotating the Secrets encryption key on {} server(s): {}", servers.len(), servers.join(", "));
+    rotation::run(&Cluster { api, store, servers, local_file: pki.encryption_config() }).await
 }
 
-/// Writes a probe Secret until its stored value is under the new key.
-async fn wait_for_key(client: &kube::Client, db: &Path, prefix: &str) -> anyhow::Result<()> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
-    let key = format!("/registry/secrets/kube-system/{PROBE}");
-    let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
-    loop {
-        let probe = Secret {
-            metadata: ObjectMeta { name: Some(PROBE.into()), ..Default::default() },
-            string_data: Some([("at".to_string(), format!("{:?}", std::time::SystemTime::now()))].into()),
-            ..Default::default()
-        };
-        secrets.patch(PROBE, &PatchParams::apply(kubeclient::FIELD_MANAGER).force(), &Patch::Apply(&probe)).await?;
-        let stored = crate::datastore::stored_values(db, key.as_bytes())?;
-        if stored.first().is_some_and(|(_, v)| v.starts_with(prefix.as_bytes())) {
-            secrets.delete(PROBE, &DeleteParams::default()).await?;
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = secrets.delete(PROBE, &DeleteParams::default()).await;
-            bail!("the API server did not pick up the new key within {RELOAD_TIMEOUT:?}; the old keys are kept, nothing else changed");
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+fn store(layout: &Layout, pki: &Pki) -> Store {
+    let db = layout.datastore_dir();
+    if db.exists() {
+        Store::Sqlite(db)
+    } else {
+        Store::Etcd(pki.clone())
     }
 }
 
-/// Writes every Secret back unchanged, so the API server stores it under
-/// the first key; one that changed meanwhile was written under it anyway.
-async fn rewrite_all(client: &kube::Client) -> anyhow::Result<usize> {
-    let all: Api<Secret> = Api::all(client.clone());
-    let mut count = 0;
-    for secret in all.list(&ListParams::default()).await?.items {
-        let ns = secret.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        match api.replace(&secret.name_any(), &PostParams::default(), &secret).await {
-            Ok(_) => count += 1,
-            // Changed or deleted since the list: written under the new key, or gone.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+/// Every etcd member's name, once every member is a healthy voter: a
+/// server that is down would miss a step and then could not read Secrets.
+async fn servers_in_ha(pki: &Pki) -> anyhow::Result<Vec<String>> {
+    let problems = etcd::health::problems(pki).await;
+    if !problems.is_empty() {
+        bail!("a rotation needs every server up, and: {}; bring it back or remove it (k8s etcd remove-member NAME), then run it again", problems.join("; "));
     }
-    Ok(count)
+    let local = etcd::Client::connect(&[etcd::LOCAL.to_string()], pki).await?;
+    Ok(local.members().await?.into_iter().map(|m| m.name).collect())
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch as tokio_watch};
 
-pub use schema::OpenError;
+pub use schema::{db_path, OpenError};
 pub use server::{serve, start, Config, Listen, Running};
 
 /// A consistent copy of the database in `data_dir` written to `dest`
@@ -45,16 +45,43 @@ pub fn snapshot_to(data_dir: &std::path::Path, dest: &std::path::Path) -> anyhow
     Ok(rev)
 }
 
+/// Raises the revision of the database in `data_dir` (not running) by
+/// `by` and marks everything below the new one compacted: a restored
+/// store then never hands out a revision the old one already did, and a
+/// client still holding one of those is told to list again (etcdutl's
+/// `--bump-revision` with `--mark-compacted`). Returns the new revision.
+pub fn bump_revision(data_dir: &std::path::Path, by: i64) -> anyhow::Result<i64> {
+    let conn = schema::open_writer(data_dir)?;
+    let rev = schema::meta_get(&conn, "rev")?.unwrap_or(1) + by;
+    let tx = conn.unchecked_transaction()?;
+    schema::meta_set(&tx, "rev", rev)?;
+    schema::meta_set(&tx, "compact_rev", rev)?;
+    tx.commit()?;
+    Ok(rev)
+}
+
 /// The live keys under `prefix` and their values, read straight from the
 /// file in `data_dir` (a read-only connection beside the running writer):
 /// for tools that look at what is stored, such as `k8s secrets-encrypt status`.
 pub fn stored_values(data_dir: &std::path::Path, prefix: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let conn = schema::open_reader(data_dir)?;
-    let mut end = prefix.to_vec();
-    *end.last_mut().expect("a non-empty prefix") += 1;
-    let kvs = query::latest(&conn, &keyrange::KeyRange::new(prefix, &end))?;
+    let kvs = query::latest(&conn, &keyrange::KeyRange::new(prefix, &prefix_end(prefix)))?;
     Ok(kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
 }
+
+/// The end of the range of keys under `prefix` (etcd's convention: its
+/// last byte plus one; a prefix that is all 0xff bytes ranges to the end).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 pub use service::ETCD_VERSION as ETCD_API_VERSION;
 
 use lease::Leases;

@@ -1,5 +1,6 @@
 //! A client of the carried etcd's Cluster and Maintenance APIs over mTLS
-//! (the apiserver's etcd client cert): membership changes and member status.
+//! (the apiserver's etcd client cert): membership changes and member status;
+//! and a plain read of stored values (what `k8s secrets-encrypt` checks).
 
 use std::time::Duration;
 
@@ -7,8 +8,8 @@ use anyhow::{bail, Context};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::datastore::pb::{
-    cluster_client::ClusterClient, maintenance_client::MaintenanceClient, Member, MemberAddRequest,
-    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, StatusRequest, StatusResponse,
+    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient, Member, MemberAddRequest,
+    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, RangeRequest, SnapshotRequest, StatusRequest, StatusResponse,
 };
 use crate::pki::Pki;
 
@@ -60,6 +61,31 @@ impl Client {
     pub async fn promote(&self, id: u64) -> Result<(), tonic::Status> {
         let mut c = ClusterClient::new(self.channel.clone());
         c.member_promote(MemberPromoteRequest { id }).await.map(|_| ())
+    }
+
+    /// Every key under `prefix` with its value (linearizable).
+    pub async fn values_under(&self, prefix: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut kv = KvClient::new(self.channel.clone());
+        let req = RangeRequest { key: prefix.to_vec(), range_end: crate::datastore::prefix_end(prefix), ..Default::default() };
+        let resp = kv.range(req).await.map_err(rpc("range"))?.into_inner();
+        Ok(resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
+    }
+
+    /// Streams the member's snapshot into `dest`; the revision it holds.
+    pub async fn snapshot_to(&self, dest: &std::path::Path) -> anyhow::Result<i64> {
+        use tokio::io::AsyncWriteExt;
+        let mut m = MaintenanceClient::new(self.channel.clone());
+        let mut stream = m.snapshot(SnapshotRequest {}).await.map_err(rpc("snapshot"))?.into_inner();
+        let mut file = tokio::fs::File::create(dest).await.with_context(|| format!("writing {}", dest.display()))?;
+        let mut revision = 0;
+        while let Some(chunk) = stream.message().await.map_err(rpc("snapshot"))? {
+            if let Some(h) = chunk.header {
+                revision = revision.max(h.revision);
+            }
+            file.write_all(&chunk.blob).await?;
+        }
+        file.sync_all().await?;
+        Ok(revision)
     }
 
     pub async fn remove(&self, id: u64) -> anyhow::Result<()> {

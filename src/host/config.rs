@@ -125,6 +125,19 @@ pub struct ServerOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// When to make a scheduled backup: cron (five fields, or six with
+    /// seconds first), or off [default: "0 */12 * * *", every 12 hours].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<String>,
+    /// How many scheduled backups to keep [default: 5].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_retention: Option<usize>,
+    /// Where backups go [default: <data-dir>/backups]; copy them off the host too.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// `k8s agent`'s settings: flags, and keys of the config file (same names).

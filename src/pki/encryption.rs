@@ -83,70 +83,131 @@ pub fn ensure(pki: &Pki) -> Result<bool, PkiError> {
             ],
         }],
     };
-    write(&path, &config)?;
+    write(&path, &EncryptionConfig(config))?;
     Ok(true)
 }
 
-/// Puts a new key first (new writes use it) and keeps the others after it
-/// (what was written with them stays readable); returns its name.
-pub fn add_key(pki: &Pki) -> Result<String, PkiError> {
-    let path = pki.encryption_config();
-    let mut config = read(&path)?;
-    let key = new_key()?;
-    let name = key.name.clone();
-    let keys = &mut secretbox(&mut config, &path)?.keys;
-    if keys.iter().any(|k| k.name == name) {
-        return Err(PkiError::invalid(&path, format!("already has a key named {name}"), "run it again"));
+/// An encryption config in memory: what a server writes to its file and
+/// what a rotation publishes to every server.
+pub struct EncryptionConfig(Config);
+
+impl EncryptionConfig {
+    /// Reads YAML this k8s wrote; `origin` names where it came from.
+    pub fn parse(yaml: &[u8], origin: &Path) -> Result<EncryptionConfig, PkiError> {
+        let config: Config = serde_yaml::from_slice(yaml)
+            .map_err(|e| PkiError::invalid(origin, format!("is not an encryption config this k8s wrote ({e})"), "restore it from a backup"))?;
+        let config = EncryptionConfig(config);
+        if config.key_names().is_empty() {
+            return Err(PkiError::invalid(origin, "holds no secretbox key".into(), "restore it from a backup"));
+        }
+        Ok(config)
     }
-    keys.insert(0, key);
-    write(&path, &config)?;
-    Ok(name)
+
+    pub fn to_yaml(&self) -> Vec<u8> {
+        serde_yaml::to_string(&self.0).expect("the config serializes").into_bytes()
+    }
+
+    /// The names of the keys, the one new writes use first.
+    pub fn key_names(&self) -> Vec<String> {
+        self.0
+            .resources
+            .iter()
+            .flat_map(|r| &r.providers)
+            .filter_map(|p| p.secretbox.as_ref())
+            .flat_map(|s| s.keys.iter().map(|k| k.name.clone()))
+            .collect()
+    }
+
+    /// The next step of a key rotation from this config (see [`Rotation`]).
+    pub fn rotation(&self, servers: usize) -> Rotation {
+        let names = self.key_names();
+        let newest = names.iter().max_by_key(|n| made_at(n)).cloned().unwrap_or_default();
+        match names.len() {
+            0 | 1 if servers > 1 => Rotation::AddReader,
+            0 | 1 => Rotation::AddWriter,
+            _ if names[0] != newest => Rotation::MakeWriter(newest),
+            _ => Rotation::DropOld(newest),
+        }
+    }
+
+    /// Applies one step of a rotation, except the rewrite that must come
+    /// before [`Rotation::DropOld`]: the changed config, and the key the
+    /// step is about.
+    pub fn apply(&self, step: &Rotation) -> Result<(EncryptionConfig, String), PkiError> {
+        let mut config = EncryptionConfig(serde_yaml::from_slice(&self.to_yaml()).expect("a config reads back"));
+        let keys = &mut config.secretbox().keys;
+        let name = match step {
+            Rotation::AddReader | Rotation::AddWriter => {
+                let key = new_key()?;
+                let name = key.name.clone();
+                match step {
+                    Rotation::AddReader => keys.push(key),
+                    _ => keys.insert(0, key),
+                }
+                name
+            }
+            Rotation::MakeWriter(name) => {
+                let at = keys.iter().position(|k| &k.name == name).expect("the key is in the config it was planned from");
+                let key = keys.remove(at);
+                keys.insert(0, key);
+                name.clone()
+            }
+            Rotation::DropOld(name) => {
+                keys.truncate(1);
+                name.clone()
+            }
+        };
+        Ok((config, name))
+    }
+
+    fn secretbox(&mut self) -> &mut Keys {
+        self.0
+            .resources
+            .iter_mut()
+            .flat_map(|r| r.providers.iter_mut())
+            .find_map(|p| p.secretbox.as_mut())
+            .expect("parse checked there is a secretbox key")
+    }
 }
 
-/// Drops every key but the first (once nothing is stored under them).
-pub fn drop_old_keys(pki: &Pki) -> Result<Vec<String>, PkiError> {
-    let path = pki.encryption_config();
-    let mut config = read(&path)?;
-    let keys = &mut secretbox(&mut config, &path)?.keys;
-    let dropped = keys.drain(1..).map(|k| k.name).collect();
-    write(&path, &config)?;
-    Ok(dropped)
+/// A key rotation goes through these steps, each one loaded by every API
+/// server before the next is published; which comes next follows from the
+/// keys alone, so a rotation that stopped continues where it was.
+///
+/// ```text
+/// [old] ──AddReader──► [old, new] ──MakeWriter──► [new, old] ──(rewrite every Secret)──DropOld──► [new]
+///   └────AddWriter (one server: no other API server to wait for)──► [new, old]
+/// ```
+/// A new key must be readable by every API server before any writes with
+/// it, or a Secret written through one server is unreadable through another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    AddReader,
+    AddWriter,
+    MakeWriter(String),
+    DropOld(String),
 }
 
-fn read(path: &Path) -> Result<Config, PkiError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PkiError::io(path, "read", e))?;
-    serde_yaml::from_str(&text)
-        .map_err(|e| PkiError::invalid(path, format!("is not an encryption config this k8s wrote ({e})"), "restore it from a backup"))
+/// When a key was made, from its name (`k8s-<unix seconds>-<tag>`); keys
+/// named otherwise count as oldest.
+fn made_at(name: &str) -> u64 {
+    name.strip_prefix("k8s-").and_then(|r| r.split('-').next()).and_then(|t| t.parse().ok()).unwrap_or(0)
 }
 
-fn write(path: &Path, config: &Config) -> Result<(), PkiError> {
-    let yaml = serde_yaml::to_string(config).expect("the config serializes");
-    super::files::write_atomic(path, yaml.as_bytes(), 0o600)
+/// Reads a config file.
+pub fn read(path: &Path) -> Result<EncryptionConfig, PkiError> {
+    let yaml = std::fs::read(path).map_err(|e| PkiError::io(path, "read", e))?;
+    EncryptionConfig::parse(&yaml, path)
 }
 
-fn secretbox<'a>(config: &'a mut Config, path: &Path) -> Result<&'a mut Keys, PkiError> {
-    config
-        .resources
-        .iter_mut()
-        .flat_map(|r| r.providers.iter_mut())
-        .find_map(|p| p.secretbox.as_mut())
-        .ok_or_else(|| PkiError::invalid(path, "holds no secretbox key".into(), "restore it from a backup"))
+/// Writes a config file (0600, atomically).
+pub fn write(path: &Path, config: &EncryptionConfig) -> Result<(), PkiError> {
+    super::files::write_atomic(path, &config.to_yaml(), 0o600)
 }
 
-/// The names of the keys, the one new writes use first.
+/// The names of the keys in a config file, the one new writes use first.
 pub fn key_names(path: &Path) -> Result<Vec<String>, PkiError> {
-    let config = read(path)?;
-    let names = config
-        .resources
-        .iter()
-        .flat_map(|r| &r.providers)
-        .filter_map(|p| p.secretbox.as_ref())
-        .flat_map(|s| s.keys.iter().map(|k| k.name.clone()))
-        .collect::<Vec<_>>();
-    if names.is_empty() {
-        return Err(PkiError::invalid(path, "holds no secretbox key".into(), "restore it from a backup"));
-    }
-    Ok(names)
+    Ok(read(path)?.key_names())
 }
 
 fn new_key() -> Result<Key, PkiError> {
@@ -154,8 +215,8 @@ fn new_key() -> Result<Key, PkiError> {
     SystemRandom::new().fill(&mut secret).map_err(|_| PkiError::params("encryption key", "the system has no randomness".into()))?;
     let mut tag = [0u8; 4];
     SystemRandom::new().fill(&mut tag).map_err(|_| PkiError::params("encryption key", "the system has no randomness".into()))?;
-    // When it was made, for people; a random tag, so two keys made in the
-    // same second still differ.
+    // When it was made, for people and for the rotation's order; a random
+    // tag, so two keys made in the same second still differ.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     Ok(Key { name: format!("k8s-{now}-{}", hex::encode(tag)), secret: base64::engine::general_purpose::STANDARD.encode(secret) })
 }
@@ -191,13 +252,40 @@ mod tests {
         assert!(providers[0]["secretbox"]["keys"][0]["name"].as_str().unwrap().starts_with("k8s-"), "{text}");
         assert!(providers[1]["identity"].as_mapping().is_some_and(|m| m.is_empty()), "{text}");
         assert!(!text.contains('!'), "no YAML tags: {text}");
-        let second = add_key(&pki).unwrap();
-        assert_eq!(key_names(&path).unwrap(), [second.clone(), names[0].clone()], "the new key first, the old one kept");
-        assert_eq!(drop_old_keys(&pki).unwrap(), [names[0].clone()]);
-        assert_eq!(key_names(&path).unwrap(), [second]);
-        let value: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let config = read(&path).unwrap();
+        let (reader, second) = config.apply(&Rotation::AddReader).unwrap();
+        assert_eq!(reader.key_names(), [names[0].clone(), second.clone()], "a reader: last, the old key still writes");
+        let (writer, _) = reader.apply(&Rotation::MakeWriter(second.clone())).unwrap();
+        assert_eq!(writer.key_names(), [second.clone(), names[0].clone()], "the new key writes, the old one still reads");
+        let (done, _) = writer.apply(&Rotation::DropOld(second.clone())).unwrap();
+        assert_eq!(done.key_names(), [second]);
+        let value: serde_yaml::Value = serde_yaml::from_slice(&done.to_yaml()).unwrap();
         assert!(value["resources"][0]["providers"][1]["identity"].is_mapping(), "identity stays last");
+        let (one, third) = config.apply(&Rotation::AddWriter).unwrap();
+        assert_eq!(one.key_names(), [third, names[0].clone()], "one server: the new key writes at once");
         std::fs::write(&path, "kind: Other\n").unwrap();
         assert!(ensure(&pki).unwrap_err().to_string().contains("restore it from a backup"));
+    }
+
+    fn config_with(names: &[&str]) -> EncryptionConfig {
+        let keys = names.iter().map(|n| format!("      - name: {n}\n        secret: c2VjcmV0\n")).collect::<String>();
+        let yaml = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - secretbox:\n      keys:\n{keys}  - identity: {{}}\n"
+        );
+        EncryptionConfig::parse(yaml.as_bytes(), Path::new("test.yaml")).unwrap()
+    }
+
+    #[test]
+    fn a_rotation_continues_from_where_its_keys_are() {
+        let (old, new) = ("k8s-1700000000-aa", "k8s-1800000000-bb");
+        assert_eq!(config_with(&[old]).rotation(3), Rotation::AddReader);
+        assert_eq!(config_with(&[old]).rotation(1), Rotation::AddWriter);
+        assert_eq!(config_with(&[old, new]).rotation(3), Rotation::MakeWriter(new.into()));
+        assert_eq!(config_with(&[new, old]).rotation(3), Rotation::DropOld(new.into()));
+        assert_eq!(config_with(&[new, old]).rotation(1), Rotation::DropOld(new.into()));
+        // A key named by someone else counts as the oldest.
+        assert_eq!(config_with(&["mine", new]).rotation(3), Rotation::MakeWriter(new.into()));
+        let err = EncryptionConfig::parse(b"apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources: []\n", Path::new("x.yaml")).err().unwrap();
+        assert!(err.to_string().contains("no secretbox key"), "{err}");
     }
 }

@@ -45,6 +45,7 @@ pub struct Config {
     pub kube_apiserver_arg: Vec<String>,
     pub kubelet_arg: Vec<String>,
     pub datastore: Datastore,
+    pub backups: crate::backup::Schedule,
 }
 
 impl Config {
@@ -66,9 +67,12 @@ impl Config {
             }
         }
         let datastore = datastore_choice(o.cluster_init, o.server, o.token_file)?;
+        let data_dir: PathBuf = o.data_dir.unwrap_or_else(|| paths::DATA_DIR.into());
+        let backup_dir = o.backup_dir.unwrap_or_else(|| crate::backup::default_dir(&data_dir));
+        let backups = crate::backup::Schedule::parse(o.backup_schedule.as_deref(), o.backup_retention, backup_dir)?;
         let kubelet_arg = crate::node::kubelet_registration_args(o.kubelet_arg, &o.node_label, &o.node_taint)?;
         Ok(Config {
-            data_dir: o.data_dir.unwrap_or_else(|| paths::DATA_DIR.into()),
+            data_dir,
             node_name: crate::host::net::node_name(o.node_name.as_deref())?,
             node_ip,
             bind_address: o.bind_address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
@@ -88,6 +92,7 @@ impl Config {
             kube_apiserver_arg: o.kube_apiserver_arg,
             kubelet_arg,
             datastore,
+            backups,
         })
     }
 }

@@ -38,7 +38,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let stop = crate::signals::terminated();
     tokio::pin!(stop);
     let mut sup = Supervisor::default();
-    let status = status::Writer::start(&layout);
+    let status = status::Writer::start(&layout, &cfg.node_name);
     let outcome = tokio::select! {
         result = start(&cfg, &layout, &components, &mut sup, &status) => Some(result),
         _ = &mut stop => None,
@@ -253,6 +253,16 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     apply_addons(cfg, layout, c, &client).await?;
     start_join_endpoint(cfg, pki, &client, sup).await?;
     start_upgrade_controller(cfg, pki, c, &client, sup).await?;
+    let follower = crate::encryption::Follower { api: client.clone(), server: cfg.node_name.clone(), file: pki.encryption_config() };
+    sup.spawn("encryption-config", move |stop| async move {
+        stop.or(follower.run()).await;
+        Ok(())
+    });
+    let (schedule, data_dir, node) = (cfg.backups.clone(), cfg.data_dir.clone(), cfg.node_name.clone());
+    sup.spawn("backups", move |stop| async move {
+        stop.or(schedule.run(data_dir, node)).await;
+        Ok(())
+    });
     if cfg.disable_agent {
         return Ok(());
     }

@@ -13,6 +13,9 @@ use crate::host::Layout;
 #[derive(Serialize, Deserialize)]
 pub struct Status {
     pub pid: u32,
+    /// The server's node name (also when it runs no node).
+    #[serde(default)]
+    pub node: String,
     pub ready: bool,
     pub components: Vec<Component>,
 }
@@ -26,12 +29,13 @@ pub struct Component {
 
 pub struct Writer {
     path: PathBuf,
+    node: String,
     ready: std::sync::atomic::AtomicBool,
 }
 
 impl Writer {
-    pub fn start(layout: &Layout) -> Writer {
-        Writer { path: layout.status_file(), ready: Default::default() }
+    pub fn start(layout: &Layout, node: &str) -> Writer {
+        Writer { path: layout.status_file(), node: node.to_string(), ready: Default::default() }
     }
 
     pub fn refresh(&self, sup: &Supervisor) {
@@ -43,7 +47,7 @@ impl Writer {
                 Component { name, state, pid }
             })
             .collect();
-        let status = Status { pid: std::process::id(), ready: self.ready.load(std::sync::atomic::Ordering::Relaxed), components };
+        let status = Status { pid: std::process::id(), node: self.node.clone(), ready: self.ready.load(std::sync::atomic::Ordering::Relaxed), components };
         let json = serde_json::to_vec_pretty(&status).expect("status serializes");
         if let Err(e) = crate::fsutil::write_atomic(&self.path, &json, 0o644) {
             tracing::warn!("cannot write {}: {e:#}", self.path.display());

@@ -1,0 +1,93 @@
+//! `k8s restore FILE`: a backup put back on a host that holds no cluster
+//! data, checked whole before anything is put in place (see the module doc).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::archive::{self, Datastore, Manifest};
+use crate::host::{paths, Layout};
+
+/// How far a restored store's revision is raised: past any revision the
+/// old cluster can have handed out after the backup (etcd's documented
+/// choice for `--bump-revision`).
+const REVISION_BUMP: i64 = 1_000_000_000;
+
+pub struct Restored {
+    pub manifest: Manifest,
+    pub revision: i64,
+    /// Whether the archive's config file was put in place (not when the host had one).
+    pub config: ConfigOutcome,
+}
+
+pub enum ConfigOutcome {
+    Written,
+    KeptExisting,
+    NoneInArchive,
+}
+
+pub fn run(file: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
+    let layout = Layout::new(data_dir);
+    refuse_over_a_cluster(&layout)?;
+    let manifest = archive::read_manifest(file)?;
+    if manifest.datastore == Datastore::Etcd {
+        bail!(
+            "{} is a backup of an HA (etcd) cluster; restoring those is not built yet (it needs etcdutl, which k8s does not carry yet). Nothing changed",
+            file.display()
+        );
+    }
+    layout.check_writable()?;
+    // Held while restoring: no server starts on half the data.
+    let _lock = layout.lock().context("a restore replaces a cluster's data: stop k8s and run `k8s reset` first. Nothing changed")?;
+    let staging = tempfile::Builder::new().prefix(".restore-").tempdir_in(data_dir)?;
+    let manifest = archive::unpack_verified(file, staging.path())?;
+    // Checked whole: now put in place. The datastore first, so a failure
+    // there leaves no PKI that would make the host look like a server.
+    let db_dir = layout.datastore_dir();
+    std::fs::create_dir_all(&db_dir)?;
+    set_mode(&db_dir, 0o700)?;
+    let db = crate::datastore::db_path(&db_dir);
+    std::fs::rename(staging.path().join("datastore/datastore.db"), &db).with_context(|| format!("moving the datastore to {}", db.display()))?;
+    let revision = crate::datastore::bump_revision(&db_dir, REVISION_BUMP)?;
+    for dir in ["pki", "server"] {
+        let from = staging.path().join(dir);
+        if from.exists() {
+            set_mode(&from, 0o700)?;
+            std::fs::rename(&from, data_dir.join(dir)).with_context(|| format!("moving {dir} into {}", data_dir.display()))?;
+        }
+    }
+    let config = put_config(&staging.path().join("config.yaml"))?;
+    Ok(Restored { manifest, revision, config })
+}
+
+/// A restore replaces a cluster's data: never over the data of a cluster
+/// this host holds (a running server or agent has such data; the lock
+/// taken next covers one that just started).
+fn refuse_over_a_cluster(layout: &Layout) -> anyhow::Result<()> {
+    let held: Vec<PathBuf> = [layout.pki_dir(), layout.datastore_dir(), crate::etcd::data_dir(layout.data_dir()), layout.agent_pki_dir()]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    if !held.is_empty() {
+        let names: Vec<String> = held.iter().map(|p| p.display().to_string()).collect();
+        bail!("this host holds a cluster's data ({}); `k8s reset` removes it (back it up first with `k8s backup` if it matters). Nothing changed", names.join(", "));
+    }
+    Ok(())
+}
+
+fn put_config(from: &Path) -> anyhow::Result<ConfigOutcome> {
+    if !from.exists() {
+        return Ok(ConfigOutcome::NoneInArchive);
+    }
+    if Path::new(paths::CONFIG).exists() {
+        return Ok(ConfigOutcome::KeptExisting);
+    }
+    let text = std::fs::read(from)?;
+    crate::fsutil::write_atomic(Path::new(paths::CONFIG), &text, 0o600)?;
+    Ok(ConfigOutcome::Written)
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| format!("setting the mode of {}", path.display()))
+}
