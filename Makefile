@@ -68,6 +68,7 @@ test-e2e:
 	K8S_BIN=$(K8S) e2e/cis.sh
 	K8S_BIN=$(K8S) e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/ha.sh
+	K8S_BIN=$(K8S) e2e/backup.sh
 	K8S_BIN=$(K8S) POD_NETWORK=vxlan e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/systemd.sh
 	K8S_BIN=$(K8S) e2e/up.sh

@@ -33,6 +33,9 @@ pub enum Command {
     /// Secrets encryption at rest (on a server, as root).
     #[command(subcommand)]
     SecretsEncrypt(SecretsEncryptCommand),
+    /// This server's certificates: expiry, renewal (on a server, as root).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Back up this server (datastore, PKI, tokens, config) to one archive; list or prune archives.
     Backup(BackupArgs),
     /// Bring a cluster back from a `k8s backup` archive, on a host with no cluster data.
@@ -201,6 +204,53 @@ pub enum SecretsEncryptCommand {
     /// A new key on every server, every Secret rewritten under it, the old
     /// keys dropped; continues a rotation that stopped part way.
     RotateKeys(DataDirArg),
+}
+
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// Every certificate of this server and of its kubeconfigs: subject,
+    /// issuer, expiry, and whether the next start renews it.
+    Check {
+        /// text: an aligned table; json: an array of objects.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Remove leaf certificates (keys kept) and kubeconfigs, never a CA, so
+    /// the next `k8s server` start issues them anew; the server must be stopped.
+    Rotate {
+        /// Only these (repeatable) [default: every leaf and kubeconfig].
+        #[arg(long = "service", value_name = "NAME", value_enum)]
+        services: Vec<CertService>,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+}
+
+/// What `k8s certs rotate --service` names: a component's certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertService {
+    /// pki/apiserver.crt
+    Apiserver,
+    /// pki/apiserver-kubelet-client.crt
+    ApiserverKubeletClient,
+    /// pki/kubelet.crt and kubelet.kubeconfig
+    Kubelet,
+    /// pki/front-proxy-client.crt
+    FrontProxyClient,
+    /// pki/etcd/{server,peer}.crt and pki/apiserver-etcd-client.crt
+    Etcd,
+    /// admin.kubeconfig
+    Admin,
+    /// supervisor.kubeconfig
+    Supervisor,
+    /// controller-manager.kubeconfig
+    ControllerManager,
+    /// scheduler.kubeconfig
+    Scheduler,
+    /// kube-proxy.kubeconfig
+    KubeProxy,
 }
 
 #[derive(Args)]

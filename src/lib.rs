@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod backup;
+pub mod certs;
 pub mod cli;
 pub mod components;
 pub mod datastore;

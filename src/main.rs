@@ -1,7 +1,7 @@
 //! `k8s`: the command line over the library (`lib.rs`).
 
 use clap::Parser;
-use k8s::{agent, backup, cli, datastore, host, join, kubectl, payload, reset, secrets_encrypt, server, status, up, upgrade, version};
+use k8s::{agent, backup, certs, cli, datastore, host, join, kubectl, payload, reset, secrets_encrypt, server, status, up, upgrade, version};
 
 fn main() -> std::process::ExitCode {
     // glibc gives every thread that allocates its own arena; the read pool's
@@ -74,6 +74,7 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::SecretsEncrypt(cli::SecretsEncryptCommand::RotateKeys(a)) => {
             runtime()?.block_on(secrets_encrypt::rotate_keys(&a.data_dir))
         }
+        cli::Command::Certs(cmd) => certs::run(cmd),
         cli::Command::Backup(a) => runtime()?.block_on(backup::cli::run(a)),
         cli::Command::Restore(a) => backup::cli::restore(&a.file, &a.data_dir.data_dir),
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),

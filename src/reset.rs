@@ -16,8 +16,13 @@ use crate::server::status;
 const UNITS: [&str; 2] = [paths::SERVER_UNIT, paths::AGENT_UNIT];
 
 pub fn run(data_dir: &Path, yes: bool) -> anyhow::Result<()> {
+    let backups = crate::backup::list(&crate::backup::default_dir(data_dir)).map(|l| l.len()).unwrap_or(0);
+    let backups = match backups {
+        0 => String::new(),
+        n => format!(" and the {n} backups in {} (copy them off first)", crate::backup::default_dir(data_dir).display()),
+    };
     let question = format!(
-        "This stops k8s and deletes its data ({}, /etc/k8s): every cluster object on this host is lost. Continue?",
+        "This stops k8s and deletes its data ({}, /etc/k8s){backups}: every cluster object on this host is lost. Continue?",
         data_dir.display()
     );
     if !yes && !crate::prompt::confirm(&question, std::io::stdout())? {

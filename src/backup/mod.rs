@@ -80,8 +80,9 @@ pub async fn make(data_dir: &Path, node: &str, dest: &Path) -> anyhow::Result<Ma
         bail!("{} holds no datastore (SQLite or etcd); is it a server's data dir?", data_dir.display());
     };
     let mut sources = vec![Source { name: name.into(), file: snapshot.to_path_buf() }];
-    sources.extend(files_under(&pki.dir, "pki")?);
-    sources.extend(files_under(&data_dir.join("server"), "server")?);
+    sources.extend(files_under(&pki.dir, "pki", &[])?);
+    // The live datastore files are not copied: the snapshot is the datastore.
+    sources.extend(files_under(&data_dir.join("server"), "server", &[layout.datastore_dir()])?);
     if Path::new(paths::CONFIG).exists() {
         sources.push(Source { name: "config.yaml".into(), file: paths::CONFIG.into() });
     }
@@ -95,8 +96,9 @@ pub fn cluster_id(pki: &Pki) -> anyhow::Result<String> {
     Ok(crate::fsutil::sha256_file(&pki.ca_cert())?.0)
 }
 
-/// Every regular file under `dir`, named `<prefix>/<relative path>`.
-fn files_under(dir: &Path, prefix: &str) -> anyhow::Result<Vec<Source>> {
+/// Every regular file under `dir` but those under `skip`, named
+/// `<prefix>/<relative path>`.
+fn files_under(dir: &Path, prefix: &str, skip: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
     let mut out = Vec::new();
     if !dir.exists() {
         return Ok(out);
@@ -106,7 +108,7 @@ fn files_under(dir: &Path, prefix: &str) -> anyhow::Result<Vec<Source>> {
         for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
             let entry = entry?;
             let kind = entry.file_type()?;
-            if kind.is_dir() {
+            if kind.is_dir() && !skip.contains(&entry.path()) {
                 stack.push(entry.path());
             } else if kind.is_file() {
                 let rel = entry.path().strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();

@@ -29,26 +29,14 @@ pub enum ConfigOutcome {
 pub fn run(file: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
     let layout = Layout::new(data_dir);
     refuse_over_a_cluster(&layout)?;
-    let manifest = archive::read_manifest(file)?;
-    if manifest.datastore == Datastore::Etcd {
-        bail!(
-            "{} is a backup of an HA (etcd) cluster; restoring those is not built yet (it needs etcdutl, which k8s does not carry yet). Nothing changed",
-            file.display()
-        );
-    }
+    archive::read_manifest(file)?;
     layout.check_writable()?;
     // Held while restoring: no server starts on half the data.
     let _lock = layout.lock().context("a restore replaces a cluster's data: stop k8s and run `k8s reset` first. Nothing changed")?;
     let staging = tempfile::Builder::new().prefix(".restore-").tempdir_in(data_dir)?;
     let manifest = archive::unpack_verified(file, staging.path())?;
-    // Checked whole: now put in place. The datastore first, so a failure
-    // there leaves no PKI that would make the host look like a server.
-    let db_dir = layout.datastore_dir();
-    std::fs::create_dir_all(&db_dir)?;
-    set_mode(&db_dir, 0o700)?;
-    let db = crate::datastore::db_path(&db_dir);
-    std::fs::rename(staging.path().join("datastore/datastore.db"), &db).with_context(|| format!("moving the datastore to {}", db.display()))?;
-    let revision = crate::datastore::bump_revision(&db_dir, REVISION_BUMP)?;
+    // Checked whole: now put in place (what fails from here is the disk:
+    // `k8s reset`, then run it again).
     for dir in ["pki", "server"] {
         let from = staging.path().join(dir);
         if from.exists() {
@@ -57,7 +45,51 @@ pub fn run(file: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
         }
     }
     let config = put_config(&staging.path().join("config.yaml"))?;
+    let revision = match manifest.datastore {
+        Datastore::Sqlite => restore_sqlite(&layout, &staging.path().join("datastore/datastore.db"))?,
+        Datastore::Etcd => restore_etcd(&layout, &staging.path().join("etcd/snapshot.db"), manifest.revision)?,
+    };
     Ok(Restored { manifest, revision, config })
+}
+
+/// The SQLite file in place, its revision raised; the new revision.
+fn restore_sqlite(layout: &Layout, snapshot: &Path) -> anyhow::Result<i64> {
+    let db_dir = layout.datastore_dir();
+    std::fs::create_dir_all(&db_dir)?;
+    set_mode(&db_dir, 0o700)?;
+    let db = crate::datastore::db_path(&db_dir);
+    std::fs::rename(snapshot, &db).with_context(|| format!("moving the datastore to {}", db.display()))?;
+    crate::datastore::bump_revision(&db_dir, REVISION_BUMP)
+}
+
+/// A new one-member etcd data dir from the snapshot, for this host's name
+/// and address (`etcdutl snapshot restore`, revision raised, older ones
+/// compacted); the other servers join it again after a `k8s reset`. The
+/// new revision.
+fn restore_etcd(layout: &Layout, snapshot: &Path, revision: i64) -> anyhow::Result<i64> {
+    let options: crate::host::config::ServerOptions = crate::host::config::load(None)?;
+    let name = crate::host::net::node_name(options.node_name.as_deref())?;
+    let ip = crate::host::net::node_ip(options.node_ip)?;
+    let components = crate::payload::Components::locate(layout.data_dir(), options.components_dir.as_deref())?;
+    let peer = crate::etcd::peer_url(ip);
+    let dest = crate::etcd::data_dir(layout.data_dir());
+    let out = std::process::Command::new(components.bin("etcdutl"))
+        .args(["snapshot", "restore"])
+        .arg(snapshot)
+        .arg(format!("--data-dir={}", dest.display()))
+        .arg(format!("--name={name}"))
+        .arg(format!("--initial-cluster={name}={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--bump-revision={REVISION_BUMP}"))
+        .arg("--mark-compacted")
+        .output()
+        .context("running etcdutl from the payload")?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dest);
+        bail!("etcdutl snapshot restore failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    set_mode(&dest, 0o700)?;
+    Ok(revision + REVISION_BUMP)
 }
 
 /// A restore replaces a cluster's data: never over the data of a cluster

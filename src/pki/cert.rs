@@ -29,10 +29,33 @@ pub struct Lifetimes {
     pub renew_before: Duration,
 }
 
+/// Tests only: leaves live this many days (1 to 365) and are renewed in
+/// their second half; see the module doc of [`super`].
+pub const LEAF_DAYS_ENV: &str = "K8S_CERT_LEAF_DAYS";
+
 impl Lifetimes {
-    /// k3s-like: CAs 10 years, leaves 1 year, renewed in their last 90 days.
+    /// k3s's: CAs 10 years, leaves 1 year, renewed in their last 120 days.
     pub const DEFAULT: Lifetimes =
-        Lifetimes { ca: Duration::days(3650), leaf: Duration::days(365), renew_before: Duration::days(90) };
+        Lifetimes { ca: Duration::days(3650), leaf: Duration::days(365), renew_before: Duration::days(120) };
+
+    /// [`Self::DEFAULT`], or the leaves of [`LEAF_DAYS_ENV`] when it is set.
+    pub fn from_env() -> Result<Lifetimes, PkiError> {
+        match std::env::var_os(LEAF_DAYS_ENV) {
+            None => Ok(Lifetimes::DEFAULT),
+            Some(value) => Lifetimes::with_leaf_days(&value.to_string_lossy()),
+        }
+    }
+
+    /// Leaves of `value` days, renewed in their second half: a test sees a
+    /// renewal within days, and a leaf never starts inside its own window.
+    /// The CAs keep their 10 years (they are never renewed).
+    pub fn with_leaf_days(value: &str) -> Result<Lifetimes, PkiError> {
+        let days = value.trim().parse::<i64>().ok().filter(|days| (1..=365).contains(days)).ok_or_else(|| {
+            let problem = format!("{value:?} is not a whole number of days from 1 to 365 (a test setting; unset it)");
+            PkiError::params(LEAF_DAYS_ENV, problem)
+        })?;
+        Ok(Lifetimes { leaf: Duration::days(days), renew_before: Duration::hours(days * 12), ..Lifetimes::DEFAULT })
+    }
 }
 
 /// Certificates start an hour in the past so a node whose clock is a little
@@ -349,6 +372,32 @@ fn load_key(path: &Path, pem: &str, fix: &str) -> Result<KeyPair, PkiError> {
 /// The DER of a PEM certificate: its first block, the one rcgen reads too.
 pub fn cert_der(pem: &str) -> Option<Vec<u8>> {
     pem::parse(pem).ok().filter(|block| block.tag() == "CERTIFICATE").map(pem::Pem::into_contents)
+}
+
+/// What `k8s certs check` shows of a certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The subject's common name ("" when it has none).
+    pub subject_cn: String,
+    pub issuer_cn: String,
+    pub not_after: OffsetDateTime,
+    /// A CA (basic constraints): never renewed by `ensure`.
+    pub ca: bool,
+}
+
+/// The first certificate of a PEM text, summarized (`None`: not one we can read).
+pub fn summarize(pem: &str) -> Option<Summary> {
+    let der = cert_der(pem)?;
+    let cert = parse_der(&der)?;
+    let cn = |name: &x509_parser::x509::X509Name| {
+        name.iter_common_name().next().and_then(|attr| attr.as_str().ok()).unwrap_or_default().to_string()
+    };
+    Some(Summary {
+        subject_cn: cn(cert.subject()),
+        issuer_cn: cn(cert.issuer()),
+        not_after: cert.validity().not_after.to_datetime(),
+        ca: cert.is_ca(),
+    })
 }
 
 /// x509-parser's reading of a DER certificate (`None`: malformed).

@@ -17,7 +17,7 @@ pub struct Issued {
 fn issue(ca_cert: &Path, ca_key: &Path, spec: &LeafSpec) -> Result<Issued, PkiError> {
     let ca = cert::load_ca(ca_cert, ca_key)?;
     let key = cert::generate_key(&spec.describe())?;
-    let cert_pem = cert::issue(&ca, spec, &key, &Lifetimes::DEFAULT)?;
+    let cert_pem = cert::issue(&ca, spec, &key, &Lifetimes::from_env()?)?;
     Ok(Issued { cert_pem, key_pem: key.serialize_pem() })
 }
 

@@ -138,3 +138,11 @@ fn client_credentials(text: &str, user: &str) -> Option<(String, String)> {
     let decode = |data: &str| String::from_utf8(BASE64_STANDARD.decode(data).ok()?).ok();
     Some((decode(&user.client_certificate_data)?, decode(&user.client_key_data)?))
 }
+
+/// The client cert PEM of the first user with one embedded (`None`: none,
+/// or not a kubeconfig): what `k8s certs check` reads of any kubeconfig.
+pub fn embedded_client_cert(text: &str) -> Option<String> {
+    let config: Kubeconfig = serde_yaml::from_str(text).ok()?;
+    let data = config.users.into_iter().map(|u| u.user.client_certificate_data).find(|d| !d.is_empty())?;
+    String::from_utf8(BASE64_STANDARD.decode(data).ok()?).ok()
+}

@@ -18,10 +18,21 @@
 //! Kubeconfigs (`<name>.kubeconfig`) embed their own client certs.
 //!
 //! `ensure` is idempotent: unchanged inputs leave every byte alone, changed
-//! SANs re-issue only the affected cert, leaves in their last 90 days are
+//! SANs re-issue only the affected cert, leaves in their last 120 days are
 //! renewed, and an existing CA or service-account key is always kept (a new
 //! one would break every node, kubeconfig and token of the cluster).
 //! Keys are 0600, certs 0644, every write is atomic (temp file, fsync, rename).
+//!
+//! Lifetimes (k3s's): CAs 10 years, leaves and the client certs of
+//! kubeconfigs 1 year, renewed by `ensure`/`ensure_kubeconfig` (so at every
+//! server start) once less than 120 days are left; a renewed leaf keeps its
+//! key. Tests shorten leaves with `K8S_CERT_LEAF_DAYS` (whole days, 1 to
+//! 365): leaves then live that many days and are renewed in their second
+//! half, e.g. `K8S_CERT_LEAF_DAYS=10` issues 10-day leaves renewed once less
+//! than 5 days are left. It reaches `ensure`, `ensure_kubeconfig` and the
+//! credentials issued to joining nodes; CAs keep their 10 years. Any other
+//! value is an error naming the variable. `k8s certs check|rotate`
+//! (`crate::certs`) shows and forces renewals; see docs/certificates.md.
 
 mod cert;
 pub mod encryption;
@@ -34,8 +45,10 @@ mod tests;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use cert::{LeafSpec, Lifetimes};
+use cert::LeafSpec;
+pub use cert::{summarize, Lifetimes, Summary, LEAF_DAYS_ENV};
 pub use issue::{issue_client, issue_kubelet_serving, node_dns_name, render_kubeconfig};
+pub use kubeconfig::embedded_client_cert;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -186,10 +199,11 @@ impl Pki {
 
 /// Creates what is missing under `params.dir` and renews what is stale; see the module docs.
 pub fn ensure(params: &PkiParams) -> Result<Pki, PkiError> {
-    ensure_with(params, &Lifetimes::DEFAULT)
+    ensure_with(params, &Lifetimes::from_env()?)
 }
 
-fn ensure_with(params: &PkiParams, lt: &Lifetimes) -> Result<Pki, PkiError> {
+/// [`ensure`] with given lifetimes instead of the environment's (tests).
+pub(crate) fn ensure_with(params: &PkiParams, lt: &Lifetimes) -> Result<Pki, PkiError> {
     // Validate everything before the first write.
     let apiserver_sans = cert::parse_sans(&params.apiserver_sans, "apiserver_sans")?;
     let kubelet_sans = cert::parse_sans(&params.kubelet_sans, "kubelet_sans")?;
@@ -281,7 +295,8 @@ impl Identity {
 /// Writes `<dir>/<name>.kubeconfig` (0600) for `identity`, pointing at
 /// `server_url`, with the cluster CA and the client cert/key embedded; returns
 /// its path. The embedded cert is re-issued only when missing, no longer
-/// matching (other CA, node name) or expiring; a changed `server_url` or CA
+/// matching (other CA, node name) or expiring (the leaves' renewal window,
+/// see the module doc); a changed `server_url` or CA
 /// rewrites the file. `node_name` is used by [`Identity::Kubelet`] only.
 pub fn ensure_kubeconfig(
     pki: &Pki,
@@ -290,5 +305,5 @@ pub fn ensure_kubeconfig(
     server_url: &str,
     dir: &Path,
 ) -> Result<PathBuf, PkiError> {
-    kubeconfig::ensure(pki, identity, node_name, server_url, dir, &Lifetimes::DEFAULT)
+    kubeconfig::ensure(pki, identity, node_name, server_url, dir, &Lifetimes::from_env()?)
 }

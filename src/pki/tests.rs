@@ -215,7 +215,7 @@ fn expiring_leaves_are_reissued_ca_kept() {
         kubeconfig::ensure(&pki, Identity::Scheduler, "", "https://127.0.0.1:6443", tmp.path(), &short).unwrap();
     let (before, kc_before) = (snapshot(&pki.dir), fs::read_to_string(&kubeconfig).unwrap());
 
-    ensure(&p).unwrap(); // 30 days left < 90: renew
+    ensure(&p).unwrap(); // 30 days left < 120: renew
     let mut renewed = changed(&before, &snapshot(&pki.dir));
     renewed.sort();
     assert_eq!(renewed, ["apiserver-kubelet-client.crt", "apiserver.crt", "front-proxy-client.crt", "kubelet.crt"]);
@@ -230,6 +230,62 @@ fn expiring_leaves_are_reissued_ca_kept() {
     let before = snapshot(&pki.dir);
     ensure(&p).unwrap();
     assert_eq!(snapshot(&pki.dir), before);
+}
+
+/// Leaves and the client certs of kubeconfigs share one window: 120 days
+/// left is renewed (k3s's), 130 is not.
+#[test]
+fn leaves_and_kubeconfigs_renew_inside_120_days() {
+    let url = "https://127.0.0.1:6443";
+    for (days, renewed) in [(100, true), (130, false)] {
+        let tmp = TempDir::new().unwrap();
+        let lt = Lifetimes { leaf: Duration::days(days), ..Lifetimes::DEFAULT };
+        let pki = ensure_with(&params(tmp.path()), &lt).unwrap();
+        let path = kubeconfig::ensure(&pki, Identity::Kubelet, "node-1", url, tmp.path(), &lt).unwrap();
+        let (certs, kc) = (snapshot(&pki.dir), client_cert(&fs::read_to_string(&path).unwrap()));
+
+        ensure_with(&params(tmp.path()), &Lifetimes::DEFAULT).unwrap();
+        kubeconfig::ensure(&pki, Identity::Kubelet, "node-1", url, tmp.path(), &Lifetimes::DEFAULT).unwrap();
+        assert_eq!(changed(&certs, &snapshot(&pki.dir)).contains(&"apiserver.crt".to_string()), renewed, "{days} days");
+        assert_eq!(client_cert(&fs::read_to_string(&path).unwrap()) != kc, renewed, "{days} days");
+    }
+}
+
+#[test]
+fn leaf_days_override() {
+    let lt = Lifetimes::with_leaf_days("10").unwrap();
+    assert_eq!((lt.leaf, lt.renew_before, lt.ca), (Duration::days(10), Duration::days(5), Lifetimes::DEFAULT.ca));
+    assert_eq!(Lifetimes::with_leaf_days(" 365 ").unwrap().renew_before, Duration::hours(365 * 12));
+    for bad in ["", "0", "-3", "366", "1.5", "10d", "ten"] {
+        let err = Lifetimes::with_leaf_days(bad).unwrap_err().to_string();
+        assert!(err.contains("K8S_CERT_LEAF_DAYS") && err.contains("1 to 365"), "{bad}: {err}");
+    }
+    // Issued for that long (not 1 year).
+    let tmp = TempDir::new().unwrap();
+    let pki = ensure_with(&params(tmp.path()), &lt).unwrap();
+    let (ok, _) = openssl(&["x509", "-noout", "-checkend", &(9 * 86400).to_string(), "-in", s(&pki.apiserver_cert())]);
+    let (short, _) = openssl(&["x509", "-noout", "-checkend", &(11 * 86400).to_string(), "-in", s(&pki.apiserver_cert())]);
+    assert!(ok && !short, "a 10-day leaf");
+}
+
+#[test]
+fn summaries_of_certs_and_kubeconfigs() {
+    let tmp = TempDir::new().unwrap();
+    let pki = ensure(&params(tmp.path())).unwrap();
+    let read = |path: PathBuf| fs::read_to_string(path).unwrap();
+    let ca = summarize(&read(pki.ca_cert())).unwrap();
+    assert!(ca.ca && ca.subject_cn.starts_with("k8s-ca@") && ca.issuer_cn == ca.subject_cn, "{ca:?}");
+    let leaf = summarize(&read(pki.apiserver_cert())).unwrap();
+    assert_eq!((leaf.subject_cn.as_str(), leaf.issuer_cn.as_str(), leaf.ca), ("kube-apiserver", ca.subject_cn.as_str(), false));
+    let left = leaf.not_after - time::OffsetDateTime::now_utc();
+    assert!(left > Duration::days(364) && left <= Duration::days(365), "{left}");
+    assert_eq!(summarize("garbage"), None);
+
+    let path = ensure_kubeconfig(&pki, Identity::Admin, "", "https://127.0.0.1:6443", tmp.path()).unwrap();
+    let text = read(path);
+    assert_eq!(embedded_client_cert(&text), Some(client_cert(&text)));
+    assert_eq!(summarize(&client_cert(&text)).unwrap().subject_cn, "system:admin");
+    assert_eq!(embedded_client_cert("users: []"), None);
 }
 
 /// The client cert PEM embedded in a kubeconfig.
