@@ -32,7 +32,8 @@ pin_kube() {
 }
 
 pin_etcd() {
-	fresh_mod etcd k8s.local/bootstrap/etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+	fresh_mod etcd k8s.local/bootstrap/etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
+		"go.etcd.io/etcd/etcdutl/v3@$ETCD_VERSION" "go.etcd.io/etcd/pkg/v3@$ETCD_VERSION"
 	go mod tidy
 }
 

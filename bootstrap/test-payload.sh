@@ -38,6 +38,7 @@ done
 has "kubectl version" "Client Version: $KUBERNETES_VERSION" "$b/kubectl" version --client
 has "kube kubelet --version" "Kubernetes $KUBERNETES_VERSION" "$b/kube" kubelet --version
 has "etcd --version" "etcd Version: ${ETCD_VERSION#v}" "$b/etcd" --version
+has "etcdutl version" "etcdutl version: ${ETCD_VERSION#v}" "$b/etcdutl" version
 has "containerd --version" "$CONTAINERD_VERSION" "$b/containerd" --version
 has "ctr --version" "$CONTAINERD_VERSION" "$b/ctr" --version
 has "containerd-shim-runc-v2 -v" "$CONTAINERD_VERSION" "$b/containerd-shim-runc-v2" -v

@@ -24,6 +24,7 @@ build_kube() {
 build_etcd() {
 	CGO_ENABLED=0 gobuild etcd "$stage/bin/etcd" . \
 		-ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION"
+	ln -s etcd "$stage/bin/etcdutl"
 }
 
 # containerd's Makefile: static build tags; no_grpc only for the shim.

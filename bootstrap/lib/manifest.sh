@@ -7,7 +7,7 @@
 part_version() {
 	case $1 in
 	kube | kube-* | kubelet | kubectl) echo "$KUBERNETES_VERSION" ;;
-	etcd) echo "$ETCD_VERSION" ;;
+	etcd | etcdutl) echo "$ETCD_VERSION" ;;
 	containerd | ctr | containerd-shim-runc-v2) echo "$CONTAINERD_VERSION" ;;
 	runc) echo "$RUNC_VERSION" ;;
 	cni/*) echo "$CNI_PLUGINS_VERSION" ;;
