@@ -29,6 +29,11 @@ pub fn replace(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Sets a file's or directory's permission bits.
+pub fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| format!("setting the mode of {}", path.display()))
+}
+
 /// A file's sha256 (hex) and size, read in a stream.
 pub fn sha256_file(path: &Path) -> anyhow::Result<(String, u64)> {
     use sha2::{Digest, Sha256};

@@ -11,12 +11,13 @@
 //! k8s restore FILE      on a host with no cluster data and no server running: the archive is unpacked
 //!                       and checked file by file first; then the PKI, tokens, datastore (its revision
 //!                       raised past any the old cluster handed out, the older ones compacted, so
-//!                       watchers relist instead of missing changes) and the config are put in place;
+//!                       watchers relist instead of missing changes; HA: a new one-member etcd from
+//!                       the snapshot) and the config are put in place;
 //!                       `k8s server` then brings back the same cluster (same CA, tokens, objects)
 //! ```
 //!
-//! Restoring an HA (etcd) backup needs `etcdutl snapshot restore`, which the
-//! payload does not carry yet: such a restore is refused, saying so.
+//! An HA (etcd) backup restores into a new one-member etcd
+//! ([`crate::etcd::seed`]); the other servers join it again.
 
 pub mod archive;
 pub mod cli;

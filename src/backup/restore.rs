@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::archive::{self, Datastore, Manifest};
+use crate::fsutil::set_mode;
 use crate::host::{paths, Layout};
 
 /// How far a restored store's revision is raised: past any revision the
@@ -62,33 +63,19 @@ fn restore_sqlite(layout: &Layout, snapshot: &Path) -> anyhow::Result<i64> {
     crate::datastore::bump_revision(&db_dir, REVISION_BUMP)
 }
 
-/// A new one-member etcd data dir from the snapshot, for this host's name
-/// and address (`etcdutl snapshot restore`, revision raised, older ones
-/// compacted); the other servers join it again after a `k8s reset`. The
-/// new revision.
+/// A new one-member etcd from the snapshot, for this host's name and
+/// address; the other servers join it again after a `k8s reset`. The new
+/// revision.
 fn restore_etcd(layout: &Layout, snapshot: &Path, revision: i64) -> anyhow::Result<i64> {
     let options: crate::host::config::ServerOptions = crate::host::config::load(None)?;
-    let name = crate::host::net::node_name(options.node_name.as_deref())?;
-    let ip = crate::host::net::node_ip(options.node_ip)?;
     let components = crate::payload::Components::locate(layout.data_dir(), options.components_dir.as_deref())?;
-    let peer = crate::etcd::peer_url(ip);
-    let dest = crate::etcd::data_dir(layout.data_dir());
-    let out = std::process::Command::new(components.bin("etcdutl"))
-        .args(["snapshot", "restore"])
-        .arg(snapshot)
-        .arg(format!("--data-dir={}", dest.display()))
-        .arg(format!("--name={name}"))
-        .arg(format!("--initial-cluster={name}={peer}"))
-        .arg(format!("--initial-advertise-peer-urls={peer}"))
-        .arg(format!("--bump-revision={REVISION_BUMP}"))
-        .arg("--mark-compacted")
-        .output()
-        .context("running etcdutl from the payload")?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&dest);
-        bail!("etcdutl snapshot restore failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    set_mode(&dest, 0o700)?;
+    let target = crate::etcd::seed::Target {
+        components: &components,
+        k8s_data_dir: layout.data_dir(),
+        name: &crate::host::net::node_name(options.node_name.as_deref())?,
+        ip: crate::host::net::node_ip(options.node_ip)?,
+    };
+    crate::etcd::seed::from_snapshot(&target, snapshot, REVISION_BUMP)?;
     Ok(revision + REVISION_BUMP)
 }
 
@@ -119,7 +106,3 @@ fn put_config(from: &Path) -> anyhow::Result<ConfigOutcome> {
     Ok(ConfigOutcome::Written)
 }
 
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| format!("setting the mode of {}", path.display()))
-}

@@ -60,6 +60,17 @@ pub fn bump_revision(data_dir: &std::path::Path, by: i64) -> anyhow::Result<i64>
     Ok(rev)
 }
 
+/// Every live key (with its value and lease) and the store's revision, read
+/// in one transaction straight from the file in `data_dir`: what a single
+/// server carries into the etcd of the HA cluster it becomes.
+pub fn live_keys(data_dir: &std::path::Path) -> anyhow::Result<(Vec<pb::KeyValue>, i64)> {
+    let conn = schema::open_reader(data_dir)?;
+    let tx = conn.unchecked_transaction()?;
+    let kvs = query::latest(&tx, &keyrange::KeyRange::new(&[0], &[0]))?;
+    let rev = schema::meta_get(&tx, "rev")?.unwrap_or(1);
+    Ok((kvs, rev))
+}
+
 /// The live keys under `prefix` and their values, read straight from the
 /// file in `data_dir` (a read-only connection beside the running writer):
 /// for tools that look at what is stored, such as `k8s secrets-encrypt status`.

@@ -9,7 +9,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::datastore::pb::{
     cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient, Member, MemberAddRequest,
-    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, RangeRequest, SnapshotRequest, StatusRequest, StatusResponse,
+    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest, RangeRequest, RequestOp, SnapshotRequest, StatusRequest,
+    StatusResponse, TxnRequest,
 };
 use crate::pki::Pki;
 
@@ -69,6 +70,21 @@ impl Client {
         let req = RangeRequest { key: prefix.to_vec(), range_end: crate::datastore::prefix_end(prefix), ..Default::default() };
         let resp = kv.range(req).await.map_err(rpc("range"))?.into_inner();
         Ok(resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
+    }
+
+    /// Puts every key (no leases), in transactions of at most 100 writes
+    /// (etcd's default limit is 128 operations per transaction).
+    pub async fn put_all(&self, kvs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
+        use crate::datastore::pb::request_op::Request;
+        let mut kv = KvClient::new(self.channel.clone());
+        for chunk in kvs.chunks(100) {
+            let success = chunk
+                .iter()
+                .map(|(key, value)| RequestOp { request: Some(Request::RequestPut(PutRequest { key: key.clone(), value: value.clone(), ..Default::default() })) })
+                .collect();
+            kv.txn(TxnRequest { success, ..Default::default() }).await.map_err(rpc("txn"))?;
+        }
+        Ok(())
     }
 
     /// Streams the member's snapshot into `dest`; the revision it holds.

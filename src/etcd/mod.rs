@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod health;
 pub mod membership;
+pub mod seed;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -99,6 +99,9 @@ pub async fn start(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, sup
         return Ok(());
     }
     let logs = layout.logs_dir();
+    if cfg.datastore == Datastore::EtcdInit && !etcd::has_data(&cfg.data_dir) && datastore::db_path(&layout.datastore_dir()).exists() {
+        grow_from_sqlite(cfg, layout, c, pki).await?;
+    }
     let member = etcd::Member { name: &cfg.node_name, ip: cfg.node_ip, data_dir: &cfg.data_dir, logs: &logs };
     let boot = match &joined {
         Some(b) => Bootstrap::Join { initial_cluster: b.initial_cluster.clone() },
@@ -114,6 +117,26 @@ pub async fn start(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, sup
     };
     membership::promote_self(pki, &local, &others, PROMOTE_TIMEOUT).await?;
     tracing::info!(endpoint = etcd::LOCAL, "etcd member ready");
+    Ok(())
+}
+
+/// A single server restarted with `cluster-init` (k3s's way from SQLite to
+/// HA): its SQLite data becomes the new etcd member's, at a revision above
+/// every one the SQLite store handed out (older ones compacted: running
+/// kubelets and informers list again), and the SQLite files are kept as
+/// `server/db.migrated`. Keys with a lease (Events, the API servers'
+/// endpoint leases: short-lived, and recreated) are not carried over.
+async fn grow_from_sqlite(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki) -> anyhow::Result<()> {
+    let db_dir = layout.datastore_dir();
+    let (kvs, revision) = datastore::live_keys(&db_dir).context("reading the SQLite datastore to move it into etcd")?;
+    let total = kvs.len();
+    let kvs: Vec<(Vec<u8>, Vec<u8>)> = kvs.into_iter().filter(|kv| kv.lease == 0).map(|kv| (kv.key, kv.value)).collect();
+    tracing::info!(keys = kvs.len(), leased_left_out = total - kvs.len(), revision, "moving the SQLite datastore into etcd (cluster-init)");
+    let target = etcd::seed::Target { components: c, k8s_data_dir: &cfg.data_dir, name: &cfg.node_name, ip: cfg.node_ip };
+    let new_revision = etcd::seed::from_keys(&target, pki, &kvs, revision, &layout.logs_dir()).await?;
+    let kept = db_dir.with_extension("migrated");
+    std::fs::rename(&db_dir, &kept).with_context(|| format!("keeping the SQLite datastore as {}", kept.display()))?;
+    tracing::info!(revision = new_revision, kept = %kept.display(), "SQLite datastore moved into etcd");
     Ok(())
 }
 

@@ -345,11 +345,9 @@ fn check_mode(inv: &Inventory, facts: &[Facts], problems: &mut Vec<String>) {
     for &i in &servers {
         let (host, store) = (&inv.hosts[i], facts[i].datastore.as_deref());
         match (ha, store) {
-            (true, Some("sqlite")) if i == first => problems.push(format!(
-                "{}: this cluster runs a single server on SQLite; it cannot become HA by adding servers. \
-                 Keep one server (make the new hosts agents), or back up your workloads and `k8s reset -i` to rebuild it as HA",
-                host.address
-            )),
+            // A single server restarted with cluster-init moves its SQLite
+            // data into etcd (server::store), then the others join it.
+            (true, Some("sqlite")) if i == first => {}
             (true, Some("sqlite")) => problems.push(format!(
                 "{}: holds a single-server (SQLite) cluster of its own; it cannot join as an HA server. \
                  Run `k8s reset` on it first if its data can go",

@@ -253,7 +253,7 @@ fn problems_name_their_host_and_stop_everything() {
 }
 
 #[test]
-fn a_single_server_cluster_cannot_become_ha() {
+fn a_single_server_cluster_grows_into_ha() {
     let single = inv(SINGLE);
     let t = tokens();
     let first = installed(&single, 0, "s1", &t);
@@ -265,7 +265,11 @@ hosts:
   - {address: 10.0.0.13, role: server, name: s3}
 ");
     let p = plan::plan(&grown, &[first, fresh("s2"), fresh("s3")], &local(), &Running::default());
-    assert!(p.problems.iter().any(|m| m.contains("10.0.0.11: this cluster runs a single server on SQLite; it cannot become HA")), "{:?}", p.problems);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let (s1, s2) = (&p.hosts[0], &p.hosts[1]);
+    assert_eq!((s1.stage, s1.service), (plan::Stage::FirstServer, plan::Service::Restart), "s1 restarts with cluster-init: its data moves into etcd");
+    assert!(s1.config_changes.iter().any(|c| c == "+cluster-init"), "{:?}", s1.config_changes);
+    assert_eq!((s2.stage, s2.service, s2.join), (plan::Stage::Server, plan::Service::Start, true));
 
     // The pod network is the cluster's for good.
     let vxlan = inv(&SINGLE.replace("cluster: {name: demo}", "cluster: {name: demo, pod-network: vxlan}"));
