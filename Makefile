@@ -69,10 +69,12 @@ test-e2e:
 	K8S_BIN=$(K8S) e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/ha.sh
 	K8S_BIN=$(K8S) e2e/backup.sh
+	K8S_BIN=$(K8S) e2e/grow.sh
 	K8S_BIN=$(K8S) POD_NETWORK=vxlan e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/systemd.sh
 	K8S_BIN=$(K8S) e2e/up.sh
 	K8S_BIN=$(K8S) e2e/up-ha.sh
+	K8S_BIN=$(K8S) e2e/up-grow.sh
 	K8S_BIN=$(K8S) K8S_NEXT_BIN=$(CURDIR)/dist/k8s-next e2e/upgrade.sh
 	K8S_BIN=$(K8S) K8S_NEXT_BIN=$(CURDIR)/dist/k8s-next e2e/upgrade-ha.sh
 

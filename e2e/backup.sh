@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # e2e/backup.sh [K8S_BIN]: backups of a single server (SQLite) and their restore, in two test hosts.
 #   1. bk1 runs `k8s server` with a fast backup schedule (every 3 s, keep 2) and 30-day leaf
-#      certificates (K8S_CERT_LEAF_DAYS, a test setting; `k8s certs check` shows them): exactly 2 scheduled
+#      certificates (K8S_CERT_LEAF_DAYS, a test setting; `k8s certs check` shows them; the running server
+#      warns of them with CertificateExpiring Events on its Node): exactly 2 scheduled
 #      archives are kept; objects made: a Deployment (pods Running), a Secret, a ConfigMap, a CRD and
 #      one of its objects; `k8s backup -o FILE` writes a 0600 archive; `k8s backup list` shows it
 #   2. bad input, nothing changed: a restore over the running server, a truncated archive and a
@@ -96,7 +97,9 @@ objects_back() { # HOST: the objects made before the backup, read back
 LEAF_DAYS=30 start bk1 --backup-schedule '*/3 * * * * *' --backup-retention 2
 d=$(days_left bk1 pki/apiserver.crt)
 ((d >= 28 && d <= 30)) || fail "with K8S_CERT_LEAF_DAYS=30 the API server certificate has $d days left"
-ok "bk1: server ready (backups every 3 s, keep 2; 30-day leaf certificates: $d days left)"
+events=$(kc bk1 get events -A --field-selector reason=CertificateExpiring -o name | wc -l)
+((events > 0)) || fail "no CertificateExpiring Event with certificates ending in $d days"
+ok "bk1: server ready (backups every 3 s, keep 2; 30-day leaf certificates: $d days left, $events CertificateExpiring Events)"
 kc bk1 create namespace bk >/dev/null
 kc bk1 apply -f - >/dev/null <<'EOF'
 apiVersion: apiextensions.k8s.io/v1

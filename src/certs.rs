@@ -14,10 +14,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::cli::{CertService, CertsCommand, OutputFormat};
 use crate::host::{paths, Layout};
-use crate::pki::{self, Identity, Lifetimes, Pki};
-
-/// What a CA near its end says to do (the CA is never renewed by itself).
-const ROTATE_CA: &str = "rotate the CA: see docs/certificates.md";
+use crate::pki::expiry::{check, Row};
+use crate::pki::{Identity, Lifetimes, Pki};
 
 pub fn run(command: CertsCommand) -> anyhow::Result<()> {
     match command {
@@ -45,113 +43,6 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// One certificate as `check` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub file: PathBuf,
-    pub cert: pki::Summary,
-    /// Whole days (negative once expired).
-    pub days_left: i64,
-    pub status: Status,
-}
-
-/// What the next server start does about a certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    /// Inside the renewal window: re-issued at the next start.
-    Renews,
-    Expired,
-    CaOk,
-    /// A CA with less than a leaf's lifetime left: leaves it signs would outlive it.
-    CaRotate,
-    CaExpired,
-}
-
-impl Status {
-    fn of(cert: &pki::Summary, lt: &Lifetimes, now: OffsetDateTime) -> Status {
-        let left = cert.not_after - now;
-        match cert.ca {
-            true if left <= Duration::ZERO => Status::CaExpired,
-            true if left < lt.leaf => Status::CaRotate,
-            true => Status::CaOk,
-            false if left <= Duration::ZERO => Status::Expired,
-            // The same comparison `pki::ensure` makes at the start.
-            false if left < lt.renew_before => Status::Renews,
-            false => Status::Ok,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Renews => "renews at next start",
-            Status::Expired => "expired",
-            Status::CaOk => "ok (CA)",
-            Status::CaRotate => ROTATE_CA,
-            Status::CaExpired => "expired (CA)",
-        }
-    }
-}
-
-/// Every `*.crt` under the PKI dir, then the client cert of every
-/// kubeconfig of the kubeconfig dir and of `admin_kubeconfig` (if present).
-pub fn check(layout: &Layout, admin_kubeconfig: &Path, lt: &Lifetimes, now: OffsetDateTime) -> anyhow::Result<Vec<Row>> {
-    let pki_dir = layout.pki_dir();
-    if !pki_dir.is_dir() {
-        bail!("{} does not exist: no k8s server has run with this data dir (see --data-dir)", pki_dir.display());
-    }
-    let mut rows = Vec::new();
-    for file in files_with(&pki_dir, "crt", true)? {
-        push_row(&mut rows, file, |text| Some(text.to_string()), lt, now)?;
-    }
-    let mut kubeconfigs = files_with(&layout.kubeconfig_dir(), "kubeconfig", false)?;
-    kubeconfigs.extend(admin_kubeconfig.exists().then(|| admin_kubeconfig.to_path_buf()));
-    for file in kubeconfigs {
-        push_row(&mut rows, file, pki::embedded_client_cert, lt, now)?;
-    }
-    Ok(rows)
-}
-
-/// Adds the row of `file`, whose certificate `pem` takes out of its text;
-/// a file without a readable certificate is told on stderr and skipped.
-fn push_row(
-    rows: &mut Vec<Row>,
-    file: PathBuf,
-    pem: fn(&str) -> Option<String>,
-    lt: &Lifetimes,
-    now: OffsetDateTime,
-) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {} (as root?)", file.display()))?;
-    let Some(cert) = pem(&text).as_deref().and_then(pki::summarize) else {
-        eprintln!("warning: {} holds no certificate k8s can read; skipped", file.display());
-        return Ok(());
-    };
-    let (days_left, status) = ((cert.not_after - now).whole_days(), Status::of(&cert, lt, now));
-    rows.push(Row { file, cert, days_left, status });
-    Ok(())
-}
-
-/// The files of `dir` named `*.<ext>` (in its subdirectories too with
-/// `recursive`), sorted; none when `dir` does not exist.
-fn files_with(dir: &Path, ext: &str, recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        other => other.with_context(|| format!("cannot list {} (as root?)", dir.display()))?,
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
-        if path.is_dir() && recursive {
-            files.extend(files_with(&path, ext, true)?);
-        } else if path.is_file() && path.extension().is_some_and(|e| e == ext) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 /// The rows as an aligned table, files relative to the data dir.
@@ -277,7 +168,8 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::pki::{PkiParams, LEAF_DAYS_ENV};
+    use crate::pki::expiry::Status;
+    use crate::pki::{self, PkiParams, LEAF_DAYS_ENV};
 
     const URL: &str = "https://127.0.0.1:6443";
     const IDENTITIES: [Identity; 6] = [

@@ -87,13 +87,14 @@ impl Client {
         Ok(())
     }
 
-    /// Streams the member's snapshot into `dest`; the revision it holds.
+    /// Streams the member's snapshot into `dest`; the revision it holds (at
+    /// least: etcd's snapshot stream may not say, its status just before does).
     pub async fn snapshot_to(&self, dest: &std::path::Path) -> anyhow::Result<i64> {
         use tokio::io::AsyncWriteExt;
+        let mut revision = self.status().await?.header.map_or(0, |h| h.revision);
         let mut m = MaintenanceClient::new(self.channel.clone());
         let mut stream = m.snapshot(SnapshotRequest {}).await.map_err(rpc("snapshot"))?.into_inner();
         let mut file = tokio::fs::File::create(dest).await.with_context(|| format!("writing {}", dest.display()))?;
-        let mut revision = 0;
         while let Some(chunk) = stream.message().await.map_err(rpc("snapshot"))? {
             if let Some(h) = chunk.header {
                 revision = revision.max(h.revision);

@@ -36,6 +36,7 @@
 
 mod cert;
 pub mod encryption;
+pub mod expiry;
 mod files;
 mod issue;
 mod kubeconfig;

@@ -258,6 +258,11 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         stop.or(follower.run()).await;
         Ok(())
     });
+    let (certs_of, api, node) = (layout.clone(), client.clone(), cfg.node_name.clone());
+    sup.spawn("certificate-expiry", move |stop| async move {
+        stop.or(warn_of_expiring_certificates(certs_of, api, node)).await;
+        Ok(())
+    });
     let (schedule, data_dir, node) = (cfg.backups.clone(), cfg.data_dir.clone(), cfg.node_name.clone());
     sup.spawn("backups", move |stop| async move {
         stop.or(schedule.run(data_dir, node)).await;
@@ -359,6 +364,41 @@ async fn start_upgrade_controller(cfg: &Config, pki: &Pki, c: &Components, clien
         Ok(())
     });
     Ok(())
+}
+
+/// Twice a day: a log line and a Warning Event on this server's Node for
+/// each certificate within 30 days of its end (or past it), and each CA
+/// that needs rotating. Leaves are renewed only at a start, so a server
+/// that runs for most of a year needs a restart before they end.
+async fn warn_of_expiring_certificates(layout: Layout, client: kube::Client, node: String) {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let recorder = Recorder::new(client, Reporter { controller: "k8s-server".into(), instance: Some(node.clone()) });
+    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.clone()),
+        uid: Some(node.clone()),
+        ..Default::default()
+    };
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        let lt = pki::Lifetimes::from_env().unwrap_or(pki::Lifetimes::DEFAULT);
+        match pki::expiry::check(&layout, std::path::Path::new(crate::host::paths::ADMIN_KUBECONFIG), &lt, now) {
+            Ok(rows) => {
+                for row in pki::expiry::warnings(&rows, now) {
+                    let note = format!("{} ({}) ends {} ({} days): {}; restart the server to renew a leaf (k8s certs check)",
+                        row.file.display(), row.cert.subject_cn, row.cert.not_after.date(), row.days_left, row.status.as_str());
+                    tracing::warn!("certificate: {note}");
+                    let ev = Event { type_: EventType::Warning, reason: "CertificateExpiring".into(), note: Some(note), action: "CheckCertificates".into(), secondary: None };
+                    if let Err(e) = recorder.publish(&ev, &node_ref).await {
+                        tracing::debug!("certificate event: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("checking certificates: {e:#}"),
+        }
+        tokio::time::sleep(Duration::from_secs(12 * 3600)).await;
+    }
 }
 
 /// The PKI that reaches this server's etcd member, when it runs one (HA).
