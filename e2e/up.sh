@@ -14,8 +14,9 @@
 #    units' start times are the same. Prints "BENCH up again (no change): S s".
 # 4. A wrong join token, by hand on the agent host (`up` always takes the tokens from the first server): refused
 #    with a clear message; the running agent is undisturbed.
-# 5. `k8s reset -i` with the same inventory: no binary, unit, config, data or process left on either host; `up`
-#    then installs a new cluster on them again.
+# 5. `k8s backup` on the server, then `k8s reset -i` with the same inventory: no binary, unit, config, data or
+#    process left on either host; `up --restore` then brings the same cluster back on them (a ConfigMap made before
+#    the backup is there, the agent joins again under its old name).
 # Environment: see e2e/lib/up.sh (K8S_BIN, E2E_TIMEOUT, NSPAWN_KEEP).
 CL=${E2E_CLUSTER:-e2e-up}
 NHOSTS=2
@@ -107,7 +108,11 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------ 5. reset -i, up again
-step "k8s reset -i: every host uninstalled; then up installs it again"
+step "k8s backup; k8s reset -i: every host uninstalled; then up --restore brings the cluster back"
+TMO=30 kc create configmap e2e-backed-up --from-literal=k=v1 >/dev/null || fail "cannot create a ConfigMap"
+TMO=60 hx $S k8s backup -o /var/tmp/e2e-backup.tar.zst >/dev/null 2>&1 || fail "k8s backup on ${HOST[S]} failed"
+hx $S cat /var/tmp/e2e-backup.tar.zst >"$WORK/backup.tar.zst" && hx $S rm -f /var/tmp/e2e-backup.tar.zst
+[[ -s $WORK/backup.tar.zst ]] && ok "k8s backup on ${HOST[S]}: $(stat -c %s "$WORK/backup.tar.zst") bytes" || fail "no backup archive"
 TMO=300 ws "$BIN" reset -i "$WORK/hosts.yaml" --yes </dev/null >"$WORK/reset.log" 2>&1
 rc=$?
 ((rc == 0)) && ok "k8s reset -i exited 0" || { fail "k8s reset -i failed (exit $rc)"; tail -n 15 "$WORK/reset.log" | indent; }
@@ -123,7 +128,8 @@ for i in $S $A; do
     true' 2>&1)
   [[ -z $left ]] && ok "${HOST[i]}: no binary, unit, config, data or process left" || { fail "${HOST[i]}: reset left:"; indent <<<"$left"; }
 done
-run_up after-reset -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" -y
-((UP_RC == 0)) && ok "k8s up after the reset exited 0 in $UP_SECS s" || { fail "k8s up after the reset failed (exit $UP_RC)"; show_up after-reset; }
-nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "both nodes Ready again (a new cluster: the kubeconfig was rewritten)" ||
-  fail "nodes not Ready after reset + up"
+run_up after-reset -i "$WORK/hosts.yaml" --kubeconfig-out "$KC" --restore "$WORK/backup.tar.zst" -y
+((UP_RC == 0)) && ok "k8s up --restore after the reset exited 0 in $UP_SECS s" || { fail "k8s up --restore after the reset failed (exit $UP_RC)"; show_up after-reset; }
+nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "both nodes Ready again" || fail "nodes not Ready after reset + up --restore"
+[[ $(TMO=30 kc get configmap e2e-backed-up -o jsonpath='{.data.k}' 2>&1) == v1 ]] && ok "the ConfigMap made before the backup is back" ||
+  fail "the ConfigMap made before the backup is not back"

@@ -348,6 +348,11 @@ pub struct UpArgs {
     /// version changes), always, or cordon-only.
     #[arg(long, default_value = "auto", value_parser = ["auto", "always", "cordon-only"])]
     pub drain: String,
+    /// Bring the cluster back from a `k8s backup` archive: restored on the
+    /// first server, which must hold no cluster data (`k8s reset -i` first);
+    /// the other hosts join it (docs/backup.md).
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

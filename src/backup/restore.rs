@@ -45,6 +45,8 @@ pub fn run(file: &Path, data_dir: &Path) -> anyhow::Result<Restored> {
             std::fs::rename(&from, data_dir.join(dir)).with_context(|| format!("moving {dir} into {}", data_dir.display()))?;
         }
     }
+    // The server's first start releases the node names the backup bound.
+    std::fs::write(layout.restored_marker(), manifest.created.to_string())?;
     let config = put_config(&staging.path().join("config.yaml"))?;
     let revision = match manifest.datastore {
         Datastore::Sqlite => restore_sqlite(&layout, &staging.path().join("datastore/datastore.db"))?,

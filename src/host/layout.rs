@@ -66,6 +66,11 @@ impl Layout {
     pub fn datastore_socket(&self) -> PathBuf {
         self.run_dir.join("datastore.sock")
     }
+    /// Left by `k8s restore` for the server's first start after it.
+    pub fn restored_marker(&self) -> PathBuf {
+        self.data_dir.join("server/restored")
+    }
+
     pub fn status_file(&self) -> PathBuf {
         self.run_dir.join("status.json")
     }

@@ -13,6 +13,8 @@
 //! Node deleted (kubectl delete node, k8s up --prune) ─▶ binding released
 //!   by the servers' cleaner (a binding without its Node for 10 minutes goes)
 //! k8s reset on the agent ─▶ POST /v1/node/leave ─▶ binding released at once
+//! k8s restore ─▶ at the server's first start: every binding but its own released
+//!   (the backup's hosts may have been reinstalled since; the first to join takes a name again)
 //! ```
 //!
 //! `k8s reset` on an agent releases its name first (the join endpoint's
@@ -105,6 +107,22 @@ pub async fn release_name(client: &Client, node: &str) -> Result<(), kube::Error
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Releases every name but `keep`'s: a server restored from a backup, at
+/// its first start (before its join endpoint serves).
+pub async fn release_all_but(client: &Client, keep: &str) -> Result<usize, kube::Error> {
+    let api = secrets(client);
+    let bound = api.list(&ListParams::default().labels(&format!("{LABEL}=true"))).await?;
+    let mut released = 0;
+    for secret in bound.items.iter().filter(|s| s.name_any() != secret_name(keep)) {
+        match api.delete(&secret.name_any(), &DeleteParams::default()).await {
+            Ok(_) => released += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(released)
 }
 
 /// This host's node password under `dir` (made on first use, 0600).

@@ -316,6 +316,13 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
 /// in-process service).
 async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
     let ca_pem = std::fs::read_to_string(pki.ca_cert())?;
+    let restored = Layout::new(&cfg.data_dir).restored_marker();
+    if restored.exists() {
+        // Hosts of the backup may have been reinstalled (new node passwords).
+        let n = join::binding::release_all_but(client, &cfg.node_name).await.context("releasing the restored cluster's node names")?;
+        tracing::info!(released = n, "restored from a backup: node names released for hosts to join again");
+        std::fs::remove_file(&restored)?;
+    }
     for role in [join::token::Role::Server, join::token::Role::Agent] {
         join::tokens::ensure_default(client, &cfg.data_dir, ca_pem.as_bytes(), role).await
             .context("writing the default join tokens")?;

@@ -27,6 +27,8 @@ pub struct Ctx<'a> {
     pub progress: &'a Progress,
     pub exe: &'a Path,
     pub concurrency: usize,
+    /// A backup archive to restore on the first server before it starts.
+    pub restore: Option<&'a Path>,
 }
 
 impl Ctx<'_> {
@@ -143,6 +145,11 @@ async fn write_and_start(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: 
         changed = true;
         remote.run("systemctl daemon-reload").await?;
     }
+    if let (Some(archive), Stage::FirstServer) = (ctx.restore, h.stage) {
+        restore(remote, archive, &p).await?;
+        r.note("restored");
+        changed = true;
+    }
     // A service that was not running starts with the new files anyway.
     let restart = h.service == Service::Restart || (changed && h.service == Service::Keep);
     if restart || h.service == Service::Start {
@@ -151,6 +158,18 @@ async fn write_and_start(ctx: &Ctx<'_>, h: &HostPlan, token: Option<String>, r: 
         remote.start(h.unit.name, restart).await?;
         r.note(verb);
     }
+    Ok(())
+}
+
+/// `k8s restore` of `archive` on the first server, before it starts (the
+/// config `up` wrote stays; the archive's is not used).
+async fn restore(remote: &Remote, archive: &Path, p: &dyn Fn(&str)) -> anyhow::Result<()> {
+    const DIR: &str = "/var/lib/k8s-restore";
+    p("uploading the backup");
+    let file = remote.upload_private(archive, DIR, "backup.tar.zst").await?;
+    p("restoring the backup");
+    let out = remote.run(&format!("{} restore {file}; rc=$?; rm -rf {DIR}; exit $rc", render::BINARY)).await;
+    out.with_context(|| format!("restoring {}", archive.display()))?;
     Ok(())
 }
 

@@ -92,6 +92,19 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
     outcome
 }
 
+/// `--restore FILE`: an archive `k8s restore` will take, and a first
+/// server with no cluster of its own.
+fn check_restore(archive: &Path, first: &str, facts: &facts::Facts, problems: &mut Vec<String>) {
+    if let Err(e) = crate::backup::archive::read_manifest(archive) {
+        problems.push(format!("--restore: {e:#}"));
+    }
+    if facts.datastore.is_some() {
+        problems.push(format!(
+            "{first}: --restore needs a first server with no cluster data, and it runs one; `k8s reset -i` first (after `k8s backup`, if its data matters), or run up without --restore"
+        ));
+    }
+}
+
 /// Everything after connecting: facts, plan, apply, prune, kubeconfig;
 /// the report is filled in as far as it got.
 #[allow(clippy::too_many_arguments)]
@@ -112,6 +125,9 @@ async fn plan_and_apply(
     let first = inv.hosts.iter().position(|h| render::is_first_server(inv, h)).expect("an inventory has a server");
     let running = running_cluster(&remotes[first], &facts[first], progress).await;
     let mut plan = plan::plan(inv, &facts, local, &running);
+    if let Some(archive) = &args.restore {
+        check_restore(archive, &inv.hosts[first].address, &facts[first], &mut plan.problems);
+    }
     let mut report = Report::new(&inv.cluster.name, &plan, args.dry_run);
     if !plan.problems.is_empty() {
         for (i, _) in inv.hosts.iter().enumerate() {
@@ -145,7 +161,7 @@ async fn plan_and_apply(
         }
     }
 
-    let ctx = Ctx { inv, remotes, progress, exe, concurrency };
+    let ctx = Ctx { inv, remotes, progress, exe, concurrency, restore: args.restore.as_deref() };
     let mut tokens = running.tokens.clone();
     if plan.upgrade.is_some() {
         let upgraded = match handover::run(&ctx, &plan, local, args).await {

@@ -86,6 +86,15 @@ impl Remote {
         Ok(matches!(up, ssh::Upload::Replaced))
     }
 
+    /// Uploads a file only root may read: into a 0700 directory of its own,
+    /// so not even the upload's temporary file is readable by others.
+    pub async fn upload_private(&self, local: &Path, dir: &str, name: &str) -> anyhow::Result<String> {
+        self.run(&format!("mkdir -p {dir} && chmod 0700 {dir}")).await?;
+        let remote = format!("{dir}/{name}");
+        self.session.upload(local, &remote, 0o600).await?;
+        Ok(remote)
+    }
+
     /// `k8s kubectl ARGS` on this host (a server), as root.
     pub async fn kubectl(&self, args: &[String]) -> anyhow::Result<String> {
         let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
