@@ -3,14 +3,18 @@ SHELL := /bin/bash
 CARGO ?= cargo
 K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis bench bench-node clean
+.PHONY: all build deps deps-test payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis bench bench-node clean
 
 all: dist
 
-# Debian packages the build and the tests use (etcd for the differential
-# tests, iptables for kube-proxy, zstd for the payload, ...).
+# Debian packages: `deps` what building and running a node need (iptables for kube-proxy, zstd
+# for the payload, ...); `deps-test` those plus what only the tests use (etcd for the differential
+# tests, sshd, jq, ...). Neither stops or disables a service the host had (scripts/deps.sh).
 deps:
-	./scripts/deps.sh
+	./scripts/deps.sh build
+
+deps-test:
+	./scripts/deps.sh test
 
 build:
 	$(CARGO) build --release
@@ -47,7 +51,7 @@ run: dist
 	@echo "stop with Ctrl-C; remove everything with: $(K8S) reset"
 	$(K8S) server
 
-test: dist dist-next test-unit test-etcdctl test-e2e
+test: deps-test dist dist-next test-unit test-etcdctl test-e2e
 
 # Unit tests and the datastore's integration tests (real binary, etcd-client).
 test-unit:
@@ -72,6 +76,7 @@ test-e2e:
 	K8S_BIN=$(K8S) e2e/grow.sh
 	K8S_BIN=$(K8S) POD_NETWORK=vxlan e2e/agent.sh
 	K8S_BIN=$(K8S) e2e/systemd.sh
+	e2e/deps.sh
 	K8S_BIN=$(K8S) e2e/up.sh
 	K8S_BIN=$(K8S) e2e/up-ha.sh
 	K8S_BIN=$(K8S) e2e/up-grow.sh
@@ -101,7 +106,7 @@ test-cis:
 
 # Figures, not tests: the datastore against real etcd and kine (built from its pinned Go
 # module, cached in ~/.cache/k8s/bench), and a node's start time and memory.
-bench: build
+bench: deps-test build
 	kine=$$(benches/kine/build.sh | tail -n 1) && KINE_BIN=$$kine $(CARGO) bench --bench datastore
 
 bench-node: dist

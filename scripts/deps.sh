@@ -1,28 +1,53 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the build and the tests use, once.
-# Idempotent: only missing packages are installed. protobuf-compiler: the
-# etcd-client crate (tests, benches) compiles its protos with protoc; python3:
-# the e2e scripts check their logs with it.
+# scripts/deps.sh build|test: installs the Debian packages k8s needs, once (only the missing ones).
+#   build  what `make run` and `make dist` need: building the payload (bootstrap/ installs its own
+#          compilers and libraries), and running a single node (iptables, iproute2, zstd)
+#   test   those, plus what only the tests use: etcd and etcdctl (the datastore's differential tests
+#          and benchmarks), sshd and sudo (the ssh and `k8s up` tests run their own sshd), protoc (the
+#          etcd-client crate), jq, python3, sqlite3, openssl
+#
+# It never stops, disables or reconfigures a service the host already had. Packages that start a
+# service when installed (openssh-server, etcd-server) are installed with a policy-rc.d that forbids
+# starting anything, and the units of packages this run installed are then disabled: the tests start
+# their own processes, and a machine that had no sshd or etcd does not get one listening after a
+# reboot. A host's running ssh stays enabled and running (e2e/deps.sh checks it).
+#
+# DEPS_PACKAGES="a b" replaces the list (used by e2e/deps.sh, whose hosts have no package mirror).
 set -euo pipefail
-want=(protobuf-compiler etcd-server etcd-client sqlite3 zstd iproute2 util-linux iptables openssl jq python3 openssh-server openssh-client sudo)
+profile=${1:-test}
+build=(zstd iproute2 util-linux iptables openssl)
+test=(protobuf-compiler etcd-server etcd-client sqlite3 jq python3 openssh-server openssh-client sudo)
+case $profile in
+  build) want=("${build[@]}") ;;
+  test) want=("${build[@]}" "${test[@]}") ;;
+  *) echo "usage: scripts/deps.sh build|test" >&2; exit 2 ;;
+esac
+[[ -n ${DEPS_PACKAGES:-} ]] && read -r -a want <<<"$DEPS_PACKAGES"
+
 missing=()
 for p in "${want[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+((${#missing[@]} == 0)) && exit 0
+
+echo "installing: ${missing[*]}"
+# Debian's invoke-rc.d asks policy-rc.d before starting a service: 101 means "not now". Only when
+# the host has none of its own, and removed again whatever happens.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy"
+  trap 'rm -f "$policy"' EXIT
 fi
-# Debian starts etcd as a service on install; our tests run their own.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
-  systemctl disable --now etcd >/dev/null 2>&1 || true
-fi
-# Debian starts sshd as a service on install; the tests run their own on
-# loopback ports, and nothing here should listen on port 22.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet ssh 2>/dev/null; then
-  systemctl disable --now ssh >/dev/null 2>&1 || true
-elif [ -x /etc/init.d/ssh ] && [ -f /run/sshd.pid ]; then
-  /etc/init.d/ssh stop >/dev/null 2>&1 || true
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The units these packages brought are enabled by their postinst: disable those, and only those
+
+if command -v systemctl >/dev/null 2>&1; then
+  for p in "${missing[@]}"; do
+    for unit in $(dpkg -L "$p" 2>/dev/null | grep -E '^/(usr/)?lib/systemd/system/[^/]+\.(service|socket)$' | xargs -r -n1 basename); do
+      [[ $unit == *@* ]] && continue
+      systemctl disable "$unit" >/dev/null 2>&1 || true
+    done
+  done
 fi
