@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # e2e/grow.sh [K8S_BIN]: a single server (SQLite) grows into an HA cluster of three.
-#   1. g1 runs `k8s server` (with its node): a Deployment (2 pods Running), a ConfigMap, a Secret
+#   1. g1 runs `k8s server` (with its node): a Deployment (2 pods Running), a ConfigMap, a Secret;
+#      `k8s ctr images ls` lists the carried images (this node's containerd, namespace k8s.io)
 #   2. g1 restarts with `--cluster-init` (k3s's way from SQLite to HA): its data moves into a new etcd
 #      member: every object is there (the sorted list of namespaces, nodes, ConfigMaps, Secrets,
 #      service accounts, Services, Deployments is the same before and after), the pods kept running
@@ -82,6 +83,7 @@ kc g1 -n grow create configmap c --from-literal=k=v1 >/dev/null
 kc g1 -n grow create secret generic s --from-literal=password=hunter2 >/dev/null
 for ((i = 0; i < 90; i++)); do [[ $(pods | grep -c ' Running 0') == 2 ]] && break; sleep 2; done
 [[ $(pods | grep -c ' Running 0') == 2 ]] || fail "the Deployment's pods do not run: $(pods)"
+on g1 "$K8S" ctr images ls -q | grep -x "k8s.local/busybox:latest" >/dev/null || fail "k8s ctr does not list the carried images"
 before=$(objects)
 pods_before=$(pods)
 old_rv=$(kc g1 -n grow create configmap last-on-sqlite --from-literal=k=v -o jsonpath='{.metadata.resourceVersion}')

@@ -56,6 +56,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Run the carried ctr against this node's containerd (namespace k8s.io by default).
+    #[command(disable_help_flag = true)]
+    Ctr {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Attach a payload (tar.zst of components) to a k8s executable: `make dist`.
     #[command(hide = true)]
     AttachPayload {

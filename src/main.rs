@@ -1,7 +1,7 @@
 //! `k8s`: the command line over the library (`lib.rs`).
 
 use clap::Parser;
-use k8s::{agent, backup, certs, cli, datastore, host, join, kubectl, payload, reset, secrets_encrypt, server, status, up, upgrade, version};
+use k8s::{agent, backup, certs, cli, datastore, host, join, payload, reset, secrets_encrypt, server, status, tools, up, upgrade, version};
 
 fn main() -> std::process::ExitCode {
     // glibc gives every thread that allocates its own arena; the read pool's
@@ -38,7 +38,8 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             Ok(version::print()?)
         }
-        cli::Command::Kubectl { args } => kubectl::exec(args),
+        cli::Command::Kubectl { args } => tools::kubectl(args),
+        cli::Command::Ctr { args } => tools::ctr(args),
         cli::Command::Server(args) => {
             let file = host::config::load(args.config.as_deref())?;
             let config = server::Config::resolve(host::config::over(args.options, file))?;
