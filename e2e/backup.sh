@@ -17,62 +17,13 @@
 #      and after the old Node is deleted the Deployment's pods run on bk2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-T=$here/lib/testhost.sh
-BIN_SRC=${1:-${K8S_BIN:-$here/../dist/k8s}}
 shared=/var/tmp/k8s-e2e-backup
 HOSTS=(bk1 bk2)
 t0=$EPOCHREALTIME
-
-fail() { echo "FAIL: $*"; exit 1; }
-ok() { echo "ok   $*"; }
-cleanup() {
-  local rc=$?
-  if ((rc != 0)); then
-    for h in "${HOSTS[@]}"; do
-      echo "--- $h: last lines of its log"
-      tail -n 20 "$shared/$h.log" 2>/dev/null || true
-    done
-  fi
-  for h in "${HOSTS[@]}"; do $T down "$h" >/dev/null 2>&1 || true; done
-  rm -rf "$shared"
-  exit "$rc"
-}
-trap cleanup EXIT
-
-[[ -x $BIN_SRC ]] || fail "no k8s binary at $BIN_SRC (make dist)"
-rm -rf "$shared" && mkdir -p "$shared"
-cp "$BIN_SRC" "$shared/k8s"
-K8S=$shared/k8s
-for h in "${HOSTS[@]}"; do $T up "$h" >/dev/null; done
+# shellcheck source=lib/servers.sh
+. "$here/lib/servers.sh"
 bk2_ip=$($T ip bk2)
 
-wait_log() { # FILE PATTERN SECONDS [FROM_LINE]
-  local i
-  for ((i = 0; i < $3; i++)); do
-    tail -n +"${4:-1}" "$1" 2>/dev/null | grep -q "$2" && return 0
-    tail -n +"${4:-1}" "$1" 2>/dev/null | grep -q '^error:' && return 1
-    sleep 1
-  done
-  return 1
-}
-start() { # HOST ARGS...: `k8s server` in HOST until "ready", log appended to $shared/HOST.log
-  local h=$1 from; shift
-  touch "$shared/$h.log"
-  from=$(($(wc -l <"$shared/$h.log") + 1))
-  setsid "$T" exec "$h" env ${LEAF_DAYS:+K8S_CERT_LEAF_DAYS=$LEAF_DAYS} "$K8S" server "$@" </dev/null >>"$shared/$h.log" 2>&1 &
-  echo $! >"$shared/$h.pid"
-  disown
-  wait_log "$shared/$h.log" "k8s server ready" 300 "$from" || fail "$h: the server did not become ready"
-}
-stop() { # HOST: SIGTERM, wait for the exit
-  local pid i
-  pid=$(cat "$shared/$1.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 90; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
-  fail "$1: the server did not stop in 90 s"
-}
-on() { local h=$1; shift; "$T" exec "$h" "$@"; }
-kc() { local h=$1; shift; "$T" exec "$h" "$K8S" kubectl "$@"; }
 pods_running() { # HOST: the Deployment's 2 pods Running within 180 s
   local i
   for ((i = 0; i < 90; i++)); do
@@ -94,7 +45,7 @@ objects_back() { # HOST: the objects made before the backup, read back
 }
 
 # 1. A server with a fast schedule, objects, an on-demand backup.
-LEAF_DAYS=30 start bk1 --backup-schedule '*/3 * * * * *' --backup-retention 2
+START_ENV=K8S_CERT_LEAF_DAYS=30 start bk1 --backup-schedule '*/3 * * * * *' --backup-retention 2
 d=$(days_left bk1 pki/apiserver.crt)
 ((d >= 28 && d <= 30)) || fail "with K8S_CERT_LEAF_DAYS=30 the API server certificate has $d days left"
 events=$(kc bk1 get events -A --field-selector reason=CertificateExpiring -o name | wc -l)
@@ -125,22 +76,8 @@ apiVersion: e2e.example.com/v1
 kind: Widget
 metadata: {name: w1}
 spec: {size: 3}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - name: web
-          image: k8s.local/busybox:latest
-          imagePullPolicy: IfNotPresent
-          command: [sh, -c, 'exec sleep 100000']
 EOF
+sleepers 2 | kc bk1 -n bk apply -f - >/dev/null
 kc bk1 -n bk create secret generic s --from-literal=password=hunter2 >/dev/null
 kc bk1 -n bk create configmap c --from-literal=k=v1 >/dev/null
 pods_running bk1 || fail "bk1: the Deployment's pods do not run"

@@ -10,55 +10,14 @@
 #   3. g2 and g3 join it as servers: 3 voting members, a write through g1 reads through g3
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-T=$here/lib/testhost.sh
-BIN_SRC=${1:-${K8S_BIN:-$here/../dist/k8s}}
 shared=/var/tmp/k8s-e2e-grow
 HOSTS=(g1 g2 g3)
 t0=$EPOCHREALTIME
 
-fail() { echo "FAIL: $*"; exit 1; }
-ok() { echo "ok   $*"; }
-cleanup() {
-  local rc=$?
-  if ((rc != 0)); then
-    for h in "${HOSTS[@]}"; do
-      echo "--- $h: last lines of its log"
-      tail -n 20 "$shared/$h.log" 2>/dev/null || true
-    done
-  fi
-  for h in "${HOSTS[@]}"; do $T down "$h" >/dev/null 2>&1 || true; done
-  rm -rf "$shared"
-  exit "$rc"
-}
-trap cleanup EXIT
-
-[[ -x $BIN_SRC ]] || fail "no k8s binary at $BIN_SRC (make dist)"
-rm -rf "$shared" && mkdir -p "$shared"
-cp "$BIN_SRC" "$shared/k8s"
-K8S=$shared/k8s
-for h in "${HOSTS[@]}"; do $T up "$h" >/dev/null; done
+# shellcheck source=lib/servers.sh
+. "$here/lib/servers.sh"
 g1_ip=$($T ip g1)
 
-wait_log() { # FILE PATTERN SECONDS FROM_LINE
-  local i
-  for ((i = 0; i < $3; i++)); do
-    tail -n +"$4" "$1" 2>/dev/null | grep -q "$2" && return 0
-    tail -n +"$4" "$1" 2>/dev/null | grep -q '^error:' && return 1
-    sleep 1
-  done
-  return 1
-}
-start() { # HOST ARGS...: `k8s server` in HOST until "ready", log appended to $shared/HOST.log
-  local h=$1 from; shift
-  touch "$shared/$h.log"
-  from=$(($(wc -l <"$shared/$h.log") + 1))
-  setsid "$T" exec "$h" "$K8S" server "$@" </dev/null >>"$shared/$h.log" 2>&1 &
-  echo $! >"$shared/$h.pid"
-  disown
-  wait_log "$shared/$h.log" "k8s server ready" 300 "$from" || fail "$h: the server did not become ready"
-}
-on() { local h=$1; shift; "$T" exec "$h" "$@"; }
-kc() { local h=$1; shift; "$T" exec "$h" "$K8S" kubectl "$@"; }
 objects() { kc g1 get namespaces,nodes,configmaps,secrets,serviceaccounts,services,deployments -A -o name | sort; }
 pods() { kc g1 -n grow get pods -o jsonpath='{range .items[*]}{.metadata.uid} {.status.phase} {.status.containerStatuses[0].restartCount}{"\n"}{end}' | sort; }
 voters() { on "$1" "$K8S" etcd members | awk 'NR > 1 && ($3 == "leader" || $3 == "voter")' | wc -l; }
@@ -66,33 +25,19 @@ voters() { on "$1" "$K8S" etcd members | awk 'NR > 1 && ($3 == "leader" || $3 ==
 # 1. One server, SQLite.
 start g1
 kc g1 create namespace grow >/dev/null
-kc g1 -n grow apply -f - >/dev/null <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - {name: web, image: k8s.local/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, "100000"]}
-EOF
+sleepers 2 | kc g1 -n grow apply -f - >/dev/null
 kc g1 -n grow create configmap c --from-literal=k=v1 >/dev/null
 kc g1 -n grow create secret generic s --from-literal=password=hunter2 >/dev/null
 for ((i = 0; i < 90; i++)); do [[ $(pods | grep -c ' Running 0') == 2 ]] && break; sleep 2; done
 [[ $(pods | grep -c ' Running 0') == 2 ]] || fail "the Deployment's pods do not run: $(pods)"
 on g1 "$K8S" ctr images ls -q | grep -x "k8s.local/busybox:latest" >/dev/null || fail "k8s ctr does not list the carried images"
-before=$(objects)
 pods_before=$(pods)
 old_rv=$(kc g1 -n grow create configmap last-on-sqlite --from-literal=k=v -o jsonpath='{.metadata.resourceVersion}')
 before=$(objects)
 ok "g1: one server on SQLite, $(wc -l <<<"$before") objects, 2 pods Running, revision $old_rv"
 
 # 2. Restart with cluster-init: the data moves into etcd.
-kill -TERM "$(cat "$shared/g1.pid")"
-for ((i = 0; i < 60; i++)); do kill -0 "$(cat "$shared/g1.pid")" 2>/dev/null || break; sleep 1; done
+stop g1
 t=$EPOCHREALTIME
 start g1 --cluster-init
 awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "BENCH grow: SQLite to etcd and ready again in %.1f s\n", b - a }'

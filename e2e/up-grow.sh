@@ -42,27 +42,12 @@ run_up one -i "$WORK/one.yaml" --kubeconfig-out "$KC" -y
 nodes_ready 120 "${HOST[S1]}" || die "node ${HOST[S1]} not Ready"
 [[ $(hx $S1 sh -c 'test -f /var/lib/k8s/server/db/datastore.db && echo sqlite') == sqlite ]] || die "${HOST[S1]} does not run SQLite"
 TMO=30 kc create namespace grow >/dev/null
-TMO=30 kc -n grow apply -f - >/dev/null <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - name: web
-          image: k8s.local/busybox:latest
-          imagePullPolicy: IfNotPresent
-          command: [sh, -c, 'mkdir -p /www && echo grown >/www/index.html && exec httpd -f -p 8080 -h /www']
-EOF
+web_deployment 2 | TMO=30 kc -n grow apply -f - >/dev/null
 TMO=30 kc -n grow expose deployment web --port=80 --target-port=8080 >/dev/null
 TMO=30 kc -n grow create configmap c --from-literal=k=v1 >/dev/null
 TMO=30 kc -n grow create secret generic s --from-literal=password=hunter2 >/dev/null
 TMO=200 kc -n grow rollout status deployment/web --timeout=180s >/dev/null || die "the Deployment did not roll out"
-[[ $(serves) == grown ]] || die "the Service does not answer: $(serves)"
+[[ $(serves) == ok ]] || die "the Service does not answer: $(serves)"
 before=$(objects) pods_before=$(pods)
 ok "one server on SQLite: $(wc -l <<<"$before") objects, 2 pods serving through a Service"
 
@@ -83,6 +68,6 @@ added=$(comm -13 <(echo "$before") <(echo "$after") | grep -v '^secret/k8s-join-
 [[ -z $lost && -z $added ]] && ok "every one of the $(wc -l <<<"$before") objects is there, nothing else but the new servers' join tokens" ||
   fail "objects lost: ${lost:-none}; unexpected new ones: ${added:-none}"
 [[ $(pods) == "$pods_before" ]] && ok "the same 2 pods, never restarted" || fail "the pods changed: before $pods_before, after $(pods)"
-[[ $(serves) == grown ]] && ok "and they still serve through the Service" || fail "the Service does not answer: $(serves)"
+[[ $(serves) == ok ]] && ok "and they still serve through the Service" || fail "the Service does not answer: $(serves)"
 [[ $(TMO=30 kc -n grow get secret s -o jsonpath='{.data.password}' | base64 -d) == hunter2 ]] && ok "the Secret reads back" ||
   fail "the Secret does not read back"
