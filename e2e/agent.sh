@@ -245,8 +245,56 @@ grep -q "unknown, revoked or expired token" <<<"$out" || fail "joining with the 
 cp "$token_file" "$shared/agent-token"
 ok "a created token expires in a day; the default agent token rotated: the old one ($old_id) is refused, the file holds the new"
 
-# The way between the nodes.
 on() { local h=$1; shift; "$T" exec "$h" "$@"; }
+
+# The kubelet renews its client certificate through the CSR API. The agent's store gets a pair signed by the cluster
+# CA that is nearly over (from two hours ago to ten minutes ahead: past the kubelet's 70-90 % renewal point); the
+# kubelet, restarted, asks for a new one at once, the controller-manager approves it (nodes may renew their own
+# name only) and signs it for a year, the store's link moves to it, and the node stays Ready.
+store=/var/lib/k8s/agent/kubelet-client
+current=$store/kubelet-client-current.pem
+on "$AGENT" test -L "$current" || fail "the agent's kubelet has no certificate store ($current is no link)"
+grep "client-certificate: $current" <(on "$AGENT" cat /var/lib/k8s/agent/etc/kubelet.kubeconfig) >/dev/null ||
+  fail "the agent's kubelet kubeconfig does not read its pair from $current"
+ca=$($T dir "$SERVER")/fs/var-lib-k8s/pki
+mkdir -p "$shared/ca" && : >"$shared/ca/index" && echo 1000 >"$shared/ca/serial"
+printf '%s\n' '[ca]' 'default_ca = e2e' '[e2e]' "database = $shared/ca/index" "new_certs_dir = $shared/ca" \
+  "serial = $shared/ca/serial" 'default_md = sha256' 'policy = any' 'x509_extensions = client' \
+  '[any]' 'organizationName = supplied' 'commonName = supplied' \
+  '[client]' 'basicConstraints = critical,CA:FALSE' 'keyUsage = critical,digitalSignature' \
+  'extendedKeyUsage = clientAuth' 'authorityKeyIdentifier = keyid' >"$shared/ca/ca.cnf"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$shared/ca/short.key" \
+  -subj "/O=system:nodes/CN=system:node:$AGENT" -out "$shared/ca/short.csr" 2>"$shared/ca/log" ||
+  fail "openssl req failed: $(cat "$shared/ca/log")"
+openssl ca -batch -config "$shared/ca/ca.cnf" -cert "$ca/ca.crt" -keyfile "$ca/ca.key" -in "$shared/ca/short.csr" \
+  -out "$shared/ca/short.crt" -notext -startdate "$(date -u -d '-2 hours' +%y%m%d%H%M%SZ)" \
+  -enddate "$(date -u -d '+10 minutes' +%y%m%d%H%M%SZ)" 2>"$shared/ca/log" || fail "openssl ca failed: $(cat "$shared/ca/log")"
+on "$AGENT" sh -c "cat $shared/ca/short.crt $shared/ca/short.key >$store/kubelet-client-e2e-short.pem &&
+  chmod 600 $store/kubelet-client-e2e-short.pem && ln -sfn $store/kubelet-client-e2e-short.pem $current"
+csrs_before=$(kubectl get csr -o name | wc -l)
+kubelet_pid=$(pgrep -f -- "kubelet .*--hostname-override=$AGENT( |$)") || fail "no kubelet of $AGENT found"
+kill "$kubelet_pid"
+for ((i = 0; i < 90; i++)); do
+  target=$(on "$AGENT" readlink "$current")
+  [[ $target != */kubelet-client-e2e-short.pem ]] && break
+  sleep 1
+done
+[[ $target != */kubelet-client-e2e-short.pem ]] || fail "the kubelet did not renew its nearly expired client certificate in 90 s"
+renewed=$(on "$AGENT" openssl x509 -in "$current" -noout -subject -issuer -enddate)
+grep "CN *= *system:node:$AGENT" <<<"$renewed" >/dev/null && grep "issuer=CN *= *k8s-ca" <<<"$renewed" >/dev/null ||
+  fail "the renewed kubelet certificate is not for system:node:$AGENT from the cluster CA: $renewed"
+on "$AGENT" openssl x509 -in "$current" -noout -checkend $((300 * 86400)) >/dev/null ||
+  fail "the renewed kubelet certificate does not last a year: $renewed"
+csrs=$(kubectl get csr -o jsonpath='{range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].reason}{"\n"}{end}')
+grep "^kubernetes.io/kube-apiserver-client-kubelet system:node:$AGENT AutoApproved$" <<<"$csrs" >/dev/null ||
+  fail "no auto-approved renewal CSR from system:node:$AGENT: $csrs"
+(( $(kubectl get csr -o name | wc -l) > csrs_before )) || fail "no new CertificateSigningRequest was made"
+kubectl wait --for=condition=Ready "node/$AGENT" --timeout=60s >/dev/null || fail "$AGENT is not Ready after the renewal"
+out=$(on "$AGENT" "$K8S" kubectl --kubeconfig /var/lib/k8s/agent/etc/kubelet.kubeconfig get node "$AGENT" -o name 2>&1) ||
+  fail "the node's kubeconfig does not work with the renewed pair: $out"
+ok "the agent's kubelet renewed its nearly expired client certificate through an auto-approved CSR ($(sed -n 's/^notAfter=//p' <<<"$renewed")); Ready"
+
+# The way between the nodes.
 server_cidr=$(kubectl get node "$SERVER" -o jsonpath='{.spec.podCIDR}')
 agent_cidr=$(kubectl get node "$AGENT" -o jsonpath='{.spec.podCIDR}')
 way=$(on "$AGENT" ip route get "$server_pod")

@@ -89,7 +89,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         cluster_domain: &cluster.cluster_domain,
         cluster_cidr: &cluster.cluster_cidr,
         client_ca: &f.ca,
-        kubelet_kubeconfig: &f.kubelet_kubeconfig,
+        issued_kubelet_kubeconfig: &f.kubelet_kubeconfig,
         kubelet_cert: &f.kubelet_cert,
         kubelet_key: &f.kubelet_key,
         kube_proxy_kubeconfig: &f.kube_proxy_kubeconfig,
@@ -99,8 +99,8 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
     };
     node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await?;
     upgrade::executor::Executor {
-        kubelet: kubeclient::client(&f.kubelet_kubeconfig).await?,
-        kubelet_kubeconfig: f.kubelet_kubeconfig.clone(),
+        kubelet: kubeclient::client(&layout.node().kubelet_kubeconfig).await?,
+        kubelet_kubeconfig: layout.node().kubelet_kubeconfig,
         ca: f.ca.clone(),
         node_name: node_name.to_string(),
         host: upgrade::swap::Host::new(Path::new(paths::BINARY), layout.data_dir()),

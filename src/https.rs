@@ -49,10 +49,20 @@ impl HttpsClient {
         let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
         let user = config.auth_infos.first().and_then(|a| a.auth_info.as_ref()).with_context(|| format!("{what} has no user"))?;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim()).with_context(|| format!("bad base64 in {what}"));
-        let cert = b64(user.client_certificate_data.as_deref().with_context(|| format!("{what} has no client certificate"))?)?;
-        let key = user.client_key_data.as_ref().with_context(|| format!("{what} has no client key"))?;
-        let key = b64(secrecy::ExposeSecret::expose_secret(key))?;
-        HttpsClient::with_client_cert(&std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?, &cert, &key)
+        let read = |file: &str| std::fs::read(file).with_context(|| format!("cannot read {file}, named by {what}"));
+        // Embedded, or in files (the kubelet's renewed pair, see node::client_cert).
+        let cert = match (&user.client_certificate_data, &user.client_certificate) {
+            (Some(data), _) => b64(data)?,
+            (None, Some(file)) => read(file)?,
+            (None, None) => anyhow::bail!("{what} has no client certificate"),
+        };
+        let key = match (&user.client_key_data, &user.client_key) {
+            (Some(data), _) => b64(secrecy::ExposeSecret::expose_secret(data))?,
+            (None, Some(file)) => read(file)?,
+            (None, None) => anyhow::bail!("{what} has no client key"),
+        };
+        let ca = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        HttpsClient::with_client_cert(&ca, &cert, &key)
     }
 
     pub fn with_client_cert(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<HttpsClient> {

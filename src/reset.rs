@@ -72,7 +72,10 @@ fn leave_cluster(data_dir: &Path) {
     let Ok(server) = std::fs::read_to_string(layout.agent_join_server()) else { return };
     let leave = async {
         let (host, port) = crate::join::client::parse_url(server.trim())?;
-        let client = crate::https::HttpsClient::with_kubeconfig_cert(&layout.agent_ca(), &layout.agent_kubelet_kubeconfig())?;
+        // The kubelet's current pair (renewed) if the node got that far, else the issued one.
+        let renewed = layout.node().kubelet_kubeconfig;
+        let kubeconfig = if renewed.exists() { renewed } else { layout.agent_kubelet_kubeconfig() };
+        let client = crate::https::HttpsClient::with_kubeconfig_cert(&layout.agent_ca(), &kubeconfig)?;
         let (status, body) = client.request(&host, port, "POST", "/v1/node/leave", None).await?;
         anyhow::ensure!(status == 200, "HTTP {status}: {}", body.trim());
         anyhow::Ok(())

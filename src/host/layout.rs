@@ -138,9 +138,20 @@ pub struct NodePaths {
     pub cni_conf_dir: PathBuf,
     pub ipam_dir: PathBuf,
     pub logs: PathBuf,
+    /// The kubelet's certificate store (`--cert-dir`): its client cert and
+    /// key as `kubelet-client-current.pem`, a link to the newest pair.
+    pub kubelet_client_dir: PathBuf,
+    /// The kubeconfig of the kubelet and of `k8s`'s own node-side clients:
+    /// the cluster CA, and the store's current pair by path.
+    pub kubelet_kubeconfig: PathBuf,
 }
 
 impl NodePaths {
+    /// The store's link to its newest pair (the kubelet's name for it).
+    pub fn kubelet_client_current(&self) -> PathBuf {
+        self.kubelet_client_dir.join("kubelet-client-current.pem")
+    }
+
     fn new(layout: &Layout) -> NodePaths {
         let agent = layout.data_dir.join("agent");
         NodePaths {
@@ -151,6 +162,8 @@ impl NodePaths {
             cni_conf_dir: agent.join("etc/cni/net.d"),
             ipam_dir: agent.join("cni-ipam"),
             logs: layout.logs_dir(),
+            kubelet_client_dir: agent.join("kubelet-client"),
+            kubelet_kubeconfig: agent.join("etc/kubelet.kubeconfig"),
         }
     }
 }

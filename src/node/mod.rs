@@ -3,6 +3,7 @@
 //! by both ([`bring_up`]).
 
 pub mod api_balancer;
+pub mod client_cert;
 mod host_settings;
 mod masquerade;
 pub mod routes;
@@ -35,7 +36,9 @@ pub struct Settings<'a> {
     pub cluster_domain: &'a str,
     pub cluster_cidr: &'a str,
     pub client_ca: &'a Path,
-    pub kubelet_kubeconfig: &'a Path,
+    /// The kubeconfig the cluster issued for this node's kubelet: it seeds
+    /// the kubelet's certificate store ([`client_cert`]).
+    pub issued_kubelet_kubeconfig: &'a Path,
     pub kubelet_cert: &'a Path,
     pub kubelet_key: &'a Path,
     pub kube_proxy_kubeconfig: &'a Path,
@@ -69,12 +72,12 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
     started: impl FnOnce(&Supervisor)) -> anyhow::Result<()> {
     start(sup, c, p, s).await?;
     started(sup);
-    let kubelet = kubeclient::client(s.kubelet_kubeconfig).await?;
+    let kubelet = kubeclient::client(&p.kubelet_kubeconfig).await?;
     let see_log = || format!("see {}", p.logs.join("kubelet.log").display());
     let pod_cidr = kubeclient::wait_node(&kubelet, s.node_name, READY_TIMEOUT, "registered with a pod CIDR", kubeclient::pod_cidr)
         .await
         .with_context(see_log)?;
-    let backend = routes::Backend::prepare(s.pod_network, s.node_ip, &pod_cidr, s.kubelet_kubeconfig).await?;
+    let backend = routes::Backend::prepare(s.pod_network, s.node_ip, &pod_cidr, &p.kubelet_kubeconfig).await?;
     write_pod_network(p, &pod_cidr, s.cluster_cidr, backend.pod_mtu())?;
     kubeclient::wait_node(&kubelet, s.node_name, READY_TIMEOUT, "Ready", |n| kubeclient::node_ready(n).then_some(()))
         .await
@@ -120,6 +123,7 @@ async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>
     }
     start_containerd(sup, c, p).await?;
     import_images(c, p).await?;
+    client_cert::seed(s.issued_kubelet_kubeconfig, p)?;
     start_kubelet(sup, c, p, s)?;
     start_kube_proxy(sup, c, p, s)?;
     Ok(())
@@ -245,7 +249,8 @@ fn start_kubelet(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'
     write_if_changed(&file, config.as_bytes(), 0o600)?;
     let mut args = vec![
         format!("--config={}", file.display()),
-        format!("--kubeconfig={}", s.kubelet_kubeconfig.display()),
+        format!("--kubeconfig={}", p.kubelet_kubeconfig.display()),
+        format!("--cert-dir={}", p.kubelet_client_dir.display()),
         format!("--node-ip={}", s.node_ip),
         format!("--hostname-override={}", s.node_name),
     ];

@@ -400,6 +400,13 @@ pub fn summarize(pem: &str) -> Option<Summary> {
     })
 }
 
+/// The authority key id of the first certificate of a PEM text: which CA
+/// key signed it (`None`: unreadable, or it names none).
+pub fn issuer_key_id(pem: &str) -> Option<Vec<u8>> {
+    let der = cert_der(pem)?;
+    authority_key_id(&parse_der(&der)?).map(<[u8]>::to_vec)
+}
+
 /// x509-parser's reading of a DER certificate (`None`: malformed).
 pub fn parse_der(der: &[u8]) -> Option<X509Certificate<'_>> {
     x509_parser::parse_x509_certificate(der).ok().map(|(_, cert)| cert)

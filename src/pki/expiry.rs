@@ -32,6 +32,8 @@ pub enum Status {
     Renews,
     Expired,
     CaOk,
+    /// The kubelet's client cert in its store: the kubelet renews it.
+    ByKubelet,
     /// A CA with less than a leaf's lifetime left: leaves it signs would outlive it.
     CaRotate,
     CaExpired,
@@ -51,12 +53,18 @@ impl Status {
         }
     }
 
+    /// The status of the kubelet's own client cert (renewed through CSRs, not at a start).
+    pub fn of_kubelets(cert: &super::Summary, now: OffsetDateTime) -> Status {
+        if cert.not_after <= now { Status::Expired } else { Status::ByKubelet }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Renews => "renews at next start",
             Status::Expired => "expired",
             Status::CaOk => "ok (CA)",
+            Status::ByKubelet => "ok (the kubelet renews it)",
             Status::CaRotate => ROTATE_CA,
             Status::CaExpired => "expired (CA)",
         }
@@ -64,7 +72,8 @@ impl Status {
 }
 
 /// Every `*.crt` under the PKI dir, then the client cert of every
-/// kubeconfig of the kubeconfig dir and of `admin_kubeconfig` (if present).
+/// kubeconfig of the kubeconfig dir and of `admin_kubeconfig` (if present),
+/// then the kubelet's current client cert (if this server runs a node).
 pub fn check(layout: &Layout, admin_kubeconfig: &Path, lt: &Lifetimes, now: OffsetDateTime) -> anyhow::Result<Vec<Row>> {
     let pki_dir = layout.pki_dir();
     if !pki_dir.is_dir() {
@@ -72,12 +81,16 @@ pub fn check(layout: &Layout, admin_kubeconfig: &Path, lt: &Lifetimes, now: Offs
     }
     let mut rows = Vec::new();
     for file in files_with(&pki_dir, "crt", true)? {
-        push_row(&mut rows, file, |text| Some(text.to_string()), lt, now)?;
+        push_row(&mut rows, file, |text| Some(text.to_string()), |cert, now| Status::of(cert, lt, now), now)?;
     }
     let mut kubeconfigs = files_with(&layout.kubeconfig_dir(), "kubeconfig", false)?;
     kubeconfigs.extend(admin_kubeconfig.exists().then(|| admin_kubeconfig.to_path_buf()));
     for file in kubeconfigs {
-        push_row(&mut rows, file, super::embedded_client_cert, lt, now)?;
+        push_row(&mut rows, file, super::embedded_client_cert, |cert, now| Status::of(cert, lt, now), now)?;
+    }
+    let kubelets = layout.node().kubelet_client_current();
+    if kubelets.exists() {
+        push_row(&mut rows, kubelets, |text| Some(text.to_string()), Status::of_kubelets, now)?;
     }
     Ok(rows)
 }
@@ -88,7 +101,7 @@ fn push_row(
     rows: &mut Vec<Row>,
     file: PathBuf,
     pem: fn(&str) -> Option<String>,
-    lt: &Lifetimes,
+    status: impl Fn(&super::Summary, OffsetDateTime) -> Status,
     now: OffsetDateTime,
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {} (as root?)", file.display()))?;
@@ -96,7 +109,7 @@ fn push_row(
         eprintln!("warning: {} holds no certificate k8s can read; skipped", file.display());
         return Ok(());
     };
-    let (days_left, status) = ((cert.not_after - now).whole_days(), Status::of(&cert, lt, now));
+    let (days_left, status) = ((cert.not_after - now).whole_days(), status(&cert, now));
     rows.push(Row { file, cert, days_left, status });
     Ok(())
 }
@@ -131,7 +144,7 @@ pub fn warnings(rows: &[Row], now: OffsetDateTime) -> Vec<&Row> {
     rows.iter()
         .filter(|r| match r.status {
             Status::CaRotate | Status::CaExpired | Status::Expired => true,
-            Status::Ok | Status::Renews => r.cert.not_after - now < WARN_BEFORE,
+            Status::Ok | Status::Renews | Status::ByKubelet => r.cert.not_after - now < WARN_BEFORE,
             Status::CaOk => false,
         })
         .collect()

@@ -1,5 +1,7 @@
 //! Kubeconfigs with everything embedded (CA, client cert and key), the way
-//! k3s writes them: cluster "default", context "default", user = identity.
+//! k3s writes them: cluster "default", context "default", user = identity;
+//! and the node's kubelet kubeconfig, whose cert and key stay in a file the
+//! kubelet renews ([`render_with_files`]).
 
 use std::path::{Path, PathBuf};
 
@@ -65,10 +67,14 @@ struct NamedUser {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct User {
-    #[serde(rename = "client-certificate-data")]
+    #[serde(rename = "client-certificate-data", skip_serializing_if = "String::is_empty")]
     client_certificate_data: String,
-    #[serde(rename = "client-key-data")]
+    #[serde(rename = "client-key-data", skip_serializing_if = "String::is_empty")]
     client_key_data: String,
+    #[serde(rename = "client-certificate", skip_serializing_if = "String::is_empty")]
+    client_certificate: String,
+    #[serde(rename = "client-key", skip_serializing_if = "String::is_empty")]
+    client_key: String,
 }
 
 /// See [`super::ensure_kubeconfig`]; `lt` is injectable for tests.
@@ -107,7 +113,24 @@ pub fn ensure(
     Ok(path)
 }
 
-pub(super) fn render(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str) -> Result<String, PkiError> {
+pub(super) fn render(server: &str, ca_pem: &str, user_name: &str, cert_pem: &str, key_pem: &str) -> Result<String, PkiError> {
+    let user = User {
+        client_certificate_data: BASE64_STANDARD.encode(cert_pem),
+        client_key_data: BASE64_STANDARD.encode(key_pem),
+        ..Default::default()
+    };
+    to_yaml(server, ca_pem, user_name, user)
+}
+
+/// A kubeconfig with the CA embedded and the client cert and key read from
+/// `pair` (one PEM file holding both, as the kubelet's certificate store
+/// keeps them), so a renewed pair is used without rewriting it.
+pub fn render_with_files(server: &str, ca_pem: &str, user_name: &str, pair: &Path) -> Result<String, PkiError> {
+    let pair = pair.display().to_string();
+    to_yaml(server, ca_pem, user_name, User { client_certificate: pair.clone(), client_key: pair, ..Default::default() })
+}
+
+fn to_yaml(server: &str, ca_pem: &str, user_name: &str, user: User) -> Result<String, PkiError> {
     let config = Kubeconfig {
         api_version: "v1".into(),
         kind: "Config".into(),
@@ -117,16 +140,10 @@ pub(super) fn render(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key
         }],
         contexts: vec![NamedContext {
             name: NAME.into(),
-            context: Context { cluster: NAME.into(), user: user.into() },
+            context: Context { cluster: NAME.into(), user: user_name.into() },
         }],
         current_context: NAME.into(),
-        users: vec![NamedUser {
-            name: user.into(),
-            user: User {
-                client_certificate_data: BASE64_STANDARD.encode(cert_pem),
-                client_key_data: BASE64_STANDARD.encode(key_pem),
-            },
-        }],
+        users: vec![NamedUser { name: user_name.into(), user }],
     };
     serde_yaml::to_string(&config).map_err(|e| PkiError::params("kubeconfig", format!("cannot render: {e}")))
 }
@@ -137,6 +154,30 @@ fn client_credentials(text: &str, user: &str) -> Option<(String, String)> {
     let user = config.users.into_iter().find(|u| u.name == user)?.user;
     let decode = |data: &str| String::from_utf8(BASE64_STANDARD.decode(data).ok()?).ok();
     Some((decode(&user.client_certificate_data)?, decode(&user.client_key_data)?))
+}
+
+/// What a kubeconfig we wrote says: the API server, the CA, and the first
+/// user's embedded client cert and key (`None` if anything is off).
+pub fn read_embedded(text: &str) -> Option<Embedded> {
+    let config: Kubeconfig = serde_yaml::from_str(text).ok()?;
+    let cluster = config.clusters.into_iter().next()?.cluster;
+    let user = config.users.into_iter().next()?.user;
+    let decode = |data: &str| String::from_utf8(BASE64_STANDARD.decode(data).ok()?).ok();
+    Some(Embedded {
+        server: cluster.server,
+        ca_pem: decode(&cluster.certificate_authority_data)?,
+        cert_pem: decode(&user.client_certificate_data)?,
+        key_pem: decode(&user.client_key_data)?,
+    })
+}
+
+/// See [`read_embedded`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Embedded {
+    pub server: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// The client cert PEM of the first user with one embedded (`None`: none,

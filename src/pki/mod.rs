@@ -47,9 +47,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use cert::LeafSpec;
-pub use cert::{summarize, Lifetimes, Summary, LEAF_DAYS_ENV};
+pub use cert::{issuer_key_id, summarize, Lifetimes, Summary, LEAF_DAYS_ENV};
 pub use issue::{issue_client, issue_kubelet_serving, node_dns_name, render_kubeconfig};
-pub use kubeconfig::embedded_client_cert;
+pub use kubeconfig::{embedded_client_cert, read_embedded, render_with_files, Embedded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {

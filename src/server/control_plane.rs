@@ -169,6 +169,9 @@ pub fn controller_manager(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -
         format!("--service-cluster-ip-range={}", cfg.service_cidr),
         format!("--cluster-signing-cert-file={}", p(pki.ca_cert())),
         format!("--cluster-signing-key-file={}", p(pki.ca_key())),
+        // Kubelets renew their client certs through CSRs: as long as the leaves this server issues
+        // (the setting was checked by pki::ensure before).
+        format!("--cluster-signing-duration={}h", crate::pki::Lifetimes::from_env().unwrap_or(crate::pki::Lifetimes::DEFAULT).leaf.whole_hours()),
         format!("--root-ca-file={}", p(pki.ca_cert())),
         format!("--service-account-private-key-file={}", p(pki.sa_key())),
         "--use-service-account-credentials=true".into(),

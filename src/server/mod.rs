@@ -279,7 +279,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         cluster_domain: &cfg.cluster_domain,
         cluster_cidr: &cfg.cluster_cidr,
         client_ca: &pki.ca_cert(),
-        kubelet_kubeconfig: &kc.kubelet,
+        issued_kubelet_kubeconfig: &kc.kubelet,
         kubelet_cert: &pki.kubelet_cert(),
         kubelet_key: &pki.kubelet_key(),
         kube_proxy_kubeconfig: &kc.kube_proxy,
@@ -295,8 +295,8 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         tracing::warn!("binding this server's node name: {e}");
     }
     upgrade::executor::Executor {
-        kubelet: kubeclient::client(&kc.kubelet).await?,
-        kubelet_kubeconfig: kc.kubelet.clone(),
+        kubelet: kubeclient::client(&layout.node().kubelet_kubeconfig).await?,
+        kubelet_kubeconfig: layout.node().kubelet_kubeconfig,
         ca: pki.ca_cert(),
         node_name: cfg.node_name.clone(),
         host: upgrade::swap::Host::new(std::path::Path::new(crate::host::paths::BINARY), &cfg.data_dir),
@@ -418,16 +418,23 @@ fn etcd_pki(cfg: &Config, pki: &Pki) -> Option<Pki> {
 /// for a minute while the API server settles (RBAC, discovery).
 async fn apply_addons(cfg: &Config, layout: &Layout, c: &Components, client: &kube::Client) -> anyhow::Result<()> {
     let coredns_image = c.image("coredns")?;
-    let manifest = templates::render(templates::COREDNS, &[
+    let coredns = templates::render(templates::COREDNS, &[
         ("cluster_domain", &cfg.cluster_domain),
         ("cluster_dns", &cfg.cluster_dns.to_string()),
         ("coredns_image", &coredns_image),
     ]);
-    let file = layout.manifests_dir().join("coredns.yaml");
-    write_if_changed(&file, manifest.as_bytes(), 0o600)?;
+    for (name, manifest) in [("coredns.yaml", coredns.as_str()), ("node-certificates.yaml", templates::NODE_CERTIFICATES)] {
+        let file = layout.manifests_dir().join(name);
+        write_if_changed(&file, manifest.as_bytes(), 0o600)?;
+        apply_addon(client, &file, manifest).await?;
+    }
+    Ok(())
+}
+
+async fn apply_addon(client: &kube::Client, file: &std::path::Path, manifest: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match kubeclient::apply_manifest(client, &manifest).await {
+        match kubeclient::apply_manifest(client, manifest).await {
             Ok(()) => {
                 tracing::info!(manifest = %file.display(), "addon applied");
                 return Ok(());

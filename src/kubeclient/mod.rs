@@ -23,6 +23,8 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+mod renewing;
+
 /// Every object this binary writes names this field manager.
 pub const FIELD_MANAGER: &str = "k8s";
 /// How long one probe of `/readyz` may take.
@@ -36,7 +38,12 @@ pub async fn client(path: &Path) -> anyhow::Result<Client> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?;
-    Client::try_from(config).with_context(|| format!("cannot build an API client from {}", path.display()))
+    // A client cert named by path may be renewed under us (the kubelet's).
+    let client = match config.auth_info.client_certificate.clone() {
+        Some(pair) => renewing::client(config, Path::new(&pair)),
+        None => Client::try_from(config).map_err(anyhow::Error::from),
+    };
+    client.with_context(|| format!("cannot build an API client from {}", path.display()))
 }
 
 /// Waits until the API server answers `/readyz` with 200, for at most
