@@ -7,9 +7,12 @@
 #   - the steady memory of everything in the host (its cgroup: k8s, kube-apiserver, controller-manager,
 #     scheduler, containerd, shims, kubelet, kube-proxy, pods) with the 2-replica test deployment running,
 #     after a settle time: RSS and PSS per process, and the memory cgroup's own figures
+#   - density: the node filled to 110 pods (the kubelet's max-pods) with sleeping busybox pods: the time from
+#     the apply to all Running, and the memory per kind of process again
 #
 # Environment: K8S_BIN (default dist/k8s), K8S_SERVER_ARGS (e.g. "--components-dir DIR" for a plain build),
-# E2E_HOST (default bench1), BENCH_RESTARTS (default 3), BENCH_SETTLE (seconds, default 60).
+# E2E_HOST (default bench1), BENCH_RESTARTS (default 3), BENCH_SETTLE (seconds, default 60),
+# BENCH_DENSITY_PODS (default 110; 0: no density phase).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -166,33 +169,39 @@ say "settling for ${SETTLE} s"
 sleep "$SETTLE"
 
 # ------------------------------------------------------------------------------------------ measure
-declare -A podname
-while read -r uid name; do [ -n "$uid" ] && podname[$uid]=$name; done < <(
-  kc get pods -A -o jsonpath='{range .items[*]}{.metadata.uid} {.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null)
-holder=$("$T" pid "$H")
+# measure ROWS: one line per process of the host into ROWS ("rss pss pid name", KiB, largest RSS first)
+measure() {
+  local rows=$1 p rss pss argv0 name cg uid holder
+  declare -A podname
+  while read -r uid name; do [ -n "$uid" ] && podname[$uid]=$name; done < <(
+    kc get pods -A -o jsonpath='{range .items[*]}{.metadata.uid} {.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null)
+  holder=$("$T" pid "$H")
+  : >"$rows"
+  for p in $(find "$HOSTCG" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -un); do
+    [ "$p" = "$holder" ] && continue
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+    [ -n "$rss" ] || continue             # gone, or a kernel thread
+    pss=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
+    argv0=$(tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | head -n 1); name=${argv0##*/}
+    [ "$p" = "$SPID" ] && name="k8s (supervisor + datastore)"
+    cg=$(grep -m1 -o 'kubepods[^ ]*' "/proc/$p/cgroup" 2>/dev/null || true)
+    if [ -n "$cg" ]; then
+      uid=$(grep -o 'pod[0-9a-f_-]\{36\}' <<<"$cg" | head -n 1); uid=${uid#pod}; uid=${uid//_/-}
+      name="pod ${podname[$uid]:-?}: $name"
+    fi
+    echo "$rss ${pss:-0} $p $name" >>"$rows"
+  done
+  sort -rn "$rows" -o "$rows"
+}
 rows=$WORK/rows
-: >"$rows"
-for p in $(find "$HOSTCG" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -un); do
-  [ "$p" = "$holder" ] && continue
-  rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
-  [ -n "$rss" ] || continue             # gone, or a kernel thread
-  pss=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
-  argv0=$(tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | head -n 1); name=${argv0##*/}
-  [ "$p" = "$SPID" ] && name="k8s (supervisor + datastore)"
-  cg=$(grep -m1 -o 'kubepods[^ ]*' "/proc/$p/cgroup" 2>/dev/null || true)
-  if [ -n "$cg" ]; then
-    uid=$(grep -o 'pod[0-9a-f_-]\{36\}' <<<"$cg" | head -n 1); uid=${uid#pod}; uid=${uid//_/-}
-    name="pod ${podname[$uid]:-?}: $name"
-  fi
-  echo "$rss ${pss:-0} $p $name" >>"$rows"
-done
-sort -rn "$rows" -o "$rows"
+measure "$rows"
 total_rss=$(awk '{ s += $1 } END { print s }' "$rows")
 total_pss=$(awk '{ s += $2 } END { print s }' "$rows")
-group() { awk -v re="$1" '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", n) } n ~ re { r += $1; p += $2 } END { printf "%d %d\n", r, p }' "$rows"; }
-read -r cp_rss cp_pss < <(group '^(k8s |kube-apiserver|kube-controller-manager|kube-scheduler)')
-read -r node_rss node_pss < <(group '^(containerd|kubelet|kube-proxy)')
-read -r pod_rss pod_pss < <(group '^pod ')
+# group RE [ROWS]: the RSS and PSS sums of the processes whose name matches RE
+group() { awk -v re="$1" '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", n) } n ~ re { r += $1; p += $2; c++ } END { printf "%d %d %d\n", r, p, c }' "${2:-$rows}"; }
+read -r cp_rss cp_pss _ < <(group '^(k8s |kube-apiserver|kube-controller-manager|kube-scheduler)')
+read -r node_rss node_pss _ < <(group '^(containerd|kubelet|kube-proxy)')
+read -r pod_rss pod_pss _ < <(group '^pod ')
 mcg=/sys/fs/cgroup/memory/k8s-e2e/$H
 cg_usage=""; cg_rss=""; cg_cache=""
 if [ -f "$mcg/memory.usage_in_bytes" ]; then
@@ -205,6 +214,66 @@ fi
 datadir_kb=$(du -sk "$HDISK/fs/var-lib-k8s" 2>/dev/null | cut -f1)
 db_kb=$(du -sk "$HDISK/fs/var-lib-k8s/server/db" 2>/dev/null | cut -f1)
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ------------------------------------------------------------------------------------------ density
+# The node filled up to BENCH_DENSITY_PODS pods (default 110, the kubelet's max-pods) with sleeping busybox
+# pods of one Deployment: the time from its apply to all of them Running, then the memory again.
+DENSITY=${BENCH_DENSITY_PODS:-110}
+density_ms=""
+if [ "$DENSITY" -gt 0 ]; then
+  have=$(kc get pods -A --field-selector "spec.nodeName=$H" --no-headers 2>/dev/null | wc -l)
+  want=$((DENSITY - have))
+  say "density: $want more pods, $DENSITY on the node"
+  t0=$(now_ms)
+  timeout 60 "$T" exec "$H" env "${KENV[@]}" "$BIN" kubectl -n "$NS" apply -f - >/dev/null <<EOF || die "cannot apply the density workload"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: fill
+spec:
+  replicas: $want
+  selector:
+    matchLabels: {app: fill}
+  template:
+    metadata:
+      labels: {app: fill}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: sleep
+          image: k8s.local/busybox:latest
+          imagePullPolicy: IfNotPresent
+          command: [sleep, "86400"]
+EOF
+  running=0
+  while [ "$running" -lt "$want" ]; do
+    [ $(($(now_ms) - t0)) -lt 600000 ] || die "only $running of $want density pods Running after 600 s"
+    sleep 1
+    running=$(kc -n "$NS" get pods -l app=fill --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l)
+  done
+  density_ms=$(($(now_ms) - t0))
+  say "density: $want pods Running after $(secs "$density_ms"); settling for 20 s"
+  sleep 20
+  measure "$WORK/rows-density"
+fi
+# density_rows: the density table's rows, one per kind of process
+density_rows() {
+  local label re r p c
+  while IFS='|' read -r label re; do
+    read -r r p c < <(group "$re" "$WORK/rows-density")
+    [ "$c" -gt 0 ] && echo "| $label | $c | $(mib "$r") MiB | $(mib "$p") MiB |"
+  done <<'ROWS'
+kube-apiserver|^kube-apiserver
+kube-controller-manager|^kube-controller-manager
+kube-scheduler|^kube-scheduler
+k8s (supervisor + datastore)|^k8s
+kubelet|^kubelet
+kube-proxy|^kube-proxy
+containerd|^containerd$
+containerd shims (one per pod)|^containerd-shim
+the pods' own processes (pause, containers)|^pod 
+ROWS
+}
 
 sorted() { printf '%s\n' "$@" | sort -n; }
 med() { sorted "$@" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
@@ -243,3 +312,14 @@ $(awk '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", n); printf "| %s | %s | %.1f | %
 
 For comparison, k3s publishes about 1.6 GB for a server with a small workload.
 EOF
+[ -n "$density_ms" ] && cat <<EOF
+
+Density: the node filled to $DENSITY pods ($want sleeping busybox pods of one Deployment, beside the ones above):
+all Running $(secs "$density_ms") after the apply; memory 20 s later:
+
+| processes | count | RSS | PSS |
+| --- | ---: | ---: | ---: |
+| **total** | **$(wc -l <"$WORK/rows-density")** | **$(mib "$(awk '{ s += $1 } END { print s }' "$WORK/rows-density")") MiB** | **$(mib "$(awk '{ s += $2 } END { print s }' "$WORK/rows-density")") MiB** |
+$(density_rows)
+EOF
+exit 0

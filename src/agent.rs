@@ -97,6 +97,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         pod_network: cluster.pod_network,
         profile: cluster.profile,
     };
+    node::start_runtime(sup, c, &layout.node(), cluster.profile).await?;
     node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await?;
     upgrade::executor::Executor {
         kubelet: kubeclient::client(&layout.node().kubelet_kubeconfig).await?,

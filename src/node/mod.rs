@@ -58,10 +58,11 @@ pub const INIT_ANNOTATION: &str = "upgrade.k8s.local/init";
 /// "has a pod CIDR" and "Ready".
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A node's bring-up, the same for `k8s server` and `k8s agent`:
+/// A node's bring-up, the same for `k8s server` and `k8s agent`, once
+/// [`start_runtime`] has run (a server runs it while its API server starts):
 ///
-/// 1. containerd (with the carried images), kubelet and kube-proxy start;
-///    `started` is told (the server's status shows them from then on);
+/// 1. kubelet and kube-proxy start; `started` is told (the server's status
+///    shows them from then on);
 /// 2. the kubelet registers the Node and the controller-manager gives it a
 ///    pod CIDR (watched, with a timeout);
 /// 3. this host's end of the pod network is made for that CIDR (the VXLAN
@@ -115,14 +116,19 @@ async fn publish_version(kubelet: &kube::Client, node_name: &str) -> anyhow::Res
     Ok(())
 }
 
-/// Starts containerd (and imports the images), kubelet and kube-proxy.
-async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
+/// The host settings a node needs, then containerd with the carried images
+/// imported: nothing here needs the API server.
+pub async fn start_runtime(sup: &mut Supervisor, c: &Components, p: &Paths, profile: Profile) -> anyhow::Result<()> {
     host_settings::prepare_network()?;
-    if s.profile == Profile::Cis {
+    if profile == Profile::Cis {
         host_settings::kernel_defaults()?;
     }
     start_containerd(sup, c, p).await?;
-    import_images(c, p).await?;
+    import_images(c, p).await
+}
+
+/// Starts kubelet and kube-proxy.
+async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
     client_cert::seed(s.issued_kubelet_kubeconfig, p)?;
     start_kubelet(sup, c, p, s)?;
     start_kube_proxy(sup, c, p, s)?;
@@ -213,17 +219,21 @@ async fn import_images(c: &Components, p: &Paths) -> anyhow::Result<()> {
     };
     let listed = ctr(&["images", "ls", "--quiet"]).output().await.context("running ctr")?;
     let present = String::from_utf8_lossy(&listed.stdout).into_owned();
-    for (part, file) in c.images() {
-        let name = part.image.as_deref().unwrap_or(&part.name);
-        if present.lines().any(|l| l == name) {
-            continue;
-        }
-        let out = ctr(&["images", "import"]).arg(&file).output().await?;
-        if !out.status.success() {
-            bail!("importing {} into containerd failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
-        }
-        tracing::info!(image = name, "image imported");
-    }
+    // All at once: a fresh node waits for the slowest, not for the sum.
+    let imports = c.images().filter_map(|(part, file)| {
+        let name = part.image.clone().unwrap_or_else(|| part.name.clone());
+        let mut cmd = ctr(&["images", "import"]);
+        cmd.arg(&file);
+        (!present.lines().any(|l| l == name)).then(|| async move {
+            let out = cmd.output().await?;
+            if !out.status.success() {
+                bail!("importing {} into containerd failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
+            }
+            tracing::info!(image = name, "image imported");
+            anyhow::Ok(())
+        })
+    });
+    futures::future::try_join_all(imports).await?;
     Ok(())
 }
 

@@ -241,6 +241,10 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     };
     sup.start(control_plane::apiserver(c, pki, cfg, &inputs));
     status.refresh(sup);
+    if !cfg.disable_agent {
+        // containerd and the images do not need the API server: ready by the time it is.
+        node::start_runtime(sup, c, &layout.node(), cfg.profile).await?;
+    }
     let client = kubeclient::client(&kc.supervisor).await?;
     let t = Instant::now();
     kubeclient::wait_ready(&client, API_READY_TIMEOUT)
