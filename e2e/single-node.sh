@@ -4,6 +4,7 @@
 #   e2e/single-node.sh            exit 0 = every check passed, 1 = a check failed, 77 = skipped
 #
 # Steps (see e2e/README.md, "Single-node test"):
+#   0. `k8s check-config` passes on the fresh host, and fails naming iptables with a PATH that has none
 #   1. start `k8s server`; "k8s server ready"; node Ready; kube-system pods Running; `k8s status`
 #   2. a 2-replica busybox httpd Deployment + ClusterIP Service; from another pod: wget by IP and by DNS name,
 #      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte;
@@ -237,6 +238,21 @@ cp "$K8S_BIN" "$BIN.tmp" && mv "$BIN.tmp" "$BIN" || die "cannot copy $K8S_BIN to
 "$T" up "$HB" 2>&1 | indent; [ "${PIPESTATUS[0]}" = 0 ] || die "cannot bring up test host $HB"
 HDISK=$("$T" dir "$H")
 HIP=$("$T" ip "$H")
+
+# ========================================================================================== 0
+step "0. k8s check-config"
+out=$(hx "$BIN" check-config 2>&1) && ok "check-config passes on a fresh host" || fail "check-config fails on a fresh host: $out"
+grep -E '^ok +ports +free: .*6443' <<<"$out" >/dev/null || fail "check-config does not list the free ports: $out"
+# A host without iptables: a PATH of links to every tool but the iptables ones.
+mkdir -p "$WORK/no-iptables"
+for f in /usr/sbin/* /usr/bin/* /sbin/* /bin/*; do
+  case ${f##*/} in iptables*) ;; *) ln -sf "$f" "$WORK/no-iptables/${f##*/}" ;; esac
+done
+if out=$(hx env PATH="$WORK/no-iptables" "$BIN" check-config 2>&1); then
+  fail "check-config passes without iptables: $out"
+fi
+grep -E '^FAIL +host tools +iptables, iptables-save, iptables-restore not found; install them \(Debian/Ubuntu: apt-get install iptables\)' \
+  <<<"$out" >/dev/null && ok "without iptables check-config fails and names it" || fail "check-config without iptables: $out"
 
 # ========================================================================================== 1
 step "1. first start"

@@ -40,6 +40,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Bring a cluster back from a `k8s backup` archive, on a host with no cluster data.
     Restore(RestoreArgs),
+    /// Whether this host can run k8s: kernel, cgroups, tools, ports, clock,
+    /// memory, disk (changes nothing; exit 1 on a problem).
+    CheckConfig(CheckConfigArgs),
     /// Show the server's components and the node.
     Status(DataDirArg),
     /// Print the admin kubeconfig.
@@ -359,6 +362,28 @@ pub struct UpArgs {
     /// the other hosts join it (docs/backup.md).
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CheckConfigArgs {
+    /// What the host is to run: server (its ports too) or agent.
+    #[arg(long, value_enum, default_value = "server")]
+    pub role: CheckRole,
+    /// An HA server: etcd's ports 2379 and 2380 must be free too.
+    #[arg(long)]
+    pub etcd: bool,
+    /// The pod network the cluster uses (vxlan needs the kernel's vxlan).
+    #[arg(long, value_enum, default_value = "host-gw")]
+    pub pod_network: crate::host::config::PodNetwork,
+    /// text: one line per check; json: an array of objects.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckRole {
+    Server,
+    Agent,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

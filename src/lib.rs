@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod backup;
 pub mod certs;
+pub mod check_config;
 pub mod cli;
 pub mod components;
 pub mod datastore;

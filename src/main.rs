@@ -1,7 +1,7 @@
 //! `k8s`: the command line over the library (`lib.rs`).
 
 use clap::Parser;
-use k8s::{agent, backup, certs, cli, datastore, host, join, payload, reset, secrets_encrypt, server, status, tools, up, upgrade, version};
+use k8s::{agent, backup, certs, check_config, cli, datastore, host, join, payload, reset, secrets_encrypt, server, status, tools, up, upgrade, version};
 
 fn main() -> std::process::ExitCode {
     // glibc gives every thread that allocates its own arena; the read pool's
@@ -78,6 +78,7 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Certs(cmd) => certs::run(cmd),
         cli::Command::Backup(a) => runtime()?.block_on(backup::cli::run(a)),
         cli::Command::Restore(a) => backup::cli::restore(&a.file, &a.data_dir.data_dir),
+        cli::Command::CheckConfig(a) => check_config::run(&a),
         cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
         cli::Command::Kubeconfig => status::print_kubeconfig(),
         cli::Command::Up(args) => runtime()?.block_on(up::run(args)),

@@ -2,6 +2,7 @@
 //! the config file's schema, and facts about the host (name, addresses,
 //! CIDRs, cgroups). Every module above uses it; it uses none of them.
 
+pub mod check;
 pub mod config;
 pub mod facts;
 pub mod layout;

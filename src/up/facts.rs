@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::host::check;
 use crate::host::paths;
 
-/// The script prints `key=value` lines; it changes nothing. Run as root.
+/// The script prints `key=value` lines; it changes nothing. Run as root
+/// (through [`script`]).
 pub const SCRIPT: &str = r#"
 set +e
 echo "hostname=$(cat /proc/sys/kernel/hostname)"
@@ -36,8 +38,12 @@ d=/usr/local/bin; [ -d $d ] || d=/usr/local
 echo "free_bin=$(df -Pk $d | awk 'NR==2 {print $4}')"
 d=/var/lib/k8s; [ -d $d ] || d=/var/lib
 echo "free_var=$(df -Pk $d | awk 'NR==2 {print $4}')"
-exit 0
 "#;
+
+/// [`SCRIPT`] and the host check's, in one round trip.
+pub fn script() -> String {
+    format!("{SCRIPT}{}", check::SCRIPT)
+}
 
 /// Free space `up` wants: the binary, a temporary copy beside it, and the
 /// components it unpacks (about 260 MiB) with room for images and state.
@@ -68,6 +74,8 @@ pub struct Facts {
     pub config: Option<String>,
     pub unit_text: BTreeMap<String, String>,
     pub token: Option<String>,
+    /// What the host check's script saw (see [`check::judge`]).
+    pub checks: check::Observations,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -90,7 +98,7 @@ impl UnitState {
 impl Facts {
     /// Parses the script's output.
     pub fn parse(out: &str) -> Facts {
-        let mut f = Facts::default();
+        let mut f = Facts { checks: check::Observations::parse(out), ..Facts::default() };
         for line in out.lines() {
             let Some((key, value)) = line.split_once('=') else { continue };
             let value = value.trim();

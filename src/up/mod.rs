@@ -288,7 +288,7 @@ async fn gather_all(remotes: &[Remote], progress: &Progress, concurrency: usize)
 }
 
 async fn gather(r: &Remote) -> anyhow::Result<Facts> {
-    let mut f = Facts::parse(&r.run(facts::SCRIPT).await?);
+    let mut f = Facts::parse(&r.run(&facts::script()).await?);
     f.config = r.read(render::CONFIG).await?;
     f.token = r.read(render::TOKEN).await?;
     for unit in [render::SERVER_UNIT, render::AGENT_UNIT] {

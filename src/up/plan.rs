@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use super::facts::{Facts, MIN_FREE_VAR_KIB};
 use super::nodes::{Member, Node};
 use super::render::{self, Unit};
+use crate::host::check;
 use crate::inventory::{Host, Inventory, Mode, Role};
 use crate::upgrade::crd::{NodeRow, UpgradePlanSpec};
 use crate::upgrade::preflight::NodeFacts;
@@ -171,6 +172,7 @@ pub fn plan(inv: &Inventory, facts: &[Facts], local: &Local, running: &Running) 
     for (index, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
         let who = super::remote::who(host);
         check_host(&who, host, f, local, upgraded[index], &mut problems, &mut warnings);
+        judge_host(&who, inv, host, f, &mut problems, &mut warnings);
         hosts.push(host_plan(inv, index, &names[index], f, local, running, &node_names, upgraded[index]));
     }
     hosts.sort_by_key(|h| (h.stage, h.index));
@@ -383,6 +385,30 @@ fn check_mode(inv: &Inventory, facts: &[Facts], problems: &mut Vec<String>) {
                  list an installed server first (the first server starts the cluster, the others join it)",
                 inv.hosts[first].address, inv.hosts[i].address
             ));
+        }
+    }
+}
+
+/// The host check's findings (`k8s check-config`, run during facts): a
+/// failure is a problem, a warning a warning; what `check_host` already
+/// judges with `up`'s own figures (the architecture, the free space) and
+/// the cgroup version (one warning for all hosts) are left out.
+fn judge_host(who: &str, inv: &Inventory, host: &Host, f: &Facts, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    let server = host.role == Role::Server;
+    let want = check::Want {
+        server,
+        etcd: server && matches!(inv.mode(), Mode::Ha { .. }),
+        vxlan: inv.cluster.pod_network == crate::host::config::PodNetwork::Vxlan,
+    };
+    for finding in check::judge(&f.checks, want) {
+        if matches!(finding.check.as_str(), "architecture" | "disk" | "cgroup version") {
+            continue;
+        }
+        let line = format!("{who}: {}: {}", finding.check, finding.detail);
+        match finding.level {
+            check::Level::Fail => problems.push(line),
+            check::Level::Warn => warnings.push(line),
+            check::Level::Ok => {}
         }
     }
 }

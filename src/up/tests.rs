@@ -224,6 +224,30 @@ fn a_service_older_than_its_files_is_restarted() {
 }
 
 #[test]
+fn the_host_check_runs_on_every_host_before_any_change() {
+    let a = inv(SINGLE);
+    let checked = |extra: &str| {
+        let base = "check.arch=x86_64\ncheck.kernel=6.1.0\ncheck.kconfig=/proc/config.gz\ncheck.CONFIG_OVERLAY_FS=y\n\
+            check.CONFIG_BRIDGE=y\ncheck.CONFIG_BRIDGE_NETFILTER=y\ncheck.CONFIG_VETH=y\ncheck.CONFIG_VXLAN=y\n\
+            check.CONFIG_NF_CONNTRACK=y\ncheck.CONFIG_NF_NAT=y\ncheck.CONFIG_NETFILTER_XT_MATCH_COMMENT=y\ncheck.CONFIG_SECCOMP=y\n\
+            check.cgroupfs=cgroup2fs\ncheck.cgroup2=cpu memory pids\ncheck.tool.iptables=yes\ncheck.tool.iptables-save=yes\n\
+            check.tool.iptables-restore=yes\ncheck.tool.mount=yes\ncheck.tool.umount=yes\ncheck.ntp=yes\ncheck.mem_kib=4000000\n\
+            check.free_kib=9000000\ncheck.glibc=glibc 2.36\n";
+        let mut f = fresh("s1");
+        f.checks = crate::host::check::Observations::parse(&format!("{base}{extra}"));
+        f
+    };
+    // hosts[0] (the server) lacks `ip` and has 6443 taken; hosts[1] (an agent) lacks `ip` only.
+    let facts = vec![checked("check.listening=22 6443\n"), checked("check.listening=6443\n")];
+    let p = plan::plan(&a, &facts, &local(), &Running::default());
+    let all = p.problems.join("\n");
+    assert!(all.contains("s1 (10.0.0.11): host tools: ip not found; install them (Debian/Ubuntu: apt-get install iproute2)"), "{all}");
+    assert!(all.contains("s1 (10.0.0.11): ports: in use by another program: 6443 (kube-apiserver)"), "{all}");
+    assert!(all.contains("10.0.0.21: host tools: ip not found"), "{all}");
+    assert!(!all.contains("10.0.0.21: ports"), "an agent needs no API server port: {all}");
+}
+
+#[test]
 fn problems_name_their_host_and_stop_everything() {
     let a = inv(SINGLE);
     let mut facts = vec![fresh("s1"), fresh("s1")];
