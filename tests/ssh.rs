@@ -450,6 +450,66 @@ fn upload_write_and_read_files() {
     });
 }
 
+/// Not a timed assertion: prints what an upload of a binary-sized file costs
+/// through our `Session::upload` (hashing both ends, temp file, rename)
+/// beside OpenSSH's `scp` and `ssh 'cat > file'` of the same file to the same
+/// sshd, and checks the copies arrived whole.
+fn upload_throughput_beside_openssh() {
+    let w = World::new();
+    let key = w.key("id", "ed25519", "");
+    let sshd = Sshd::start(&w, "sshd", &[&key]);
+    let t = w.target("bulk", sshd.port, Some(&key));
+    let local = w.path("bulk-binary");
+    let size = 96usize << 20;
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let data: Vec<u8> = (0..size / 8).flat_map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x.to_le_bytes()
+    }).collect();
+    std::fs::write(&local, &data).unwrap();
+    let mib = size as f64 / f64::from(1 << 20);
+    let remote = w.path("remote/bulk");
+    let ours = runtime().block_on(async {
+        let s = connect(&t).await.unwrap();
+        let t0 = Instant::now();
+        assert_eq!(s.upload(&local, remote.to_str().unwrap(), 0o755).await.unwrap(), Upload::Replaced);
+        let took = t0.elapsed().as_secs_f64();
+        s.close().await;
+        took
+    });
+    assert!(std::fs::read(&remote).unwrap() == data, "the upload arrived damaged");
+    let ssh_opts = |cmd: &mut Command| {
+        cmd.arg("-i").arg(&key).args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .arg("-o").arg(format!("UserKnownHostsFile={}", w.path("openssh-known-hosts").display()));
+    };
+    let timed = |cmd: &mut Command, what: &str| {
+        let t0 = Instant::now();
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        t0.elapsed().as_secs_f64()
+    };
+    let scp_copy = w.path("remote/bulk-scp");
+    let mut scp = Command::new("scp");
+    ssh_opts(&mut scp);
+    // -O: the scp protocol (the test sshd has no sftp subsystem).
+    scp.args(["-q", "-O", "-P", &sshd.port.to_string()]).arg(&local).arg(format!("root@127.0.0.1:{}", scp_copy.display()));
+    let scp_s = timed(&mut scp, "scp");
+    let cat_copy = w.path("remote/bulk-cat");
+    let mut cat = Command::new("ssh");
+    ssh_opts(&mut cat);
+    cat.args(["-p", &sshd.port.to_string(), "root@127.0.0.1"]).arg(format!("cat > {}", cat_copy.display()))
+        .stdin(std::fs::File::open(&local).unwrap());
+    let cat_s = timed(&mut cat, "ssh cat");
+    assert!(std::fs::read(&scp_copy).unwrap() == data && std::fs::read(&cat_copy).unwrap() == data, "OpenSSH's copies differ");
+    println!(
+        "BENCH ssh upload of {mib:.0} MiB on loopback: k8s (russh, sha256 both ends) {ours:.2} s ({:.0} MiB/s); \
+         OpenSSH scp {scp_s:.2} s ({:.0} MiB/s), ssh 'cat >' {cat_s:.2} s; ours/scp speed {:.2}x",
+        mib / ours, mib / scp_s, scp_s / ours
+    );
+}
+
 fn commands_errors_and_silence() {
     let w = World::new();
     let key = w.key("id", "ed25519", "");
@@ -587,6 +647,7 @@ fn main() {
         ("through_a_bastion", through_a_bastion),
         ("ssh_config_alias_and_proxy_jump", ssh_config_alias_and_proxy_jump),
         ("upload_write_and_read_files", upload_write_and_read_files),
+        ("upload_throughput_beside_openssh", upload_throughput_beside_openssh),
         ("commands_errors_and_silence", commands_errors_and_silence),
         ("unreachable_hosts_are_named", unreachable_hosts_are_named),
         ("authentication_failure_lists_what_was_tried", authentication_failure_lists_what_was_tried),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use russh::ChannelMsg;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::connect::{self, Connection};
 use super::target::Resolved;
@@ -14,6 +14,8 @@ use super::{Keys, SshError, Target};
 
 /// Exit status 3 from our own scripts: "absent" / "checksum mismatch".
 const OUR_STATUS: u32 = 3;
+/// How much of a command's input is read before it is handed to russh.
+const SEND_CHUNK: usize = 1 << 20;
 
 /// What a command left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,8 +276,17 @@ impl Session {
         channel.exec(true, wrapped.as_bytes()).await.map_err(lost)?;
         let (mut read, write) = channel.split();
         let send = async {
-            if let Some(input) = stdin {
-                write.data(input).await?;
+            if let Some(mut input) = stdin {
+                // Big owned chunks, which russh cuts into full-size packets; its
+                // AsyncRead path (`data`) sends a packet per 8 KiB read.
+                loop {
+                    let mut chunk = bytes::BytesMut::with_capacity(SEND_CHUNK);
+                    while chunk.len() < SEND_CHUNK && input.read_buf(&mut chunk).await? > 0 {}
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    write.data_bytes(chunk.freeze()).await?;
+                }
             }
             write.eof().await
         };
