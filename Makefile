@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps deps-test payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis bench bench-node clean
+.PHONY: all build deps deps-test payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis bench bench-api bench-node clean
 
 all: dist
 
@@ -108,6 +108,12 @@ test-cis:
 # module, cached in ~/.cache/k8s/bench), and a node's start time and memory.
 bench: deps-test build
 	kine=$$(benches/kine/build.sh | tail -n 1) && KINE_BIN=$$kine $(CARGO) bench --bench datastore
+
+# The layer above: the payload's kube-apiserver on each of the three stores in turn, under one
+# kube-rs load generator (benches/api.rs; the payload comes from bootstrap/build.sh's cache).
+bench-api: deps-test build
+	kine=$$(benches/kine/build.sh | tail -n 1) && payload=$$(./bootstrap/build.sh | tail -n 1) && \
+	KINE_BIN=$$kine K8S_PAYLOAD_DIR=$$payload $(CARGO) bench --bench api
 
 bench-node: dist
 	K8S_BIN=$(K8S) e2e/bench-single-node.sh
