@@ -20,8 +20,11 @@ pub struct Admission {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
-    /// etcd keeps one learner at a time: another server is joining.
-    #[error("another server is joining the cluster right now; try again in a few seconds")]
+    /// etcd cannot take a member right now: it keeps one learner at a
+    /// time (another server is joining), and refuses a change while a
+    /// member has been connected for less than 5 s (its strict
+    /// reconfiguration check: a server that has just joined or restarted).
+    #[error("the cluster cannot take a new member right now (another server is joining, one has just joined or restarted, or the servers cannot reach each other); try again in a few seconds")]
     Busy,
     #[error("{0}")]
     Refused(String),
@@ -48,7 +51,8 @@ pub async fn admit(pki: &Pki, name: &str, peer_url: &str) -> Result<Admission, A
         }
     }
     let (member_id, members) = client.add_learner(peer_url).await.map_err(|e| {
-        if format!("{e:#}").contains("too many learner") { AdmitError::Busy } else { AdmitError::Etcd(e) }
+        let text = format!("{e:#}");
+        if text.contains("too many learner") || text.contains("unhealthy cluster") { AdmitError::Busy } else { AdmitError::Etcd(e) }
     })?;
     tracing::info!(%name, %peer_url, "etcd learner added");
     Ok(Admission {

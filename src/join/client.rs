@@ -40,7 +40,7 @@ pub async fn join_agent(server: &str, token: &Token, node_name: &str, node_ip: s
 }
 
 /// Joins an HA cluster's etcd as a learner. A busy cluster (another server
-/// joining) is asked again for up to `patience`.
+/// joining, or one that has just joined) is asked again for up to `patience`.
 pub async fn join_server(server: &str, token: &Token, node_name: &str, node_ip: std::net::IpAddr,
     patience: std::time::Duration) -> anyhow::Result<ServerBundle> {
     let req = ServerRequest { token: token.to_string(), node_name: node_name.into(), node_ip };
