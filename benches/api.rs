@@ -33,18 +33,20 @@
 //! - `BENCH_KEEP`   set: keep the temporary directory (logs, audit logs, data)
 //! - `K8S_LOG`      passed to `k8s datastore` (default warn)
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use common::{free_port, self_cpu_seconds, Binaries, Proc, ETCD, KINE, N, NAMES, OURS, RUN_ORDER};
 use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, ServiceAccount};
@@ -148,96 +150,9 @@ fn last_line_of(script: &str, instead: &str) -> Result<PathBuf> {
 // ---------------------------------------------------------------------------
 // Processes
 
-const N: usize = 3;
-const OURS: usize = 0;
-const ETCD: usize = 1;
-const KINE: usize = 2;
-const NAMES: [&str; N] = ["ours", "etcd", "kine"];
-/// The default order: etcd, kine, then ours (as `make bench`).
-const RUN_ORDER: [usize; N] = [ETCD, KINE, OURS];
-
-/// A child process, killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    spawned: Instant,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Spawns a child that dies with this thread (so a killed benchmark leaves
-    /// nothing behind). Call it from the main thread only (the future given to
-    /// `block_on` runs there, tasks do not): the death signal follows the
-    /// thread that forked.
-    fn start(name: &str, mut cmd: Command, log: &Path) -> Result<Proc> {
-        let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-        let parent = std::process::id() as libc::pid_t;
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let spawned = Instant::now();
-        let child = cmd.spawn().with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
-        Ok(Proc { name: name.to_string(), child, log: log.to_path_buf(), spawned })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}); the end of its log ({}):\n{}", self.name, self.log.display(), self.log_tail());
-        }
-        Ok(())
-    }
-
-    /// A field of /proc/PID/status in bytes (VmHWM: peak RSS).
-    fn status_bytes(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    }
-
-    /// User + system CPU seconds so far.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let Some((_, rest)) = stat.rsplit_once(") ") else { return 0.0 };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        (ticks(11) + ticks(12)) as f64 / hz
-    }
-
-    /// Peak RSS and CPU seconds, read before the process is stopped.
-    fn usage(&self) -> Usage {
-        Usage { hwm: self.status_bytes("VmHWM"), cpu: self.cpu_seconds() }
-    }
+/// Peak RSS and CPU seconds, read before the process is stopped.
+fn usage(p: &Proc) -> Usage {
+    Usage { hwm: p.status_bytes("VmHWM"), cpu: p.cpu_seconds() }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -246,17 +161,6 @@ struct Usage {
     cpu: f64,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// User + system CPU seconds of this process (the load generator).
-fn self_cpu_seconds() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
 
 /// CPU seconds the whole machine has been busy (all cores, /proc/stat).
 fn machine_busy_seconds() -> f64 {
@@ -283,54 +187,11 @@ fn disk_usage(dir: &Path) -> u64 {
 // ---------------------------------------------------------------------------
 // The stores
 
-/// Starts store `idx` fresh in `dir`; returns it and its client URL.
+/// Starts store `idx` fresh in `dir`; returns it, its client URL and data dir.
 fn start_store(cfg: &Config, idx: usize, dir: &Path) -> Result<(Proc, String, PathBuf)> {
-    let data_dir = dir.join("data");
-    match idx {
-        OURS => {
-            if !cfg.k8s_bin.exists() {
-                bail!("{} does not exist: run `cargo build --release` or set K8S_BIN", cfg.k8s_bin.display());
-            }
-            let endpoint = format!("http://127.0.0.1:{}", free_port()?);
-            let mut cmd = Command::new(&cfg.k8s_bin);
-            cmd.arg("datastore").arg("--data-dir").arg(&data_dir).arg("--listen").arg(&endpoint);
-            if std::env::var_os("K8S_LOG").is_none() {
-                cmd.env("K8S_LOG", "warn");
-            }
-            Ok((Proc::start("k8s datastore", cmd, &dir.join("datastore.log"))?, endpoint, data_dir))
-        }
-        ETCD => {
-            let (client, peer) = (free_port()?, free_port()?);
-            let endpoint = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let mut cmd = Command::new(&cfg.etcd_bin);
-            cmd.arg("--name").arg("bench")
-                .arg("--data-dir").arg(&data_dir)
-                .arg("--listen-client-urls").arg(&endpoint)
-                .arg("--advertise-client-urls").arg(&endpoint)
-                .arg("--listen-peer-urls").arg(&peer_url)
-                .arg("--initial-advertise-peer-urls").arg(&peer_url)
-                .arg("--initial-cluster").arg(format!("bench={peer_url}"))
-                .arg("--quota-backend-bytes").arg("8589934592")
-                .arg("--logger").arg("zap")
-                .arg("--log-outputs").arg("stderr")
-                .arg("--log-level").arg("warn");
-            Ok((Proc::start("etcd", cmd, &dir.join("etcd.log"))?, endpoint, data_dir))
-        }
-        _ => {
-            let kine = cfg.kine_bin.as_ref().ok_or_else(|| anyhow!("no kine binary (KINE_BIN)"))?;
-            if !kine.exists() {
-                bail!("{} does not exist: run benches/kine/build.sh or set KINE_BIN", kine.display());
-            }
-            // kine's defaults: SQLite at ./db/state.db, so it runs in its data
-            // dir; "0": no metrics listener (its default is :8080 on every interface).
-            std::fs::create_dir_all(&data_dir)?;
-            let addr = format!("127.0.0.1:{}", free_port()?);
-            let mut cmd = Command::new(kine);
-            cmd.current_dir(&data_dir).arg("--listen-address").arg(&addr).arg("--metrics-bind-address").arg("0");
-            Ok((Proc::start("kine", cmd, &dir.join("kine.log"))?, format!("http://{addr}"), data_dir))
-        }
-    }
+    let bins = Binaries { k8s: &cfg.k8s_bin, etcd: &cfg.etcd_bin, kine: cfg.kine_bin.as_deref() };
+    let name = if idx == OURS { "k8s datastore" } else { NAMES[idx] };
+    common::start_store(&bins, idx, name, dir)
 }
 
 /// Waits for the store's first answer (an etcd Range) and returns the time
@@ -1630,7 +1491,7 @@ impl Stack {
                 let nocache = ApiServer::start(bin, pki, &self.dir.join("apiserver-nocache"), &self.endpoint, false).await?;
                 self.run.nocache_ready = nocache.ready_after;
                 let r = w_list(cfg, &self.api, &nocache).await;
-                let usage = nocache.proc.usage();
+                let usage = usage(&nocache.proc);
                 self.run.nocache.hwm = self.run.nocache.hwm.max(usage.hwm);
                 self.run.nocache.cpu += usage.cpu;
                 r

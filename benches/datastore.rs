@@ -24,16 +24,18 @@
 //! - `BENCH_ONLY`   comma-separated workload numbers to run, e.g. `1,4`
 //!   (workload 2 and 3 need the keys workload 1 writes; 2 runs 1 first)
 
+mod common;
+
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use common::{self_cpu_seconds, start_store, Binaries, Proc, ETCD, KINE, N, NAMES, OURS, RUN_ORDER};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, LeaseClient,
     PutOptions, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
@@ -125,136 +127,33 @@ fn kv_keys(cfg: &Config) -> u64 {
 // ---------------------------------------------------------------------------
 // The servers
 
+/// A store under test: its process, client URL and data dir.
 struct Server {
-    name: &'static str,
-    child: Child,
+    proc: Proc,
     endpoint: String,
     data_dir: PathBuf,
-    log: PathBuf,
-    spawned: Instant,
     ready_after: Duration,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Spawns a child that dies with this thread (so a killed benchmark leaves
-/// no server behind). Call it from the main thread only: the death signal
-/// follows the thread that forked, not the process.
-fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
-    let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    let parent = std::process::id() as libc::pid_t;
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
     }
-    cmd.spawn().with_context(|| format!("cannot start {:?}", cmd.get_program()))
 }
-
-/// The servers, in the order the tables show them.
-const N: usize = 3;
-const OURS: usize = 0;
-const ETCD: usize = 1;
-const KINE: usize = 2;
-const NAMES: [&str; N] = ["ours", "etcd", "kine"];
-/// Each workload runs against etcd, then kine, then ours: all three go
-/// through the same history.
-const RUN_ORDER: [usize; N] = [ETCD, KINE, OURS];
 
 impl Server {
-    fn launch(name: &'static str, cmd: Command, endpoint: String, data_dir: PathBuf, log: PathBuf) -> Result<Server> {
-        let spawned = Instant::now();
-        let child = spawn(cmd, &log)?;
-        Ok(Server { name, child, endpoint, data_dir, log, spawned, ready_after: Duration::ZERO })
-    }
-
-    fn etcd(cfg: &Config, root: &Path) -> Result<Server> {
-        let dir = root.join("etcd");
-        std::fs::create_dir_all(&dir)?;
-        let data_dir = dir.join("data");
-        let (client, peer) = (free_port()?, free_port()?);
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut cmd = Command::new(&cfg.etcd_bin);
-        cmd.arg("--name").arg("bench")
-            .arg("--data-dir").arg(&data_dir)
-            .arg("--listen-client-urls").arg(&endpoint)
-            .arg("--advertise-client-urls").arg(&endpoint)
-            .arg("--listen-peer-urls").arg(&peer_url)
-            .arg("--initial-advertise-peer-urls").arg(&peer_url)
-            .arg("--initial-cluster").arg(format!("bench={peer_url}"))
-            .arg("--quota-backend-bytes").arg("8589934592")
-            .arg("--logger").arg("zap")
-            .arg("--log-outputs").arg("stderr")
-            .arg("--log-level").arg("warn");
-        Server::launch("etcd", cmd, endpoint, data_dir, dir.join("etcd.log"))
-    }
-
-    fn ours(cfg: &Config, root: &Path) -> Result<Server> {
-        if !cfg.k8s_bin.exists() {
-            bail!("{} does not exist: run `cargo build --release` or set K8S_BIN", cfg.k8s_bin.display());
-        }
-        let dir = root.join("ours");
-        std::fs::create_dir_all(&dir)?;
-        let data_dir = dir.join("data");
-        let endpoint = format!("http://127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(&cfg.k8s_bin);
-        cmd.arg("datastore").arg("--data-dir").arg(&data_dir).arg("--listen").arg(&endpoint);
-        if std::env::var_os("K8S_LOG").is_none() {
-            cmd.env("K8S_LOG", "warn");
-        }
-        Server::launch("ours", cmd, endpoint, data_dir, dir.join("datastore.log"))
-    }
-
-    /// kine with its defaults: no --endpoint means SQLite at ./db/state.db
-    /// (WAL, synchronous=NORMAL, so commits are not fsynced; busy timeout,
-    /// immediate transactions), so it runs in its data dir.
-    fn kine(cfg: &Config, root: &Path) -> Result<Server> {
-        if !cfg.kine_bin.exists() {
-            bail!("{} does not exist: run benches/kine/build.sh or set KINE_BIN", cfg.kine_bin.display());
-        }
-        let dir = root.join("kine");
-        let data_dir = dir.join("data");
-        std::fs::create_dir_all(&data_dir)?;
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(&cfg.kine_bin);
-        // "0": no metrics listener (its default is :8080 on every interface).
-        cmd.current_dir(&data_dir).arg("--listen-address").arg(&addr).arg("--metrics-bind-address").arg("0");
-        Server::launch("kine", cmd, format!("http://{addr}"), data_dir, dir.join("kine.log"))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Fails if the server process has exited.
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}); the end of its log:\n{}", self.name, self.log_tail());
-        }
-        Ok(())
+    /// Store `idx` fresh in `root/<its name>`.
+    fn start(cfg: &Config, idx: usize, root: &Path) -> Result<Server> {
+        let bins = Binaries { k8s: &cfg.k8s_bin, etcd: &cfg.etcd_bin, kine: Some(&cfg.kine_bin) };
+        let (proc, endpoint, data_dir) = start_store(&bins, idx, NAMES[idx], &root.join(NAMES[idx]))?;
+        Ok(Server { proc, endpoint, data_dir, ready_after: Duration::ZERO })
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
@@ -277,25 +176,6 @@ impl Server {
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-    }
-
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// User + system CPU seconds the server has used so far.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let Some((_, rest)) = stat.rsplit_once(") ") else { return 0.0 };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        (ticks(11) + ticks(12)) as f64 / hz
     }
 }
 
@@ -1027,14 +907,6 @@ struct Cpu {
     client: [f64; N],
 }
 
-/// User + system CPU seconds of this process.
-fn self_cpu_seconds() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 async fn workload(cfg: &Config, num: u32, ep: &str) -> Result<Rows> {
     match num {
         1 => w_put(cfg, ep).await,
@@ -1093,7 +965,7 @@ async fn run(cfg: &Config, servers: &mut [Server; N]) -> Result<()> {
                 Err(e) => Err(e),
             };
             cpu_row.secs[idx] = (s.cpu_seconds() - before).max(0.0);
-            cpu_row.rss[idx] = s.status_kib("VmRSS") * 1024;
+            cpu_row.rss[idx] = s.status_bytes("VmRSS");
             cpu_row.client[idx] = self_cpu_seconds() - client_before;
             eprintln!("{:.1} s", t.elapsed().as_secs_f64());
             if let Err(e) = &r {
@@ -1274,12 +1146,12 @@ fn resource_table(servers: &[Server; N]) {
         let [a, b, c] = v.map(fmt_bytes);
         println!("| {what} | {a} | {b} | {c} | {} |", ratios(v.map(|x| x as f64)));
     };
-    bytes("RSS (VmRSS)", servers.each_ref().map(|s| s.status_kib("VmRSS") * 1024));
-    bytes("peak RSS (VmHWM)", servers.each_ref().map(|s| s.status_kib("VmHWM") * 1024));
+    bytes("RSS (VmRSS)", servers.each_ref().map(|s| s.status_bytes("VmRSS")));
+    bytes("peak RSS (VmHWM)", servers.each_ref().map(|s| s.status_bytes("VmHWM")));
     let du = servers.each_ref().map(|s| disk_usage(&s.data_dir));
     bytes("data dir, allocated on disk", du.map(|d| d.0));
     bytes("data dir, apparent size", du.map(|d| d.1));
-    let cpu = servers.each_ref().map(Server::cpu_seconds);
+    let cpu = servers.each_ref().map(|s| s.cpu_seconds());
     println!("| CPU time, whole run | {:.1} s | {:.1} s | {:.1} s | {} |", cpu[0], cpu[1], cpu[2], ratios(cpu));
     let ready = servers.each_ref().map(|s| s.ready_after.as_secs_f64());
     println!(
@@ -1317,7 +1189,7 @@ fn main() -> Result<()> {
     std::fs::write(root.path().join("bench.pid"), std::process::id().to_string())?;
     // Spawned here, on the main thread, which outlives every workload (see
     // `spawn`). Declared after `root`, so they are killed before it is removed.
-    let mut servers = [Server::ours(&cfg, root.path())?, Server::etcd(&cfg, root.path())?, Server::kine(&cfg, root.path())?];
+    let mut servers = [Server::start(&cfg, OURS, root.path())?, Server::start(&cfg, ETCD, root.path())?, Server::start(&cfg, KINE, root.path())?];
     eprintln!(
         "benchmarking {} (pid {}), {} (pid {}) and {} (pid {}) under {}",
         cfg.k8s_bin.display(), servers[OURS].pid(), cfg.etcd_bin.display(), servers[ETCD].pid(),
