@@ -193,8 +193,14 @@ ok "pod on the agent reaches a pod on the server ($server_pod)"
 agent_pod=$(kubectl get pod "web-$AGENT" -o jsonpath='{.status.podIP}')
 kubectl logs "web-$SERVER" | grep -qF "ffff:$agent_pod]:" || fail "the server pod did not see $agent_pod as the source: $(kubectl logs "web-$SERVER" | tail -3)"
 ok "the server pod saw the agent pod's own address ($agent_pod): no NAT between pods"
-[[ $(fetch "http://$svc/") == "hello-from-$SERVER" ]] || fail "pod on $AGENT cannot reach Service $svc"
-ok "pod on the agent reaches the Service by ClusterIP ($svc)"
+# The Service was created a moment ago: the agent's kube-proxy programs it once the EndpointSlice reaches it
+# (a watch plus its one-second minimum sync), so give that a bounded wait and say how long it took.
+svc_start=$SECONDS
+until [[ $(fetch "http://$svc/") == "hello-from-$SERVER" ]]; do
+  ((SECONDS - svc_start < 30)) || fail "pod on $AGENT cannot reach Service $svc after 30 s: $(fetch "http://$svc/")"
+  sleep 1
+done
+ok "pod on the agent reaches the Service by ClusterIP ($svc, after $((SECONDS - svc_start)) s)"
 [[ $(fetch "http://web.default.svc.cluster.local/") == "hello-from-$SERVER" ]] || fail "Service DNS name does not answer from $AGENT"
 ok "pod on the agent reaches the Service by DNS"
 
