@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps deps-test payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis bench bench-api bench-node clean
+.PHONY: all build deps deps-test payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis conformance conformance-kit bench bench-api bench-node clean
 
 all: dist
 
@@ -87,6 +87,16 @@ test-e2e:
 # 3 servers + 1 agent on it, upgraded through `k8s up` to dist/k8s-next. Not in `make test`.
 test-upgrade-k8s: dist dist-next
 	e2e/upgrade-k8s.sh
+
+# Upstream's conformance suite (e2e.test of the pinned Kubernetes, and the images it pulls, built once
+# by bootstrap/conformance/build.sh, ~20 min cold) against a server + agent in test hosts; reports in
+# /var/tmp/k8s-conformance (summary.txt, JUnit). `make conformance` runs every [Conformance] test (hours);
+# CONFORMANCE_FOCUS narrows it (e.g. '\[sig-apps\].*\[Conformance\]'). Not in `make test`.
+conformance-kit:
+	./bootstrap/conformance/build.sh
+
+conformance: dist conformance-kit
+	K8S_BIN=$(K8S) e2e/conformance.sh
 
 # kill -9 of `k8s server` 100 times under API load (e2e/chaos.sh, ~20 min): no acknowledged write lost, no
 # watch going backwards, the pod running through. `make test-e2e` runs the same with 10 kills (~2 min).

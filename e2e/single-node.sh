@@ -5,7 +5,8 @@
 #
 # Steps (see e2e/README.md, "Single-node test"):
 #   0. `k8s check-config` passes on the fresh host, and fails naming iptables with a PATH that has none
-#   1. start `k8s server`; "k8s server ready"; node Ready; kube-system pods Running; `k8s status`
+#   1. start `k8s server`; "k8s server ready"; node Ready; kube-system pods Running; `k8s status`; an image archive
+#      dropped in /var/lib/k8s/images runs as a pod
 #   2. a 2-replica busybox httpd Deployment + ClusterIP Service; from another pod: wget by IP and by DNS name,
 #      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte;
 #      a Secret stored encrypted (read from the SQLite file), data dir 0700 and datastore files 0600, the audit
@@ -313,6 +314,24 @@ why=$(kc get upgradeplan e2e-downgrade -o jsonpath='{.status.message}' 2>/dev/nu
   fail "the downgrade plan is '$phase': $why"
 kc get upgradeplans 2>&1 | indent
 kc delete upgradeplan e2e-downgrade >/dev/null 2>&1 || fail "cannot delete the UpgradePlan"
+
+# An image archive dropped in the images dir while the node runs (zstd, under a name no registry has) is
+# imported within the watch interval, and a pod runs it with imagePullPolicy Never.
+carried=$(ls "$HDISK"/fs/var-lib-k8s/bin/*/images/busybox.tar 2>/dev/null | head -n 1)
+[[ -n $carried ]] || fail "no carried busybox.tar under $HDISK/fs/var-lib-k8s/bin"
+rm -rf "$WORK/dropped" && mkdir -p "$WORK/dropped" && tar -C "$WORK/dropped" -xf "$carried"
+sed -i 's|k8s.local/busybox:latest|k8s.local/dropped:e2e|; s|"org.opencontainers.image.ref.name":"latest"|"org.opencontainers.image.ref.name":"e2e"|' \
+  "$WORK/dropped/index.json" "$WORK/dropped/manifest.json"
+mkdir -p "$HDISK/fs/var-lib-k8s/images"
+tar -C "$WORK/dropped" -cf - . | zstd -q -o "$HDISK/fs/var-lib-k8s/images/.dropped.tar.zst" &&
+  mv "$HDISK/fs/var-lib-k8s/images/.dropped.tar.zst" "$HDISK/fs/var-lib-k8s/images/dropped.tar.zst"
+kc run dropped --image=k8s.local/dropped:e2e --image-pull-policy=Never --restart=Never --command -- sleep 3600 >/dev/null ||
+  fail "cannot create the pod using the dropped image"
+dropped_running() { [ "$(kc get pod dropped -o jsonpath='{.status.phase}')" = Running ]; }
+wait_until 90 "pod dropped Running" dropped_running &&
+  ok "an image archive dropped in /var/lib/k8s/images (zstd) was imported and runs (imagePullPolicy Never)" ||
+  fail "the dropped image archive was not imported: $(grep 'image archive' "$WORK/server-$NSTART.log" | tail -n 2)"
+kc delete pod dropped --now >/dev/null 2>&1 || true
 
 # ========================================================================================== 2
 step "2. workload: Deployment + Service + DNS + logs/exec + ConfigMap/Secret"

@@ -4,7 +4,7 @@
 //! `kubeconfigs/`, `server/db/` (the datastore), `server/manifests/`
 //! (addons), `server/{token,agent-token}` (the default join tokens),
 //! `agent/` (containerd, kubelet and CNI state; an agent's credentials in
-//! `agent/pki/`), `logs/`. `/run/k8s`: sockets and the status file, gone
+//! `agent/pki/`), `images/` (image archives to import), `logs/`. `/run/k8s`: sockets and the status file, gone
 //! at reboot.
 
 use std::io::Write;
@@ -144,6 +144,10 @@ pub struct NodePaths {
     /// The kubeconfig of the kubelet and of `k8s`'s own node-side clients:
     /// the cluster CA, and the store's current pair by path.
     pub kubelet_kubeconfig: PathBuf,
+    /// Image archives a user drops for containerd (air-gapped hosts).
+    pub images_dir: PathBuf,
+    /// Which of those were imported, as which file size and mtime.
+    pub images_imported: PathBuf,
 }
 
 impl NodePaths {
@@ -164,6 +168,8 @@ impl NodePaths {
             logs: layout.logs_dir(),
             kubelet_client_dir: agent.join("kubelet-client"),
             kubelet_kubeconfig: agent.join("etc/kubelet.kubeconfig"),
+            images_dir: layout.data_dir.join("images"),
+            images_imported: agent.join("etc/images-imported"),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod api_balancer;
 pub mod client_cert;
 mod host_settings;
+pub mod images;
 mod masquerade;
 pub mod routes;
 pub mod vxlan;
@@ -117,14 +118,18 @@ async fn publish_version(kubelet: &kube::Client, node_name: &str) -> anyhow::Res
 }
 
 /// The host settings a node needs, then containerd with the carried images
-/// imported: nothing here needs the API server.
+/// and those of the images dir imported (and that dir watched, [`images`]):
+/// nothing here needs the API server.
 pub async fn start_runtime(sup: &mut Supervisor, c: &Components, p: &Paths, profile: Profile) -> anyhow::Result<()> {
     host_settings::prepare_network()?;
     if profile == Profile::Cis {
         host_settings::kernel_defaults()?;
     }
     start_containerd(sup, c, p).await?;
-    import_images(c, p).await
+    images::import_carried(c, p).await?;
+    images::import_dir(c, p).await?;
+    images::watch(c.clone(), p.clone());
+    Ok(())
 }
 
 /// Starts kubelet and kube-proxy.
@@ -206,34 +211,6 @@ async fn wait_for_socket(path: &Path, timeout: Duration) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(())
-}
-
-/// Imports the carried images into containerd's CRI namespace, skipping
-/// those already there (a restart costs one `ctr images ls`).
-async fn import_images(c: &Components, p: &Paths) -> anyhow::Result<()> {
-    let ctr = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(c.bin("ctr"));
-        cmd.arg("--address").arg(&p.containerd_socket).args(["--namespace", "k8s.io"]).args(args);
-        cmd
-    };
-    let listed = ctr(&["images", "ls", "--quiet"]).output().await.context("running ctr")?;
-    let present = String::from_utf8_lossy(&listed.stdout).into_owned();
-    // All at once: a fresh node waits for the slowest, not for the sum.
-    let imports = c.images().filter_map(|(part, file)| {
-        let name = part.image.clone().unwrap_or_else(|| part.name.clone());
-        let mut cmd = ctr(&["images", "import"]);
-        cmd.arg(&file);
-        (!present.lines().any(|l| l == name)).then(|| async move {
-            let out = cmd.output().await?;
-            if !out.status.success() {
-                bail!("importing {} into containerd failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
-            }
-            tracing::info!(image = name, "image imported");
-            anyhow::Ok(())
-        })
-    });
-    futures::future::try_join_all(imports).await?;
     Ok(())
 }
 

@@ -1,0 +1,232 @@
+//! Images on a node without a registry: the ones the binary carries, and
+//! image archives a user drops in `<data-dir>/images/` (k3s's
+//! `agent/images/`), for air-gapped hosts and locally built images.
+//!
+//! Lifecycle: at every node start, before the kubelet runs, the carried
+//! images missing from containerd's CRI namespace are imported, then every
+//! archive in the images dir that is new or changed since it was last
+//! imported (by name, size and mtime, recorded in `agent/etc/images-imported`).
+//! While the node runs, [`watch`] looks at the dir every
+//! [`WATCH_INTERVAL`] and imports what was added or replaced there. A bad
+//! archive is named in the log and the start goes on (it is retried when the
+//! file changes); removing an archive does not remove its images
+//! (`k8s kubectl` / the kubelet's image GC own that).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use crate::host::layout::NodePaths as Paths;
+use crate::payload::Components;
+
+/// How often a running node looks for new archives in the images dir.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The archive kinds the images dir takes: an OCI or Docker image tar, plain
+/// or zstd-compressed (containerd's importer reads only plain tar: we
+/// decompress).
+const SUFFIXES: [&str; 2] = [".tar", ".tar.zst"];
+
+/// Imports the carried images into containerd's CRI namespace, skipping
+/// those already there (a restart costs one `ctr images ls`).
+pub async fn import_carried(c: &Components, p: &Paths) -> anyhow::Result<()> {
+    let listed = tokio::process::Command::new(c.bin("ctr"))
+        .arg("--address")
+        .arg(&p.containerd_socket)
+        .args(["--namespace", "k8s.io", "images", "ls", "--quiet"])
+        .output()
+        .await
+        .context("running ctr")?;
+    let present = String::from_utf8_lossy(&listed.stdout).into_owned();
+    // All at once: a fresh node waits for the slowest, not for the sum.
+    let imports = c.images().filter_map(|(part, file)| {
+        let name = part.image.clone().unwrap_or_else(|| part.name.clone());
+        (!present.lines().any(|l| l == name)).then(|| async move {
+            import_file(c, p, &file).await?;
+            tracing::info!(image = name, "image imported");
+            anyhow::Ok(())
+        })
+    });
+    futures::future::try_join_all(imports).await?;
+    Ok(())
+}
+
+/// Imports the archives of the images dir that are new or changed since
+/// their last import; returns how many were imported.
+pub async fn import_dir(c: &Components, p: &Paths) -> anyhow::Result<usize> {
+    let found = archives(&p.images_dir)?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let mut record = read_record(&p.images_imported);
+    let todo: Vec<(PathBuf, String)> = found.into_iter().filter(|(file, stamp)| record.get(&key(file)) != Some(stamp)).collect();
+    let imports = todo.iter().map(|(file, stamp)| async move {
+        match import_file(c, p, file).await {
+            Ok(images) => {
+                tracing::info!(archive = %file.display(), images = images.join(" "), "image archive imported");
+                Some((key(file), stamp.clone()))
+            }
+            Err(e) => {
+                tracing::warn!(archive = %file.display(), "image archive not imported: {e:#}; fix or replace the file (it is tried again when it changes)");
+                None
+            }
+        }
+    });
+    let done: Vec<(String, String)> = futures::future::join_all(imports).await.into_iter().flatten().collect();
+    let n = done.len();
+    record.extend(done);
+    write_record(&p.images_imported, &record)?;
+    Ok(n)
+}
+
+/// Looks at the images dir every [`WATCH_INTERVAL`] while the node runs.
+pub fn watch(c: Components, p: Paths) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = import_dir(&c, &p).await {
+                tracing::warn!("images dir {}: {e:#}", p.images_dir.display());
+            }
+        }
+    });
+}
+
+/// Streams one archive into `ctr images import -`, decompressing by suffix
+/// (so a large archive never sits in memory); returns the image names ctr
+/// reports.
+async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<Vec<String>> {
+    let mut cmd = std::process::Command::new(c.bin("ctr"));
+    cmd.arg("--address").arg(&p.containerd_socket).args(["--namespace", "k8s.io", "images", "import", "-"]);
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("running ctr")?;
+        let fed = child.stdin.take().context("ctr stdin").and_then(|mut stdin| {
+            std::io::copy(&mut plain_tar(&file)?, &mut stdin).with_context(|| format!("reading {}", file.display()))
+        });
+        let out = child.wait_with_output().context("waiting for ctr")?;
+        if !out.status.success() {
+            bail!("ctr images import: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        fed?;
+        Ok(imported_names(&String::from_utf8_lossy(&out.stdout)))
+    })
+    .await?
+}
+
+/// The archive as a plain tar stream.
+fn plain_tar(file: &Path) -> anyhow::Result<Box<dyn std::io::Read>> {
+    let f = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
+    Ok(if file.to_string_lossy().ends_with(".tar.zst") { Box::new(zstd::Decoder::with_buffer(f)?) } else { Box::new(f) })
+}
+
+/// `ctr images import` prints "unpacking NAME (sha256:...)...done" per image.
+fn imported_names(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|l| l.strip_prefix("unpacking ")).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+}
+
+/// The archives in `dir` with their stamp ("size mtime"); none when the dir
+/// does not exist.
+fn archives(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        // Dot files are partial copies (rsync, scp to a temp name): wait for the rename.
+        if name.starts_with('.') || !SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            continue;
+        }
+        let meta = std::fs::metadata(&path)?;
+        if meta.is_file() {
+            found.push((path, format!("{} {}", meta.len(), meta.mtime_nsec() as i128 + meta.mtime() as i128 * 1_000_000_000)));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn key(file: &Path) -> String {
+    file.file_name().unwrap_or_default().to_string_lossy().into_owned()
+}
+
+/// The record: one "STAMP\tNAME" line per imported archive.
+fn read_record(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(stamp, name)| (name.to_owned(), stamp.to_owned()))
+        .collect()
+}
+
+fn write_record(path: &Path, record: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let text: String = record.iter().map(|(name, stamp)| format!("{stamp}\t{name}\n")).collect();
+    crate::fsutil::write_if_changed(path, text.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn archives_takes_image_tars_and_skips_partial_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.tar", "b.tar.zst", "c.tgz", ".e.tar", "notes.txt", "f.tar.part"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let names: Vec<String> = archives(dir.path()).unwrap().iter().map(|(p, _)| key(p)).collect();
+        assert_eq!(names, ["a.tar", "b.tar.zst"]);
+        assert!(archives(&dir.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn record_round_trips_and_a_changed_file_is_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("rec");
+        let file = dir.path().join("a.tar");
+        std::fs::write(&file, b"one").unwrap();
+        let (_, stamp) = archives(dir.path()).unwrap().remove(0);
+        write_record(&rec, &BTreeMap::from([("a.tar".to_owned(), stamp.clone())])).unwrap();
+        assert_eq!(read_record(&rec).get("a.tar"), Some(&stamp));
+        std::fs::write(&file, b"longer").unwrap();
+        let (_, changed) = archives(dir.path()).unwrap().remove(0);
+        assert_ne!(changed, stamp);
+    }
+
+    fn read_all(file: &Path) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        plain_tar(file)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn compressed_archives_are_decompressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let zst = dir.path().join("i.tar.zst");
+        std::fs::write(&zst, zstd::encode_all(&b"tar bytes"[..], 3).unwrap()).unwrap();
+        assert_eq!(read_all(&zst).unwrap(), b"tar bytes");
+        let tar = dir.path().join("i.tar");
+        std::fs::write(&tar, b"tar bytes").unwrap();
+        assert_eq!(read_all(&tar).unwrap(), b"tar bytes");
+        std::fs::write(dir.path().join("bad.tar.zst"), b"plain").unwrap();
+        assert!(read_all(&dir.path().join("bad.tar.zst")).is_err());
+    }
+
+    #[test]
+    fn names_come_from_ctr_output() {
+        let out = "unpacking registry.k8s.io/e2e-test-images/agnhost:2.66.1 (sha256:ab)...done\nunpacking k8s.local/x:1 (sha256:cd)...done\n";
+        assert_eq!(imported_names(out), ["registry.k8s.io/e2e-test-images/agnhost:2.66.1", "k8s.local/x:1"]);
+    }
+}
