@@ -9,7 +9,9 @@
 # (Node authorizer, NodeRestriction). The traffic between the nodes takes the pod
 # network POD_NETWORK (host-gw, the default, or vxlan: then it must cross the
 # VXLAN device, whose MAC each node publishes); a removed node's entries go,
-# and reset removes the device. Exit 0 only if every check passes.
+# and reset removes the device. The join settings also come from the environment
+# (K8S_URL, K8S_TOKEN; with --token-file too: refused, naming both), and the server
+# writes its admin kubeconfig with --write-kubeconfig-mode. Exit 0 only if every check passes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 T=$here/lib/testhost.sh
@@ -64,9 +66,13 @@ wait_log() {
 }
 
 # shellcheck disable=SC2086
-setsid "$T" exec "$SERVER" "$K8S" server --pod-network "$POD_NETWORK" $EXTRA </dev/null >"$shared/$SERVER.log" 2>&1 &
+setsid "$T" exec "$SERVER" "$K8S" server --pod-network "$POD_NETWORK" --write-kubeconfig-mode 0644 $EXTRA \
+  </dev/null >"$shared/$SERVER.log" 2>&1 &
 wait_log "$shared/$SERVER.log" "k8s server ready" 300 || fail "the server did not become ready"
 ok "server ready (pod network $POD_NETWORK)"
+mode=$(stat -c %a "$($T dir "$SERVER")/fs/etc-k8s/admin.kubeconfig")
+[[ $mode == 644 ]] || fail "--write-kubeconfig-mode 0644: the admin kubeconfig is $mode"
+ok "--write-kubeconfig-mode 0644: the admin kubeconfig is 644"
 kubectl() { "$T" exec "$SERVER" "$K8S" kubectl "$@"; }
 
 token_file=$($T dir "$SERVER")/fs/var-lib-k8s/server/agent-token
@@ -82,12 +88,21 @@ if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --to
 fi
 grep -q "refused the token" <<<"$out" || fail "wrong secret: unclear message: $out"
 ok "a wrong secret is refused: $(grep error: <<<"$out")"
+# This one comes as k3s' K3S_URL and K3S_TOKEN would: in the environment.
 # shellcheck disable=SC2086
-if out=$("$T" exec "$AGENT" "$K8S" agent --server "https://$server_ip:9345" --token-file "$shared/bad-ca" $EXTRA 2>&1); then
+if out=$("$T" exec "$AGENT" env K8S_URL="https://$server_ip:9345" K8S_TOKEN="$(cat "$shared/bad-ca")" "$K8S" agent $EXTRA 2>&1); then
   fail "an agent with another cluster's token started"
 fi
 grep -q "different cluster CA" <<<"$out" || fail "wrong CA: unclear message: $out"
-ok "another cluster's token is refused before the secret is sent"
+ok "another cluster's token (K8S_URL, K8S_TOKEN) is refused before the secret is sent"
+# shellcheck disable=SC2086
+if out=$("$T" exec "$AGENT" env K8S_TOKEN="$(cat "$shared/agent-token")" "$K8S" agent --server "https://$server_ip:9345" \
+  --token-file "$shared/agent-token" $EXTRA 2>&1); then
+  fail "an agent given both K8S_TOKEN and --token-file started"
+fi
+grep -q "both token and token-file" <<<"$out" || fail "token and token-file: unclear message: $out"
+! grep -qF "$(cat "$shared/agent-token")" <<<"$out" || fail "the error printed the token: $out"
+ok "token and token-file together are refused: $(grep error: <<<"$out")"
 # Wrong tokens again and again from one address: after a few, the endpoint holds the address off without a check.
 held=""
 for ((i = 0; i < 8; i++)); do

@@ -10,18 +10,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::components::Supervisor;
 use crate::fsutil::write_atomic;
-use crate::host::config::AgentOptions;
+use crate::host::config::{AgentOptions, TokenSource};
 use crate::host::{net, paths, Layout};
 use crate::join::{self, token::Token, AgentConfig};
 use crate::payload::Components;
 use crate::{kubeclient, node, upgrade};
 
 pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
-    let server = o.server.clone().context("--server is required (https://SERVER:9345)")?;
-    let token_file = o.token_file.clone().context("--token-file is required")?;
-    let token_text = std::fs::read_to_string(&token_file).with_context(|| format!("cannot read the token file {}", token_file.display()))?;
-    let token = Token::parse(&token_text).with_context(|| format!("{}", token_file.display()))?;
-    let data_dir = o.data_dir.clone().unwrap_or_else(|| paths::DATA_DIR.into());
+    let server = o.server.clone().context("a server to join is required: server (--server, K8S_URL), https://SERVER:9345")?;
+    let token = TokenSource::pick(o.token.clone(), o.token_file.clone())?
+        .context("a join token is required: token-file (--token-file, K8S_TOKEN_FILE) or token (K8S_TOKEN, --token)")?;
+    let token = Token::parse(&token.read()?).with_context(|| token.to_string())?;
+    // `o` holds the file's data-dir already, under the flag's.
+    let data_dir = crate::host::config::data_dir(o.data_dir.clone(), None);
     let node_name = net::node_name(o.node_name.as_deref())?;
     let node_ip = net::node_ip(o.node_ip)?;
     let kubelet_args = node::kubelet_registration_args(o.kubelet_arg.clone(), &o.node_label, &o.node_taint)?;

@@ -13,16 +13,18 @@ use clap::ValueEnum;
 use time::{Duration, OffsetDateTime};
 
 use crate::cli::{CertService, CertsCommand, OutputFormat};
-use crate::host::{paths, Layout};
+use crate::host::config::Local;
+use crate::host::Layout;
 use crate::pki::expiry::{check, Row};
 use crate::pki::{Identity, Lifetimes, Pki};
 
 pub fn run(command: CertsCommand) -> anyhow::Result<()> {
     match command {
         CertsCommand::Check { output, data_dir } => {
-            let layout = Layout::new(&data_dir.data_dir);
+            let local = Local::resolve(data_dir.data_dir)?;
+            let layout = Layout::new(&local.data_dir);
             let lt = Lifetimes::from_env()?;
-            let rows = check(&layout, Path::new(paths::ADMIN_KUBECONFIG), &lt, OffsetDateTime::now_utc())?;
+            let rows = check(&layout, &local.admin_kubeconfig, &lt, OffsetDateTime::now_utc())?;
             match output {
                 OutputFormat::Text => print!("{}", table(&layout, &lt, &rows)),
                 OutputFormat::Json => println!("{}", json(&rows)),
@@ -30,7 +32,7 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CertsCommand::Rotate { services, data_dir } => {
-            let layout = Layout::new(&data_dir.data_dir);
+            let layout = Layout::new(&Local::resolve(data_dir.data_dir)?.data_dir);
             let removed = rotate(&layout, &services)?;
             for path in &removed {
                 println!("removed {}", path.display());

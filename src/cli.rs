@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::datastore;
+use crate::host::config::Local;
 
 #[derive(Parser)]
 #[command(name = "k8s", about = "A lightweight Kubernetes distribution in one binary", version = crate::version::VERSION)]
@@ -102,7 +103,7 @@ pub enum TokenCommand {
         /// What the token joins: agent or server.
         #[arg(long, default_value = "agent")]
         role: String,
-        /// Lifetime, e.g. 24h or 30m; 0 never expires (like the default tokens).
+        /// Lifetime, e.g. 24h, 30m or 1h30m; 0 never expires (like the default tokens).
         #[arg(long, default_value = "24h", value_parser = parse_ttl)]
         // Written out in full: clap reads a plain `Option` as "may be absent".
         ttl: ::std::option::Option<std::time::Duration>,
@@ -143,8 +144,10 @@ pub enum EtcdCommand {
 impl EtcdCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            EtcdCommand::Members(d) => crate::etcd::cli::members(&d.data_dir).await,
-            EtcdCommand::RemoveMember { name, data_dir } => crate::etcd::cli::remove_member(&data_dir.data_dir, &name).await,
+            EtcdCommand::Members(d) => crate::etcd::cli::members(&Local::resolve(d.data_dir)?.data_dir).await,
+            EtcdCommand::RemoveMember { name, data_dir } => {
+                crate::etcd::cli::remove_member(&Local::resolve(data_dir.data_dir)?.data_dir, &name).await
+            }
         }
     }
 }
@@ -262,10 +265,13 @@ pub enum CertService {
     KubeProxy,
 }
 
+/// The data dir of the server or agent on this host; resolved by
+/// [`crate::host::config::Local::resolve`].
 #[derive(Args)]
 pub struct DataDirArg {
-    #[arg(long, default_value = "/var/lib/k8s")]
-    pub data_dir: PathBuf,
+    /// The data dir [default: data-dir of /etc/k8s/config.yaml, else /var/lib/k8s].
+    #[arg(long, env = "K8S_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -298,7 +304,7 @@ pub enum BackupCommand {
 #[derive(Args)]
 pub struct BackupPlace {
     /// The server's data dir [default: data-dir of /etc/k8s/config.yaml, else /var/lib/k8s].
-    #[arg(long)]
+    #[arg(long, env = "K8S_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The backup dir [default: backup-dir of /etc/k8s/config.yaml, else <data-dir>/backups].
     #[arg(long)]
@@ -410,7 +416,7 @@ pub struct DatastoreArgs {
     #[arg(long)]
     pub trusted_ca_file: Option<PathBuf>,
     /// How often idle watchers that asked for progress hear it (etcd: 10m).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = crate::duration::parse)]
     pub watch_progress_notify_interval: std::time::Duration,
     /// The space quota in bytes: past it the NOSPACE alarm refuses writes
     /// that add data (etcd's flag; 0: 2 GiB, negative: no quota).
@@ -442,44 +448,73 @@ impl DatastoreArgs {
     }
 }
 
-/// Durations as `500ms`, `10s`, `5m` or `1h`.
-/// A token's lifetime: a duration, or 0 for none.
+/// A token's lifetime: a duration (`24h`, `1h30m`: [`crate::duration`]), or 0 for none.
 fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>, String> {
-    if s == "0" { Ok(None) } else { parse_duration(s).map(Some) }
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s}: expected a number with a unit, e.g. 10s"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1_000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("{s}: the unit must be ms, s, m or h")),
-    };
-    if ms == 0 {
-        return Err(format!("{s}: must be more than zero"));
-    }
-    Ok(std::time::Duration::from_millis(ms))
+    if s == "0" { Ok(None) } else { crate::duration::parse(s).map(Some) }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn durations() {
-        assert_eq!(super::parse_duration("10m").unwrap().as_secs(), 600);
-        assert_eq!(super::parse_duration("250ms").unwrap().as_millis(), 250);
-        assert!(super::parse_duration("10").is_err());
-        assert!(super::parse_duration("0s").is_err());
+    fn ttls() {
         assert_eq!(super::parse_ttl("0").unwrap(), None);
         assert_eq!(super::parse_ttl("24h").unwrap().map(|d| d.as_secs()), Some(86_400));
+        assert!(super::parse_ttl("10").unwrap_err().contains("no unit"));
+    }
+
+    use clap::Parser;
+
+    fn agent(args: &[&str]) -> Result<crate::host::config::AgentOptions, clap::Error> {
+        match super::Cli::try_parse_from([&["k8s", "agent"], args].concat())?.command {
+            super::Command::Agent(a) => Ok(a.options),
+            _ => panic!("not agent"),
+        }
+    }
+
+    // The only test that sets these variables (tests run in parallel threads
+    // of one process), and the only one that reads what they set.
+    #[test]
+    fn join_settings_from_flags_or_the_environment() {
+        use crate::host::config::{over, AgentOptions, Secret, TokenSource};
+        let pick = |o: AgentOptions| TokenSource::pick(o.token, o.token_file);
+        std::env::set_var("K8S_URL", "https://env:9345");
+        std::env::set_var("K8S_TOKEN", "K10env");
+        let o = agent(&[]).unwrap();
+        assert_eq!(o.server.as_deref(), Some("https://env:9345"));
+        assert_eq!(pick(o).unwrap(), Some(TokenSource::Given(Secret::from("K10env".to_string()))));
+        let o = agent(&["--server", "https://flag:9345", "--token", "K10flag"]).unwrap();
+        assert_eq!(o.server.as_deref(), Some("https://flag:9345"), "a flag beats its variable");
+        assert_eq!(pick(o).unwrap(), Some(TokenSource::Given(Secret::from("K10flag".to_string()))));
+        let file = AgentOptions { token_file: Some("/etc/k8s/token".into()), ..Default::default() };
+        assert!(matches!(pick(over(agent(&[]).unwrap(), file)), Ok(Some(TokenSource::Given(_)))), "K8S_TOKEN beats the file's token-file");
+        let err = pick(agent(&["--token-file", "/t"]).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("token and token-file") && !err.contains("K10env"), "{err}");
+        std::env::remove_var("K8S_TOKEN");
+        std::env::set_var("K8S_TOKEN_FILE", "/env/token");
+        assert_eq!(pick(agent(&[]).unwrap()).unwrap(), Some(TokenSource::File("/env/token".into())));
+        for name in ["K8S_URL", "K8S_TOKEN_FILE"] {
+            std::env::remove_var(name);
+        }
+        let o = agent(&[]).unwrap();
+        assert!(o.server.is_none() && pick(o).unwrap().is_none());
+    }
+
+    #[test]
+    fn write_kubeconfig_mode_and_aliases_on_the_command_line() {
+        let server = |args: &[&str]| match super::Cli::try_parse_from([&["k8s", "server"], args].concat()).map(|c| c.command) {
+            Ok(super::Command::Server(s)) => Ok(s.options),
+            Ok(_) => panic!("not server"),
+            Err(e) => Err(e.to_string()),
+        };
+        let mode = server(&["--write-kubeconfig-mode", "0644"]).unwrap().write_kubeconfig_mode;
+        assert_eq!(mode.map(|m| m.0), Some(0o644));
+        let err = server(&["--write-kubeconfig-mode", "0844"]).unwrap_err();
+        assert!(err.contains("--write-kubeconfig-mode") && err.contains("not a file mode"), "{err}");
+        assert!(server(&["--control-plane-only"]).unwrap().disable_agent, "the inventory's name");
     }
 
     #[test]
     fn created_tokens_expire_in_a_day_unless_told() {
-        use clap::Parser;
         let ttl = |args: &[&str]| match super::Cli::try_parse_from(args).unwrap().command {
             super::Command::Token(super::TokenCommand::Create { ttl, .. }) => ttl.map(|d| d.as_secs()),
             _ => panic!("not token create"),
@@ -487,5 +522,6 @@ mod tests {
         assert_eq!(ttl(&["k8s", "token", "create"]), Some(86_400));
         assert_eq!(ttl(&["k8s", "token", "create", "--ttl", "30m"]), Some(1_800));
         assert_eq!(ttl(&["k8s", "token", "create", "--ttl", "0"]), None);
+        assert_eq!(ttl(&["k8s", "token", "create", "--ttl", "1h30m"]), Some(5_400), "the inventory's syntax");
     }
 }

@@ -14,6 +14,7 @@ pub mod check_config;
 pub mod cli;
 pub mod components;
 pub mod datastore;
+pub mod duration;
 pub mod encryption;
 pub mod etcd;
 pub mod fsutil;

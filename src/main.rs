@@ -62,33 +62,43 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
                         cli::OutputFormat::Json => upgrade::cli::Output::Json,
                     },
                 };
-                runtime()?.block_on(upgrade::cli::apply(&binary, opts, &data_dir.data_dir))
+                runtime()?.block_on(upgrade::cli::apply(&binary, opts, &local(data_dir)?))
             }
             cli::UpgradeCommand::Status { output } => {
-                runtime()?.block_on(upgrade::cli::status(output == cli::OutputFormat::Json))
+                runtime()?.block_on(upgrade::cli::status(output == cli::OutputFormat::Json, &admin_kubeconfig()?))
             }
-            cli::UpgradeCommand::Pause { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, true)),
-            cli::UpgradeCommand::Resume { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, false)),
-            cli::UpgradeCommand::Guard { data_dir, binary } => upgrade::guard::run(&data_dir.data_dir, &binary),
+            cli::UpgradeCommand::Pause { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, true, &admin_kubeconfig()?)),
+            cli::UpgradeCommand::Resume { plan } => runtime()?.block_on(upgrade::cli::set_paused(plan, false, &admin_kubeconfig()?)),
+            cli::UpgradeCommand::Guard { data_dir, binary } => upgrade::guard::run(&local(data_dir)?.data_dir, &binary),
         },
-        cli::Command::SecretsEncrypt(cli::SecretsEncryptCommand::Status(a)) => runtime()?.block_on(secrets_encrypt::status(&a.data_dir)),
+        cli::Command::SecretsEncrypt(cli::SecretsEncryptCommand::Status(a)) => runtime()?.block_on(secrets_encrypt::status(&local(a)?)),
         cli::Command::SecretsEncrypt(cli::SecretsEncryptCommand::RotateKeys(a)) => {
-            runtime()?.block_on(secrets_encrypt::rotate_keys(&a.data_dir))
+            runtime()?.block_on(secrets_encrypt::rotate_keys(&local(a)?))
         }
         cli::Command::Certs(cmd) => certs::run(cmd),
         cli::Command::Backup(a) => runtime()?.block_on(backup::cli::run(a)),
-        cli::Command::Restore(a) => backup::cli::restore(&a.file, &a.data_dir.data_dir),
+        cli::Command::Restore(a) => backup::cli::restore(&a.file, &local(a.data_dir)?.data_dir),
         cli::Command::CheckConfig(a) => check_config::run(&a),
-        cli::Command::Status(a) => runtime()?.block_on(status::print(&a.data_dir)),
-        cli::Command::Kubeconfig => status::print_kubeconfig(),
+        cli::Command::Status(a) => runtime()?.block_on(status::print(&local(a)?)),
+        cli::Command::Kubeconfig => status::print_kubeconfig(&admin_kubeconfig()?),
         cli::Command::Up(args) => runtime()?.block_on(up::run(args)),
         cli::Command::Reset(a) => match a.inventory {
             Some(file) => runtime()?.block_on(up::reset::run(&file, a.yes)),
-            None => reset::run(&a.data_dir.data_dir, a.yes),
+            None => reset::run(&local(a.data_dir)?.data_dir, a.yes),
         },
         cli::Command::AttachPayload { exe, payload, out } => payload::attach(&exe, &payload, &out),
         cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
     }
+}
+
+/// Where this host's server or agent keeps its data and admin kubeconfig:
+/// `--data-dir`, else /etc/k8s/config.yaml, else the defaults.
+fn local(d: cli::DataDirArg) -> anyhow::Result<host::config::Local> {
+    host::config::Local::resolve(d.data_dir)
+}
+
+fn admin_kubeconfig() -> anyhow::Result<std::path::PathBuf> {
+    Ok(host::config::Local::resolve(None)?.admin_kubeconfig)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

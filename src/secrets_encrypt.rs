@@ -4,19 +4,18 @@
 //! a new key on every server with every Secret rewritten under it
 //! ([`crate::encryption`]).
 
-use std::path::Path;
-
 use anyhow::{bail, Context};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use crate::encryption::rotation::{self, Cluster, Store};
-use crate::host::{paths, Layout};
+use crate::host::config::Local;
+use crate::host::Layout;
 use crate::pki::{encryption, Pki};
 use crate::{etcd, kubeclient};
 
-pub async fn status(data_dir: &Path) -> anyhow::Result<()> {
-    let layout = Layout::new(data_dir);
+pub async fn status(local: &Local) -> anyhow::Result<()> {
+    let layout = Layout::new(&local.data_dir);
     let pki = Pki { dir: layout.pki_dir() };
     let config = pki.encryption_config();
     if !config.exists() {
@@ -32,7 +31,7 @@ pub async fn status(data_dir: &Path) -> anyhow::Result<()> {
     let stored = store(&layout, &pki).secrets().await.context("reading the stored Secrets")?;
     let encrypted = stored.iter().filter(|(_, v)| v.starts_with(encryption::STORED_PREFIX.as_bytes())).count();
     println!("stored Secrets: {} encrypted, {} not (written before encryption was on)", encrypted, stored.len() - encrypted);
-    if let Ok(client) = kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await {
+    if let Ok(client) = kubeclient::client(&local.admin_kubeconfig).await {
         print_loaded(&client).await;
     }
     Ok(())
@@ -51,13 +50,13 @@ async fn print_loaded(client: &kube::Client) {
 /// `k8s secrets-encrypt rotate-keys`: a new key on every server, every
 /// Secret rewritten under it, the old keys dropped (see
 /// [`crate::pki::encryption::Rotation`] for the steps).
-pub async fn rotate_keys(data_dir: &Path) -> anyhow::Result<()> {
-    let layout = Layout::new(data_dir);
+pub async fn rotate_keys(local: &Local) -> anyhow::Result<()> {
+    let layout = Layout::new(&local.data_dir);
     let pki = Pki { dir: layout.pki_dir() };
     if !pki.encryption_config().exists() {
         bail!("secrets encryption is off here ({} is missing); nothing to rotate", pki.encryption_config().display());
     }
-    let api = kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await.context("k8s secrets-encrypt runs on a server, as root")?;
+    let api = kubeclient::client(&local.admin_kubeconfig).await.context("k8s secrets-encrypt runs on a server, as root")?;
     let store = store(&layout, &pki);
     let servers = match &store {
         Store::Sqlite(_) => {

@@ -7,13 +7,13 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 use kube::ResourceExt;
 
-use crate::host::paths::ADMIN_KUBECONFIG;
+use crate::host::config::Local;
 use crate::host::Layout;
 use crate::kubeclient;
 use crate::server::status;
 
-pub async fn print(data_dir: &Path) -> anyhow::Result<()> {
-    let layout = Layout::new(data_dir);
+pub async fn print(local: &Local) -> anyhow::Result<()> {
+    let layout = Layout::new(&local.data_dir);
     let Some(s) = status::read(&layout) else {
         println!("k8s server: not running");
         return Ok(());
@@ -25,7 +25,7 @@ pub async fn print(data_dir: &Path) -> anyhow::Result<()> {
         let pid = c.pid.map_or("-".to_string(), |p| p.to_string());
         println!("{:<26} {:<8} {}", c.name, pid, c.state);
     }
-    let client = kubeclient::client(Path::new(ADMIN_KUBECONFIG)).await?;
+    let client = kubeclient::client(&local.admin_kubeconfig).await?;
     match kube::Api::<Node>::all(client).list(&ListParams::default()).await {
         Ok(list) => {
             println!("\n{:<26} {:<10} {}", "NODE", "STATUS", "VERSION");
@@ -40,9 +40,9 @@ pub async fn print(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn print_kubeconfig() -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(ADMIN_KUBECONFIG)
-        .with_context(|| format!("cannot read {ADMIN_KUBECONFIG}; is a k8s server installed here (and are you root)?"))?;
+pub fn print_kubeconfig(admin_kubeconfig: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(admin_kubeconfig)
+        .with_context(|| format!("cannot read {}; is a k8s server installed here (and are you root)?", admin_kubeconfig.display()))?;
     print!("{text}");
     Ok(())
 }

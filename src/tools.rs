@@ -4,20 +4,20 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::host::paths::{ADMIN_KUBECONFIG, DATA_DIR};
+use crate::host::config::Local;
 use crate::host::Layout;
 use crate::payload::Components;
 
 /// Replaces this process with kubectl; returns only on failure.
 pub fn kubectl(args: Vec<OsString>) -> anyhow::Result<()> {
-    let (_, components) = locate()?;
+    let (local, components) = locate()?;
     let mut cmd = std::process::Command::new(components.bin("kubectl"));
     cmd.args(&args);
     let explicit = args.iter().any(|a| a.to_string_lossy().starts_with("--kubeconfig"));
-    if std::env::var_os("KUBECONFIG").is_none() && !explicit && Path::new(ADMIN_KUBECONFIG).exists() {
-        cmd.env("KUBECONFIG", ADMIN_KUBECONFIG);
+    if std::env::var_os("KUBECONFIG").is_none() && !explicit && local.admin_kubeconfig.exists() {
+        cmd.env("KUBECONFIG", &local.admin_kubeconfig);
     }
     exec(cmd)
 }
@@ -25,11 +25,11 @@ pub fn kubectl(args: Vec<OsString>) -> anyhow::Result<()> {
 /// Replaces this process with ctr; returns only on failure. The socket and
 /// namespace go in ctr's own environment variables, so its flags still win.
 pub fn ctr(args: Vec<OsString>) -> anyhow::Result<()> {
-    let (data_dir, components) = locate()?;
+    let (local, components) = locate()?;
     let mut cmd = std::process::Command::new(components.bin("ctr"));
     cmd.args(&args);
     if std::env::var_os("CONTAINERD_ADDRESS").is_none() {
-        cmd.env("CONTAINERD_ADDRESS", Layout::new(&data_dir).node().containerd_socket);
+        cmd.env("CONTAINERD_ADDRESS", Layout::new(&local.data_dir).node().containerd_socket);
     }
     if std::env::var_os("CONTAINERD_NAMESPACE").is_none() {
         cmd.env("CONTAINERD_NAMESPACE", "k8s.io");
@@ -37,13 +37,14 @@ pub fn ctr(args: Vec<OsString>) -> anyhow::Result<()> {
     exec(cmd)
 }
 
-/// The data dir (`K8S_DATA_DIR`, else the default) and the components in it
-/// (`K8S_COMPONENTS_DIR` for a build without a payload).
-fn locate() -> anyhow::Result<(PathBuf, Components)> {
-    let data_dir = std::env::var_os("K8S_DATA_DIR").map_or_else(|| PathBuf::from(DATA_DIR), PathBuf::from);
-    let override_dir = std::env::var_os("K8S_COMPONENTS_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
-    let components = Components::locate(&data_dir, override_dir.as_deref())?;
-    Ok((data_dir, components))
+/// The data dir and admin kubeconfig (`K8S_DATA_DIR` stands for the flag
+/// these commands cannot take: their arguments are the tool's), and the
+/// components in the data dir (`K8S_COMPONENTS_DIR` for a build without a payload).
+fn locate() -> anyhow::Result<(Local, Components)> {
+    let env = |name| std::env::var_os(name).filter(|d| !d.is_empty()).map(PathBuf::from);
+    let local = Local::resolve(env("K8S_DATA_DIR"))?;
+    let components = Components::locate(&local.data_dir, env("K8S_COMPONENTS_DIR").as_deref())?;
+    Ok((local, components))
 }
 
 fn exec(mut cmd: std::process::Command) -> anyhow::Result<()> {

@@ -26,7 +26,7 @@ struct Place {
 impl Place {
     fn resolve(given: BackupPlace) -> anyhow::Result<Place> {
         let file: ServerOptions = crate::host::config::load(None)?;
-        let data_dir = given.data_dir.or(file.data_dir).unwrap_or_else(|| crate::host::paths::DATA_DIR.into());
+        let data_dir = crate::host::config::data_dir(given.data_dir, file.data_dir);
         let backups = given.backup_dir.or(file.backup_dir).unwrap_or_else(|| super::default_dir(&data_dir));
         let node = crate::host::net::node_name(file.node_name.as_deref())?;
         Ok(Place { data_dir, backups, node })

@@ -1,7 +1,11 @@
 //! The config file `/etc/k8s/config.yaml`: its keys are the flag names of
 //! `k8s server` and `k8s agent`, so one struct per command is both its
 //! flags (clap) and its file (serde). `k8s up` writes the file from the
-//! same structs, so what it writes is what the host reads.
+//! same structs, so what it writes is what the host reads. Some flags also
+//! come from the environment, as k3s' do (`K8S_URL`, `K8S_TOKEN`,
+//! `K8S_TOKEN_FILE`, `K8S_DATA_DIR`), and count as the flag. [`Local`] is
+//! what the other commands on the host (kubectl, status, reset, …) read
+//! from the file.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,7 +21,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServerOptions {
     /// Where state lives [default: /var/lib/k8s].
-    #[arg(long)]
+    #[arg(long, env = "K8S_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// Node name [default: the hostname].
@@ -78,9 +82,10 @@ pub struct ServerOptions {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
-    /// Run the control plane only, without a node.
-    #[arg(long)]
-    #[serde(default)]
+    /// Run the control plane only, without a node (also: control-plane-only,
+    /// the inventory's name).
+    #[arg(long, alias = "control-plane-only")]
+    #[serde(default, alias = "control-plane-only")]
     #[serde(skip_serializing_if = "is_false")]
     pub disable_agent: bool,
     /// Use components from this directory instead of the attached payload.
@@ -91,6 +96,12 @@ pub struct ServerOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_kubeconfig: Option<PathBuf>,
+    /// The admin kubeconfig's mode, in octal as for chmod [default: 0600].
+    /// It holds cluster-admin credentials: 0644 makes every user of this
+    /// host a cluster admin (k3s' habit for a single-user machine).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_kubeconfig_mode: Option<FileMode>,
     /// Extra kube-apiserver flags (`name=value`); repeatable.
     #[arg(long)]
     #[serde(default)]
@@ -118,13 +129,19 @@ pub struct ServerOptions {
     #[serde(skip_serializing_if = "is_false")]
     pub cluster_init: bool,
     /// Join the HA cluster of this server's join endpoint: https://HOST:9345.
-    #[arg(long)]
+    #[arg(long, env = "K8S_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// File holding a server join token (from `k8s token create --role server`).
-    #[arg(long)]
+    #[arg(long, env = "K8S_TOKEN_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// A server join token itself, instead of token-file. Given as a flag
+    /// it is visible to every user in `ps`: prefer token-file, or K8S_TOKEN
+    /// in /etc/default/k8s-server (0600).
+    #[arg(long, env = "K8S_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
     /// When to make a scheduled backup: cron (five fields, or six with
     /// seconds first), or off [default: "0 */12 * * *", every 12 hours].
     #[arg(long)]
@@ -145,15 +162,21 @@ pub struct ServerOptions {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AgentOptions {
     /// The join endpoint of a server: https://HOST:9345.
-    #[arg(long)]
+    #[arg(long, env = "K8S_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// File holding the join token (from the server's `k8s token create --role agent`).
-    #[arg(long)]
+    #[arg(long, env = "K8S_TOKEN_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// The join token itself, instead of token-file. Given as a flag it is
+    /// visible to every user in `ps`: prefer token-file, or K8S_TOKEN in
+    /// /etc/default/k8s-agent (0600).
+    #[arg(long, env = "K8S_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
     /// Where state lives [default: /var/lib/k8s].
-    #[arg(long)]
+    #[arg(long, env = "K8S_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// Node name [default: the hostname].
@@ -229,21 +252,186 @@ impl fmt::Display for Profile {
     }
 }
 
+/// A value never printed: the join token (`token`). Debug output of the
+/// options, and so any log of them, shows a placeholder.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Where a joining node's token is: given itself (`token`, K8S_TOKEN) or
+/// in a file (`token-file`, K8S_TOKEN_FILE).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    Given(Secret),
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The one source the options name, if any; both at once is an error
+    /// rather than a guess at which one was meant.
+    pub fn pick(token: Option<Secret>, token_file: Option<PathBuf>) -> anyhow::Result<Option<TokenSource>> {
+        match (token, token_file) {
+            (Some(_), Some(file)) => anyhow::bail!(
+                "both token and token-file are given (token-file {}); give one: token (--token, K8S_TOKEN) or token-file (--token-file, K8S_TOKEN_FILE)",
+                file.display()
+            ),
+            (Some(token), None) => Ok(Some(TokenSource::Given(token))),
+            (None, Some(file)) => Ok(Some(TokenSource::File(file))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The token's text.
+    pub fn read(&self) -> anyhow::Result<String> {
+        use anyhow::Context;
+        match self {
+            TokenSource::Given(token) => Ok(token.expose().to_string()),
+            TokenSource::File(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read the token file {}", file.display())),
+        }
+    }
+}
+
+/// Names the source, never the token: what errors about it say.
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            TokenSource::Given(_) => f.write_str("the token given (--token, K8S_TOKEN or the config key token)"),
+            TokenSource::File(file) => write!(f, "{}", file.display()),
+        }
+    }
+}
+
+/// A file's permission bits, written in octal as for chmod: `0644`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct FileMode(pub u32);
+
+impl std::str::FromStr for FileMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FileMode, String> {
+        let digits = s.strip_prefix("0o").unwrap_or(s);
+        let octal = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if octal && mode <= 0o777 => Ok(FileMode(mode)),
+            _ => Err(format!("{s:?} is not a file mode: octal as for chmod, at most 0777, like 0600 or 0644")),
+        }
+    }
+}
+
+/// Read as the text written: YAML makes an unquoted 644 the number 644,
+/// and 0o644 the number 420, which would lose what was meant.
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+        struct Octal;
+        impl serde::de::Visitor<'_> for Octal {
+            type Value = FileMode;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a file mode in octal, like 0644")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<FileMode, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Octal)
+    }
+}
+
+impl From<FileMode> for String {
+    fn from(m: FileMode) -> String {
+        format!("{:04o}", m.0)
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Flags win over the file: every key the flags set (a value, a non-empty
-/// list, a true switch) replaces the file's.
+/// Keys that say one thing two ways.
+const ONE_SETTING: [[&str; 2]; 1] = [["token", "token-file"]];
+
+/// Flags (and their environment variables) win over the file: every key
+/// the flags set (a value, a non-empty list, a true switch) replaces the
+/// file's. Either key of a pair in [`ONE_SETTING`] replaces both: the
+/// `token-file` `k8s up` wrote is no reason to refuse a token given by hand.
 pub fn over<T: Serialize + DeserializeOwned>(flags: T, file: T) -> T {
     use serde_yaml::Value;
     let mapping = |t: &T| match serde_yaml::to_value(t).expect("options serialize") {
         Value::Mapping(m) => m,
         _ => unreachable!("options serialize to a mapping"),
     };
-    let mut merged = mapping(&file);
-    merged.extend(mapping(&flags));
+    let (flags, mut merged) = (mapping(&flags), mapping(&file));
+    for keys in ONE_SETTING {
+        if keys.iter().any(|k| flags.contains_key(*k)) {
+            for k in keys {
+                merged.remove(k);
+            }
+        }
+    }
+    merged.extend(flags);
     serde_yaml::from_value(Value::Mapping(merged)).expect("merged options deserialize")
+}
+
+/// The data dir of every command: the flag (or K8S_DATA_DIR), else the
+/// config file's `data-dir`, else /var/lib/k8s.
+pub fn data_dir(flag: Option<PathBuf>, file: Option<PathBuf>) -> PathBuf {
+    flag.or(file).unwrap_or_else(|| super::paths::DATA_DIR.into())
+}
+
+/// What the commands run beside a server or agent (kubectl, ctr, status,
+/// token, certs, reset, …) take from its config file: where its data and
+/// admin kubeconfig are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Local {
+    pub data_dir: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+}
+
+/// The keys [`Local`] reads; others are left alone, so a typo elsewhere in
+/// the file does not stop `k8s reset` or `k8s kubectl`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+struct LocalKeys {
+    data_dir: Option<PathBuf>,
+    write_kubeconfig: Option<PathBuf>,
+}
+
+impl Local {
+    /// From /etc/k8s/config.yaml, with `data_dir` from a flag winning.
+    pub fn resolve(data_dir: Option<PathBuf>) -> anyhow::Result<Local> {
+        Local::from_file(data_dir, Path::new(super::paths::CONFIG))
+    }
+
+    fn from_file(flag: Option<PathBuf>, config: &Path) -> anyhow::Result<Local> {
+        // The file is root's (0600): a user's `k8s kubectl`, reading a
+        // kubeconfig written 0644, goes on with the defaults.
+        let unreadable = std::fs::File::open(config).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        let keys: LocalKeys = if unreadable { LocalKeys::default() } else { load_file(config, false)? };
+        Ok(Local {
+            data_dir: data_dir(flag, keys.data_dir),
+            admin_kubeconfig: keys.write_kubeconfig.unwrap_or_else(|| super::paths::ADMIN_KUBECONFIG.into()),
+        })
+    }
 }
 
 /// The config file named with --config, else the default one if present.
@@ -308,6 +496,87 @@ mod tests {
     fn missing_default_file_is_fine_but_a_named_one_is_not() {
         assert!(load_file::<ServerOptions>(Path::new("/nonexistent/config.yaml"), false).is_ok());
         assert!(load_file::<ServerOptions>(Path::new("/nonexistent/config.yaml"), true).is_err());
+    }
+
+    #[test]
+    fn a_flag_for_token_or_token_file_replaces_both_of_the_file() {
+        let given = |t: &str| Some(Secret::from(t.to_string()));
+        let file = AgentOptions { token_file: Some("/etc/k8s/token".into()), ..Default::default() };
+        let merged = over(AgentOptions { token: given("K10x"), ..Default::default() }, file);
+        assert_eq!(TokenSource::pick(merged.token, merged.token_file).unwrap(), Some(TokenSource::Given(Secret::from("K10x".to_string()))));
+        let file = AgentOptions { token: given("K10x"), ..Default::default() };
+        let merged = over(AgentOptions { token_file: Some("/t".into()), ..Default::default() }, file);
+        assert_eq!(TokenSource::pick(merged.token, merged.token_file).unwrap(), Some(TokenSource::File("/t".into())));
+        let file = AgentOptions { token: given("K10x"), ..Default::default() };
+        let merged = over(AgentOptions { node_name: Some("n1".into()), ..Default::default() }, file);
+        assert!(merged.token.is_some(), "other flags leave the file's token alone");
+    }
+
+    #[test]
+    fn token_and_token_file_together_are_refused_naming_both() {
+        let f = write("token: K10abc\ntoken-file: /etc/k8s/token\n");
+        let o = load_file::<AgentOptions>(f.path(), true).unwrap();
+        let err = TokenSource::pick(o.token, o.token_file).unwrap_err().to_string();
+        assert!(err.contains("token and token-file") && err.contains("--token") && err.contains("K8S_TOKEN_FILE"), "{err}");
+        assert!(!err.contains("K10abc"), "the token is never printed: {err}");
+        assert_eq!(TokenSource::pick(None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let o = ServerOptions { token: Some(Secret::from("K10secret".to_string())), ..Default::default() };
+        assert!(!format!("{o:?}").contains("K10secret"));
+        let source = TokenSource::pick(o.token, None).unwrap().unwrap();
+        assert!(!format!("{source} {source:?}").contains("K10secret"));
+        assert_eq!(source.read().unwrap(), "K10secret");
+        let missing = TokenSource::File("/nonexistent/token".into()).read().unwrap_err().to_string();
+        assert!(missing.contains("/nonexistent/token"), "{missing}");
+    }
+
+    #[test]
+    fn file_modes_are_octal_as_for_chmod() {
+        let mode = |s: &str| s.parse::<FileMode>().map(|m| m.0);
+        assert_eq!(mode("0644"), Ok(0o644));
+        assert_eq!(mode("600"), Ok(0o600));
+        assert_eq!(mode("0o640"), Ok(0o640));
+        for bad in ["", "0o", "0888", "1777", "+644", "-1", "rw-r--r--", "0x1a4"] {
+            let err = mode(bad).unwrap_err();
+            assert!(err.contains("not a file mode") && err.contains("0644"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn write_kubeconfig_mode_in_the_file() {
+        // As written, though YAML would make 644 and 0o644 numbers (644, 420).
+        for text in ["write-kubeconfig-mode: 0644\n", "write-kubeconfig-mode: \"0644\"\n", "write-kubeconfig-mode: 644\n", "write-kubeconfig-mode: 0o644\n"] {
+            let o = load_file::<ServerOptions>(write(text).path(), true).unwrap();
+            assert_eq!(o.write_kubeconfig_mode, Some(FileMode(0o644)), "{text}");
+            let back = serde_yaml::to_string(&o).unwrap();
+            assert_eq!(serde_yaml::from_str::<ServerOptions>(&back).unwrap(), o, "{back}");
+        }
+        let f = write("node-name: n1\nwrite-kubeconfig-mode: 0999\n");
+        let err = load_file::<ServerOptions>(f.path(), true).unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("write-kubeconfig-mode") && err.contains("not a file mode"), "{err}");
+    }
+
+    #[test]
+    fn control_plane_only_is_disable_agent() {
+        let f = write("control-plane-only: true\n");
+        assert!(load_file::<ServerOptions>(f.path(), true).unwrap().disable_agent);
+        let f = write("disable-agent: true\n");
+        assert!(load_file::<ServerOptions>(f.path(), true).unwrap().disable_agent);
+    }
+
+    #[test]
+    fn local_commands_find_the_data_dir_flag_then_file_then_default() {
+        let f = write("data-dir: /srv/k8s\nwrite-kubeconfig: /root/.kube/config\nnode-nmae: a typo the server reports\n");
+        let local = Local::from_file(None, f.path()).unwrap();
+        assert_eq!(local, Local { data_dir: "/srv/k8s".into(), admin_kubeconfig: "/root/.kube/config".into() });
+        assert_eq!(Local::from_file(Some("/flag".into()), f.path()).unwrap().data_dir, PathBuf::from("/flag"));
+        let none = Local::from_file(None, Path::new("/nonexistent/config.yaml")).unwrap();
+        assert_eq!(none, Local { data_dir: "/var/lib/k8s".into(), admin_kubeconfig: "/etc/k8s/admin.kubeconfig".into() });
+        let f = write("data-dir: [a, b]\n");
+        assert!(Local::from_file(None, f.path()).unwrap_err().to_string().contains("data-dir"), "a bad data-dir is not ignored");
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub const CONFIG_DIR: &str = "/etc/k8s";
 pub const CONFIG: &str = "/etc/k8s/config.yaml";
 /// The join token a joining server or agent presents (written by `k8s up`).
 pub const TOKEN: &str = "/etc/k8s/token";
-/// The admin kubeconfig a server writes (mode 0600).
+/// The admin kubeconfig a server writes unless `write-kubeconfig` says
+/// elsewhere (mode 0600 unless `write-kubeconfig-mode`).
 pub const ADMIN_KUBECONFIG: &str = "/etc/k8s/admin.kubeconfig";
 /// The default data dir.
 pub const DATA_DIR: &str = "/var/lib/k8s";

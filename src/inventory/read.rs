@@ -84,7 +84,9 @@ const HOST_HINTS: &[(&str, &str)] = &[
     ("identity-file", "ssh: {identity-file: …}"),
     ("key-path", "ssh: {identity-file: …}"),
     ("bastion", "ssh: {bastion: …}"),
+    ("node-label", "labels (a mapping: {key: value})"),
     ("node-labels", "labels"),
+    ("node-taint", "taints"),
     ("node-taints", "taints"),
 ];
 
@@ -108,6 +110,8 @@ const SSH_HINTS: &[(&str, &str)] = &[
 
 const CLUSTER_HINTS: &[(&str, &str)] = &[
     ("api-address", "api: {address: …}"),
+    ("https-listen-port", "api: {port: …}"),
+    ("api-port", "api: {port: …}"),
     ("server", "api: {address: …}"),
     ("endpoint", "api: {address: …}"),
     ("load-balancer", "api: {address: …}"),
@@ -550,7 +554,7 @@ impl Reader {
                     self.error(&p, format!("{n} has no unit; write {n}s for seconds"));
                     None
                 }
-                _ => self.parsed(v, &p, "a duration like 10s", syntax::parse_duration),
+                _ => self.parsed(v, &p, "a duration like 10s", crate::duration::parse),
             };
         }
         s

@@ -1,10 +1,10 @@
 //! Syntax of the values in `hosts.yaml`: addresses, names, labels, taints,
-//! CIDRs, durations, bastions. Pure functions; each error is one sentence
-//! that says what is wrong and, where it helps, what to write instead.
+//! CIDRs, bastions (durations are [`crate::duration`]'s, shared with the
+//! command line). Pure functions; each error is one sentence that says what
+//! is wrong and, where it helps, what to write instead.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use super::model::{Bastion, Taint, TaintEffect};
 
@@ -284,42 +284,6 @@ pub fn parse_taint(s: &str) -> Result<Taint, String> {
         check_label_value(key, v).map_err(|e| format!("taint {s:?}: {e}"))?;
     }
     Ok(Taint { key: key.to_string(), value: value.map(str::to_string), effect })
-}
-
-/// `10s`, `1m30s`, `500ms`, `2h`: Go-style, whole numbers, more than zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let shape = "must be a duration like 10s, 1m30s or 500ms";
-    if s.is_empty() {
-        return Err(format!("is empty; it {shape}"));
-    }
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{s:?} has no unit; write {s}s for seconds"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!("{s:?} {shape}"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("{s:?} is too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ if rest.starts_with('.') => return Err(format!("{s:?}: use whole numbers, e.g. 1500ms instead of 1.5s")),
-            _ => return Err(format!("{s:?} {shape} (units: ms, s, m, h)")),
-        };
-        rest = &rest[unit_len..];
-        total = total.saturating_add(unit);
-    }
-    if total.is_zero() {
-        return Err(format!("{s:?} must be more than zero"));
-    }
-    Ok(total)
 }
 
 /// `v1.2.3`, `1.2.3`, `v1.2.3-rc.1`, `v1.2.3+build`.

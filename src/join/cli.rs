@@ -8,27 +8,30 @@ use anyhow::Context;
 use super::token::Role;
 use super::tokens;
 use crate::cli::TokenCommand;
+use crate::host::config::Local;
 use crate::kubeclient;
-use crate::host::paths::ADMIN_KUBECONFIG;
 
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
-    let api = kubeclient::client(Path::new(ADMIN_KUBECONFIG))
-        .await
-        .context("token commands run on a server, as root")?;
+    let local = Local::resolve(match &cmd {
+        TokenCommand::Create { data_dir, .. } | TokenCommand::Rotate { data_dir, .. } => data_dir.data_dir.clone(),
+        TokenCommand::List | TokenCommand::Revoke { .. } => None,
+    })?;
+    let api = kubeclient::client(&local.admin_kubeconfig).await.context("token commands run on a server, as root")?;
+    let data_dir = &local.data_dir;
     match cmd {
-        TokenCommand::Create { role, ttl, description, data_dir } => {
-            let ca = cluster_ca(&data_dir.data_dir)?;
+        TokenCommand::Create { role, ttl, description, .. } => {
+            let ca = cluster_ca(data_dir)?;
             let token = tokens::create(&api, &ca, Role::parse(&role)?, ttl, &description).await?;
             println!("{token}");
         }
-        TokenCommand::Rotate { role, data_dir } => {
-            let ca = cluster_ca(&data_dir.data_dir)?;
+        TokenCommand::Rotate { role, .. } => {
+            let ca = cluster_ca(data_dir)?;
             let role = Role::parse(&role)?;
-            let (token, old) = tokens::rotate_default(&api, &data_dir.data_dir, &ca, role).await?;
+            let (token, old) = tokens::rotate_default(&api, data_dir, &ca, role).await?;
             eprintln!(
                 "the default {} token is now the one in {} ({}); token {old} is revoked. \
                  Nodes already joined keep running; those that join from now on need the new token",
-                role.as_str(), tokens::file(&data_dir.data_dir, role).display(), token.id
+                role.as_str(), tokens::file(data_dir, role).display(), token.id
             );
             println!("{token}");
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::host::config::{PodNetwork, Profile, ServerOptions};
+use crate::host::config::{PodNetwork, Profile, ServerOptions, TokenSource};
 use crate::host::net::{next_address, parse_cidr};
 use crate::host::paths;
 
@@ -18,8 +18,8 @@ pub enum Datastore {
     Sqlite,
     /// The carried etcd, started as a new cluster (`cluster-init`).
     EtcdInit,
-    /// The carried etcd, joining the cluster of `server` with the token in `token_file`.
-    EtcdJoin { server: String, token_file: PathBuf },
+    /// The carried etcd, joining the cluster of `server` with `token`.
+    EtcdJoin { server: String, token: TokenSource },
 }
 
 /// Settings with every default applied and checked.
@@ -42,6 +42,7 @@ pub struct Config {
     pub disable_agent: bool,
     pub components_dir: Option<PathBuf>,
     pub admin_kubeconfig: PathBuf,
+    pub admin_kubeconfig_mode: u32,
     pub kube_apiserver_arg: Vec<String>,
     pub kubelet_arg: Vec<String>,
     pub datastore: Datastore,
@@ -66,8 +67,9 @@ impl Config {
                 bail!("extra component argument {arg:?} must look like name=value");
             }
         }
-        let datastore = datastore_choice(o.cluster_init, o.server, o.token_file)?;
-        let data_dir: PathBuf = o.data_dir.unwrap_or_else(|| paths::DATA_DIR.into());
+        let datastore = datastore_choice(o.cluster_init, o.server, TokenSource::pick(o.token, o.token_file)?)?;
+        // `o` holds the file's data-dir already, under the flag's.
+        let data_dir = crate::host::config::data_dir(o.data_dir, None);
         let backup_dir = o.backup_dir.unwrap_or_else(|| crate::backup::default_dir(&data_dir));
         let backups = crate::backup::Schedule::parse(o.backup_schedule.as_deref(), o.backup_retention, backup_dir)?;
         let kubelet_arg = crate::node::kubelet_registration_args(o.kubelet_arg, &o.node_label, &o.node_taint)?;
@@ -89,6 +91,7 @@ impl Config {
             disable_agent: o.disable_agent,
             components_dir: o.components_dir,
             admin_kubeconfig: o.write_kubeconfig.unwrap_or_else(|| paths::ADMIN_KUBECONFIG.into()),
+            admin_kubeconfig_mode: o.write_kubeconfig_mode.map_or(0o600, |m| m.0),
             kube_apiserver_arg: o.kube_apiserver_arg,
             kubelet_arg,
             datastore,
@@ -97,12 +100,14 @@ impl Config {
     }
 }
 
-fn datastore_choice(init: bool, server: Option<String>, token_file: Option<PathBuf>) -> anyhow::Result<Datastore> {
-    match (init, server, token_file) {
+fn datastore_choice(init: bool, server: Option<String>, token: Option<TokenSource>) -> anyhow::Result<Datastore> {
+    match (init, server, token) {
         (true, Some(_), _) => bail!("cluster-init starts a new cluster and server joins an existing one; give one of them"),
         (true, None, _) => Ok(Datastore::EtcdInit),
-        (false, Some(server), Some(token_file)) => Ok(Datastore::EtcdJoin { server, token_file }),
-        (false, Some(_), None) => bail!("joining a server needs token-file (a server token from `k8s token create --role server` on a server)"),
+        (false, Some(server), Some(token)) => Ok(Datastore::EtcdJoin { server, token }),
+        (false, Some(_), None) => bail!(
+            "joining a server needs a server token (`k8s token create --role server` on a server): token-file (--token-file, K8S_TOKEN_FILE) or token (K8S_TOKEN, --token)"
+        ),
         (false, None, _) => Ok(Datastore::Sqlite),
     }
 }
@@ -162,6 +167,39 @@ mod tests {
         let file = load_file::<ServerOptions>(f.path(), true).unwrap();
         let o = over(ServerOptions { node_ip: ip(), ..Default::default() }, file);
         assert_eq!(Config::resolve(o).unwrap().pod_network, PodNetwork::Vxlan);
+    }
+
+    #[test]
+    fn joining_takes_the_token_or_its_file() {
+        use crate::host::config::Secret;
+        let join = |token: Option<&str>, token_file: Option<&str>| {
+            let o = ServerOptions {
+                server: Some("https://s1:9345".into()),
+                token: token.map(|t| Secret::from(t.to_string())),
+                token_file: token_file.map(PathBuf::from),
+                node_ip: ip(),
+                ..Default::default()
+            };
+            Config::resolve(o).map(|c| c.datastore).map_err(|e| e.to_string())
+        };
+        let given = TokenSource::Given(Secret::from("K10x".to_string()));
+        assert_eq!(join(Some("K10x"), None), Ok(Datastore::EtcdJoin { server: "https://s1:9345".into(), token: given }));
+        let file = TokenSource::File("/etc/k8s/token".into());
+        assert_eq!(join(None, Some("/etc/k8s/token")), Ok(Datastore::EtcdJoin { server: "https://s1:9345".into(), token: file }));
+        let err = join(None, None).unwrap_err();
+        assert!(err.contains("token-file (--token-file, K8S_TOKEN_FILE) or token (K8S_TOKEN, --token)"), "{err}");
+        let err = join(Some("K10x"), Some("/etc/k8s/token")).unwrap_err();
+        assert!(err.contains("both token and token-file"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_kubeconfig_is_0600_unless_told() {
+        let c = Config::resolve(ServerOptions { node_ip: ip(), ..Default::default() }).unwrap();
+        assert_eq!((c.admin_kubeconfig.to_str(), c.admin_kubeconfig_mode), (Some("/etc/k8s/admin.kubeconfig"), 0o600));
+        let f = write("write-kubeconfig: /root/k8s.yaml\nwrite-kubeconfig-mode: \"0644\"\n");
+        let o = over(ServerOptions { node_ip: ip(), ..Default::default() }, load_file::<ServerOptions>(f.path(), true).unwrap());
+        let c = Config::resolve(o).unwrap();
+        assert_eq!((c.admin_kubeconfig.to_str(), c.admin_kubeconfig_mode), (Some("/root/k8s.yaml"), 0o644));
     }
 
     #[test]

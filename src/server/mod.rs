@@ -203,7 +203,7 @@ impl Kubeconfigs {
         let dir = layout.kubeconfig_dir();
         let make = |id| pki::ensure_kubeconfig(pki, id, &cfg.node_name, &local, &dir);
         let admin = make(Identity::Admin)?;
-        write_if_changed(&cfg.admin_kubeconfig, &std::fs::read(&admin)?, 0o600)
+        write_if_changed(&cfg.admin_kubeconfig, &std::fs::read(&admin)?, cfg.admin_kubeconfig_mode)
             .with_context(|| format!("writing the admin kubeconfig {}", cfg.admin_kubeconfig.display()))?;
         Ok(Kubeconfigs {
             supervisor: make(Identity::Supervisor)?,
@@ -262,9 +262,9 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         stop.or(follower.run()).await;
         Ok(())
     });
-    let (certs_of, api, node) = (layout.clone(), client.clone(), cfg.node_name.clone());
+    let (certs_of, admin, api, node) = (layout.clone(), cfg.admin_kubeconfig.clone(), client.clone(), cfg.node_name.clone());
     sup.spawn("certificate-expiry", move |stop| async move {
-        stop.or(warn_of_expiring_certificates(certs_of, api, node)).await;
+        stop.or(warn_of_expiring_certificates(certs_of, admin, api, node)).await;
         Ok(())
     });
     let (schedule, data_dir, node) = (cfg.backups.clone(), cfg.data_dir.clone(), cfg.node_name.clone());
@@ -381,7 +381,7 @@ async fn start_upgrade_controller(cfg: &Config, pki: &Pki, c: &Components, clien
 /// each certificate within 30 days of its end (or past it), and each CA
 /// that needs rotating. Leaves are renewed only at a start, so a server
 /// that runs for most of a year needs a restart before they end.
-async fn warn_of_expiring_certificates(layout: Layout, client: kube::Client, node: String) {
+async fn warn_of_expiring_certificates(layout: Layout, admin_kubeconfig: std::path::PathBuf, client: kube::Client, node: String) {
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
     let recorder = Recorder::new(client, Reporter { controller: "k8s-server".into(), instance: Some(node.clone()) });
     let node_ref = k8s_openapi::api::core::v1::ObjectReference {
@@ -394,7 +394,7 @@ async fn warn_of_expiring_certificates(layout: Layout, client: kube::Client, nod
     loop {
         let now = time::OffsetDateTime::now_utc();
         let lt = pki::Lifetimes::from_env().unwrap_or(pki::Lifetimes::DEFAULT);
-        match pki::expiry::check(&layout, std::path::Path::new(crate::host::paths::ADMIN_KUBECONFIG), &lt, now) {
+        match pki::expiry::check(&layout, &admin_kubeconfig, &lt, now) {
             Ok(rows) => {
                 for row in pki::expiry::warnings(&rows, now) {
                     let note = format!("{} ({}) ends {} ({} days): {}; restart the server to renew a leaf (k8s certs check)",

@@ -23,12 +23,11 @@ const JOIN_PATIENCE: Duration = Duration::from_secs(600);
 /// A joining server without etcd data asks the cluster for its shared PKI
 /// and a learner's place, before its own PKI is made from those CAs.
 pub async fn join_if_needed(cfg: &Config, layout: &Layout) -> anyhow::Result<Option<ServerBundle>> {
-    let Datastore::EtcdJoin { server, token_file } = &cfg.datastore else { return Ok(None) };
+    let Datastore::EtcdJoin { server, token } = &cfg.datastore else { return Ok(None) };
     if etcd::has_data(&cfg.data_dir) {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(token_file).with_context(|| format!("cannot read the token file {}", token_file.display()))?;
-    let token = Token::parse(&text).with_context(|| token_file.display().to_string())?;
+    let token = Token::parse(&token.read()?).with_context(|| token.to_string())?;
     tracing::info!(%server, "joining the cluster's etcd");
     let bundle = join::client::join_server(server, &token, &cfg.node_name, cfg.node_ip, JOIN_PATIENCE).await?;
     check_settings(cfg, &bundle)?;

@@ -15,8 +15,8 @@ use kube::{Api, Client, ResourceExt};
 
 use super::crd::{DrainMode, DrainSpec, HealthGates, NodeRow, PlanPhase, UpgradePlan, UpgradePlanSpec, UpgradePlanStatus};
 use super::{controller, preflight, rollout, swap};
-use crate::host::config::ServerOptions;
-use crate::host::{config, net, paths};
+use crate::host::config::{Local, ServerOptions};
+use crate::host::{config, net};
 use crate::kubeclient;
 use crate::version::VERSION;
 
@@ -40,14 +40,14 @@ pub struct ApplyOptions {
 /// `k8s upgrade apply --binary FILE [--dry-run]`. When the plan for that
 /// version exists already with the same binary (an earlier run that
 /// stopped following it), follows it instead.
-pub async fn apply(binary: &Path, opts: ApplyOptions, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn apply(binary: &Path, opts: ApplyOptions, local: &Local) -> anyhow::Result<()> {
     let versions = swap::versions_of(binary)?;
     let kubernetes = versions.kubernetes.with_context(|| {
         format!("{} carries no components (a plain cargo build?); use the one `make dist` builds", binary.display())
     })?;
     let version = versions.k8s;
     let (sha256, _) = crate::fsutil::sha256_file(binary)?;
-    let client = admin().await?;
+    let client = admin(&local.admin_kubeconfig).await?;
     let spec = UpgradePlanSpec {
         version: version.clone(),
         kubernetes_version: kubernetes,
@@ -68,7 +68,7 @@ pub async fn apply(binary: &Path, opts: ApplyOptions, data_dir: &Path) -> anyhow
     let own = swap::versions_of(&std::env::current_exe()?)?;
     let running = preflight::Running { k8s: VERSION, etcd: own.etcd.as_deref() };
     let mut problems = preflight::preflight(&spec, &facts, running);
-    let etcd = crate::pki::Pki { dir: crate::host::Layout::new(data_dir).pki_dir() };
+    let etcd = crate::pki::Pki { dir: crate::host::Layout::new(&local.data_dir).pki_dir() };
     if etcd.etcd_ca_cert().exists() {
         problems.extend(crate::etcd::health::problems(&etcd).await);
     }
@@ -85,7 +85,7 @@ pub async fn apply(binary: &Path, opts: ApplyOptions, data_dir: &Path) -> anyhow
     if opts.dry_run {
         return Ok(());
     }
-    let binaries = swap::binaries_dir(data_dir);
+    let binaries = swap::binaries_dir(&local.data_dir);
     std::fs::create_dir_all(&binaries)?;
     let kept = binaries.join(&sha256);
     if !kept.exists() {
@@ -123,8 +123,8 @@ async fn resume_following(plans: &Api<UpgradePlan>, existing: UpgradePlan, spec:
 
 /// `k8s upgrade status`: every plan and its nodes (`json`: the plans as
 /// the API has them, `{"plans": [...]}`).
-pub async fn status(json: bool) -> anyhow::Result<()> {
-    let plans: Api<UpgradePlan> = Api::all(admin().await?);
+pub async fn status(json: bool, admin_kubeconfig: &Path) -> anyhow::Result<()> {
+    let plans: Api<UpgradePlan> = Api::all(admin(admin_kubeconfig).await?);
     let list = plans.list(&ListParams::default()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plans": list.items}))?);
@@ -143,8 +143,8 @@ pub async fn status(json: bool) -> anyhow::Result<()> {
 
 /// `k8s upgrade pause|resume [PLAN]`: a paused plan starts no new node (one
 /// in progress finishes). Without a name: the one plan still running.
-pub async fn set_paused(name: Option<String>, paused: bool) -> anyhow::Result<()> {
-    let plans: Api<UpgradePlan> = Api::all(admin().await?);
+pub async fn set_paused(name: Option<String>, paused: bool, admin_kubeconfig: &Path) -> anyhow::Result<()> {
+    let plans: Api<UpgradePlan> = Api::all(admin(admin_kubeconfig).await?);
     let name = match name {
         Some(n) => n,
         None => running_plan(&plans).await?,
@@ -207,8 +207,8 @@ fn print_rows(rows: &[NodeRow]) {
     }
 }
 
-async fn admin() -> anyhow::Result<Client> {
-    kubeclient::client(Path::new(paths::ADMIN_KUBECONFIG)).await.context("k8s upgrade runs on a server, as root")
+async fn admin(kubeconfig: &Path) -> anyhow::Result<Client> {
+    kubeclient::client(kubeconfig).await.context("k8s upgrade runs on a server, as root")
 }
 
 /// Kubernetes' name for this machine's architecture.
