@@ -46,7 +46,9 @@ wait_log "$shared/$AGENT.log" "k8s agent ready" 300 1 || fail "the agent did not
 kc "$SERVER" wait --for=condition=Ready node --all --timeout=120s >/dev/null || fail "the nodes are not Ready"
 ok "server and agent Ready ($((SECONDS - t0)) s since the start)"
 
-kubeconfig=$($T dir "$SERVER")/fs/etc-k8s/admin.kubeconfig
+# The admin kubeconfig names 127.0.0.1: from the workstation the API server is at the server's address.
+kubeconfig=$shared/admin.kubeconfig
+sed "s#https://127.0.0.1:6443#https://$($T ip "$SERVER"):6443#" "$($T dir "$SERVER")/fs/etc-k8s/admin.kubeconfig" >"$kubeconfig"
 kubectl=$(ls "$($T dir "$SERVER")"/fs/var-lib-k8s/bin/*/bin/kubectl | head -n 1)
 skip=$(grep -v '^#' "$here/conformance-skip.txt" | grep -v '^$' | cut -f1 | paste -sd'|' || true)
 skip=${skip}${CONFORMANCE_SKIP:+${skip:+|}$CONFORMANCE_SKIP}

@@ -113,7 +113,11 @@ async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<V
             bail!("ctr images import: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         fed?;
-        Ok(imported_names(&String::from_utf8_lossy(&out.stdout)))
+        let names = imported_names(&String::from_utf8_lossy(&out.stdout));
+        if names.is_empty() {
+            bail!("no image in it (an image archive is an OCI layout or `docker save` tar, with index.json or manifest.json)");
+        }
+        Ok(names)
     })
     .await?
 }
@@ -124,9 +128,17 @@ fn plain_tar(file: &Path) -> anyhow::Result<Box<dyn std::io::Read>> {
     Ok(if file.to_string_lossy().ends_with(".tar.zst") { Box::new(zstd::Decoder::with_buffer(f)?) } else { Box::new(f) })
 }
 
-/// `ctr images import` prints "unpacking NAME (sha256:...)...done" per image.
+/// `ctr images import` (containerd 2's transfer service) prints a
+/// "NAME<spaces>\tsaved\t" line per image, then the manifests and progress.
 fn imported_names(stdout: &str) -> Vec<String> {
-    stdout.lines().filter_map(|l| l.strip_prefix("unpacking ")).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            (words.next() == Some("saved")).then(|| name.to_owned())
+        })
+        .collect()
 }
 
 /// The archives in `dir` with their stamp ("size mtime"); none when the dir
@@ -226,7 +238,9 @@ mod tests {
 
     #[test]
     fn names_come_from_ctr_output() {
-        let out = "unpacking registry.k8s.io/e2e-test-images/agnhost:2.66.1 (sha256:ab)...done\nunpacking k8s.local/x:1 (sha256:cd)...done\n";
+        // What the carried ctr printed for `images import -` of two images.
+        let out = "registry.k8s.io/e2e-test-images/agnhost:2.66.1  \tsaved\t\nk8s.local/x:1                \tsaved\t\n\
+                   application/vnd.oci.image.manifest.v1+json sha256:39a0\nImporting\telapsed: 0.1 s\ttotal:   0.0 B\t(0.0 B/s)\t\n";
         assert_eq!(imported_names(out), ["registry.k8s.io/e2e-test-images/agnhost:2.66.1", "k8s.local/x:1"]);
     }
 }
