@@ -30,16 +30,17 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(10);
 /// decompress).
 const SUFFIXES: [&str; 2] = [".tar", ".tar.zst"];
 
+/// The carried ctr on this node's containerd, in the CRI namespace.
+fn ctr(c: &Components, p: &Paths, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(c.bin("ctr"));
+    cmd.arg("--address").arg(&p.containerd_socket).args(["--namespace", "k8s.io"]).args(args);
+    cmd
+}
+
 /// Imports the carried images into containerd's CRI namespace, skipping
 /// those already there (a restart costs one `ctr images ls`).
 pub async fn import_carried(c: &Components, p: &Paths) -> anyhow::Result<()> {
-    let listed = tokio::process::Command::new(c.bin("ctr"))
-        .arg("--address")
-        .arg(&p.containerd_socket)
-        .args(["--namespace", "k8s.io", "images", "ls", "--quiet"])
-        .output()
-        .await
-        .context("running ctr")?;
+    let listed = tokio::process::Command::from(ctr(c, p, &["images", "ls", "--quiet"])).output().await.context("running ctr")?;
     let present = String::from_utf8_lossy(&listed.stdout).into_owned();
     // All at once: a fresh node waits for the slowest, not for the sum.
     let imports = c.images().filter_map(|(part, file)| {
@@ -100,8 +101,7 @@ pub fn watch(c: Components, p: Paths) {
 /// (so a large archive never sits in memory); returns the image names ctr
 /// reports.
 async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<Vec<String>> {
-    let mut cmd = std::process::Command::new(c.bin("ctr"));
-    cmd.arg("--address").arg(&p.containerd_socket).args(["--namespace", "k8s.io", "images", "import", "-"]);
+    let mut cmd = ctr(c, p, &["images", "import", "-"]);
     let file = file.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("running ctr")?;
