@@ -6,18 +6,20 @@
 # Steps (see e2e/README.md, "Single-node test"):
 #   0. `k8s check-config` passes on the fresh host, and fails naming iptables with a PATH that has none
 #   1. start `k8s server`; "k8s server ready"; node Ready; kube-system pods Running; `k8s status`; an image archive
-#      dropped in /var/lib/k8s/images runs as a pod
+#      dropped in /var/lib/k8s/images runs as a pod; manifests dropped in server/manifests applied, edited,
+#      a broken one logged with its line, removed (objects deleted)
 #   2. a 2-replica busybox httpd Deployment + ClusterIP Service; from another pod: wget by IP and by DNS name,
 #      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte;
 #      a Secret stored encrypted (read from the SQLite file), data dir 0700 and datastore files 0600, the audit
 #      log (Metadata for Secrets), PodSecurity (a warning beyond baseline; a restricted namespace refuses);
 #      `k8s secrets-encrypt rotate-keys` (every Secret under the new key, one key left)
-#   3. SIGTERM (exit 0 within 60 s, children gone), start again: objects kept, pods Running, Service answers
+#   3. SIGTERM (exit 0 within 60 s, children gone), start again: objects kept, pods Running, Service answers; a
+#      manifest removed while stopped has its objects deleted at start
 #   4. kill -9 of the k8s process tree, start again: same checks
 #   5. bad input on a second, fresh host: malformed config (unknown key, wrong types), unwritable data dir,
 #      port 6443 taken; and, on the running host, a second server (port taken; same data dir): non-zero exit,
 #      a message naming the cause, nothing created
-#   6. `k8s reset --yes`: data dir emptied, no process left in the host; and nothing of the other host touched
+#   6. restart with --disable coredns (its objects deleted); `k8s reset --yes`: data dir emptied, no process left in the host; and nothing of the other host touched
 #
 # Environment:
 #   K8S_BIN=/work/main/dist/k8s     the binary under test (copied to a shared path before use)
@@ -333,6 +335,59 @@ wait_until 90 "pod dropped Running" dropped_running &&
   fail "the dropped image archive was not imported: $(grep 'image archive' "$WORK/server-$NSTART.log" | tail -n 2)"
 kc delete pod dropped --now >/dev/null 2>&1 || true
 
+# Auto-deployed manifests: a file dropped in server/manifests is applied, an edit applied (and what it dropped
+# deleted), a broken file named in the log with its line, a removed file's objects deleted.
+MDIR=$HDISK/fs/var-lib-k8s/server/manifests
+put_manifest() {   # put_manifest NAME < content: written beside, then renamed in (as an editor or a deploy tool would)
+  cat >"$MDIR/.$1.tmp" && mv "$MDIR/.$1.tmp" "$MDIR/$1"
+}
+cm_value() { kc -n e2e-manifests get configmap "$1" -o jsonpath='{.data.v}' 2>/dev/null; }
+put_manifest e2e-demo.yaml <<'EOF2'
+apiVersion: v1
+kind: Namespace
+metadata: {name: e2e-manifests}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a, namespace: e2e-manifests}
+data: {v: "1"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: b, namespace: e2e-manifests}
+data: {v: "1"}
+EOF2
+both_there() { [ "$(cm_value a)" = 1 ] && [ "$(cm_value b)" = 1 ]; }
+wait_until 30 "manifest applied" both_there && ok "a manifest dropped in server/manifests is applied (namespace and 2 ConfigMaps)" ||
+  fail "the dropped manifest was not applied: $(grep manifest "$WORK/server-$NSTART.log" | tail -n 2)"
+put_manifest e2e-demo.yaml <<'EOF2'
+apiVersion: v1
+kind: Namespace
+metadata: {name: e2e-manifests}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a, namespace: e2e-manifests}
+data: {v: "2"}
+EOF2
+put_manifest e2e-broken.yaml <<'EOF2'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: broken, namespace: e2e-manifests
+data: {v: "1"}
+EOF2
+edited() { [ "$(cm_value a)" = 2 ] && ! kc -n e2e-manifests get configmap b >/dev/null 2>&1; }
+wait_until 30 "manifest edit applied" edited && ok "an edit is applied: ConfigMap a changed, ConfigMap b (dropped from the file) deleted" ||
+  fail "the edit was not applied: a=$(cm_value a), b=$(cm_value b)"
+broken_logged() { noansi <"$WORK/server-$NSTART.log" | grep 'e2e-broken.yaml' | grep 'not applied' | grep 'line' >/dev/null; }
+wait_until 30 "broken manifest logged" broken_logged &&
+  ok "a broken manifest is logged with its file and line: $(noansi <"$WORK/server-$NSTART.log" | grep -m1 'e2e-broken.yaml' | cut -c1-220)" ||
+  fail "no log line names e2e-broken.yaml and its line"
+rm -f "$MDIR/e2e-broken.yaml" "$MDIR/e2e-demo.yaml"
+removed() { ! kc -n e2e-manifests get configmap a >/dev/null 2>&1 && [ "$(kc get namespace e2e-manifests -o jsonpath='{.status.phase}' 2>/dev/null)" != Active ]; }
+wait_until 30 "manifest removal" removed && ok "a removed manifest's objects are deleted (ConfigMap gone, namespace terminating or gone)" ||
+  fail "objects of the removed manifest remain"
+
 # ========================================================================================== 2
 step "2. workload: Deployment + Service + DNS + logs/exec + ConfigMap/Secret"
 # the exact bytes the ConfigMap and the Secret must give back (newlines, tabs, quotes, UTF-8, a trailing newline)
@@ -548,8 +603,20 @@ after_restart() {   # the checks after each restart
 
 # ========================================================================================== 3
 step "3. restart: SIGTERM, start again"
+# A manifest removed while the server is down: its objects go at the next start (the record outlives the process).
+put_manifest e2e-offline.yaml <<'EOF2'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: e2e-offline, namespace: default}
+EOF2
+offline_there() { kc get configmap e2e-offline >/dev/null 2>&1; }
+wait_until 30 "offline manifest applied" offline_there || fail "e2e-offline.yaml was not applied"
 stop_server
+rm -f "$MDIR/e2e-offline.yaml"
 start_server
+offline_gone() { ! offline_there; }
+wait_until 30 "offline manifest pruned" offline_gone && ok "a manifest removed while the server was down: its ConfigMap deleted at start" ||
+  fail "ConfigMap e2e-offline outlived its manifest across a restart"
 after_restart "a SIGTERM restart"
 
 # ========================================================================================== 4
@@ -640,7 +707,14 @@ out=$(TMO=60 hx "$BIN" server $other_ports $SERVER_ARGS 2>&1 </dev/null); rc=$?
 alive "$SPID" && kc get --raw /readyz >/dev/null 2>&1 && ok "the running server still serves" || fail "the running server was disturbed"
 
 # ========================================================================================== 6
-step "6. k8s reset --yes"
+step "6. a disabled addon, then k8s reset --yes"
+# `--disable coredns`: its manifest leaves the dir and its objects the cluster.
+stop_server
+SERVER_ARGS="$SERVER_ARGS --disable coredns" start_server
+coredns_gone() { ! kc -n kube-system get deployment coredns >/dev/null 2>&1 && ! kc -n kube-system get service kube-dns >/dev/null 2>&1; }
+wait_until 30 "coredns removed" coredns_gone && [ ! -e "$MDIR/coredns.yaml" ] &&
+  ok "--disable coredns: Deployment coredns and Service kube-dns deleted, manifests/coredns.yaml removed" ||
+  fail "--disable coredns left CoreDNS behind: $(kc -n kube-system get deploy,svc 2>&1 | tr '\n' ' ')"
 # `k8s reset` must touch this node only. Canaries in the other host (same kernel, same machine): a file in its
 # /var/lib/k8s and /var/lib/kubelet, a process in a cgroup named kubepods, a process run from its /var/lib/k8s/bin.
 hb sh -c 'echo canary >/var/lib/k8s/canary; echo canary >/var/lib/kubelet/canary; mkdir -p /var/lib/k8s/bin/canary && cp /bin/sleep /var/lib/k8s/bin/canary/sleep'

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod check_config;
 pub mod cli;
 pub mod components;
+pub mod controllers;
 pub mod datastore;
 pub mod duration;
 pub mod encryption;

@@ -88,6 +88,13 @@ pub struct ServerOptions {
     #[serde(default, alias = "control-plane-only")]
     #[serde(skip_serializing_if = "is_false")]
     pub disable_agent: bool,
+    /// Built-in addons not to deploy (repeatable, or comma-separated).
+    /// Disabling one on a running cluster deletes its objects; give every
+    /// server the same list.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<Addon>,
     /// Use components from this directory instead of the attached payload.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,6 +236,15 @@ impl fmt::Display for PodNetwork {
             PodNetwork::Vxlan => "vxlan",
         })
     }
+}
+
+/// A built-in addon: what servers deploy through the manifests directory
+/// unless `disable` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addon {
+    /// Cluster DNS (CoreDNS at cluster-dns); disable it to run your own.
+    Coredns,
 }
 
 /// How hardened the cluster is: one setting for the whole cluster
@@ -565,6 +581,23 @@ mod tests {
         assert!(load_file::<ServerOptions>(f.path(), true).unwrap().disable_agent);
         let f = write("disable-agent: true\n");
         assert!(load_file::<ServerOptions>(f.path(), true).unwrap().disable_agent);
+    }
+
+    #[test]
+    fn disabled_addons_from_the_file_and_the_flag() {
+        let f = write("disable: [coredns]\n");
+        assert_eq!(load_file::<ServerOptions>(f.path(), true).unwrap().disable, [Addon::Coredns]);
+        let f = write("disable: [traefik]\n");
+        let err = load_file::<ServerOptions>(f.path(), true).unwrap_err().to_string();
+        assert!(err.contains("traefik") && err.contains("coredns"), "names the bad value and the known ones: {err}");
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: ServerOptions,
+        }
+        assert_eq!(Cli::try_parse_from(["k8s", "--disable", "coredns"]).unwrap().o.disable, [Addon::Coredns]);
+        assert!(Cli::try_parse_from(["k8s", "--disable", "servicelb"]).is_err());
     }
 
     #[test]

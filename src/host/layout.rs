@@ -2,7 +2,8 @@
 //!
 //! `<data-dir>` (default /var/lib/k8s): `bin/<hash>/` components, `pki/`,
 //! `kubeconfigs/`, `server/db/` (the datastore), `server/manifests/`
-//! (addons), `server/{token,agent-token}` (the default join tokens),
+//! (auto-deployed manifests and the built-in addons; what they applied in
+//! `server/manifests-applied.json`), `server/{token,agent-token}` (the default join tokens),
 //! `agent/` (containerd, kubelet and CNI state; an agent's credentials in
 //! `agent/pki/`), `images/` (image archives to import), `logs/`. `/run/k8s`: sockets and the status file, gone
 //! at reboot.
@@ -41,8 +42,14 @@ impl Layout {
     pub fn datastore_dir(&self) -> PathBuf {
         self.data_dir.join("server/db")
     }
+    /// Auto-deployed manifests, the built-in addons among them.
     pub fn manifests_dir(&self) -> PathBuf {
         self.data_dir.join("server/manifests")
+    }
+    /// The objects this server applied from the manifests dir, per file
+    /// (outside the dir, which applies every `.json` in it).
+    pub fn manifests_record(&self) -> PathBuf {
+        self.data_dir.join("server/manifests-applied.json")
     }
     /// The default token that joins servers (HA).
     pub fn server_token(&self) -> PathBuf {

@@ -108,6 +108,7 @@ impl Inventory {
                 cluster_domain: c.cluster_domain,
                 pod_network: c.pod_network,
                 profile: c.profile,
+                disable: c.disable,
                 version: c.version,
             },
             ssh: draft.ssh,

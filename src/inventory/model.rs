@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::syntax;
 pub use super::syntax::Cidr;
-pub use crate::host::config::{PodNetwork, Profile};
+pub use crate::host::config::{Addon, PodNetwork, Profile};
 /// The inventory's `host-key-checking` and `sudo` are the SSH module's own settings.
 pub use crate::ssh::{HostKeyChecking, Sudo};
 
@@ -42,6 +42,8 @@ pub struct Cluster {
     pub pod_network: PodNetwork,
     /// How hardened the cluster is (`profile`: standard or cis).
     pub profile: Profile,
+    /// Built-in addons the servers do not deploy (`disable`).
+    pub disable: Vec<Addon>,
     /// The `k8s` version to install; `None`: the running binary's.
     pub version: Option<String>,
 }

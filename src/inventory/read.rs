@@ -50,6 +50,7 @@ pub struct ClusterDraft {
     pub cluster_domain: String,
     pub pod_network: PodNetwork,
     pub profile: Profile,
+    pub disable: Vec<Addon>,
     pub version: Option<String>,
 }
 
@@ -122,6 +123,7 @@ const CLUSTER_HINTS: &[(&str, &str)] = &[
     ("flannel-backend", "pod-network (host-gw or vxlan)"),
     ("network", "pod-network (host-gw or vxlan)"),
     ("hardening", "profile (standard or cis)"),
+    ("disable-components", "disable (a list of built-in addons, like [coredns])"),
     ("kubernetes-version", "version (the k8s binary's version; it decides the Kubernetes version)"),
 ];
 
@@ -375,6 +377,7 @@ impl Reader {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             pod_network: PodNetwork::default(),
             profile: Profile::default(),
+            disable: vec![],
             version: None,
         };
         let Some((v, path)) = section else { return c };
@@ -388,6 +391,7 @@ impl Reader {
             "cluster-domain",
             "pod-network",
             "profile",
+            "disable",
             "version",
         ];
         let Some(f) = self.fields(v, &path, "the cluster settings", &known, CLUSTER_HINTS) else {
@@ -465,10 +469,40 @@ impl Reader {
                 c.profile = profile;
             }
         }
+        if let Some((v, p)) = f.get("disable") {
+            c.disable = self.addons(v, &p);
+        }
         if let Some((v, p)) = f.get("version") {
             c.version = self.checked(v, &p, "a version like v0.1.0", syntax::check_version);
         }
         c
+    }
+
+    /// `disable`: a list of built-in addons, each named once.
+    fn addons(&mut self, v: &Value, path: &FieldPath) -> Vec<Addon> {
+        use clap::ValueEnum;
+        let names: Vec<(String, Addon)> =
+            Addon::value_variants().iter().filter_map(|a| Some((a.to_possible_value()?.get_name().to_string(), *a))).collect();
+        let choices: Vec<(&str, Addon)> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        let hints = [
+            ("traefik", "k8s deploys no ingress controller: there is nothing to disable"),
+            ("servicelb", "k8s has no ServiceLB yet: there is nothing to disable"),
+            ("local-storage", "k8s has no local-path provisioner yet: there is nothing to disable"),
+            ("metrics-server", "k8s carries no metrics-server yet: there is nothing to disable"),
+        ];
+        let Value::Sequence(items) = v else {
+            self.error(path, format!("expected a list of addons like [coredns], found {}", kind(v)));
+            return vec![];
+        };
+        let mut out = vec![];
+        for (i, item) in items.iter().enumerate() {
+            if let Some(addon) = self.choice(item, &path.index(i), &choices, &hints) {
+                if !out.contains(&addon) {
+                    out.push(addon);
+                }
+            }
+        }
+        out
     }
 
     fn ssh_defaults(&mut self, section: Option<(&Value, FieldPath)>, base_dir: &Path) -> SshDefaults {

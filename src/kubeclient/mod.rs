@@ -180,32 +180,77 @@ where
 /// apply, forcing conflicts: a restart re-asserts the manifest without
 /// fighting other field managers over fields it does not set).
 pub async fn apply_manifest(client: &Client, manifest: &str) -> anyhow::Result<()> {
-    for document in serde_yaml::Deserializer::from_str(manifest) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(document)?;
-        if value.is_null() {
-            continue;
-        }
-        let object: DynamicObject = serde_yaml::from_value(value).context("a manifest document is not a Kubernetes object")?;
+    for object in parse_manifest(manifest)? {
         apply_object(client, &object).await?;
     }
     Ok(())
 }
 
-async fn apply_object(client: &Client, object: &DynamicObject) -> anyhow::Result<()> {
+/// The objects of a multi-document YAML (or JSON) manifest, in order; empty
+/// documents are skipped. Errors say which document and, for YAML syntax,
+/// the line and column.
+pub fn parse_manifest(manifest: &str) -> anyhow::Result<Vec<DynamicObject>> {
+    let mut objects = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(manifest).enumerate() {
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(document).map_err(|e| anyhow::anyhow!("document {}: {e}", i + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_yaml::from_value(value).map_err(|e| anyhow::anyhow!("document {} is not a Kubernetes object: {e}", i + 1))?;
+        let has_types = object.types.as_ref().is_some_and(|t| !t.api_version.is_empty() && !t.kind.is_empty());
+        if !has_types || object.metadata.name.as_deref().unwrap_or("").is_empty() {
+            bail!("document {} is not a Kubernetes object: it needs apiVersion, kind and metadata.name", i + 1);
+        }
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// Server-side applies one object (its namespace, or `default` for a
+/// namespaced kind that names none, as kubectl does).
+pub async fn apply_object(client: &Client, object: &DynamicObject) -> anyhow::Result<()> {
     let types = object.types.as_ref().context("a manifest object lacks apiVersion or kind")?;
-    let gvk = GroupVersionKind::try_from(types)?;
     let name = object.name_any();
-    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("the API server does not serve {}/{}", types.api_version, types.kind))?;
-    let api: Api<DynamicObject> = match capabilities.scope {
-        Scope::Namespaced => Api::namespaced_with(client.clone(), object.metadata.namespace.as_deref().unwrap_or("default"), &resource),
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-    };
+    let api = dynamic_api(client, &types.api_version, &types.kind, object.metadata.namespace.as_deref()).await?;
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
         .await
         .with_context(|| format!("applying {} {name}", types.kind))?;
     Ok(())
+}
+
+/// Deletes one object named as in a manifest (namespace as in
+/// [`apply_object`]); true when it was there. A kind the API server no
+/// longer serves has no objects left to delete.
+pub async fn delete_object(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> anyhow::Result<bool> {
+    let api = match dynamic_api(client, api_version, kind, namespace).await {
+        Ok(api) => api,
+        Err(e) if e.chain().any(|c| c.downcast_ref::<kube::Error>().is_some_and(not_served)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match api.delete(name, &kube::api::DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("deleting {kind} {name}"))),
+    }
+}
+
+/// Discovery's answer for a group/version or kind the API server does not
+/// serve (any more: a CRD deleted with its objects).
+fn not_served(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Discovery(_)) || matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The dynamic API of a kind, scoped as discovery says.
+async fn dynamic_api(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>) -> anyhow::Result<Api<DynamicObject>> {
+    let types = kube::core::TypeMeta { api_version: api_version.to_string(), kind: kind.to_string() };
+    let gvk = GroupVersionKind::try_from(&types)?;
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("the API server does not serve {api_version}/{kind}"))?;
+    Ok(match capabilities.scope {
+        Scope::Namespaced => Api::namespaced_with(client.clone(), namespace.unwrap_or("default"), &resource),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::host::config::{PodNetwork, Profile, ServerOptions, TokenSource};
+use crate::host::config::{Addon, PodNetwork, Profile, ServerOptions, TokenSource};
 use crate::host::net::{next_address, parse_cidr};
 use crate::host::paths;
 
@@ -40,6 +40,8 @@ pub struct Config {
     pub pod_network: PodNetwork,
     pub profile: Profile,
     pub disable_agent: bool,
+    /// Built-in addons not deployed.
+    pub disable: Vec<Addon>,
     pub components_dir: Option<PathBuf>,
     pub admin_kubeconfig: PathBuf,
     pub admin_kubeconfig_mode: u32,
@@ -89,6 +91,7 @@ impl Config {
             pod_network: o.pod_network.unwrap_or_default(),
             profile: o.profile.unwrap_or_default(),
             disable_agent: o.disable_agent,
+            disable: o.disable,
             components_dir: o.components_dir,
             admin_kubeconfig: o.write_kubeconfig.unwrap_or_else(|| paths::ADMIN_KUBECONFIG.into()),
             admin_kubeconfig_mode: o.write_kubeconfig_mode.map_or(0o600, |m| m.0),

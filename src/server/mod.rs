@@ -16,7 +16,8 @@ use kube::api::{ObjectMeta, Patch, PatchParams};
 
 use crate::components::Supervisor;
 use crate::fsutil::write_if_changed;
-use crate::host::config::Profile;
+use crate::controllers::manifests::Deployer;
+use crate::host::config::{Addon, Profile};
 use crate::host::Layout;
 use crate::payload::Components;
 use crate::pki::{self, Identity, Pki, PkiParams};
@@ -254,7 +255,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     sup.start(control_plane::controller_manager(c, pki, cfg, &inputs));
     sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
-    apply_addons(cfg, layout, c, &client).await?;
+    deploy_manifests(cfg, layout, c, &client, sup).await?;
     start_join_endpoint(cfg, pki, &client, sup).await?;
     start_upgrade_controller(cfg, pki, c, &client, sup).await?;
     let follower = crate::encryption::Follower { api: client.clone(), server: cfg.node_name.clone(), file: pki.encryption_config() };
@@ -417,37 +418,73 @@ fn etcd_pki(cfg: &Config, pki: &Pki) -> Option<Pki> {
     (cfg.datastore != config::Datastore::Sqlite).then(|| pki.clone())
 }
 
-/// Renders the addon manifests and applies them (server-side apply, so a
-/// restart re-asserts them without fighting other field managers); retried
-/// for a minute while the API server settles (RBAC, discovery).
-async fn apply_addons(cfg: &Config, layout: &Layout, c: &Components, client: &kube::Client) -> anyhow::Result<()> {
-    let coredns_image = c.image("coredns")?;
+/// The built-in addons' manifests: file name in the manifests dir, the
+/// addon that disables it (none: always deployed), the rendered text.
+fn builtin_manifests(cfg: &Config, c: &Components) -> anyhow::Result<Vec<(&'static str, Option<Addon>, String)>> {
     let coredns = templates::render(templates::COREDNS, &[
         ("cluster_domain", &cfg.cluster_domain),
         ("cluster_dns", &cfg.cluster_dns.to_string()),
-        ("coredns_image", &coredns_image),
+        ("coredns_image", &c.image("coredns")?),
     ]);
-    for (name, manifest) in [("coredns.yaml", coredns.as_str()), ("node-certificates.yaml", templates::NODE_CERTIFICATES)] {
-        let file = layout.manifests_dir().join(name);
-        write_if_changed(&file, manifest.as_bytes(), 0o600)?;
-        apply_addon(client, &file, manifest).await?;
+    Ok(vec![
+        ("coredns.yaml", Some(Addon::Coredns), coredns),
+        ("node-certificates.yaml", None, templates::NODE_CERTIFICATES.to_string()),
+    ])
+}
+
+/// Writes the enabled built-in addons into the manifests dir (removing the
+/// disabled ones, and their objects), applies the dir until the built-ins
+/// are in (a minute while the API server settles: RBAC, discovery), then
+/// keeps the dir applied ([`Deployer`], an in-process service).
+async fn deploy_manifests(cfg: &Config, layout: &Layout, c: &Components, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
+    let dir = layout.manifests_dir();
+    let mut required = Vec::new();
+    for (name, addon, manifest) in builtin_manifests(cfg, c)? {
+        let file = dir.join(name);
+        if addon.is_some_and(|a| cfg.disable.contains(&a)) {
+            remove_addon(client, &file, &manifest).await?;
+        } else {
+            write_if_changed(&file, manifest.as_bytes(), 0o600)?;
+            required.push(name);
+        }
     }
+    let mut deployer = Deployer::new(client.clone(), &dir, &layout.manifests_record());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let failed = deployer.sync().await;
+        match failed.iter().find(|(name, _)| required.contains(&name.as_str())) {
+            None => break failed,
+            Some((name, e)) if Instant::now() >= deadline => bail!("applying {}: {e}", dir.join(name).display()),
+            Some((name, e)) => tracing::debug!("applying {name}: {e}; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for (name, e) in failed {
+        deployer.report(&name, &e);
+    }
+    sup.spawn("manifests", move |stop| async move {
+        stop.or(deployer.run()).await;
+        Ok(())
+    });
     Ok(())
 }
 
-async fn apply_addon(client: &kube::Client, file: &std::path::Path, manifest: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match kubeclient::apply_manifest(client, manifest).await {
-            Ok(()) => {
-                tracing::info!(manifest = %file.display(), "addon applied");
-                return Ok(());
-            }
-            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("applying {}", file.display()))),
-            Err(e) => tracing::debug!("applying {}: {e:#}; retrying", file.display()),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+/// A disabled addon: its file leaves the manifests dir, and its objects the
+/// cluster (also those a server applied before the dir kept a record).
+async fn remove_addon(client: &kube::Client, file: &std::path::Path, manifest: &str) -> anyhow::Result<()> {
+    match std::fs::remove_file(file) {
+        Ok(()) => tracing::info!(manifest = %file.display(), "addon disabled: manifest removed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing the disabled addon's {}", file.display())),
     }
+    for object in kubeclient::parse_manifest(manifest)?.iter().rev() {
+        let types = object.types.as_ref().context("a built-in manifest names its kinds")?;
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        if kubeclient::delete_object(client, &types.api_version, &types.kind, object.metadata.namespace.as_deref(), name).await? {
+            tracing::info!("addon disabled: {} {name} deleted", types.kind);
+        }
+    }
+    Ok(())
 }
 
 /// Marks the node as a control-plane node (kubelets may not set node-role

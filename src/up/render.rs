@@ -94,6 +94,7 @@ fn server_options(inv: &Inventory, host: &Host, node_name: &str) -> ServerOption
         profile: (c.profile != Profile::default()).then_some(c.profile),
         https_listen_port: (c.api.port != crate::inventory::DEFAULT_API_PORT).then_some(c.api.port),
         disable_agent: host.control_plane_only,
+        disable: c.disable.clone(),
         node_label,
         node_taint,
         cluster_init: ha && first,

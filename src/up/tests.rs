@@ -19,7 +19,7 @@ hosts:
 ";
 
 const HA: &str = "
-cluster: {name: ha, api: {address: lb.example.com, port: 7443}}
+cluster: {name: ha, api: {address: lb.example.com, port: 7443}, disable: [coredns]}
 hosts:
   - {address: 10.0.0.31, role: agent, name: w1}
   - {address: 10.0.0.11, role: server, name: s1, control-plane-only: true}
@@ -100,6 +100,7 @@ fn ha_config_inits_on_the_first_server_and_joins_the_others() {
     assert!(first.cluster_init && first.server.is_none());
     assert!(first.disable_agent && first.node_label.is_empty());
     assert_eq!(first.https_listen_port, Some(7443));
+    assert_eq!(first.disable, [crate::host::config::Addon::Coredns], "every server gets the cluster's disable list");
     assert_eq!(first.tls_san, vec!["lb.example.com", "10.0.0.11"]);
     let second: crate::host::config::ServerOptions = serde_yaml::from_str(&render::config(&a, &a.hosts[2], "s2")).unwrap();
     assert!(!second.cluster_init);
@@ -128,6 +129,8 @@ cluster-cidr: 10.42.0.0/16
 service-cidr: 10.43.0.0/16
 cluster-dns: 10.43.0.10
 cluster-domain: cluster.local
+disable:
+- coredns
 server: https://10.0.0.11:9345
 token-file: /etc/k8s/token
 "
