@@ -2,7 +2,8 @@
 # e2e/agent.sh [K8S_BIN]: a server and an agent in two test hosts on one
 # bridge: the agent joins with the server's agent token, both nodes turn
 # Ready, a pod on the agent reaches a pod on the server directly (which sees
-# the pod's own address), through a Service, and by DNS; a wrong token (repeated: the address is then held off
+# the pod's own address), through a Service, and by DNS; LoadBalancer Services answer on both nodes' addresses
+# from the workstation, minus a node listening on the port (Events say why); a wrong token (repeated: the address is then held off
 # by the join endpoint) and a token for another cluster are
 # refused with a clear message, and so is another host asking for a node name already bound (the server's or the
 # agent's); the agent's own credentials read only the Secrets of its node's pods and change only its own Node
@@ -218,6 +219,44 @@ done
 ok "pod on the agent reaches the Service by ClusterIP ($svc, after $((SECONDS - svc_start)) s)"
 [[ $(fetch "http://web.default.svc.cluster.local/") == "hello-from-$SERVER" ]] || fail "Service DNS name does not answer from $AGENT"
 ok "pod on the agent reaches the Service by DNS"
+
+# LoadBalancer Services (servicelb): both nodes' addresses in the status, and <node IP>:<port> answers from the
+# workstation namespace on each; a port a node listens on (the server's 6443) leaves that node out with a
+# PortInUse Event; one every node listens on (the kubelets' 10250) leaves the Service pending (NoNodeAvailable).
+agent_ip=$($T ip "$AGENT")
+lb_ips() { kubectl get svc "$1" -o jsonpath='{range .status.loadBalancer.ingress[*]}{.ip}{" "}{end}'; }
+lb_events() { kubectl get events --field-selector "involvedObject.name=$1,reason=$2" -o jsonpath='{.items[*].message}'; }
+wait_lb() {   # wait_lb SERVICE WANT: the status lists exactly WANT ("ip ip ", sorted) within 30 s
+  local start=$SECONDS
+  until [[ $(lb_ips "$1") == "$2" ]]; do
+    ((SECONDS - start < 30)) || fail "Service $1 has LoadBalancer addresses '$(lb_ips "$1")', want '$2'"
+    sleep 1
+  done
+}
+for port in 8081 6443 10250; do
+  kubectl expose pod "web-$SERVER" --name="lb-$port" --type=LoadBalancer --port="$port" --target-port=8080 --selector="app=web-$SERVER" >/dev/null
+done
+lb_start=$SECONDS
+wait_lb lb-8081 "$(printf '%s\n' "$server_ip" "$agent_ip" | sort | tr '\n' ' ')"
+for ip in "$server_ip" "$agent_ip"; do
+  until [[ $($T ws curl -s --max-time 5 "http://$ip:8081/" 2>&1) == "hello-from-$SERVER" ]]; do
+    ((SECONDS - lb_start < 60)) || fail "LoadBalancer Service lb-8081 does not answer on $ip:8081 from the workstation"
+    sleep 1
+  done
+done
+ok "a LoadBalancer Service gets both nodes' addresses and answers on $server_ip:8081 and $agent_ip:8081 from the workstation (after $((SECONDS - lb_start)) s)"
+wait_lb lb-6443 "$agent_ip "
+[[ $(lb_events lb-6443 PortInUse) == *"node $SERVER listens on TCP/6443"* ]] ||
+  fail "no PortInUse Event names $SERVER for lb-6443: $(lb_events lb-6443 PortInUse)"
+ok "a LoadBalancer Service on 6443 leaves the server out (its API server listens there): $(lb_events lb-6443 PortInUse | cut -c1-120)"
+nna_start=$SECONDS
+until [[ -n $(lb_events lb-10250 NoNodeAvailable) ]]; do
+  ((SECONDS - nna_start < 30)) || fail "no NoNodeAvailable Event for lb-10250 (addresses: '$(lb_ips lb-10250)')"
+  sleep 1
+done
+[[ -z $(lb_ips lb-10250) ]] || fail "lb-10250 got addresses though every kubelet listens on 10250: $(lb_ips lb-10250)"
+ok "a LoadBalancer Service on 10250 stays pending (every node's kubelet listens there): NoNodeAvailable"
+kubectl delete svc lb-8081 lb-6443 lb-10250 >/dev/null
 
 # The agent's own credentials (its kubelet's) reach only what its node needs: the Node authorizer lets it read a
 # Secret that a pod on its node uses, not one that only the server's pods use, nor list Secrets; NodeRestriction

@@ -16,7 +16,7 @@
 set -euo pipefail
 profile=${1:-test}
 build=(zstd iproute2 util-linux iptables openssl)
-test=(protobuf-compiler etcd-server etcd-client sqlite3 jq python3 openssh-server openssh-client sudo)
+test=(protobuf-compiler etcd-server etcd-client sqlite3 jq python3 openssh-server openssh-client sudo curl)
 case $profile in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" "${test[@]}") ;;

@@ -245,6 +245,9 @@ impl fmt::Display for PodNetwork {
 pub enum Addon {
     /// Cluster DNS (CoreDNS at cluster-dns); disable it to run your own.
     Coredns,
+    /// LoadBalancer Services on the nodes' addresses; disable it for
+    /// another load balancer implementation (MetalLB, a cloud's).
+    Servicelb,
 }
 
 /// How hardened the cluster is: one setting for the whole cluster
@@ -587,6 +590,8 @@ mod tests {
     fn disabled_addons_from_the_file_and_the_flag() {
         let f = write("disable: [coredns]\n");
         assert_eq!(load_file::<ServerOptions>(f.path(), true).unwrap().disable, [Addon::Coredns]);
+        let f = write("disable: [coredns, servicelb]\n");
+        assert_eq!(load_file::<ServerOptions>(f.path(), true).unwrap().disable, [Addon::Coredns, Addon::Servicelb]);
         let f = write("disable: [traefik]\n");
         let err = load_file::<ServerOptions>(f.path(), true).unwrap_err().to_string();
         assert!(err.contains("traefik") && err.contains("coredns"), "names the bad value and the known ones: {err}");
@@ -597,7 +602,8 @@ mod tests {
             o: ServerOptions,
         }
         assert_eq!(Cli::try_parse_from(["k8s", "--disable", "coredns"]).unwrap().o.disable, [Addon::Coredns]);
-        assert!(Cli::try_parse_from(["k8s", "--disable", "servicelb"]).is_err());
+        assert_eq!(Cli::try_parse_from(["k8s", "--disable", "coredns,servicelb"]).unwrap().o.disable, [Addon::Coredns, Addon::Servicelb]);
+        assert!(Cli::try_parse_from(["k8s", "--disable", "traefik"]).is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+pub mod leader;
 mod renewing;
 
 /// Every object this binary writes names this field manager.

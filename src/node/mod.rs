@@ -4,6 +4,7 @@
 
 pub mod api_balancer;
 pub mod client_cert;
+pub mod host_ports;
 mod host_settings;
 pub mod images;
 mod masquerade;
@@ -69,7 +70,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// 3. this host's end of the pod network is made for that CIDR (the VXLAN
 ///    device, masquerading, the CNI configuration), so the Node turns Ready;
 /// 4. once Ready, the route follower starts (an in-process service): routes
-///    to the other nodes' pods follow the Node objects from then on.
+///    to the other nodes' pods follow the Node objects from then on; and
+///    the host's listening ports are published on the Node ([`host_ports`]).
 pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>,
     started: impl FnOnce(&Supervisor)) -> anyhow::Result<()> {
     start(sup, c, p, s).await?;
@@ -86,6 +88,11 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
         .with_context(see_log)?;
     tracing::info!(node = %s.node_name, "node Ready");
     publish_version(&kubelet, s.node_name).await?;
+    let own = s.node_name.to_string();
+    sup.spawn("host-ports", move |stop| async move {
+        stop.or(host_ports::follow(kubelet, own)).await;
+        Ok(())
+    });
     // kube-proxy's identity may watch all Nodes; the kubelet's may not.
     let watcher = kubeclient::client(s.kube_proxy_kubeconfig).await?;
     let own = s.node_name.to_string();

@@ -256,6 +256,13 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
     deploy_manifests(cfg, layout, c, &client, sup).await?;
+    if !cfg.disable.contains(&Addon::Servicelb) {
+        let (api, identity) = (client.clone(), cfg.node_name.clone());
+        sup.spawn("servicelb", move |stop| async move {
+            stop.or(crate::controllers::servicelb::run(api, identity)).await;
+            Ok(())
+        });
+    }
     start_join_endpoint(cfg, pki, &client, sup).await?;
     start_upgrade_controller(cfg, pki, c, &client, sup).await?;
     let follower = crate::encryption::Follower { api: client.clone(), server: cfg.node_name.clone(), file: pki.encryption_config() };

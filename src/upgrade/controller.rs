@@ -34,8 +34,8 @@ use super::crd::{NodePhase, NodeRow, PlanPhase, Role, UpgradePlan, UpgradePlanSt
 use super::preflight::{self, NodeFacts};
 use super::protocol::{self, ORDER_ANNOTATION};
 use super::rollout::{self, Act, Decision};
-use super::{leader, CORDONED_BY_ANNOTATION};
-use crate::kubeclient;
+use super::CORDONED_BY_ANNOTATION;
+use crate::kubeclient::{self, leader};
 use crate::node::{INIT_ANNOTATION, VERSION_ANNOTATION};
 use crate::pki::Pki;
 use crate::version::VERSION;

@@ -28,7 +28,6 @@ pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod guard;
-pub mod leader;
 pub mod preflight;
 pub mod protocol;
 pub mod rollout;
