@@ -12,14 +12,16 @@
 #      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte;
 #      a Secret stored encrypted (read from the SQLite file), data dir 0700 and datastore files 0600, the audit
 #      log (Metadata for Secrets), PodSecurity (a warning beyond baseline; a restricted namespace refuses);
-#      `k8s secrets-encrypt rotate-keys` (every Secret under the new key, one key left)
+#      `k8s secrets-encrypt rotate-keys` (every Secret under the new key, one key left); a StatefulSet's local
+#      volume (local-path) written by a non-root pod, kept when the pod is recreated
 #   3. SIGTERM (exit 0 within 60 s, children gone), start again: objects kept, pods Running, Service answers; a
-#      manifest removed while stopped has its objects deleted at start
+#      manifest removed while stopped has its objects deleted at start; the local volume keeps its data (also in 4)
 #   4. kill -9 of the k8s process tree, start again: same checks
 #   5. bad input on a second, fresh host: malformed config (unknown key, wrong types), unwritable data dir,
 #      port 6443 taken; and, on the running host, a second server (port taken; same data dir): non-zero exit,
 #      a message naming the cause, nothing created
-#   6. restart with --disable coredns (its objects deleted); `k8s reset --yes`: data dir emptied, no process left in the host; and nothing of the other host touched
+#   6. the claim deleted: its directory and volume gone; restart with --disable coredns (its objects deleted);
+#      `k8s reset --yes`: data dir emptied, no process left in the host; and nothing of the other host touched
 #
 # Environment:
 #   K8S_BIN=/work/main/dist/k8s     the binary under test (copied to a shared path before use)
@@ -527,6 +529,49 @@ check_config_and_secret() {
 }
 check_config_and_secret
 
+# Local persistent volumes: a StatefulSet's claim (the default StorageClass, local-path) gets a directory under
+# /var/lib/k8s/storage once its pod is scheduled; a non-root pod writes there; the data outlives the pod (and,
+# in after_restart, the server's restarts); deleting the claim removes the directory (step 6).
+kns apply -f - >/dev/null <<'EOF2' || fail "cannot create the StatefulSet db"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      securityContext: {runAsUser: 1000, runAsGroup: 1000}
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: c
+          image: k8s.local/busybox:latest
+          imagePullPolicy: IfNotPresent
+          command: [sh, -c, 'test -f /data/first || cat /proc/sys/kernel/random/uuid >/data/first; exec sleep 3600']
+          volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 64Mi}}}
+EOF2
+db_ready() { [ "$(kns get pod db-0 -o jsonpath='{.status.containerStatuses[0].ready}' 2>/dev/null)" = true ]; }
+db_data() { kns exec db-0 -- cat /data/first 2>/dev/null; }
+wait_until 120 "StatefulSet db-0 Ready" db_ready || fail "db-0 not Ready: $(kns describe pvc data-db-0 2>&1 | tail -n 5 | tr '\n' ' ')"
+PV=$(kns get pvc data-db-0 -o jsonpath='{.spec.volumeName}')
+PV_PATH=$(kc get pv "$PV" -o jsonpath='{.spec.hostPath.path}' 2>/dev/null)
+DB_DATA=$(db_data)
+[[ -n $DB_DATA && $PV_PATH == /var/lib/k8s/storage/pvc-*_${NS}_data-db-0 ]] && [ "$(hx cat "$PV_PATH/first")" = "$DB_DATA" ] &&
+  ok "a StatefulSet's claim is bound to a local volume ($PV_PATH), written by a non-root pod" ||
+  fail "local volume: pv '$PV' at '$PV_PATH', data '$DB_DATA'"
+kns delete pod db-0 --wait=true >/dev/null 2>&1
+wait_until 120 "db-0 back" db_ready && [ "$(db_data)" = "$DB_DATA" ] &&
+  ok "the volume's data outlives its pod (db-0 deleted, recreated, reads the same)" || fail "db-0 lost its data: '$(db_data)'"
+check_volume() {   # after a restart: db-0 Running with its data
+  wait_until 120 "db-0 Ready after $1" db_ready && [ "$(db_data)" = "$DB_DATA" ] &&
+    ok "the local volume keeps its data across $1" || fail "db-0 after $1: '$(db_data)'"
+}
+
 # Secrets at rest, private files, the audit log, PodSecurity
 DB=/var/lib/k8s/server/db/datastore.db
 MARKER="at-rest-marker-$RANDOM$RANDOM$RANDOM"
@@ -598,6 +643,7 @@ after_restart() {   # the checks after each restart
   out=$(kns exec client -- nslookup kubernetes.default.svc.cluster.local 2>&1)
   grep -q 'Address: 10\.43\.0\.1$' <<<"$out" && ok "DNS answers after $what" || { fail "nslookup after $what"; echo "$out" | indent; }
   check_file /etc/sec/password "$WORK/password"
+  check_volume "$what"
   check_status
 }
 
@@ -707,7 +753,12 @@ out=$(TMO=60 hx "$BIN" server $other_ports $SERVER_ARGS 2>&1 </dev/null); rc=$?
 alive "$SPID" && kc get --raw /readyz >/dev/null 2>&1 && ok "the running server still serves" || fail "the running server was disturbed"
 
 # ========================================================================================== 6
-step "6. a disabled addon, then k8s reset --yes"
+step "6. a released volume, a disabled addon, then k8s reset --yes"
+kns delete statefulset db --wait=true >/dev/null 2>&1
+kns delete pvc data-db-0 >/dev/null 2>&1 || fail "cannot delete the claim data-db-0"
+volume_gone() { ! kc get pv "$PV" >/dev/null 2>&1 && ! hx test -e "$PV_PATH"; }
+wait_until 60 "released volume deleted" volume_gone && ok "deleting the claim removed its directory and its PersistentVolume" ||
+  fail "after deleting the claim: pv $(kc get pv "$PV" -o jsonpath='{.status.phase}' 2>&1), dir $(hx ls -d "$PV_PATH" 2>&1)"
 # `--disable coredns`: its manifest leaves the dir and its objects the cluster.
 stop_server
 SERVER_ARGS="$SERVER_ARGS --disable coredns" start_server

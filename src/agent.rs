@@ -53,11 +53,12 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
         let (d, c) = (data_dir.clone(), o.components_dir.clone());
         tokio::task::spawn_blocking(move || Components::locate(&d, c.as_deref())).await??
     };
+    let storage_dir = o.default_local_storage_path.clone().unwrap_or_else(|| layout.storage_dir());
     let mut sup = Supervisor::default();
     let stop = crate::signals::terminated();
     tokio::pin!(stop);
     let outcome = tokio::select! {
-        result = start(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &layout, &mut sup) => Some(result),
+        result = start(&components, &files, &cluster, &node_name, node_ip, &kubelet_args, &layout, &storage_dir, &mut sup) => Some(result),
         _ = &mut stop => None,
     };
     match outcome {
@@ -81,7 +82,7 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
 /// ([`node::bring_up`]), then its upgrade executor.
 #[allow(clippy::too_many_arguments)]
 async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &str, node_ip: IpAddr,
-    kubelet_args: &[String], layout: &Layout, sup: &mut Supervisor) -> anyhow::Result<()> {
+    kubelet_args: &[String], layout: &Layout, storage_dir: &Path, sup: &mut Supervisor) -> anyhow::Result<()> {
     start_balancer(layout, &cluster.api_server, &f.kube_proxy_kubeconfig, sup).await?;
     let settings = node::Settings {
         node_name,
@@ -97,6 +98,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         kubelet_extra_args: kubelet_args,
         pod_network: cluster.pod_network,
         profile: cluster.profile,
+        storage_dir,
     };
     node::start_runtime(sup, c, &layout.node(), cluster.profile).await?;
     node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await?;

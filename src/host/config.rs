@@ -99,6 +99,10 @@ pub struct ServerOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub components_dir: Option<PathBuf>,
+    /// Where local-path volumes of this node go [default: <data-dir>/storage].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_local_storage_path: Option<PathBuf>,
     /// Where to write the admin kubeconfig [default: /etc/k8s/admin.kubeconfig].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +202,10 @@ pub struct AgentOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub components_dir: Option<PathBuf>,
+    /// Where local-path volumes of this node go [default: <data-dir>/storage].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_local_storage_path: Option<PathBuf>,
     /// Extra kubelet flags (`name=value`); repeatable.
     #[arg(long)]
     #[serde(default)]
@@ -248,6 +256,9 @@ pub enum Addon {
     /// LoadBalancer Services on the nodes' addresses; disable it for
     /// another load balancer implementation (MetalLB, a cloud's).
     Servicelb,
+    /// The default StorageClass `local-path`: volumes in a directory of
+    /// their pod's node.
+    LocalStorage,
 }
 
 /// How hardened the cluster is: one setting for the whole cluster

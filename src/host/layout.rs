@@ -59,6 +59,10 @@ impl Layout {
     pub fn agent_token(&self) -> PathBuf {
         self.data_dir.join("server/agent-token")
     }
+    /// local-path volumes, unless `default-local-storage-path` says otherwise.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.data_dir.join("storage")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
     }

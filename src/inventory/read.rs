@@ -486,7 +486,6 @@ impl Reader {
         let choices: Vec<(&str, Addon)> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
         let hints = [
             ("traefik", "k8s deploys no ingress controller: there is nothing to disable"),
-            ("local-storage", "k8s has no local-path provisioner yet: there is nothing to disable"),
             ("metrics-server", "k8s carries no metrics-server yet: there is nothing to disable"),
         ];
         let Value::Sequence(items) = v else {

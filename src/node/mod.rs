@@ -7,6 +7,7 @@ pub mod client_cert;
 pub mod host_ports;
 mod host_settings;
 pub mod images;
+pub mod local_path;
 mod masquerade;
 pub mod routes;
 pub mod vxlan;
@@ -47,6 +48,8 @@ pub struct Settings<'a> {
     pub kubelet_extra_args: &'a [String],
     pub pod_network: PodNetwork,
     pub profile: Profile,
+    /// Where this node's local-path volumes go.
+    pub storage_dir: &'a Path,
 }
 
 /// The Node annotation with the `k8s` version the node runs (the kubelet
@@ -71,7 +74,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 ///    device, masquerading, the CNI configuration), so the Node turns Ready;
 /// 4. once Ready, the route follower starts (an in-process service): routes
 ///    to the other nodes' pods follow the Node objects from then on; and
-///    the host's listening ports are published on the Node ([`host_ports`]).
+///    the host's listening ports are published on the Node ([`host_ports`]),
+///    and the node's local volumes followed ([`local_path`]).
 pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>,
     started: impl FnOnce(&Supervisor)) -> anyhow::Result<()> {
     start(sup, c, p, s).await?;
@@ -88,9 +92,14 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
         .with_context(see_log)?;
     tracing::info!(node = %s.node_name, "node Ready");
     publish_version(&kubelet, s.node_name).await?;
-    let own = s.node_name.to_string();
+    let (own, api) = (s.node_name.to_string(), kubelet.clone());
     sup.spawn("host-ports", move |stop| async move {
-        stop.or(host_ports::follow(kubelet, own)).await;
+        stop.or(host_ports::follow(api, own)).await;
+        Ok(())
+    });
+    let (own, dir) = (s.node_name.to_string(), s.storage_dir.to_path_buf());
+    sup.spawn("local-volumes", move |stop| async move {
+        stop.or(local_path::follow(kubelet, own, dir)).await;
         Ok(())
     });
     // kube-proxy's identity may watch all Nodes; the kubelet's may not.

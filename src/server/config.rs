@@ -42,6 +42,8 @@ pub struct Config {
     pub disable_agent: bool,
     /// Built-in addons not deployed.
     pub disable: Vec<Addon>,
+    /// Where this node's local-path volumes go.
+    pub storage_dir: PathBuf,
     pub components_dir: Option<PathBuf>,
     pub admin_kubeconfig: PathBuf,
     pub admin_kubeconfig_mode: u32,
@@ -73,6 +75,7 @@ impl Config {
         // `o` holds the file's data-dir already, under the flag's.
         let data_dir = crate::host::config::data_dir(o.data_dir, None);
         let backup_dir = o.backup_dir.unwrap_or_else(|| crate::backup::default_dir(&data_dir));
+        let storage_dir = o.default_local_storage_path.unwrap_or_else(|| crate::host::Layout::new(&data_dir).storage_dir());
         let backups = crate::backup::Schedule::parse(o.backup_schedule.as_deref(), o.backup_retention, backup_dir)?;
         let kubelet_arg = crate::node::kubelet_registration_args(o.kubelet_arg, &o.node_label, &o.node_taint)?;
         Ok(Config {
@@ -92,6 +95,7 @@ impl Config {
             profile: o.profile.unwrap_or_default(),
             disable_agent: o.disable_agent,
             disable: o.disable,
+            storage_dir,
             components_dir: o.components_dir,
             admin_kubeconfig: o.write_kubeconfig.unwrap_or_else(|| paths::ADMIN_KUBECONFIG.into()),
             admin_kubeconfig_mode: o.write_kubeconfig_mode.map_or(0o600, |m| m.0),

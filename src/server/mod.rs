@@ -256,13 +256,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
     deploy_manifests(cfg, layout, c, &client, sup).await?;
-    if !cfg.disable.contains(&Addon::Servicelb) {
-        let (api, identity) = (client.clone(), cfg.node_name.clone());
-        sup.spawn("servicelb", move |stop| async move {
-            stop.or(crate::controllers::servicelb::run(api, identity)).await;
-            Ok(())
-        });
-    }
+    start_controllers(cfg, &client, sup);
     start_join_endpoint(cfg, pki, &client, sup).await?;
     start_upgrade_controller(cfg, pki, c, &client, sup).await?;
     let follower = crate::encryption::Follower { api: client.clone(), server: cfg.node_name.clone(), file: pki.encryption_config() };
@@ -298,6 +292,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         kubelet_extra_args: &cfg.kubelet_arg,
         pod_network: cfg.pod_network,
         profile: cfg.profile,
+        storage_dir: &cfg.storage_dir,
     };
     node::bring_up(sup, c, &layout.node(), &settings, |sup| status.refresh(sup)).await?;
     label_control_plane(&client, &cfg.node_name).await;
@@ -322,6 +317,26 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     }
     .spawn(sup);
     Ok(())
+}
+
+/// The built-in controllers `disable` leaves on (in-process services, each
+/// leader-elected).
+fn start_controllers(cfg: &Config, client: &kube::Client, sup: &mut Supervisor) {
+    use crate::controllers::{local_path, servicelb};
+    if !cfg.disable.contains(&Addon::Servicelb) {
+        let (api, identity) = (client.clone(), cfg.node_name.clone());
+        sup.spawn("servicelb", move |stop| async move {
+            stop.or(servicelb::run(api, identity)).await;
+            Ok(())
+        });
+    }
+    if !cfg.disable.contains(&Addon::LocalStorage) {
+        let (api, identity) = (client.clone(), cfg.node_name.clone());
+        sup.spawn("local-path", move |stop| async move {
+            stop.or(local_path::run(api, identity)).await;
+            Ok(())
+        });
+    }
 }
 
 /// Writes the default join tokens and serves the join endpoint (an
@@ -436,6 +451,7 @@ fn builtin_manifests(cfg: &Config, c: &Components) -> anyhow::Result<Vec<(&'stat
     Ok(vec![
         ("coredns.yaml", Some(Addon::Coredns), coredns),
         ("node-certificates.yaml", None, templates::NODE_CERTIFICATES.to_string()),
+        ("local-storage.yaml", Some(Addon::LocalStorage), templates::LOCAL_STORAGE.to_string()),
     ])
 }
 
