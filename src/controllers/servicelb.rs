@@ -22,7 +22,7 @@
 //! none is left (the Service stays pending). A Service that stops being a
 //! LoadBalancer has its ingress cleared.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +59,9 @@ struct Context {
     /// Every Node, as the last watch event left them; None until listed
     /// (a Service looked at before would lose its addresses).
     nodes: Mutex<Option<Vec<Arc<Node>>>>,
+    /// The decision last told in Events, per Service UID: Events only on
+    /// news (a deleted Service's entry stays until leadership moves: bytes).
+    told: Mutex<HashMap<String, Assignment>>,
 }
 
 /// Campaigns for the Lease and, while leading, reconciles every Service;
@@ -70,7 +73,7 @@ pub async fn run(client: Client, identity: String) {
             let client = client.clone();
             let reporter = Reporter { controller: LEASE.into(), instance: Some(identity.clone()) };
             async move {
-                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Mutex::new(None) });
+                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Mutex::new(None), told: Mutex::default() });
                 let watched = ctx.clone();
                 let node_changes = kubeclient::follow(Api::<Node>::all(client.clone()), watcher::Config::default(), None).map(move |nodes| {
                     *watched.nodes.lock().unwrap() = Some(nodes);
@@ -117,12 +120,16 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let a = assign(&svc, &nodes);
     if a.ingress != current {
         write_ingress(&ctx.client, &svc, &a.ingress).await?;
+        tracing::info!(service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()), ingress = %a.ingress.join(","), "LoadBalancer addresses");
+    }
+    let uid = svc.uid().unwrap_or_default();
+    if ctx.told.lock().unwrap().get(&uid) != Some(&a) {
         for ev in events(&a) {
             if let Err(e) = ctx.recorder.publish(&ev, &svc.object_ref(&())).await {
                 tracing::debug!("servicelb event: {e}");
             }
         }
-        tracing::info!(service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()), ingress = %a.ingress.join(","), "LoadBalancer addresses");
+        ctx.told.lock().unwrap().insert(uid, a);
     }
     Ok(Action::await_change())
 }
