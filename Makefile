@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 K8S := $(CURDIR)/dist/k8s
 
-.PHONY: all build deps deps-test payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis conformance conformance-kit bench bench-api bench-node clean
+.PHONY: all build deps deps-test payload dist dist-next run test test-unit test-etcdctl test-e2e test-chaos test-chaos-ha test-upgrade-k8s test-cis conformance conformance-ha conformance-kit bench bench-api bench-node clean
 
 all: dist
 
@@ -97,6 +97,10 @@ conformance-kit:
 
 conformance: dist conformance-kit
 	K8S_BIN=$(K8S) e2e/conformance.sh
+
+# The same on 3 HA servers (the carried etcd) + 1 agent.
+conformance-ha: dist conformance-kit
+	K8S_BIN=$(K8S) CONFORMANCE_CLUSTER=ha e2e/conformance.sh
 
 # kill -9 of `k8s server` 100 times under API load (e2e/chaos.sh, ~20 min): no acknowledged write lost, no
 # watch going backwards, the pod running through. `make test-e2e` runs the same with 10 kills (~2 min).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # e2e/conformance.sh [K8S_BIN]: upstream's conformance suite (e2e.test of the pinned Kubernetes, from
-# bootstrap/conformance/build.sh) against a cluster of test hosts: one server and one agent, the
-# suite's images imported on both nodes from the kit (dropped in /var/lib/k8s/images before the
+# bootstrap/conformance/build.sh) against a cluster of test hosts: one server and one agent (or, with
+# CONFORMANCE_CLUSTER=ha, three servers on the carried etcd and one agent), the
+# suite's images imported on every node from the kit (dropped in /var/lib/k8s/images before the
 # nodes start: nothing is pulled). The suite runs from the workstation netns, as from a laptop:
 # the tests not marked [Serial] in parallel (ginkgo, CONFORMANCE_PROCS processes), then the
 # [Serial] ones alone. Writes under RESULTS: junit_*.xml, the ginkgo output, summary.txt (passed,
@@ -13,14 +14,20 @@
 #   CONFORMANCE_SKIP=''                   tests to leave out (regex), besides those of e2e/conformance-skip.txt
 #   CONFORMANCE_PROCS=2                   parallel ginkgo processes for the non-serial tests
 #   RESULTS=/var/tmp/k8s-conformance      where the reports go (emptied first)
+#   CONFORMANCE_CLUSTER=single            single (1 server + 1 agent) or ha (3 servers + 1 agent)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 FOCUS=${CONFORMANCE_FOCUS:-'\[Conformance\]'}
 PROCS=${CONFORMANCE_PROCS:-2}
 RESULTS=${RESULTS:-/var/tmp/k8s-conformance}
+CLUSTER=${CONFORMANCE_CLUSTER:-single}
 shared=/var/tmp/k8s-e2e-conformance
 SERVER=cf-s1 AGENT=cf-a1
-HOSTS=("$SERVER" "$AGENT")
+case $CLUSTER in
+  single) HOSTS=("$SERVER" "$AGENT") ;;
+  ha) HOSTS=("$SERVER" cf-s2 cf-s3 "$AGENT") ;;
+  *) echo "CONFORMANCE_CLUSTER must be single or ha, not $CLUSTER" >&2; exit 2 ;;
+esac
 # shellcheck source=e2e/lib/servers.sh
 source "$here/lib/servers.sh"
 exec 7>/var/tmp/k8s-e2e-conformance.lock
@@ -37,14 +44,22 @@ for h in "${HOSTS[@]}"; do
   cp "$kit"/images/*.tar "$($T dir "$h")/fs/var-lib-k8s/images/"
 done
 
-start "$SERVER"
-ok "server ready"
+if [[ $CLUSTER == ha ]]; then
+  # The carried etcd on three servers: the first starts it, the others join as learners, promoted.
+  start "$SERVER" --cluster-init
+  cp "$($T dir "$SERVER")/fs/var-lib-k8s/server/token" "$shared/server-token"
+  for h in cf-s2 cf-s3; do start "$h" --server "https://$($T ip "$SERVER"):9345" --token-file "$shared/server-token"; done
+  ok "3 HA servers ready"
+else
+  start "$SERVER"
+  ok "server ready"
+fi
 token=$($T dir "$SERVER")/fs/var-lib-k8s/server/agent-token
 setsid "$T" exec "$AGENT" "$K8S" agent --server "https://$($T ip "$SERVER"):9345" --token-file "$token" \
   </dev/null >"$shared/$AGENT.log" 2>&1 &
 wait_log "$shared/$AGENT.log" "k8s agent ready" 300 1 || fail "the agent did not become ready"
 kc "$SERVER" wait --for=condition=Ready node --all --timeout=120s >/dev/null || fail "the nodes are not Ready"
-ok "server and agent Ready ($((SECONDS - t0)) s since the start)"
+ok "${#HOSTS[@]} nodes Ready ($CLUSTER: $((SECONDS - t0)) s since the start)"
 
 # The admin kubeconfig names 127.0.0.1: from the workstation the API server is at the server's address.
 kubeconfig=$shared/admin.kubeconfig
