@@ -55,42 +55,52 @@ pub async fn import_carried(c: &Components, p: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The archives that failed to import in this process, by name, with the
+/// stamp they had: tried again only once they change (or at the next start).
+pub type Failed = BTreeMap<String, String>;
+
 /// Imports the archives of the images dir that are new or changed since
-/// their last import; returns how many were imported.
-pub async fn import_dir(c: &Components, p: &Paths) -> anyhow::Result<usize> {
+/// their last import (or failed attempt); returns how many were imported.
+pub async fn import_dir(c: &Components, p: &Paths, failed: &mut Failed) -> anyhow::Result<usize> {
     let found = archives(&p.images_dir)?;
     if found.is_empty() {
         return Ok(0);
     }
-    let mut record = read_record(&p.images_imported);
-    let todo: Vec<(PathBuf, String)> = found.into_iter().filter(|(file, stamp)| record.get(&key(file)) != Some(stamp)).collect();
-    let imports = todo.iter().map(|(file, stamp)| async move {
-        match import_file(c, p, file).await {
+    let mut record = read_record(&p.images_imported)?;
+    let todo = due(found, &record, failed);
+    let imports = todo.iter().map(|(file, stamp)| async move { (key(file), stamp.clone(), import_file(c, p, file).await) });
+    let mut n = 0;
+    for (name, stamp, result) in futures::future::join_all(imports).await {
+        match result {
             Ok(images) => {
-                tracing::info!(archive = %file.display(), images = images.join(" "), "image archive imported");
-                Some((key(file), stamp.clone()))
+                tracing::info!(archive = %p.images_dir.join(&name).display(), images = images.join(" "), "image archive imported");
+                failed.remove(&name);
+                record.insert(name, stamp);
+                n += 1;
             }
             Err(e) => {
-                tracing::warn!(archive = %file.display(), "image archive not imported: {e:#}; fix or replace the file (it is tried again when it changes)");
-                None
+                tracing::warn!(archive = %p.images_dir.join(&name).display(), "image archive not imported: {e:#}; fix or replace the file (it is tried again when it changes)");
+                failed.insert(name, stamp);
             }
         }
-    });
-    let done: Vec<(String, String)> = futures::future::join_all(imports).await.into_iter().flatten().collect();
-    let n = done.len();
-    record.extend(done);
+    }
     write_record(&p.images_imported, &record)?;
     Ok(n)
 }
 
+/// The archives to import: neither imported nor failed as they are now.
+fn due(found: Vec<(PathBuf, String)>, record: &BTreeMap<String, String>, failed: &Failed) -> Vec<(PathBuf, String)> {
+    found.into_iter().filter(|(file, stamp)| record.get(&key(file)) != Some(stamp) && failed.get(&key(file)) != Some(stamp)).collect()
+}
+
 /// Looks at the images dir every [`WATCH_INTERVAL`] while the node runs.
-pub fn watch(c: Components, p: Paths) {
+pub fn watch(c: Components, p: Paths, mut failed: Failed) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = import_dir(&c, &p).await {
+            if let Err(e) = import_dir(&c, &p, &mut failed).await {
                 tracing::warn!("images dir {}: {e:#}", p.images_dir.display());
             }
         }
@@ -170,14 +180,16 @@ fn key(file: &Path) -> String {
     file.file_name().unwrap_or_default().to_string_lossy().into_owned()
 }
 
-/// The record: one "STAMP\tNAME" line per imported archive.
-fn read_record(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(stamp, name)| (name.to_owned(), stamp.to_owned()))
-        .collect()
+/// The record: one "STAMP\tNAME" line per imported archive; empty before
+/// the first import. Any other read error is one: an empty record would
+/// import every archive again and, written back, forget them all.
+fn read_record(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(text.lines().filter_map(|l| l.split_once('\t')).map(|(stamp, name)| (name.to_owned(), stamp.to_owned())).collect())
 }
 
 fn write_record(path: &Path, record: &BTreeMap<String, String>) -> anyhow::Result<()> {
@@ -211,10 +223,23 @@ mod tests {
         std::fs::write(&file, b"one").unwrap();
         let (_, stamp) = archives(dir.path()).unwrap().remove(0);
         write_record(&rec, &BTreeMap::from([("a.tar".to_owned(), stamp.clone())])).unwrap();
-        assert_eq!(read_record(&rec).get("a.tar"), Some(&stamp));
+        assert_eq!(read_record(&rec).unwrap().get("a.tar"), Some(&stamp));
         std::fs::write(&file, b"longer").unwrap();
         let (_, changed) = archives(dir.path()).unwrap().remove(0);
         assert_ne!(changed, stamp);
+        assert!(read_record(&dir.path().join("none")).unwrap().is_empty(), "no record yet: nothing imported");
+        assert!(read_record(dir.path()).is_err(), "an unreadable record is an error, not an empty one to write back");
+    }
+
+    #[test]
+    fn a_failed_archive_waits_until_it_changes() {
+        let found = |stamp: &str| vec![(PathBuf::from("/i/a.tar"), stamp.to_string()), (PathBuf::from("/i/b.tar"), "1 1".to_string())];
+        let record = BTreeMap::from([("b.tar".to_string(), "1 1".to_string())]);
+        let mut failed = Failed::new();
+        assert_eq!(due(found("5 5"), &record, &failed).len(), 1, "a new archive is due, an imported one is not");
+        failed.insert("a.tar".into(), "5 5".into());
+        assert!(due(found("5 5"), &record, &failed).is_empty(), "a failed one is not tried again as it is");
+        assert_eq!(due(found("6 6"), &record, &failed).len(), 1, "replaced, it is tried again");
     }
 
     fn read_all(file: &Path) -> anyhow::Result<Vec<u8>> {

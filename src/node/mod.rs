@@ -143,8 +143,9 @@ pub async fn start_runtime(sup: &mut Supervisor, c: &Components, p: &Paths, prof
     }
     start_containerd(sup, c, p).await?;
     images::import_carried(c, p).await?;
-    images::import_dir(c, p).await?;
-    images::watch(c.clone(), p.clone());
+    let mut failed = images::Failed::new();
+    images::import_dir(c, p, &mut failed).await?;
+    images::watch(c.clone(), p.clone(), failed);
     Ok(())
 }
 
