@@ -7,6 +7,7 @@ pub mod client_cert;
 mod host_settings;
 pub mod images;
 mod masquerade;
+pub mod registries;
 pub mod routes;
 pub mod vxlan;
 
