@@ -100,8 +100,8 @@ impl Registries {
         Ok(Registries { mirrors: raw.mirrors, configs: raw.configs.0 })
     }
 
-    /// The registries with settings, by name, for the log.
-    fn names(&self) -> String {
+    /// The registries with settings, by name, for the log (empty: none).
+    pub fn names(&self) -> String {
         let names: std::collections::BTreeSet<&str> = self.mirrors.keys().chain(self.configs.keys()).map(|r| r.0.as_str()).collect();
         names.into_iter().collect::<Vec<_>>().join(" ")
     }
