@@ -67,6 +67,7 @@ test-e2e:
 	e2e/dist.sh $(K8S) target/release/k8s
 	e2e/lib/selftest.sh "$$(./bootstrap/build.sh | tail -n 1)"
 	K8S_BIN=$(K8S) e2e/single-node.sh
+	K8S_BIN=$(K8S) e2e/registry.sh
 	K8S_BIN=$(K8S) CHAOS_KILLS=10 e2e/chaos.sh
 	K8S_BIN=$(K8S) CHAOS_KILLS=3 e2e/chaos-ha.sh
 	K8S_BIN=$(K8S) e2e/cis.sh

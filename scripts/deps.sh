@@ -4,10 +4,11 @@
 #          compilers and libraries), and running a single node (iptables, iproute2, zstd)
 #   test   those, plus what only the tests use: etcd and etcdctl (the datastore's differential tests
 #          and benchmarks), sshd and sudo (the ssh and `k8s up` tests run their own sshd), protoc (the
-#          etcd-client crate), jq, python3, sqlite3, openssl
+#          etcd-client crate), jq, python3, sqlite3, openssl, and a registry with basic auth for
+#          e2e/registry.sh (docker-registry, htpasswd from apache2-utils)
 #
 # It never stops, disables or reconfigures a service the host already had. Packages that start a
-# service when installed (openssh-server, etcd-server) are installed with a policy-rc.d that forbids
+# service when installed (openssh-server, etcd-server, docker-registry) are installed with a policy-rc.d that forbids
 # starting anything, and the units of packages this run installed are then disabled: the tests start
 # their own processes, and a machine that had no sshd or etcd does not get one listening after a
 # reboot. A host's running ssh stays enabled and running (e2e/deps.sh checks it).
@@ -16,7 +17,7 @@
 set -euo pipefail
 profile=${1:-test}
 build=(zstd iproute2 util-linux iptables openssl)
-test=(protobuf-compiler etcd-server etcd-client sqlite3 jq python3 openssh-server openssh-client sudo curl)
+test=(protobuf-compiler etcd-server etcd-client sqlite3 jq python3 openssh-server openssh-client sudo curl docker-registry apache2-utils)
 case $profile in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" "${test[@]}") ;;

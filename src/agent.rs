@@ -26,6 +26,8 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
     let node_name = net::node_name(o.node_name.as_deref())?;
     let node_ip = net::node_ip(o.node_ip)?;
     let kubelet_args = node::kubelet_registration_args(o.kubelet_arg.clone(), &o.node_label, &o.node_taint)?;
+    // Checked before anything is created; read again when containerd starts.
+    node::registries::Registries::load(Path::new(paths::REGISTRIES))?;
     let layout = Layout::new(&data_dir);
     layout.check_writable()?;
     let _lock = layout.lock()?;

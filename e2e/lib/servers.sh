@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # e2e/lib/servers.sh: `k8s server` processes in test hosts (lib/testhost.sh), for scripts that run
-# them by hand (backup.sh, grow.sh). The script sets HOSTS=(...) and shared=DIR, then sources this:
+# them by hand (backup.sh, grow.sh, registry.sh). The script sets HOSTS=(...) and shared=DIR, then sources this:
 # it brings the hosts up with the binary ($1, K8S_BIN or dist/k8s) copied to $shared/k8s, and takes
 # them down on exit, showing each host's log when the script failed.
 #   start HOST ARGS...   `k8s server ARGS` in HOST until "k8s server ready" (START_ENV="K=V ..." for

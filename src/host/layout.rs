@@ -159,6 +159,9 @@ pub struct NodePaths {
     pub images_dir: PathBuf,
     /// Which of those were imported, as which file size and mtime.
     pub images_imported: PathBuf,
+    /// containerd's hosts dir (`config_path`): one `<registry>/hosts.toml`
+    /// per registry of `/etc/k8s/registries.yaml`.
+    pub registry_hosts: PathBuf,
 }
 
 impl NodePaths {
@@ -181,6 +184,7 @@ impl NodePaths {
             kubelet_kubeconfig: agent.join("etc/kubelet.kubeconfig"),
             images_dir: layout.data_dir.join("images"),
             images_imported: agent.join("etc/images-imported"),
+            registry_hosts: agent.join("etc/certs.d"),
         }
     }
 }

@@ -7,6 +7,9 @@ pub const BINARY: &str = "/usr/local/bin/k8s";
 pub const CONFIG_DIR: &str = "/etc/k8s";
 /// `k8s server` / `k8s agent` settings: keys are flag names.
 pub const CONFIG: &str = "/etc/k8s/config.yaml";
+/// Private registries and mirrors, k3s's `registries.yaml` format
+/// (read by `node::registries`; optional).
+pub const REGISTRIES: &str = "/etc/k8s/registries.yaml";
 /// The join token a joining server or agent presents (written by `k8s up`).
 pub const TOKEN: &str = "/etc/k8s/token";
 /// The admin kubeconfig a server writes unless `write-kubeconfig` says

@@ -9,6 +9,7 @@ mod host_settings;
 pub mod images;
 pub mod local_path;
 mod masquerade;
+pub mod registries;
 pub mod routes;
 pub mod vxlan;
 
@@ -133,15 +134,23 @@ async fn publish_version(kubelet: &kube::Client, node_name: &str) -> anyhow::Res
     Ok(())
 }
 
-/// The host settings a node needs, then containerd with the carried images
-/// and those of the images dir imported (and that dir watched, [`images`]):
-/// nothing here needs the API server.
+/// The host settings a node needs, then containerd with the registries of
+/// `/etc/k8s/registries.yaml` (that file watched, [`registries`]) and the
+/// carried images and those of the images dir imported (that dir watched,
+/// [`images`]): nothing here needs the API server.
 pub async fn start_runtime(sup: &mut Supervisor, c: &Components, p: &Paths, profile: Profile) -> anyhow::Result<()> {
     host_settings::prepare_network()?;
     if profile == Profile::Cis {
         host_settings::kernel_defaults()?;
     }
-    start_containerd(sup, c, p).await?;
+    let registries_file = Path::new(crate::host::paths::REGISTRIES);
+    let registries = registries::Registries::load(registries_file)?;
+    registries.apply(&p.registry_hosts)?;
+    if !registries.names().is_empty() {
+        tracing::info!(file = %registries_file.display(), registries = registries.names(), "registry settings applied");
+    }
+    start_containerd(sup, c, p, &registries).await?;
+    registries::watch(registries_file.to_path_buf(), p.registry_hosts.clone(), &registries);
     images::import_carried(c, p).await?;
     let mut failed = images::Failed::new();
     images::import_dir(c, p, &mut failed).await?;
@@ -164,7 +173,7 @@ fn path_env(c: &Components) -> (String, String) {
     ("PATH".into(), format!("{}:{host}", c.dir.join("bin").display()))
 }
 
-async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> anyhow::Result<()> {
+async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths, registries: &registries::Registries) -> anyhow::Result<()> {
     let systemd_cgroup = facts::cgroups() == facts::Cgroups::V2 && facts::systemd_is_init();
     let pause = c.image("pause")?;
     let config = templates::render(templates::CONTAINERD, &[
@@ -177,6 +186,8 @@ async fn start_containerd(sup: &mut Supervisor, c: &Components, p: &Paths) -> an
         ("runc", &c.bin("runc").display().to_string()),
         ("systemd_cgroup", if systemd_cgroup { "true" } else { "false" }),
         ("restrict_oom_score_adj", if facts::has_sys_resource() { "false" } else { "true" }),
+        ("registry_hosts", &p.registry_hosts.display().to_string()),
+        ("registry_credentials", &registries.containerd_credentials()),
     ]);
     let file = p.etc.join("containerd.toml");
     write_if_changed(&file, config.as_bytes(), 0o600)?;

@@ -114,6 +114,10 @@ fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
     if !cfg.disable_agent && which("iptables").is_none() {
         bail!("iptables is not installed; kube-proxy needs it (Debian/Ubuntu: apt-get install iptables)");
     }
+    if !cfg.disable_agent {
+        // Read again when containerd starts; checked here so a bad file creates nothing.
+        node::registries::Registries::load(std::path::Path::new(crate::host::paths::REGISTRIES))?;
+    }
     // Last: it creates the data dir.
     layout.check_writable()
 
