@@ -20,7 +20,7 @@
 //! A node that is down keeps its released volumes until it is back, as
 //! with any local storage.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -35,7 +35,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::kubeclient::{self, leader};
+use super::Nodes;
+use crate::kubeclient::leader;
 use crate::node::local_path::{released_for_deletion, volume_node, PROVISIONER, REMOVED_ANNOTATION, STORAGE_DIR_ANNOTATION};
 
 const LEASE: &str = "k8s-local-path";
@@ -53,8 +54,7 @@ pub enum Error {
 struct Context {
     client: Client,
     recorder: Recorder,
-    /// Every Node; None until listed.
-    nodes: Mutex<Option<Vec<Arc<Node>>>>,
+    nodes: Nodes,
 }
 
 /// Campaigns for the Lease and, while leading, provisions claims and
@@ -66,11 +66,8 @@ pub async fn run(client: Client, identity: String) {
             let client = client.clone();
             let reporter = Reporter { controller: LEASE.into(), instance: Some(identity.clone()) };
             async move {
-                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Mutex::new(None) });
-                let watched = ctx.clone();
-                let node_changes = kubeclient::follow(Api::<Node>::all(client.clone()), watcher::Config::default(), None).map(move |nodes| {
-                    *watched.nodes.lock().unwrap() = Some(nodes);
-                });
+                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Nodes::default() });
+                let node_changes = ctx.nodes.follow(client.clone());
                 let claims = Controller::new(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())
                     .run(provision, error_policy, ctx.clone())
                     .for_each(|_| async {});
@@ -170,7 +167,7 @@ pub fn decide(pvc: &PersistentVolumeClaim, class: Option<&StorageClass>, storage
 async fn provision(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action, Error> {
     let class_name = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
     let class = if class_name.is_empty() { None } else { Api::<StorageClass>::all(ctx.client.clone()).get_opt(&class_name).await? };
-    let nodes = ctx.nodes.lock().unwrap().clone().unwrap_or_default();
+    let nodes = ctx.nodes.get().unwrap_or_default();
     let storage_dir = |node: &str| node_storage_dir(&nodes, node).unwrap_or_default();
     match decide(&pvc, class.as_ref(), storage_dir) {
         Claim::Ignore | Claim::Wait => Ok(Action::await_change()),
@@ -207,7 +204,7 @@ async fn reclaim(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action,
     if !released_for_deletion(&pv) {
         return Ok(Action::await_change());
     }
-    let Some(nodes) = ctx.nodes.lock().unwrap().clone() else {
+    let Some(nodes) = ctx.nodes.get() else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let name = pv.name_any();

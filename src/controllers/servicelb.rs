@@ -34,6 +34,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
+use super::Nodes;
 use crate::kubeclient::{self, leader};
 use crate::node::host_ports;
 
@@ -56,9 +57,9 @@ pub enum Error {
 struct Context {
     client: Client,
     recorder: Recorder,
-    /// Every Node, as the last watch event left them; None until listed
-    /// (a Service looked at before would lose its addresses).
-    nodes: Mutex<Option<Vec<Arc<Node>>>>,
+    /// Every Node (a Service looked at before they are listed would lose
+    /// its addresses).
+    nodes: Nodes,
     /// The decision last told in Events, per Service UID: Events only on
     /// news (a deleted Service's entry stays until leadership moves: bytes).
     told: Mutex<HashMap<String, Assignment>>,
@@ -73,11 +74,8 @@ pub async fn run(client: Client, identity: String) {
             let client = client.clone();
             let reporter = Reporter { controller: LEASE.into(), instance: Some(identity.clone()) };
             async move {
-                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Mutex::new(None), told: Mutex::default() });
-                let watched = ctx.clone();
-                let node_changes = kubeclient::follow(Api::<Node>::all(client.clone()), watcher::Config::default(), None).map(move |nodes| {
-                    *watched.nodes.lock().unwrap() = Some(nodes);
-                });
+                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Nodes::default(), told: Mutex::default() });
+                let node_changes = ctx.nodes.follow(client.clone());
                 Controller::new(Api::<Service>::all(client), watcher::Config::default())
                     .reconcile_all_on(node_changes)
                     .run(reconcile, error_policy, ctx)
@@ -114,7 +112,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
         }
         return Ok(Action::await_change());
     }
-    let Some(nodes) = ctx.nodes.lock().unwrap().clone() else {
+    let Some(nodes) = ctx.nodes.get() else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let a = assign(&svc, &nodes);
