@@ -2,7 +2,8 @@
 # e2e/agent.sh [K8S_BIN]: a server and an agent in two test hosts on one
 # bridge: the agent joins with the server's agent token, both nodes turn
 # Ready, a pod on the agent reaches a pod on the server directly (which sees
-# the pod's own address), through a Service, and by DNS; LoadBalancer Services answer on both nodes' addresses
+# the pod's own address), through a Service, and by DNS; NetworkPolicies refuse and admit traffic between
+# namespaces (ingress and egress, on the same node and across); LoadBalancer Services answer on both nodes' addresses
 # from the workstation, minus a node listening on the port (Events say why); a wrong token (repeated: the address is then held off
 # by the join endpoint) and a token for another cluster are
 # refused with a clear message, and so is another host asking for a node name already bound (the server's or the
@@ -219,6 +220,67 @@ done
 ok "pod on the agent reaches the Service by ClusterIP ($svc, after $((SECONDS - svc_start)) s)"
 [[ $(fetch "http://web.default.svc.cluster.local/") == "hello-from-$SERVER" ]] || fail "Service DNS name does not answer from $AGENT"
 ok "pod on the agent reaches the Service by DNS"
+
+# NetworkPolicy, enforced by each node on its own pods: web pods in np-web on both nodes (a readiness probe each,
+# which the kubelet sends from the node and no policy may stop), a client in np-client on the server. A default
+# deny in np-web blocks the client, same node and across; allowing np-client on 8080 admits it and still blocks
+# the default namespace's pod; an egress policy in np-client admits np-web only, so the client no longer reaches
+# the default namespace; deleting the policies opens everything again.
+kubectl create namespace np-web >/dev/null
+kubectl create namespace np-client >/dev/null
+for n in $SERVER $AGENT; do
+  kubectl -n np-web run "w-$n" --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent --labels=app=w \
+    --overrides="{\"spec\":{\"nodeName\":\"$n\",\"containers\":[{\"name\":\"w\",\"image\":\"k8s.local/busybox:latest\",\"imagePullPolicy\":\"IfNotPresent\",\"command\":[\"sh\",\"-c\",\"mkdir -p /www && echo np-$n >/www/index.html && exec httpd -f -p 8080 -h /www\"],\"readinessProbe\":{\"httpGet\":{\"port\":8080},\"periodSeconds\":2}}]}}" >/dev/null
+done
+kubectl -n np-client run client --image=k8s.local/busybox:latest --image-pull-policy=IfNotPresent \
+  --overrides="{\"spec\":{\"nodeName\":\"$SERVER\"}}" --command -- sleep 3600 >/dev/null
+kubectl -n np-web wait --for=condition=Ready "pod/w-$SERVER" "pod/w-$AGENT" --timeout=120s >/dev/null || fail "np-web pods not Ready"
+kubectl -n np-client wait --for=condition=Ready pod/client --timeout=120s >/dev/null || fail "np-client pod not Ready"
+w_ip() { kubectl -n np-web get pod "w-$1" -o jsonpath='{.status.podIP}'; }
+probe() {   # probe NS POD URL: the page, or "refused"/"timeout"
+  local out
+  out=$(kubectl -n "$1" exec "$2" -- timeout 5 wget -qO- "$3" 2>&1) && { echo "$out"; return; }
+  grep -qi refused <<<"$out" && echo refused || echo "timeout"
+}
+# expect WHAT NS POD URL: waits up to 20 s for WHAT ("np-<node>" or "refused"); prints the seconds it took
+expect() {
+  local start=$SECONDS got
+  until got=$(probe "$2" "$3" "$4"); [[ $got == "$1" ]]; do
+    ((SECONDS - start < 20)) || fail "$2/$3 -> $4: got '$got', want '$1'"
+    sleep 0.5
+  done
+  echo $((SECONDS - start))
+}
+for n in $SERVER $AGENT; do expect "np-$n" np-client client "http://$(w_ip "$n"):8080/" >/dev/null; done
+expect "np-$AGENT" default "web-$AGENT" "http://$(w_ip "$AGENT"):8080/" >/dev/null
+ok "without policies the client reaches np-web on both nodes"
+policy() { "$T" exec "$SERVER" "$K8S" kubectl apply -f - >/dev/null <<<"$1" || fail "applying a NetworkPolicy failed"; }
+policy '{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"deny","namespace":"np-web"},"spec":{"podSelector":{},"policyTypes":["Ingress"]}}'
+took=$(expect refused np-client client "http://$(w_ip "$AGENT"):8080/")
+expect refused np-client client "http://$(w_ip "$SERVER"):8080/" >/dev/null
+ok "a default-deny policy in np-web refuses the client, across nodes (enforced after ${took} s) and on its own node"
+sleep 5   # a few probe periods under the deny
+kubectl -n np-web wait --for=condition=Ready "pod/w-$SERVER" "pod/w-$AGENT" --timeout=5s >/dev/null ||
+  fail "np-web pods lost readiness under a default deny: the kubelet's probes come from the node and must pass"
+ok "the kubelet's readiness probes (from the node) still pass under the deny"
+policy '{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"from-client","namespace":"np-web"},"spec":{"podSelector":{"matchLabels":{"app":"w"}},"ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"np-client"}}}],"ports":[{"port":8080}]}]}}'
+for n in $SERVER $AGENT; do expect "np-$n" np-client client "http://$(w_ip "$n"):8080/" >/dev/null; done
+expect refused default "web-$AGENT" "http://$(w_ip "$AGENT"):8080/" >/dev/null
+ok "allowing np-client on 8080 admits the client to both nodes' pods; a pod of the default namespace stays refused"
+policy '{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"only-web","namespace":"np-client"},"spec":{"podSelector":{},"policyTypes":["Egress"],"egress":[{"to":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"np-web"}}}]}]}}'
+expect refused np-client client "http://$server_pod:8080/" >/dev/null
+expect "np-$AGENT" np-client client "http://$(w_ip "$AGENT"):8080/" >/dev/null
+rules=$("$T" exec "$SERVER" iptables -S KUBE-K8S-NP)
+grep -q -- "-s $(kubectl -n np-client get pod client -o jsonpath='{.status.podIP}')/32 .*-j KUBE-K8S-NP-E-" <<<"$rules" ||
+  fail "the server's KUBE-K8S-NP chain has no egress jump for the client pod: $rules"
+ok "an egress policy in np-client admits np-web only: the default namespace's pod is refused to the client"
+kubectl -n np-web delete networkpolicy deny from-client >/dev/null
+kubectl -n np-client delete networkpolicy only-web >/dev/null
+expect "hello-from-$SERVER" np-client client "http://$server_pod:8080/" >/dev/null
+expect "np-$AGENT" default "web-$AGENT" "http://$(w_ip "$AGENT"):8080/" >/dev/null
+[[ -z $("$T" exec "$AGENT" iptables -S | grep -- '-j KUBE-K8S-NP-') ]] || fail "the agent kept pod chains after the policies went"
+ok "with the policies deleted, traffic flows again and no pod chain is left"
+kubectl delete namespace np-web np-client --wait=false >/dev/null
 
 # LoadBalancer Services (servicelb): both nodes' addresses in the status, and <node IP>:<port> answers from the
 # workstation namespace on each; a port a node listens on (the server's 6443) leaves that node out with a

@@ -101,6 +101,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         pod_network: cluster.pod_network,
         profile: cluster.profile,
         storage_dir,
+        network_policy: cluster.network_policy,
     };
     node::start_runtime(sup, c, &layout.node(), cluster.profile).await?;
     node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await?;
@@ -149,6 +150,10 @@ struct Settings {
     /// Files written before profile existed lack it: standard.
     #[serde(default)]
     profile: node::Profile,
+    /// Files written before network policies existed lack it: none
+    /// enforced, as then.
+    #[serde(default)]
+    network_policy: bool,
 }
 
 impl From<&AgentConfig> for Settings {
@@ -160,6 +165,7 @@ impl From<&AgentConfig> for Settings {
             cluster_domain: c.cluster_domain.clone(),
             pod_network: c.pod_network,
             profile: c.profile,
+            network_policy: c.network_policy,
         }
     }
 }
@@ -226,6 +232,7 @@ mod tests {
             cluster_domain: "cluster.local".into(),
             pod_network,
             profile: node::Profile::Cis,
+            network_policy: true,
         }
     }
 
@@ -247,5 +254,6 @@ mod tests {
         std::fs::write(&files.settings, old).unwrap();
         assert_eq!(files.read_settings().unwrap().pod_network, node::PodNetwork::HostGw);
         assert_eq!(files.read_settings().unwrap().profile, node::Profile::Standard);
+        assert!(!files.read_settings().unwrap().network_policy);
     }
 }

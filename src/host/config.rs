@@ -259,6 +259,9 @@ pub enum Addon {
     /// The default StorageClass `local-path`: volumes in a directory of
     /// their pod's node.
     LocalStorage,
+    /// NetworkPolicies enforced by every node; disable it for another
+    /// implementation (a CNI plugin's).
+    NetworkPolicy,
 }
 
 /// How hardened the cluster is: one setting for the whole cluster

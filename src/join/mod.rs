@@ -52,6 +52,10 @@ pub struct AgentConfig {
     /// Absent from older servers' answers: standard.
     #[serde(default)]
     pub profile: crate::host::config::Profile,
+    /// Whether nodes enforce NetworkPolicies. Absent from older servers'
+    /// answers, which grant nodes no access to them: no.
+    #[serde(default)]
+    pub network_policy: bool,
 }
 
 /// No Debug: it carries the token.

@@ -42,6 +42,8 @@ pub struct Cluster {
     pub cluster_domain: String,
     pub pod_network: crate::host::config::PodNetwork,
     pub profile: crate::host::config::Profile,
+    /// Whether nodes enforce NetworkPolicies (not disabled).
+    pub network_policy: bool,
     /// HA: servers may join (the datastore is etcd).
     pub servers_may_join: bool,
     /// One joining server at a time.
@@ -271,6 +273,7 @@ fn agent_config(c: &Cluster, req: &AgentRequest) -> anyhow::Result<AgentConfig> 
         cluster_domain: c.cluster_domain.clone(),
         pod_network: c.pod_network,
         profile: c.profile,
+        network_policy: c.network_policy,
     })
 }
 

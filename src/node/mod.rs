@@ -9,6 +9,7 @@ mod host_settings;
 pub mod images;
 pub mod local_path;
 mod masquerade;
+pub mod network_policy;
 pub mod registries;
 pub mod routes;
 pub mod vxlan;
@@ -51,6 +52,9 @@ pub struct Settings<'a> {
     pub profile: Profile,
     /// Where this node's local-path volumes go.
     pub storage_dir: &'a Path,
+    /// Whether this node enforces NetworkPolicies (the cluster's
+    /// `network-policy` addon).
+    pub network_policy: bool,
 }
 
 /// The Node annotation with the `k8s` version the node runs (the kubelet
@@ -68,7 +72,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// [`start_runtime`] has run (a server runs it while its API server starts):
 ///
 /// 1. kubelet and kube-proxy start; `started` is told (the server's status
-///    shows them from then on);
+///    shows them from then on); NetworkPolicies are enforced from now on,
+///    before pods run ([`network_policy`]), or their rules removed when the
+///    cluster disables them;
 /// 2. the kubelet registers the Node and the controller-manager gives it a
 ///    pod CIDR (watched, with a timeout);
 /// 3. this host's end of the pod network is made for that CIDR (the VXLAN
@@ -82,6 +88,7 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
     start(sup, c, p, s).await?;
     started(sup);
     let kubelet = kubeclient::client(&p.kubelet_kubeconfig).await?;
+    enforce_network_policies(sup, &kubelet, s)?;
     let see_log = || format!("see {}", p.logs.join("kubelet.log").display());
     let pod_cidr = kubeclient::wait_node(&kubelet, s.node_name, READY_TIMEOUT, "registered with a pod CIDR", kubeclient::pod_cidr)
         .await
@@ -108,6 +115,18 @@ pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Setti
     let own = s.node_name.to_string();
     sup.spawn("pod-routes", move |stop| async move {
         stop.or(routes::follow(watcher, own, backend)).await;
+        Ok(())
+    });
+    Ok(())
+}
+
+fn enforce_network_policies(sup: &mut Supervisor, kubelet: &kube::Client, s: &Settings<'_>) -> anyhow::Result<()> {
+    if !s.network_policy {
+        return network_policy::remove().context("removing the network policy rules (the cluster disables network-policy)");
+    }
+    let (api, own) = (kubelet.clone(), s.node_name.to_string());
+    sup.spawn("network-policies", move |stop| async move {
+        stop.or(network_policy::follow(api, own)).await;
         Ok(())
     });
     Ok(())

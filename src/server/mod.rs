@@ -297,6 +297,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         pod_network: cfg.pod_network,
         profile: cfg.profile,
         storage_dir: &cfg.storage_dir,
+        network_policy: !cfg.disable.contains(&Addon::NetworkPolicy),
     };
     node::bring_up(sup, c, &layout.node(), &settings, |sup| status.refresh(sup)).await?;
     label_control_plane(&client, &cfg.node_name).await;
@@ -369,6 +370,7 @@ async fn start_join_endpoint(cfg: &Config, pki: &Pki, client: &kube::Client, sup
         cluster_domain: cfg.cluster_domain.clone(),
         pod_network: cfg.pod_network,
         profile: cfg.profile,
+        network_policy: !cfg.disable.contains(&Addon::NetworkPolicy),
         servers_may_join: cfg.datastore != config::Datastore::Sqlite,
         joining: Default::default(),
         binaries: upgrade::swap::binaries_dir(&cfg.data_dir),
@@ -456,6 +458,7 @@ fn builtin_manifests(cfg: &Config, c: &Components) -> anyhow::Result<Vec<(&'stat
         ("coredns.yaml", Some(Addon::Coredns), coredns),
         ("node-certificates.yaml", None, templates::NODE_CERTIFICATES.to_string()),
         ("local-storage.yaml", Some(Addon::LocalStorage), templates::LOCAL_STORAGE.to_string()),
+        ("network-policy.yaml", Some(Addon::NetworkPolicy), templates::NETWORK_POLICY.to_string()),
     ])
 }
 
