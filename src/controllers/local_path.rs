@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -60,25 +60,19 @@ struct Context {
 /// Campaigns for the Lease and, while leading, provisions claims and
 /// reclaims released volumes; never returns.
 pub async fn run(client: Client, identity: String) {
-    let election = leader::Election::new(client.clone(), LEASE, &identity);
-    election
-        .lead(|| {
-            let client = client.clone();
-            let reporter = Reporter { controller: LEASE.into(), instance: Some(identity.clone()) };
-            async move {
-                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Nodes::default() });
-                let node_changes = ctx.nodes.follow(client.clone());
-                let claims = Controller::new(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())
-                    .run(provision, error_policy, ctx.clone())
-                    .for_each(|_| async {});
-                let volumes = Controller::new(Api::<PersistentVolume>::all(client), watcher::Config::default())
-                    .reconcile_all_on(node_changes)
-                    .run(reclaim, error_policy, ctx)
-                    .for_each(|_| async {});
-                futures::join!(claims, volumes);
-            }
-        })
-        .await
+    leader::run_controller(client, LEASE, &identity, |client, recorder| async move {
+        let ctx = Arc::new(Context { client: client.clone(), recorder, nodes: Nodes::default() });
+        let node_changes = ctx.nodes.follow(client.clone());
+        let claims = Controller::new(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())
+            .run(provision, error_policy, ctx.clone())
+            .for_each(|_| async {});
+        let volumes = Controller::new(Api::<PersistentVolume>::all(client), watcher::Config::default())
+            .reconcile_all_on(node_changes)
+            .run(reclaim, error_policy, ctx)
+            .for_each(|_| async {});
+        futures::join!(claims, volumes);
+    })
+    .await
 }
 
 fn error_policy<K: ResourceExt>(object: Arc<K>, error: &Error, _: Arc<Context>) -> Action {

@@ -30,7 +30,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -68,22 +68,16 @@ struct Context {
 /// Campaigns for the Lease and, while leading, reconciles every Service;
 /// never returns.
 pub async fn run(client: Client, identity: String) {
-    let election = leader::Election::new(client.clone(), LEASE, &identity);
-    election
-        .lead(|| {
-            let client = client.clone();
-            let reporter = Reporter { controller: LEASE.into(), instance: Some(identity.clone()) };
-            async move {
-                let ctx = Arc::new(Context { client: client.clone(), recorder: Recorder::new(client.clone(), reporter), nodes: Nodes::default(), told: Mutex::default() });
-                let node_changes = ctx.nodes.follow(client.clone());
-                Controller::new(Api::<Service>::all(client), watcher::Config::default())
-                    .reconcile_all_on(node_changes)
-                    .run(reconcile, error_policy, ctx)
-                    .for_each(|_| async {})
-                    .await
-            }
-        })
-        .await
+    leader::run_controller(client, LEASE, &identity, |client, recorder| async move {
+        let ctx = Arc::new(Context { client: client.clone(), recorder, nodes: Nodes::default(), told: Mutex::default() });
+        let node_changes = ctx.nodes.follow(client.clone());
+        Controller::new(Api::<Service>::all(client), watcher::Config::default())
+            .reconcile_all_on(node_changes)
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| async {})
+            .await
+    })
+    .await
 }
 
 /// What [`assign`] decided for a Service.

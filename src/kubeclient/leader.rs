@@ -16,6 +16,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 
 /// How long a Lease holds without renewal.
@@ -25,6 +26,22 @@ const RETRY: Duration = Duration::from_secs(2);
 /// A holder that could not renew for this long stops its work, before
 /// the Lease expires for the others.
 const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A leader-elected controller: runs `work` with a client and an Event
+/// recorder (reporting as controller `lease`, instance `identity`) while
+/// this candidate holds the Lease `kube-system/<lease>`; never returns.
+pub async fn run_controller<F, Fut>(client: Client, lease: &str, identity: &str, work: F)
+where
+    F: Fn(Client, Recorder) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    Election::new(client.clone(), lease, identity)
+        .lead(|| {
+            let reporter = Reporter { controller: lease.into(), instance: Some(identity.into()) };
+            work(client.clone(), Recorder::new(client.clone(), reporter))
+        })
+        .await
+}
 
 pub struct Election {
     leases: Api<Lease>,

@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -75,21 +75,17 @@ pub struct Setup {
 /// Campaigns for the Lease and, while leading, reconciles every plan;
 /// never returns.
 pub async fn run(client: Client, setup: Setup) {
-    let election = leader::Election::new(client.clone(), LEASE, &setup.identity);
-    election
-        .lead(|| {
-            let (client, etcd, etcd_version) = (client.clone(), setup.etcd.clone(), setup.etcd_version.clone());
-            let reporter = Reporter { controller: LEASE.into(), instance: Some(setup.identity.clone()) };
-            async move {
-                let plans: Api<UpgradePlan> = Api::all(client.clone());
-                let recorder = Recorder::new(client.clone(), reporter);
-                Controller::new(plans, watcher::Config::default())
-                    .run(reconcile, error_policy, Arc::new(Context { client, recorder, etcd, etcd_version }))
-                    .for_each(|_| async {})
-                    .await
-            }
-        })
-        .await
+    leader::run_controller(client, LEASE, &setup.identity, |client, recorder| {
+        let (etcd, etcd_version) = (setup.etcd.clone(), setup.etcd_version.clone());
+        async move {
+            let plans: Api<UpgradePlan> = Api::all(client.clone());
+            Controller::new(plans, watcher::Config::default())
+                .run(reconcile, error_policy, Arc::new(Context { client, recorder, etcd, etcd_version }))
+                .for_each(|_| async {})
+                .await
+        }
+    })
+    .await
 }
 
 async fn reconcile(plan: Arc<UpgradePlan>, ctx: Arc<Context>) -> Result<Action, Error> {

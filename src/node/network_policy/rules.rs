@@ -160,7 +160,7 @@ impl<'a> Policy<'a> {
     }
 
     /// Each rule of `dir` as (peers, ports); `None` means "any".
-    fn rules(&self, dir: Direction) -> Vec<(Option<&'a [NetworkPolicyPeer]>, Option<&'a [NetworkPolicyPort]>)> {
+    fn rules(&self, dir: Direction) -> Vec<Rule<'a>> {
         let Some(spec) = self.policy.spec.as_ref() else { return Vec::new() };
         match dir {
             Direction::Ingress => spec.ingress.iter().flatten().map(|r| (nonempty(&r.from), nonempty(&r.ports))).collect(),
@@ -168,6 +168,9 @@ impl<'a> Policy<'a> {
         }
     }
 }
+
+/// A rule's peers and ports; `None` means "any".
+type Rule<'a> = (Option<&'a [NetworkPolicyPeer]>, Option<&'a [NetworkPolicyPort]>);
 
 /// An absent or empty list: "any" (`None`).
 fn nonempty<T>(v: &Option<Vec<T>>) -> Option<&[T]> {
