@@ -104,7 +104,7 @@ async fn start(c: &Components, f: &AgentFiles, cluster: &Settings, node_name: &s
         network_policy: cluster.network_policy,
     };
     node::start_runtime(sup, c, &layout.node(), cluster.profile).await?;
-    node::bring_up(sup, c, &layout.node(), &settings, |_| {}).await?;
+    node::bring_up(sup, c, &layout.node(), &settings).await?;
     upgrade::executor::Executor {
         kubelet: kubeclient::client(&layout.node().kubelet_kubeconfig).await?,
         kubelet_kubeconfig: layout.node().kubelet_kubeconfig,

@@ -71,10 +71,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// A node's bring-up, the same for `k8s server` and `k8s agent`, once
 /// [`start_runtime`] has run (a server runs it while its API server starts):
 ///
-/// 1. kubelet and kube-proxy start; `started` is told (the server's status
-///    shows them from then on); NetworkPolicies are enforced from now on,
-///    before pods run ([`network_policy`]), or their rules removed when the
-///    cluster disables them;
+/// 1. kubelet and kube-proxy start ([`start`]; a server does this as soon
+///    as its API server is ready, and the rest once its control plane is);
+///    NetworkPolicies are enforced from now on, before pods run
+///    ([`network_policy`]), or their rules removed when the cluster
+///    disables them;
 /// 2. the kubelet registers the Node and the controller-manager gives it a
 ///    pod CIDR (watched, with a timeout);
 /// 3. this host's end of the pod network is made for that CIDR (the VXLAN
@@ -83,12 +84,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 ///    to the other nodes' pods follow the Node objects from then on; and
 ///    the host's listening ports are published on the Node ([`host_ports`]),
 ///    and the node's local volumes followed ([`local_path`]).
-pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>,
-    started: impl FnOnce(&Supervisor)) -> anyhow::Result<()> {
-    start(sup, c, p, s).await?;
-    started(sup);
-    let kubelet = kubeclient::client(&p.kubelet_kubeconfig).await?;
-    enforce_network_policies(sup, &kubelet, s)?;
+pub async fn bring_up(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
+    let kubelet = start(sup, c, p, s).await?;
+    join_pod_network(sup, p, s, kubelet).await
+}
+
+/// Steps 2 to 4 of [`bring_up`], once [`start`] has run; `kubelet` is the
+/// client it returned.
+pub async fn join_pod_network(sup: &mut Supervisor, p: &Paths, s: &Settings<'_>, kubelet: kube::Client) -> anyhow::Result<()> {
     let see_log = || format!("see {}", p.logs.join("kubelet.log").display());
     let pod_cidr = kubeclient::wait_node(&kubelet, s.node_name, READY_TIMEOUT, "registered with a pod CIDR", kubeclient::pod_cidr)
         .await
@@ -177,12 +180,15 @@ pub async fn start_runtime(sup: &mut Supervisor, c: &Components, p: &Paths, prof
     Ok(())
 }
 
-/// Starts kubelet and kube-proxy.
-async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<()> {
+/// Step 1 of [`bring_up`]: starts kubelet and kube-proxy, and the network
+/// policies' enforcement; returns a client with the kubelet's identity.
+pub async fn start(sup: &mut Supervisor, c: &Components, p: &Paths, s: &Settings<'_>) -> anyhow::Result<kube::Client> {
     client_cert::seed(s.issued_kubelet_kubeconfig, p)?;
     start_kubelet(sup, c, p, s)?;
     start_kube_proxy(sup, c, p, s)?;
-    Ok(())
+    let kubelet = kubeclient::client(&p.kubelet_kubeconfig).await?;
+    enforce_network_policies(sup, &kubelet, s)?;
+    Ok(kubelet)
 }
 
 fn path_env(c: &Components) -> (String, String) {

@@ -256,6 +256,26 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         .await
         .with_context(|| format!("the API server did not become ready; see {}", logs.join("kube-apiserver.log").display()))?;
     tracing::info!(ms = t.elapsed().as_millis() as u64, "kube-apiserver ready");
+    let ca = pki.ca_cert();
+    let settings = node::Settings {
+        node_name: &cfg.node_name,
+        node_ip: cfg.node_ip,
+        cluster_dns: cfg.cluster_dns,
+        cluster_domain: &cfg.cluster_domain,
+        cluster_cidr: &cfg.cluster_cidr,
+        client_ca: &ca,
+        issued_kubelet_kubeconfig: &kc.kubelet,
+        kubelet_cert: &pki.kubelet_cert(),
+        kubelet_key: &pki.kubelet_key(),
+        kube_proxy_kubeconfig: &kc.kube_proxy,
+        kubelet_extra_args: &cfg.kubelet_arg,
+        pod_network: cfg.pod_network,
+        profile: cfg.profile,
+        storage_dir: &cfg.storage_dir,
+        network_policy: !cfg.disable.contains(&Addon::NetworkPolicy),
+    };
+    // The kubelet registers while the rest of the control plane starts.
+    let kubelet = if cfg.disable_agent { None } else { Some(node::start(sup, c, &layout.node(), &settings).await?) };
     sup.start(control_plane::controller_manager(c, pki, cfg, &inputs));
     sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
@@ -278,28 +298,8 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         stop.or(schedule.run(data_dir, node)).await;
         Ok(())
     });
-    if cfg.disable_agent {
-        return Ok(());
-    }
-
-    let settings = node::Settings {
-        node_name: &cfg.node_name,
-        node_ip: cfg.node_ip,
-        cluster_dns: cfg.cluster_dns,
-        cluster_domain: &cfg.cluster_domain,
-        cluster_cidr: &cfg.cluster_cidr,
-        client_ca: &pki.ca_cert(),
-        issued_kubelet_kubeconfig: &kc.kubelet,
-        kubelet_cert: &pki.kubelet_cert(),
-        kubelet_key: &pki.kubelet_key(),
-        kube_proxy_kubeconfig: &kc.kube_proxy,
-        kubelet_extra_args: &cfg.kubelet_arg,
-        pod_network: cfg.pod_network,
-        profile: cfg.profile,
-        storage_dir: &cfg.storage_dir,
-        network_policy: !cfg.disable.contains(&Addon::NetworkPolicy),
-    };
-    node::bring_up(sup, c, &layout.node(), &settings, |sup| status.refresh(sup)).await?;
+    let Some(kubelet) = kubelet else { return Ok(()) };
+    node::join_pod_network(sup, &layout.node(), &settings, kubelet).await?;
     label_control_plane(&client, &cfg.node_name).await;
     // The server's node name is bound like an agent's: no agent token can take it.
     let password = join::binding::password(&cfg.data_dir.join("server"))?;
