@@ -68,6 +68,7 @@ check_pins() {
 		runc github.com/opencontainers/runc $RUNC_VERSION
 		cni github.com/containernetworking/plugins $CNI_PLUGINS_VERSION
 		coredns github.com/coredns/coredns $COREDNS_VERSION
+		metrics-server sigs.k8s.io/metrics-server $METRICS_SERVER_VERSION
 	PINS
 	for m in $CNI_PLUGINS; do
 		grep -q "github.com/containernetworking/plugins/plugins/$m\$" "$here/modules/cni/go.mod" ||
@@ -116,9 +117,11 @@ step containerd build_containerd
 step runc build_runc
 step cni build_cni
 step coredns build_coredns
+step metrics-server build_metrics_server
 step imagetool build_imagetool
 step image-pause image_pause
 step image-coredns image_coredns
+step image-metrics-server image_metrics_server
 step image-busybox image_busybox
 step manifest write_manifest "$key"
 step pack pack

@@ -14,6 +14,7 @@ source "$here/lib/go-env.sh"
 fresh_mod() {
 	local dir=$1 path=$2; shift 2
 	[[ $dir == */* ]] || dir=modules/$dir
+	mkdir -p "$here/$dir" # a new module's first pin
 	cd "$here/$dir"
 	rm -f go.mod go.sum
 	go mod init "$path" 2>/dev/null
@@ -89,8 +90,16 @@ pin_coredns() {
 	go mod tidy
 }
 
-mods=("$@"); [[ ${#mods[@]} -gt 0 ]] || mods=(kube etcd containerd runc cni coredns)
+pin_metrics_server() {
+	# Its main package is upstream's cmd/metrics-server: build it as a go.mod
+	# tool, so the binary is exactly upstream's (as runc).
+	fresh_mod metrics-server k8s.local/bootstrap/metrics-server
+	go get -tool "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+	go mod tidy
+}
+
+mods=("$@"); [[ ${#mods[@]} -gt 0 ]] || mods=(kube etcd containerd runc cni coredns metrics-server)
 for m in "${mods[@]}"; do
 	echo "pin: $m" >&2
-	"pin_$m"
+	"pin_${m//-/_}"
 done

@@ -3,7 +3,7 @@
 #  - every manifest part exists with its sha256; payload.tar.zst unpacks;
 #  - each component reports the pinned version;
 #  - as root: a throwaway containerd (own root/state/socket in a temp dir)
-#    imports the three images and runs busybox and CoreDNS through the shim
+#    imports the four images and runs busybox, CoreDNS and metrics-server through the shim
 #    and runc, then everything it made is removed.
 # Without an argument it runs build.sh first. Ends with "N passed, N failed".
 # shellcheck source-path=SCRIPTDIR

@@ -63,3 +63,12 @@ build_coredns() {
 	CGO_ENABLED=0 gobuild coredns "$work/out/coredns" . -ldflags "-s -w \
 		-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 }
+
+# metrics-server goes into its image, not bin/. Upstream's Makefile sets the
+# version in client-go's version package (`metrics-server --version` prints
+# gitVersion); gitCommit is left out: the module proxy does not give it.
+build_metrics_server() {
+	local p=k8s.io/client-go/pkg/version
+	CGO_ENABLED=0 gobuild metrics-server "$work/out/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server \
+		-ldflags "-s -w -X $p.gitVersion=$METRICS_SERVER_VERSION -X $p.buildDate=$BUILD_DATE"
+}

@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2154 # $here $root $work $stage: set by build.sh
 # Sourced by build.sh: the node images, written as OCI archives by imagetool.
-# Needs: $here, $work, $stage, $K8S_CACHE_DIR; coredns built into $work/out.
+# Needs: $here, $work, $stage, $K8S_CACHE_DIR; coredns and metrics-server built into $work/out.
 
 imagetool() { "$work/out/imagetool" "$@"; }
 
@@ -43,6 +43,18 @@ image_coredns() {
 	imagetool -name "$COREDNS_IMAGE" -rootfs "$r" -out "$stage/images/coredns.tar" \
 		-entrypoint '["/coredns"]' -user 65532:65532 -workdir / \
 		-expose 53/tcp -expose 53/udp -cap-net-bind /coredns
+}
+
+# image_metrics_server: /metrics-server as nonroot (upstream's is distroless
+# static, which has no more than this: no shell, a passwd entry, /tmp).
+image_metrics_server() {
+	local r; r=$(new_rootfs metrics-server)
+	log "image: $METRICS_SERVER_IMAGE"
+	install -m 0755 "$work/out/metrics-server" "$r/metrics-server"
+	write_passwd "$r" nonroot 65532
+	mkdir -m 1777 "$r/tmp"
+	imagetool -name "$METRICS_SERVER_IMAGE" -rootfs "$r" -out "$stage/images/metrics-server.tar" \
+		-entrypoint '["/metrics-server"]' -user 65532:65532 -workdir /
 }
 
 # image_busybox: a shell and tools for tests, from Debian's busybox-static.

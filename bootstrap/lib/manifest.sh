@@ -13,6 +13,7 @@ part_version() {
 	cni/*) echo "$CNI_PLUGINS_VERSION" ;;
 	images/pause.tar) echo "${PAUSE_IMAGE##*:}" ;;
 	images/coredns.tar) echo "$COREDNS_VERSION" ;;
+	images/metrics-server.tar) echo "$METRICS_SERVER_VERSION" ;;
 	images/busybox.tar) echo "$BUSYBOX_DEB_VERSION" ;;
 	*) die "manifest: no version known for $1" ;;
 	esac
@@ -22,6 +23,7 @@ image_name() {
 	case $1 in
 	images/pause.tar) echo "$PAUSE_IMAGE" ;;
 	images/coredns.tar) echo "$COREDNS_IMAGE" ;;
+	images/metrics-server.tar) echo "$METRICS_SERVER_IMAGE" ;;
 	images/busybox.tar) echo "$BUSYBOX_IMAGE" ;;
 	esac
 }

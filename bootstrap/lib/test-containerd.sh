@@ -20,11 +20,12 @@ containerd_smoke() {
 	local ctr=("$P/bin/ctr" --address "$T/sock" -n k8s.io)
 	for i in $(seq 50); do [[ -S $T/sock ]] && break; sleep 0.2; done
 	check "containerd starts" "${ctr[@]}" version
-	for i in pause coredns busybox; do
+	for i in pause coredns metrics-server busybox; do
 		check "ctr images import $i.tar" "${ctr[@]}" images import "$P/images/$i.tar"
 	done
 	has "image $PAUSE_IMAGE listed" "$PAUSE_IMAGE" "${ctr[@]}" images ls -q
 	has "image $COREDNS_IMAGE listed" "$COREDNS_IMAGE" "${ctr[@]}" images ls -q
+	has "image $METRICS_SERVER_IMAGE listed" "$METRICS_SERVER_IMAGE" "${ctr[@]}" images ls -q
 	has "image $BUSYBOX_IMAGE listed" "$BUSYBOX_IMAGE" "${ctr[@]}" images ls -q
 	has "busybox runs (shim+runc)" "hello 0 /usr/bin/wget" env PATH="$P/bin:$PATH" \
 		"${ctr[@]}" run --rm "$BUSYBOX_IMAGE" smoke-bb sh -c 'echo hello $(id -u) $(which wget)'
@@ -40,6 +41,9 @@ containerd_smoke() {
 	"${ctr[@]}" task kill -s SIGKILL smoke-dns2 >/dev/null 2>&1
 	for i in $(seq 25); do "${ctr[@]}" task rm smoke-dns2 >/dev/null 2>&1 && break; sleep 0.2; done
 	"${ctr[@]}" container rm smoke-dns2 >/dev/null 2>&1
+	# Upstream's image test: `--version` prints the release tag.
+	has "metrics-server image runs" "$METRICS_SERVER_VERSION" env PATH="$P/bin:$PATH" \
+		"${ctr[@]}" run --rm "$METRICS_SERVER_IMAGE" smoke-ms /metrics-server --version
 	has "pause image runs" "pause.c" env PATH="$P/bin:$PATH" \
 		"${ctr[@]}" run --rm "$PAUSE_IMAGE" smoke-pause /pause -v
 	kill "$pid"
