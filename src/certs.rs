@@ -153,6 +153,7 @@ fn service_files(service: CertService, pki: &Pki, kubeconfigs: &Path) -> Vec<Pat
         CertService::ApiserverKubeletClient => vec![pki.apiserver_kubelet_client_cert()],
         CertService::Kubelet => vec![pki.kubelet_cert(), kubeconfig(Identity::Kubelet)],
         CertService::FrontProxyClient => vec![pki.front_proxy_client_cert()],
+        CertService::MetricsServer => vec![pki.metrics_server_cert()],
         CertService::Etcd => vec![pki.etcd_server_cert(), pki.etcd_peer_cert(), pki.apiserver_etcd_client_cert()],
         CertService::Admin => vec![kubeconfig(Identity::Admin)],
         CertService::Supervisor => vec![kubeconfig(Identity::Supervisor)],
@@ -252,7 +253,7 @@ mod tests {
         let want = [
             "pki/apiserver-etcd-client.crt", "pki/apiserver-kubelet-client.crt", "pki/apiserver.crt", "pki/ca.crt",
             "pki/etcd/ca.crt", "pki/etcd/peer.crt", "pki/etcd/server.crt", "pki/front-proxy-ca.crt",
-            "pki/front-proxy-client.crt", "pki/kubelet-ca.crt", "pki/kubelet.crt",
+            "pki/front-proxy-client.crt", "pki/kubelet-ca.crt", "pki/kubelet.crt", "pki/metrics-server.crt",
             "kubeconfigs/admin.kubeconfig", "kubeconfigs/controller-manager.kubeconfig",
             "kubeconfigs/kube-proxy.kubeconfig", "kubeconfigs/kubelet.kubeconfig", "kubeconfigs/scheduler.kubeconfig",
             "kubeconfigs/supervisor.kubeconfig", admin.to_str().unwrap(),
@@ -350,7 +351,7 @@ mod tests {
         removed.sort();
         let leaves = [
             pki.apiserver_cert(), pki.apiserver_kubelet_client_cert(), pki.kubelet_cert(), pki.front_proxy_client_cert(),
-            pki.etcd_server_cert(), pki.etcd_peer_cert(), pki.apiserver_etcd_client_cert(),
+            pki.metrics_server_cert(), pki.etcd_server_cert(), pki.etcd_peer_cert(), pki.apiserver_etcd_client_cert(),
         ];
         let mut want: Vec<PathBuf> = leaves.to_vec();
         want.extend(IDENTITIES.map(|id| id.kubeconfig_path(&layout.kubeconfig_dir())));

@@ -251,6 +251,8 @@ pub enum CertService {
     Kubelet,
     /// pki/front-proxy-client.crt
     FrontProxyClient,
+    /// pki/metrics-server.crt
+    MetricsServer,
     /// pki/etcd/{server,peer}.crt and pki/apiserver-etcd-client.crt
     Etcd,
     /// admin.kubeconfig

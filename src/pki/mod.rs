@@ -10,6 +10,7 @@
 //! | `apiserver-kubelet-client.crt`, `.key` | the apiserver's client cert towards kubelets |
 //! | `kubelet-ca.crt`, `kubelet-ca.key` | kubelet serving CA: signs kubelet serving certs only; the API server checks kubelets against it and nothing else trusts it, so a serving cert a node obtains (with an agent token) is no key to the API or to joining servers |
 //! | `kubelet.crt`, `.key` | kubelet serving cert (kubelet CA) |
+//! | `metrics-server.crt`, `.key` | metrics-server's serving cert (cluster CA) for [`METRICS_SERVER_NAME`]: the built-in addon's Secret carries it, and the API server checks it against the cluster CA (the APIService's `caBundle`) |
 //! | `etcd/ca.crt`, `etcd/ca.key` | HA only: etcd's own CA (a node's certs must not reach etcd) |
 //! | `etcd/server.crt`, `.key`; `etcd/peer.crt`, `.key` | HA only: the etcd member's serving and peer certs |
 //! | `apiserver-etcd-client.crt`, `.key` | HA only: the apiserver's (and k8s's) client cert towards etcd |
@@ -50,6 +51,10 @@ use cert::LeafSpec;
 pub use cert::{issuer_key_id, summarize, Lifetimes, Summary, LEAF_DAYS_ENV};
 pub use issue::{issue_client, issue_kubelet_serving, node_dns_name, render_kubeconfig};
 pub use kubeconfig::{embedded_client_cert, read_embedded, render_with_files, Embedded};
+
+/// The name the API server checks metrics-server's serving cert for: the
+/// aggregation layer dials an APIService's Service as `<name>.<namespace>.svc`.
+pub const METRICS_SERVER_NAME: &str = "metrics-server.kube-system.svc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -153,6 +158,12 @@ impl Pki {
     pub fn kubelet_key(&self) -> PathBuf {
         self.file("kubelet.key")
     }
+    pub fn metrics_server_cert(&self) -> PathBuf {
+        self.file("metrics-server.crt")
+    }
+    pub fn metrics_server_key(&self) -> PathBuf {
+        self.file("metrics-server.key")
+    }
     pub fn etcd_ca_cert(&self) -> PathBuf {
         self.file("etcd/ca.crt")
     }
@@ -226,6 +237,10 @@ pub(crate) fn ensure_with(params: &PkiParams, lt: &Lifetimes) -> Result<Pki, Pki
     leaf(&ca, "apiserver-kubelet-client", LeafSpec::client("kube-apiserver-kubelet-client", Some("system:masters")))?;
     leaf(&kubelet_ca, "kubelet", LeafSpec::server(node, kubelet_sans))?;
     leaf(&front_proxy_ca, "front-proxy-client", LeafSpec::client("front-proxy-client", None))?;
+    // Issued whether or not the addon is disabled: a disabled addon's
+    // manifest is still rendered, to know which objects to delete.
+    let metrics_server = cert::parse_sans(&[METRICS_SERVER_NAME.into()], "metrics-server")?;
+    leaf(&ca, "metrics-server", LeafSpec::server("metrics-server", metrics_server))?;
     if let Some(sans) = &params.etcd_sans {
         let sans = cert::parse_sans(sans, "etcd_sans")?;
         files::create_dir(&pki.dir.join("etcd"), 0o700)?;

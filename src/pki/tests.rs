@@ -75,7 +75,7 @@ fn ensure_twice_changes_nothing() {
     let pki = ensure(&p).unwrap();
     let kubeconfig = ensure_kubeconfig(&pki, Identity::Admin, "node-1", "https://127.0.0.1:6443", tmp.path()).unwrap();
     let (before, kc_before) = (snapshot(&pki.dir), fs::read(&kubeconfig).unwrap());
-    assert_eq!(before.len(), 16, "{:?}", before.keys());
+    assert_eq!(before.len(), 18, "{:?}", before.keys());
 
     ensure(&p).unwrap();
     ensure_kubeconfig(&pki, Identity::Admin, "node-1", "https://127.0.0.1:6443", tmp.path()).unwrap();
@@ -126,6 +126,30 @@ fn joining_nodes_get_kubelet_certs_from_the_kubelet_ca_only() {
     for bad in ["*.cluster.local", "10.43.0.1", "Kubernetes"] {
         assert!(crate::pki::issue_kubelet_serving(&pki, bad, "10.0.0.21".parse().unwrap()).is_err(), "{bad}");
     }
+}
+
+/// The API server checks metrics-server against the cluster CA (the
+/// APIService's caBundle) for the Service's name: that name and nothing else,
+/// for serving only.
+#[test]
+fn metrics_server_serves_its_service_name_under_the_cluster_ca() {
+    let tmp = TempDir::new().unwrap();
+    let pki = ensure(&params(tmp.path())).unwrap();
+    let cert = pki.metrics_server_cert();
+    let (ok, out) = openssl(&[
+        "verify", "-purpose", "sslserver", "-verify_hostname", "metrics-server.kube-system.svc", "-CAfile", s(&pki.ca_cert()), s(&cert),
+    ]);
+    assert!(ok && out.contains(": OK"), "{out}");
+    let (ok, _) = openssl(&["verify", "-purpose", "sslclient", "-CAfile", s(&pki.ca_cert()), s(&cert)]);
+    assert!(!ok, "a serving cert must not authenticate a client to the API server (same CA)");
+    let (ok, _) = openssl(&["verify", "-verify_hostname", "kubernetes.default.svc", "-CAfile", s(&pki.ca_cert()), s(&cert)]);
+    assert!(!ok, "metrics-server's cert must name nothing but its Service");
+    let (_, sans) = openssl(&["x509", "-noout", "-ext", "subjectAltName", "-in", s(&cert)]);
+    assert_eq!(sans.lines().map(str::trim).collect::<Vec<_>>(), ["X509v3 Subject Alternative Name:", "DNS:metrics-server.kube-system.svc"]);
+    assert_eq!(subject(&cert), "CN=metrics-server");
+    let (_, from_cert) = openssl(&["x509", "-noout", "-pubkey", "-in", s(&cert)]);
+    let (_, from_key) = openssl(&["pkey", "-pubout", "-in", s(&pki.metrics_server_key())]);
+    assert_eq!(from_cert, from_key);
 }
 
 #[test]
@@ -218,7 +242,7 @@ fn expiring_leaves_are_reissued_ca_kept() {
     ensure(&p).unwrap(); // 30 days left < 120: renew
     let mut renewed = changed(&before, &snapshot(&pki.dir));
     renewed.sort();
-    assert_eq!(renewed, ["apiserver-kubelet-client.crt", "apiserver.crt", "front-proxy-client.crt", "kubelet.crt"]);
+    assert_eq!(renewed, ["apiserver-kubelet-client.crt", "apiserver.crt", "front-proxy-client.crt", "kubelet.crt", "metrics-server.crt"]);
     let (ok, _) = openssl(&["x509", "-noout", "-checkend", &(300 * 86400).to_string(), "-in", s(&pki.kubelet_cert())]);
     assert!(ok, "renewed for a year");
     verify(&pki.kubelet_ca_cert(), &pki.kubelet_cert(), "sslserver");
