@@ -9,6 +9,7 @@ pub const COREDNS: &str = include_str!("../templates/addons/coredns.yaml");
 pub const NODE_CERTIFICATES: &str = include_str!("../templates/addons/node-certificates.yaml");
 pub const LOCAL_STORAGE: &str = include_str!("../templates/addons/local-storage.yaml");
 pub const NETWORK_POLICY: &str = include_str!("../templates/addons/network-policy.yaml");
+pub const METRICS_SERVER: &str = include_str!("../templates/addons/metrics-server.yaml");
 pub const AUDIT_POLICY: &str = include_str!("../templates/server/audit-policy.yaml");
 pub const ADMISSION: &str = include_str!("../templates/server/admission.yaml");
 pub const ADMISSION_CIS: &str = include_str!("../templates/server/admission-cis.yaml");

@@ -262,6 +262,9 @@ pub enum Addon {
     /// NetworkPolicies enforced by every node; disable it for another
     /// implementation (a CNI plugin's).
     NetworkPolicy,
+    /// metrics-server: CPU and memory of nodes and pods (`kubectl top`,
+    /// HorizontalPodAutoscalers); disable it to run your own.
+    MetricsServer,
 }
 
 /// How hardened the cluster is: one setting for the whole cluster
@@ -604,8 +607,8 @@ mod tests {
     fn disabled_addons_from_the_file_and_the_flag() {
         let f = write("disable: [coredns]\n");
         assert_eq!(load_file::<ServerOptions>(f.path(), true).unwrap().disable, [Addon::Coredns]);
-        let f = write("disable: [coredns, servicelb]\n");
-        assert_eq!(load_file::<ServerOptions>(f.path(), true).unwrap().disable, [Addon::Coredns, Addon::Servicelb]);
+        let f = write("disable: [coredns, servicelb, metrics-server]\n");
+        assert_eq!(load_file::<ServerOptions>(f.path(), true).unwrap().disable, [Addon::Coredns, Addon::Servicelb, Addon::MetricsServer]);
         let f = write("disable: [traefik]\n");
         let err = load_file::<ServerOptions>(f.path(), true).unwrap_err().to_string();
         assert!(err.contains("traefik") && err.contains("coredns"), "names the bad value and the known ones: {err}");
@@ -617,6 +620,7 @@ mod tests {
         }
         assert_eq!(Cli::try_parse_from(["k8s", "--disable", "coredns"]).unwrap().o.disable, [Addon::Coredns]);
         assert_eq!(Cli::try_parse_from(["k8s", "--disable", "coredns,servicelb"]).unwrap().o.disable, [Addon::Coredns, Addon::Servicelb]);
+        assert_eq!(Cli::try_parse_from(["k8s", "--disable", "metrics-server"]).unwrap().o.disable, [Addon::MetricsServer]);
         assert!(Cli::try_parse_from(["k8s", "--disable", "traefik"]).is_err());
     }
 

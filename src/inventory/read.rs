@@ -484,10 +484,7 @@ impl Reader {
         let names: Vec<(String, Addon)> =
             Addon::value_variants().iter().filter_map(|a| Some((a.to_possible_value()?.get_name().to_string(), *a))).collect();
         let choices: Vec<(&str, Addon)> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-        let hints = [
-            ("traefik", "k8s deploys no ingress controller: there is nothing to disable"),
-            ("metrics-server", "k8s carries no metrics-server yet: there is nothing to disable"),
-        ];
+        let hints = [("traefik", "k8s deploys no ingress controller: there is nothing to disable")];
         let Value::Sequence(items) = v else {
             self.error(path, format!("expected a list of addons like [coredns], found {}", kind(v)));
             return vec![];

@@ -397,7 +397,10 @@ fn profile_choice() {
 fn disabled_addons() {
     assert_eq!(ok(&format!("cluster:\n  disable: [coredns, coredns]\n{ONE}")).cluster.disable, [Addon::Coredns]);
     assert!(ok(ONE).cluster.disable.is_empty());
-    one(&format!("cluster:\n  disable: [coredns, traefik]\n{ONE}"), "2:22", &["\"traefik\" is not one of coredns, servicelb, local-storage", "no ingress controller"]);
+    let inv = ok(&format!("cluster:\n  disable: [metrics-server, coredns]\n{ONE}"));
+    assert_eq!(inv.cluster.disable, [Addon::MetricsServer, Addon::Coredns]);
+    one(&format!("cluster:\n  disable: [coredns, traefik]\n{ONE}"), "2:22", &["\"traefik\" is not one of coredns, servicelb, local-storage, network-policy, metrics-server", "no ingress controller"]);
+    one(&format!("cluster:\n  disable: [metrics_server]\n{ONE}"), "2:13", &["did you mean metrics-server?"]);
     one(&format!("cluster:\n  disable: coredns\n{ONE}"), "2:12", &["expected a list of addons like [coredns]"]);
     one(&format!("cluster:\n  disable: [core-dns]\n{ONE}"), "2:13", &["did you mean coredns?"]);
 }

@@ -2,6 +2,7 @@
 //! node, started in order with readiness gates under one supervisor, and
 //! stopped in reverse order on SIGTERM ([`start`] draws the order).
 
+mod addons;
 pub mod config;
 mod control_plane;
 pub mod status;
@@ -279,7 +280,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     sup.start(control_plane::controller_manager(c, pki, cfg, &inputs));
     sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
-    deploy_manifests(cfg, layout, c, &client, sup).await?;
+    deploy_manifests(cfg, layout, c, pki, &client, sup).await?;
     start_controllers(cfg, &client, sup);
     start_join_endpoint(cfg, pki, &client, sup).await?;
     start_upgrade_controller(cfg, pki, c, &client, sup).await?;
@@ -448,7 +449,7 @@ fn etcd_pki(cfg: &Config, pki: &Pki) -> Option<Pki> {
 
 /// The built-in addons' manifests: file name in the manifests dir, the
 /// addon that disables it (none: always deployed), the rendered text.
-fn builtin_manifests(cfg: &Config, c: &Components) -> anyhow::Result<Vec<(&'static str, Option<Addon>, String)>> {
+fn builtin_manifests(cfg: &Config, c: &Components, pki: &Pki) -> anyhow::Result<Vec<(&'static str, Option<Addon>, String)>> {
     let coredns = templates::render(templates::COREDNS, &[
         ("cluster_domain", &cfg.cluster_domain),
         ("cluster_dns", &cfg.cluster_dns.to_string()),
@@ -459,6 +460,7 @@ fn builtin_manifests(cfg: &Config, c: &Components) -> anyhow::Result<Vec<(&'stat
         ("node-certificates.yaml", None, templates::NODE_CERTIFICATES.to_string()),
         ("local-storage.yaml", Some(Addon::LocalStorage), templates::LOCAL_STORAGE.to_string()),
         ("network-policy.yaml", Some(Addon::NetworkPolicy), templates::NETWORK_POLICY.to_string()),
+        ("metrics-server.yaml", Some(Addon::MetricsServer), addons::metrics_server(&c.image("metrics-server")?, pki)?),
     ])
 }
 
@@ -466,10 +468,17 @@ fn builtin_manifests(cfg: &Config, c: &Components) -> anyhow::Result<Vec<(&'stat
 /// disabled ones, and their objects), applies the dir until the built-ins
 /// are in (a minute while the API server settles: RBAC, discovery), then
 /// keeps the dir applied ([`Deployer`], an in-process service).
-async fn deploy_manifests(cfg: &Config, layout: &Layout, c: &Components, client: &kube::Client, sup: &mut Supervisor) -> anyhow::Result<()> {
+async fn deploy_manifests(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, client: &kube::Client,
+    sup: &mut Supervisor) -> anyhow::Result<()> {
     let dir = layout.manifests_dir();
     let mut required = Vec::new();
-    for (name, addon, manifest) in builtin_manifests(cfg, c)? {
+    if cfg.disable_agent && !cfg.disable.contains(&Addon::MetricsServer) {
+        // The aggregation layer dials the Service from this host: no kube-proxy rules or pod routes here.
+        tracing::warn!("disable-agent: this API server cannot reach metrics-server, so `kubectl top` fails through it and \
+            namespaces stay Terminating while the metrics API is unavailable; set `disable: [metrics-server]` on every \
+            server unless you need it");
+    }
+    for (name, addon, manifest) in builtin_manifests(cfg, c, pki)? {
         let file = dir.join(name);
         if addon.is_some_and(|a| cfg.disable.contains(&a)) {
             remove_addon(client, &file, &manifest).await?;
