@@ -5,9 +5,10 @@
 #
 # Steps (see e2e/README.md, "Single-node test"):
 #   0. `k8s check-config` passes on the fresh host, and fails naming iptables with a PATH that has none
-#   1. start `k8s server`; "k8s server ready"; node Ready; kube-system pods Running; `k8s status`; an image archive
-#      dropped in /var/lib/k8s/images runs as a pod; manifests dropped in server/manifests applied, edited,
-#      a broken one logged with its line, removed (objects deleted)
+#   1. start `k8s server`; "k8s server ready"; node Ready; kube-system pods Running (CoreDNS and metrics-server
+#      among them); `k8s status`; an image archive dropped in /var/lib/k8s/images runs as a pod; manifests dropped
+#      in server/manifests applied, edited, a broken one logged with its line, removed (objects deleted);
+#      `k8s kubectl top nodes` and `top pods -n kube-system` answer with numbers
 #   2. a 2-replica busybox httpd Deployment + ClusterIP Service; from another pod: wget by IP and by DNS name,
 #      nslookup kubernetes.default; kubectl logs/exec; a ConfigMap and a Secret read back byte for byte;
 #      a Secret stored encrypted (read from the SQLite file), data dir 0700 and datastore files 0600, the audit
@@ -20,7 +21,8 @@
 #   5. bad input on a second, fresh host: malformed config (unknown key, wrong types), unwritable data dir,
 #      port 6443 taken; and, on the running host, a second server (port taken; same data dir): non-zero exit,
 #      a message naming the cause, nothing created
-#   6. the claim deleted: its directory and volume gone; restart with --disable coredns (its objects deleted);
+#   6. the claim deleted: its directory and volume gone; restart with --disable coredns,metrics-server (their
+#      objects deleted);
 #      `k8s reset --yes`: data dir emptied, no process left in the host; and nothing of the other host touched
 #
 # Environment:
@@ -48,6 +50,7 @@ DEADLINE=$((T0 + TOTAL_TIMEOUT))
 FAILS=0
 FAILED_CHECKS=()
 SPID=""                              # PID of the running `k8s server` (our child)
+READY_AT=0                           # when it logged "k8s server ready" (epoch seconds)
 NSTART=0
 
 # ------------------------------------------------------------------------------------------ output
@@ -149,6 +152,7 @@ start_server() {   # start `k8s server` in $H and wait for "k8s server ready"
     fi
     sleep 0.5
   done
+  READY_AT=$(date +%s)
   ok "k8s server (#$NSTART, pid $SPID) logged \"k8s server ready\" after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 
@@ -268,13 +272,14 @@ kc get nodes -o wide 2>&1 | indent
 node_ip=$(kc get node "$H" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}' 2>/dev/null)
 [ "$node_ip" = "$HIP" ] && ok "node InternalIP is the host's address $HIP" || fail "node InternalIP is '$node_ip', want $HIP"
 
-kube_system_running() {
+kube_system_running() {   # every kube-system pod Running and ready, the built-in addons' among them
   local out
   out=$(kc -n kube-system get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.containerStatuses[*].ready}{"\n"}{end}') || return 1
-  [ -n "$out" ] && ! grep -qv ' Running true$' <<<"$out" && ! grep -q false <<<"$out"
+  [ -n "$out" ] && ! grep -qv ' Running true$' <<<"$out" && ! grep -q false <<<"$out" &&
+    grep -q '^coredns-' <<<"$out" && grep -q '^metrics-server-' <<<"$out"
 }
 if wait_until 120 "every kube-system pod Running and ready" kube_system_running; then
-  ok "every kube-system pod is Running and ready"
+  ok "every kube-system pod is Running and ready, coredns and metrics-server among them"
 else
   fail "kube-system pods not all Running/ready"
 fi
@@ -389,6 +394,25 @@ rm -f "$MDIR/e2e-broken.yaml" "$MDIR/e2e-demo.yaml"
 removed() { ! kc -n e2e-manifests get configmap a >/dev/null 2>&1 && [ "$(kc get namespace e2e-manifests -o jsonpath='{.status.phase}' 2>/dev/null)" != Active ]; }
 wait_until 30 "manifest removal" removed && ok "a removed manifest's objects are deleted (ConfigMap gone, namespace terminating or gone)" ||
   fail "objects of the removed manifest remain"
+
+# kubectl top: the API server reaches metrics-server through the aggregation layer (its cert checked against
+# the cluster CA), which scrapes the kubelet (its cert checked against the kubelet CA). The first numbers need
+# a scrape or two (15 s apart) once its pod is ready.
+top_nodes() {   # this node, with millicores and MiB
+  kc top nodes --no-headers | awk -v h="$H" '$1 == h && $2 ~ /^[0-9]+m$/ && $4 ~ /^[0-9]+Mi$/ { f = 1 } END { exit !f }'
+}
+top_pods() {    # CoreDNS and metrics-server themselves, with millicores and MiB
+  kc -n kube-system top pods --no-headers | awk '$1 ~ /^(coredns|metrics-server)-/ && $2 ~ /^[0-9]+m$/ && $3 ~ /^[0-9]+Mi$/ { n++ } END { exit n < 2 }'
+}
+t_top=$(date +%s)
+if wait_until 180 "kubectl top nodes" top_nodes && wait_until 60 "kubectl top pods" top_pods; then
+  ok "kubectl top nodes and top pods -n kube-system answer with numbers, $(($(date +%s) - READY_AT)) s after \"k8s server ready\" (waited $(($(date +%s) - t_top)) s here)"
+  { kc top nodes; kc -n kube-system top pods; } 2>&1 | indent
+else
+  fail "kubectl top does not answer with numbers: $(kc top nodes 2>&1 | tail -n 2 | tr '\n' ' ')"
+  kc get apiservice v1beta1.metrics.k8s.io -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.message}{"\n"}{end}' 2>&1 | indent
+  kc -n kube-system logs deploy/metrics-server --tail=20 2>&1 | indent
+fi
 
 # ========================================================================================== 2
 step "2. workload: Deployment + Service + DNS + logs/exec + ConfigMap/Secret"
@@ -759,13 +783,20 @@ kns delete pvc data-db-0 >/dev/null 2>&1 || fail "cannot delete the claim data-d
 volume_gone() { ! kc get pv "$PV" >/dev/null 2>&1 && ! hx test -e "$PV_PATH"; }
 wait_until 60 "released volume deleted" volume_gone && ok "deleting the claim removed its directory and its PersistentVolume" ||
   fail "after deleting the claim: pv $(kc get pv "$PV" -o jsonpath='{.status.phase}' 2>&1), dir $(hx ls -d "$PV_PATH" 2>&1)"
-# `--disable coredns`: its manifest leaves the dir and its objects the cluster.
+# `--disable coredns,metrics-server`: their manifests leave the dir and their objects the cluster.
 stop_server
-SERVER_ARGS="$SERVER_ARGS --disable coredns" start_server
+SERVER_ARGS="$SERVER_ARGS --disable coredns,metrics-server" start_server
 coredns_gone() { ! kc -n kube-system get deployment coredns >/dev/null 2>&1 && ! kc -n kube-system get service kube-dns >/dev/null 2>&1; }
 wait_until 30 "coredns removed" coredns_gone && [ ! -e "$MDIR/coredns.yaml" ] &&
   ok "--disable coredns: Deployment coredns and Service kube-dns deleted, manifests/coredns.yaml removed" ||
   fail "--disable coredns left CoreDNS behind: $(kc -n kube-system get deploy,svc 2>&1 | tr '\n' ' ')"
+metrics_gone() {
+  ! kc get apiservice v1beta1.metrics.k8s.io >/dev/null 2>&1 && ! kc -n kube-system get deployment metrics-server >/dev/null 2>&1 &&
+    ! kc -n kube-system get secret metrics-server-tls >/dev/null 2>&1
+}
+wait_until 30 "metrics-server removed" metrics_gone && [ ! -e "$MDIR/metrics-server.yaml" ] &&
+  ok "--disable metrics-server: APIService, Deployment and Secret deleted, manifests/metrics-server.yaml removed" ||
+  fail "--disable metrics-server left it behind: $(kc get apiservice v1beta1.metrics.k8s.io 2>&1 | tr '\n' ' ')"
 # `k8s reset` must touch this node only. Canaries in the other host (same kernel, same machine): a file in its
 # /var/lib/k8s and /var/lib/kubelet, a process in a cgroup named kubepods, a process run from its /var/lib/k8s/bin.
 hb sh -c 'echo canary >/var/lib/k8s/canary; echo canary >/var/lib/kubelet/canary; mkdir -p /var/lib/k8s/bin/canary && cp /bin/sleep /var/lib/k8s/bin/canary/sleep'
