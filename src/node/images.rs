@@ -109,9 +109,11 @@ pub fn watch(c: Components, p: Paths, mut failed: Failed) {
 
 /// Streams one archive into `ctr images import -`, decompressing by suffix
 /// (so a large archive never sits in memory); returns the image names ctr
-/// reports.
+/// reports, or, when its output has none, those of the archive that
+/// containerd lists (see [`listed_archive_names`]).
 async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<Vec<String>> {
     let mut cmd = ctr(c, p, &["images", "import", "-"]);
+    let mut ls = ctr(c, p, &["images", "ls", "--quiet"]);
     let file = file.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("running ctr")?;
@@ -123,13 +125,65 @@ async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<V
             bail!("ctr images import: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         fed?;
-        let names = imported_names(&String::from_utf8_lossy(&out.stdout));
+        let mut names = imported_names(&String::from_utf8_lossy(&out.stdout));
+        if names.is_empty() {
+            let listed = ls.output().context("running ctr images ls")?;
+            names = listed_archive_names(&file, &String::from_utf8_lossy(&listed.stdout))?;
+        }
         if names.is_empty() {
             bail!("no image in it (an image archive is an OCI layout or `docker save` tar, with index.json or manifest.json)");
         }
         Ok(names)
     })
     .await?
+}
+
+/// containerd 2.4's transfer progress has no end: ctr returns when the
+/// import does and may miss the last events, the "saved" lines (containerd
+/// logs "event not sent: saved/NAME"; seen with four carried images imported
+/// at once). Then the names come from the archive (index.json's
+/// `io.containerd.image.name` annotations, else manifest.json's `RepoTags`,
+/// as ctr names them), those that containerd lists (`ls`: `ctr images ls -q`).
+fn listed_archive_names(file: &Path, ls: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(plain_tar(file)?);
+    let (mut index, mut docker) = (None, None);
+    for entry in archive.entries().with_context(|| format!("reading {}", file.display()))? {
+        let mut entry = entry.with_context(|| format!("reading {}", file.display()))?;
+        let path = entry.path()?.to_string_lossy().trim_start_matches("./").to_owned();
+        if path == "index.json" || path == "manifest.json" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).with_context(|| format!("reading {path} of {}", file.display()))?;
+            *(if path == "index.json" { &mut index } else { &mut docker }) = Some(text);
+        }
+    }
+    let mut names = Vec::new();
+    if let Some(index) = index.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+        for m in index["manifests"].as_array().into_iter().flatten() {
+            names.extend(m["annotations"]["io.containerd.image.name"].as_str().map(str::to_owned));
+        }
+    }
+    if names.is_empty() {
+        if let Some(docker) = docker.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+            for m in docker.as_array().into_iter().flatten() {
+                for tag in m["RepoTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()) {
+                    names.push(docker_name(tag));
+                }
+            }
+        }
+    }
+    names.retain(|n| ls.lines().any(|l| l == n));
+    Ok(names)
+}
+
+/// A `docker save` tag as containerd names it (`busybox:1` →
+/// `docker.io/library/busybox:1`).
+fn docker_name(tag: &str) -> String {
+    match tag.split_once('/') {
+        None => format!("docker.io/library/{tag}"),
+        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => tag.to_owned(),
+        Some(_) => format!("docker.io/{tag}"),
+    }
 }
 
 /// The archive as a plain tar stream.
@@ -203,6 +257,39 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, text.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// ctr's output without "saved" lines: the names come from the archive,
+    /// kept only when containerd lists them.
+    #[test]
+    fn names_from_the_archive_when_ctr_missed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let oci = dir.path().join("oci.tar");
+        let index = r#"{"manifests":[{"annotations":{"io.containerd.image.name":"registry.k8s.io/x:v1"}},{"annotations":{"io.containerd.image.name":"k8s.local/y:e2e"}}]}"#;
+        std::fs::write(&oci, tar_of(&[("oci-layout", "{}"), ("index.json", index), ("manifest.json", r#"[{"RepoTags":["other:1"]}]"#)])).unwrap();
+        let listed = "registry.k8s.io/x:v1\nk8s.local/y:e2e\nregistry.k8s.io/pause:3.10\n";
+        assert_eq!(listed_archive_names(&oci, listed).unwrap(), ["registry.k8s.io/x:v1", "k8s.local/y:e2e"]);
+        assert_eq!(listed_archive_names(&oci, "registry.k8s.io/x:v1\n").unwrap(), ["registry.k8s.io/x:v1"], "only what containerd has");
+        let zst = dir.path().join("docker.tar.zst");
+        let docker = tar_of(&[("./manifest.json", r#"[{"RepoTags":["busybox:1","me/app:2","reg.local:5000/a:3"]}]"#)]);
+        std::fs::write(&zst, zstd::encode_all(&docker[..], 3).unwrap()).unwrap();
+        let listed = "docker.io/library/busybox:1\ndocker.io/me/app:2\nreg.local:5000/a:3\n";
+        assert_eq!(listed_archive_names(&zst, listed).unwrap(), ["docker.io/library/busybox:1", "docker.io/me/app:2", "reg.local:5000/a:3"]);
+        let empty = dir.path().join("empty.tar");
+        std::fs::write(&empty, tar_of(&[("notes.txt", "x")])).unwrap();
+        assert!(listed_archive_names(&empty, listed).unwrap().is_empty());
+    }
 
     #[test]
     fn archives_takes_image_tars_and_skips_partial_copies() {
