@@ -7,7 +7,8 @@
 #      service accounts, Services, Deployments is the same before and after), the pods kept running
 #      (same UIDs, no container restart), new writes get revisions above every one SQLite handed
 #      out, Secrets stay encrypted, the SQLite files are kept as server/db.migrated
-#   3. g2 and g3 join it as servers: 3 voting members, a write through g1 reads through g3
+#   3. g2 and g3 join it as servers: 3 voting members, a write through g1 reads through g3; `kubectl top nodes`
+#      answers through g2 and g3 (disable-agent: metrics-server, on g1's node, reached at g1's address)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 shared=/var/tmp/k8s-e2e-grow
@@ -62,5 +63,13 @@ kc g1 -n grow create configmap three --from-literal=k=v3 >/dev/null
 [[ $(kc g3 -n grow get configmap three -o jsonpath='{.data.k}') == v3 ]] || fail "a write through g1 is not read through g3"
 [[ $(kc g3 -n grow get configmap c -o jsonpath='{.data.k}') == v1 ]] || fail "g3 does not read the data moved from SQLite"
 ok "g2 and g3 joined: 3 voting members, writes through g1 read through g3"
+# metrics-server runs on g1's node, in its host network; g2 and g3 have no node (disable-agent: no kube-proxy rules,
+# no pod routes), and their API servers reach it at g1's address (--enable-aggregator-routing).
+top_re='^[a-z0-9.-]+ +[0-9]+m +[0-9]+% +[0-9]+Mi +[0-9]+%'
+for h in g2 g3; do
+  for ((i = 0; i < 90; i++)); do top=$(kc "$h" top nodes --no-headers 2>&1) && [[ $top =~ $top_re ]] && break; sleep 2; done
+  [[ $top =~ $top_re ]] || fail "kubectl top nodes through $h (disable-agent): $top"
+done
+ok "kubectl top nodes through g2 and g3 (disable-agent, no node): $(tr -s ' ' <<<"${top% }")"
 awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "BENCH grow: the whole test in %.0f s\n", b - a }'
 echo "PASS e2e/grow.sh"

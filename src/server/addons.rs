@@ -118,9 +118,10 @@ mod tests {
         assert_eq!(source("tls").secret.unwrap().secret_name.as_deref(), Some("metrics-server-tls"));
     }
 
-    /// What PodSecurity "restricted" asks of a container.
+    /// What PodSecurity "restricted" asks of a container (but for the host
+    /// network: kube-system is exempt).
     #[test]
-    fn the_pod_is_restricted() {
+    fn the_container_is_restricted() {
         let (_tmp, _, objects) = rendered();
         let pod = typed::<Deployment>(&objects, "Deployment").spec.template.spec.unwrap();
         let sc = pod.containers[0].security_context.clone().unwrap();
@@ -129,6 +130,56 @@ mod tests {
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
-        assert!(pod.host_network.is_none() && pod.volumes.unwrap().iter().all(|v| v.host_path.is_none()));
+        assert!(pod.volumes.unwrap().iter().all(|v| v.host_path.is_none()));
+        assert!(pod.host_pid.is_none() && pod.host_ipc.is_none());
+    }
+
+    /// A server without a node (disable-agent) dials the endpoint, a node's
+    /// address (--enable-aggregator-routing): metrics-server listens in the
+    /// host's network, on a port no component of ours takes, and serves
+    /// what the aggregator checks its cert for whatever address it dials.
+    #[test]
+    fn it_serves_in_the_host_network_on_its_own_port() {
+        let (_tmp, pki, objects) = rendered();
+        let deployment = typed::<Deployment>(&objects, "Deployment");
+        let spec = deployment.spec;
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(true));
+        let c = &pod.containers[0];
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!((port.name.as_deref(), port.container_port), (Some("https"), 10251));
+        // Taken on a node: the kubelet (10250, 10248), kube-proxy (10249, 10256),
+        // controller-manager and scheduler (10257, 10259), API server, join
+        // endpoint, API load balancer, etcd.
+        for taken in [10250, 10248, 10249, 10256, 10257, 10259, 6443, 9345, 6444, 2379, 2380, 2381] {
+            assert_ne!(port.container_port, taken);
+        }
+        assert!(c.args.as_ref().unwrap().contains(&"--secure-port=10251".to_string()));
+        for probe in [c.readiness_probe.clone().unwrap(), c.liveness_probe.clone().unwrap()] {
+            let get = probe.http_get.unwrap();
+            assert_eq!(get.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("https".into()));
+        }
+        // One pod per node on that port: a rollout removes the old pod first.
+        let rolling = spec.strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(rolling.max_surge, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0)));
+        assert_eq!(rolling.max_unavailable, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)));
+        // The Service sends its port to the named container port.
+        let svc: k8s_openapi::api::core::v1::Service = typed(&objects, "Service");
+        let sp = &svc.spec.unwrap().ports.unwrap()[0];
+        assert_eq!(sp.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("https".into())));
+        // kube-aggregator's transport (BuildTransportConfig) sets ServerName
+        // to <service>.<namespace>.svc, with endpoint routing too.
+        let api: APIService = typed(&objects, "APIService");
+        let service = api.spec.unwrap().service.unwrap();
+        let server_name = format!("{}.{}.svc", service.name.unwrap(), service.namespace.unwrap());
+        let der = pem::parse(std::fs::read(pki.metrics_server_cert()).unwrap()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
+        let sans: Vec<String> = cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sans, [server_name]);
     }
 }

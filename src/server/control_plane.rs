@@ -97,6 +97,10 @@ pub fn apiserver(c: &Components, pki: &Pki, cfg: &Config, i: &Inputs) -> Spec {
         "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
         "--requestheader-group-headers=X-Remote-Group".into(),
         "--requestheader-username-headers=X-Remote-User".into(),
+        // Aggregated APIs (metrics-server) dialled at an endpoint's address,
+        // not the Service's ClusterIP: a server without a node of its own
+        // (disable-agent) has no kube-proxy rules for ClusterIPs.
+        "--enable-aggregator-routing=true".into(),
         format!("--service-account-issuer={issuer}"),
         format!("--service-account-key-file={}", p(pki.sa_pub())),
         format!("--service-account-signing-key-file={}", p(pki.sa_key())),

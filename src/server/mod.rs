@@ -472,12 +472,6 @@ async fn deploy_manifests(cfg: &Config, layout: &Layout, c: &Components, pki: &P
     sup: &mut Supervisor) -> anyhow::Result<()> {
     let dir = layout.manifests_dir();
     let mut required = Vec::new();
-    if cfg.disable_agent && !cfg.disable.contains(&Addon::MetricsServer) {
-        // The aggregation layer dials the Service from this host: no kube-proxy rules or pod routes here.
-        tracing::warn!("disable-agent: this API server cannot reach metrics-server, so `kubectl top` fails through it and \
-            namespaces stay Terminating while the metrics API is unavailable; set `disable: [metrics-server]` on every \
-            server unless you need it");
-    }
     for (name, addon, manifest) in builtin_manifests(cfg, c, pki)? {
         let file = dir.join(name);
         if addon.is_some_and(|a| cfg.disable.contains(&a)) {
