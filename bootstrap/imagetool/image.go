@@ -19,7 +19,7 @@ const (
 	mediaIndex    = "application/vnd.oci.image.index.v1+json"
 	mediaManifest = "application/vnd.oci.image.manifest.v1+json"
 	mediaConfig   = "application/vnd.oci.image.config.v1+json"
-	mediaLayer    = "application/vnd.oci.image.layer.v1.tar+gzip"
+	mediaLayer    = "application/vnd.oci.image.layer.v1.tar"
 )
 
 type descriptor struct {
@@ -37,7 +37,7 @@ func writeImage(out string, o imageOptions) error {
 	if err != nil {
 		return err
 	}
-	config, err := json.Marshal(imageConfig(o, lay.diffID))
+	config, err := json.Marshal(imageConfig(o, lay.digest))
 	if err != nil {
 		return err
 	}

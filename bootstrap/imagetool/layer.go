@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -15,24 +14,22 @@ import (
 	"time"
 )
 
-// layer is a gzip-compressed tar blob and the digests an image refers to it by.
+// layer is an uncompressed tar blob (mediaLayer) and the digest an image
+// refers to it by: the manifest's layer digest and the config's diff_id are
+// the same. Not gzip: the payload is zstd-compressed as a whole, which
+// compresses a plain tar far better than it can a gzip stream (bootstrap/README.md,
+// "Image layers"); containerd imports either.
 type layer struct {
 	blob   []byte
-	digest string // sha256 of blob (manifest)
-	diffID string // sha256 of the uncompressed tar (config rootfs.diff_ids)
+	digest string // sha256 of blob (manifest layers and config rootfs.diff_ids)
 }
 
 // buildLayer tars dir (paths relative to it, sorted by WalkDir) as root-owned
 // entries with mtime 0, so the same tree always gives the same digests.
 func buildLayer(dir string, bindCap []string) (*layer, error) {
-	var gz bytesBuffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	if err != nil {
-		return nil, err
-	}
-	diff := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(zw, diff))
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	var buf bytesBuffer
+	tw := tar.NewWriter(&buf)
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || path == dir {
 			return err
 		}
@@ -44,14 +41,7 @@ func buildLayer(dir string, bindCap []string) (*layer, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return &layer{
-		blob:   gz.b,
-		digest: sha256Digest(gz.b),
-		diffID: "sha256:" + hex.EncodeToString(diff.Sum(nil)),
-	}, nil
+	return &layer{blob: buf.b, digest: sha256Digest(buf.b)}, nil
 }
 
 func addEntry(tw *tar.Writer, root, path string, bindCap []string) error {
