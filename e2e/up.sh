@@ -8,7 +8,8 @@
 #    (names the host and the known_hosts file), a user whose sudo wants a password (names the host). After each,
 #    nothing was written on the real hosts. --dry-run prints the plan and writes nothing either.
 # 2. One server (as root) and one agent (as user debian, through sudo): both nodes Ready; a pod on the agent reaches
-#    a pod on the server (which sees the pod's own address), a ClusterIP Service and its DNS name.
+#    a pod on the server (which sees the pod's own address), a ClusterIP Service and its DNS name; the image archive
+#    of cluster.images (the carried busybox renamed) runs on the agent with imagePullPolicy Never.
 #    Prints "BENCH up single+agent: S s".
 # 3. The same inventory again: --output json reports no change on any host; the binary's mtime, the config and the
 #    units' start times are the same. Prints "BENCH up again (no change): S s".
@@ -26,7 +27,15 @@ SCRIPT=e2e/up.sh
 
 up_init
 S=1 A=2                                   # host indexes: the server, the agent
-inventory "$WORK/hosts.yaml" "$S server" "$A agent debian"
+# An image archive under a name no registry has, for cluster.images: up copies it to every host before the nodes
+# start (checked in 2: a pod with imagePullPolicy Never runs it on the agent).
+payload=$("$(dirname "${BASH_SOURCE[0]}")/../bootstrap/build.sh" 2>/dev/null | tail -n 1)
+rm -rf "$WORK/dropped" && mkdir -p "$WORK/dropped" && tar -C "$WORK/dropped" -xf "$payload/images/busybox.tar" ||
+  die "no images/busybox.tar in the payload dir '$payload'"
+sed -i 's|k8s.local/busybox:latest|k8s.local/up-dropped:e2e|; s|"org.opencontainers.image.ref.name":"latest"|"org.opencontainers.image.ref.name":"e2e"|' \
+  "$WORK/dropped/index.json" "$WORK/dropped/manifest.json"
+tar -C "$WORK/dropped" -cf - . | zstd -q -o "$WORK/up-dropped.tar.zst"
+inventory "$WORK/hosts.yaml" -i "$WORK/up-dropped.tar.zst" "$S server" "$A agent debian"
 
 # ------------------------------------------------------------------------------------------ 1. refused
 step "bad inventories: refused with file:line, before any host is contacted"
@@ -76,6 +85,11 @@ nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "nodes ${HOST[S]} and ${HOST[A]}
 [[ $(hx $A systemctl is-active k8s-agent) == active && $(hx $S systemctl is-active k8s-server) == active ]] &&
   ok "k8s-server active on ${HOST[S]}, k8s-agent active on ${HOST[A]}" || fail "the units are not active"
 pod_traffic "${HOST[S]}" "${HOST[A]}"
+TMO=30 kc -n e2e-up run dropped --image=k8s.local/up-dropped:e2e --image-pull-policy=Never --restart=Never \
+  --overrides="{\"spec\":{\"nodeName\":\"${HOST[A]}\"}}" --command -- sleep 3600 >/dev/null || fail "cannot create the pod dropped"
+TMO=90 kc -n e2e-up wait --for=condition=Ready pod/dropped --timeout=60s >/dev/null &&
+  ok "cluster.images: the archive up copied to the hosts runs on ${HOST[A]} (k8s.local/up-dropped:e2e, imagePullPolicy Never)" ||
+  fail "the image archive of cluster.images did not reach ${HOST[A]}: $(TMO=30 kc -n e2e-up get pod dropped -o jsonpath='{.status.containerStatuses[0].state}' 2>&1)"
 
 # ------------------------------------------------------------------------------------------ 3. again
 step "up again with the same inventory: nothing changes"

@@ -109,6 +109,7 @@ impl Inventory {
                 pod_network: c.pod_network,
                 profile: c.profile,
                 disable: c.disable,
+                images: c.images,
                 version: c.version,
             },
             ssh: draft.ssh,
@@ -130,6 +131,12 @@ impl Inventory {
 
     pub fn agents(&self) -> impl Iterator<Item = &Host> + '_ {
         self.hosts.iter().filter(|h| h.role == Role::Agent)
+    }
+
+    /// `cluster.images` as files on this machine (relative paths from the
+    /// inventory's directory, `~/` from the home directory).
+    pub fn image_archives(&self) -> Result<Vec<PathBuf>, String> {
+        self.cluster.images.iter().map(|raw| expand_path(raw, &self.ssh.base_dir)).collect()
     }
 
     /// The server that initializes the cluster.

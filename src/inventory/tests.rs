@@ -403,6 +403,17 @@ fn disabled_addons() {
 }
 
 #[test]
+fn image_archives_from_the_inventorys_dir() {
+    let text = format!("cluster:\n  images: [app.tar.zst, /srv/base.tar]\n{ONE}");
+    let inv = Inventory::parse(&text, Path::new("/etc/fleet/hosts.yaml")).unwrap();
+    assert_eq!(inv.image_archives().unwrap(), [PathBuf::from("/etc/fleet/app.tar.zst"), PathBuf::from("/srv/base.tar")]);
+    assert!(ok(ONE).image_archives().unwrap().is_empty());
+    one(&format!("cluster:\n  images: [app.tgz]\n{ONE}"), "2:12", &["\"app.tgz\" is not an image archive"]);
+    one(&format!("cluster:\n  images: [a/app.tar, b/app.tar]\n{ONE}"), "2:23", &["another archive has the file name app.tar"]);
+    one(&format!("cluster:\n  images: app.tar\n{ONE}"), "2:11", &["write [app.tar]"]);
+}
+
+#[test]
 fn pod_network_choice() {
     let inv = ok(&format!("cluster:\n  pod-network: vxlan\n{ONE}"));
     assert_eq!(inv.cluster.pod_network, PodNetwork::Vxlan);

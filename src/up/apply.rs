@@ -29,6 +29,8 @@ pub struct Ctx<'a> {
     pub concurrency: usize,
     /// A backup archive to restore on the first server before it starts.
     pub restore: Option<&'a Path>,
+    /// Image archives for every host's images dir.
+    pub images: &'a [std::path::PathBuf],
 }
 
 impl Ctx<'_> {
@@ -70,26 +72,22 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
     apply_labels(ctx, plan, &nodes, report).await
 }
 
-/// Uploads this binary where it differs, in parallel; nothing else changes yet.
+/// Uploads this binary where it differs and the image archives where they
+/// differ, in parallel; nothing else changes yet. The archives are in the
+/// images dir before a node starts, so its first start imports them.
 async fn upload_all(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let todo = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.upload);
+    let todo = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.upload || !ctx.images.is_empty());
     fanout::all(todo, ctx.concurrency, |(h, r)| upload(ctx, h, r)).await.map_err(|f| f.lines())?;
     Ok(())
 }
 
 async fn upload(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Result<()> {
     let t = Instant::now();
-    ctx.progress.step(h.index, "uploading k8s");
-    let res = ctx.remotes[h.index].upload(ctx.exe, render::BINARY).await;
+    let res = upload_files(ctx, h, r).await;
     ctx.progress.step(h.index, "uploaded; waiting for its turn");
     r.seconds += t.elapsed().as_secs_f64();
     match res {
-        Ok(replaced) => {
-            if replaced {
-                r.note("binary");
-            }
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(e) => {
             r.status = Status::Failed;
             r.error = Some(format!("{e:#}"));
@@ -97,6 +95,24 @@ async fn upload(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Resu
             Err(e)
         }
     }
+}
+
+async fn upload_files(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Result<()> {
+    let remote = &ctx.remotes[h.index];
+    if h.upload {
+        ctx.progress.step(h.index, "uploading k8s");
+        if remote.upload(ctx.exe, render::BINARY).await? {
+            r.note("binary");
+        }
+    }
+    for archive in ctx.images {
+        let name = archive.file_name().and_then(|n| n.to_str()).context("an image archive's file name")?;
+        ctx.progress.step(h.index, &format!("uploading {name}"));
+        if remote.upload_data(archive, &format!("{}/{name}", render::IMAGES_DIR)).await? {
+            r.note("images");
+        }
+    }
+    Ok(())
 }
 
 /// One host: token, config and unit, then start or restart its service

@@ -14,7 +14,8 @@ use crate::inventory::{Host, Inventory, Mode, Role};
 use crate::upgrade::crd::{NodeRow, UpgradePlanSpec};
 use crate::upgrade::preflight::NodeFacts;
 
-/// This binary, as it would be uploaded.
+/// What `up` uploads from this machine: this binary, and the image
+/// archives of `cluster.images`.
 #[derive(Debug, Clone)]
 pub struct Local {
     pub sha256: String,
@@ -22,6 +23,8 @@ pub struct Local {
     pub version: String,
     /// The Kubernetes version of the components it carries.
     pub kubernetes: String,
+    /// For every host's images dir (copied where they differ).
+    pub images: Vec<std::path::PathBuf>,
 }
 
 /// What the running cluster says, read from the first server when it runs.

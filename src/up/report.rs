@@ -107,6 +107,8 @@ pub struct Report {
     pub kubeconfig: Option<String>,
     /// The upgrade handed to the cluster, as planned.
     pub upgrade: Option<Upgrade>,
+    /// The image archives copied to every host's images dir where they differ.
+    pub images: Vec<String>,
     pub seconds: f64,
 }
 
@@ -119,6 +121,7 @@ impl Report {
             extra_nodes: plan.extra_nodes.iter().map(|n| n.name.clone()).collect(),
             extra_members: plan.extra_members.iter().map(|m| m.name.clone()).collect(),
             upgrade: plan.upgrade.clone(),
+            images: vec![],
             ..Report::empty(cluster, Some(plan.mode), dry_run)
         }
     }
@@ -142,6 +145,7 @@ impl Report {
             pruned: vec![],
             kubeconfig: None,
             upgrade: None,
+            images: vec![],
             seconds: 0.0,
         }
     }

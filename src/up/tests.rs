@@ -28,7 +28,7 @@ hosts:
 ";
 
 fn local() -> Local {
-    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into(), kubernetes: "v1.37.1".into() }
+    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into(), kubernetes: "v1.37.1".into(), images: vec![] }
 }
 
 /// A clean Debian host nothing of ours is on.
