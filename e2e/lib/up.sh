@@ -131,17 +131,18 @@ up_init() {
 }
 
 # ------------------------------------------------------------------------------------------ inventories
-# inventory FILE [-k KNOWN_HOSTS] [-c strict|accept-new] [-x EXTRA_YAML] [-i IMAGE_ARCHIVE] SPEC...
+# inventory FILE [-k KNOWN_HOSTS] [-c strict|accept-new] [-x EXTRA_YAML] [-i IMAGE_ARCHIVE] [-r REGISTRIES_YAML] SPEC...
 # SPEC is "HOST ROLE [USER]": HOST a host index or an address; USER overrides the default user root.
 # Lines of the file are stable, so tests can name them (hosts[i] is on line INV_FIRST_HOST + i*INV_LINES_PER_HOST).
 inventory() {
-  local out=$1 known=$WORK/known_hosts check=strict extra="" images="" spec h role user addr; shift
+  local out=$1 known=$WORK/known_hosts check=strict extra="" images="" registries="" spec h role user addr; shift
   while (($#)); do
     case $1 in
       -k) known=$2; shift 2 ;;
       -c) check=$2; shift 2 ;;
       -x) extra=$2; shift 2 ;;
       -i) images=$2; shift 2 ;;
+      -r) registries=$2; shift 2 ;;
       *) break ;;
     esac
   done
@@ -150,6 +151,7 @@ inventory() {
     echo "cluster:"
     echo "  name: $CL"
     [[ -n $images ]] && echo "  images: [$images]"
+    [[ -n $registries ]] && echo "  registries: $registries"
     echo "ssh:"
     echo "  user: root"
     echo "  identity-file: $STATE/id_ed25519"

@@ -110,6 +110,7 @@ impl Inventory {
                 profile: c.profile,
                 disable: c.disable,
                 images: c.images,
+                registries: c.registries,
                 version: c.version,
             },
             ssh: draft.ssh,
@@ -137,6 +138,12 @@ impl Inventory {
     /// inventory's directory, `~/` from the home directory).
     pub fn image_archives(&self) -> Result<Vec<PathBuf>, String> {
         self.cluster.images.iter().map(|raw| expand_path(raw, &self.ssh.base_dir)).collect()
+    }
+
+    /// `cluster.registries` as a file on this machine (resolved as
+    /// [`Inventory::image_archives`]); `None` when the inventory sets none.
+    pub fn registries_file(&self) -> Result<Option<PathBuf>, String> {
+        self.cluster.registries.as_deref().map(|raw| expand_path(raw, &self.ssh.base_dir)).transpose()
     }
 
     /// The server that initializes the cluster.

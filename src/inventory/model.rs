@@ -47,6 +47,9 @@ pub struct Cluster {
     /// Image archives for every host's images dir (`images`), as written:
     /// relative to the inventory's directory ([`Inventory::image_archives`]).
     pub images: Vec<String>,
+    /// A registries.yaml for every host's `/etc/k8s/registries.yaml`
+    /// (`registries`), as written ([`Inventory::registries_file`]).
+    pub registries: Option<String>,
     /// The `k8s` version to install; `None`: the running binary's.
     pub version: Option<String>,
 }

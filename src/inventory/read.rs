@@ -52,6 +52,7 @@ pub struct ClusterDraft {
     pub profile: Profile,
     pub disable: Vec<Addon>,
     pub images: Vec<String>,
+    pub registries: Option<String>,
     pub version: Option<String>,
 }
 
@@ -380,6 +381,7 @@ impl Reader {
             profile: Profile::default(),
             disable: vec![],
             images: vec![],
+            registries: None,
             version: None,
         };
         let Some((v, path)) = section else { return c };
@@ -395,6 +397,7 @@ impl Reader {
             "profile",
             "disable",
             "images",
+            "registries",
             "version",
         ];
         let Some(f) = self.fields(v, &path, "the cluster settings", &known, CLUSTER_HINTS) else {
@@ -477,6 +480,9 @@ impl Reader {
         }
         if let Some((v, p)) = f.get("images") {
             c.images = self.image_archives(v, &p);
+        }
+        if let Some((v, p)) = f.get("registries") {
+            c.registries = self.checked(v, &p, "the path of a registries.yaml", syntax::check_path);
         }
         if let Some((v, p)) = f.get("version") {
             c.version = self.checked(v, &p, "a version like v0.1.0", syntax::check_version);

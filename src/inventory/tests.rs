@@ -403,6 +403,15 @@ fn disabled_addons() {
 }
 
 #[test]
+fn registries_file_from_the_inventorys_dir() {
+    let inv = Inventory::parse(&format!("cluster:\n  registries: fleet/registries.yaml\n{ONE}"), Path::new("/etc/fleet/hosts.yaml")).unwrap();
+    assert_eq!(inv.registries_file().unwrap(), Some(PathBuf::from("/etc/fleet/fleet/registries.yaml")));
+    assert_eq!(ok(ONE).registries_file().unwrap(), None);
+    one(&format!("cluster:\n  registries: [a.yaml]\n{ONE}"), "2:15", &["expected the path of a registries.yaml"]);
+    one(&format!("cluster:\n  registries: ''\n{ONE}"), "2:15", &["is empty; give a file path"]);
+}
+
+#[test]
 fn image_archives_from_the_inventorys_dir() {
     let text = format!("cluster:\n  images: [app.tar.zst, /srv/base.tar]\n{ONE}");
     let inv = Inventory::parse(&text, Path::new("/etc/fleet/hosts.yaml")).unwrap();
