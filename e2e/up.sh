@@ -5,10 +5,14 @@
 #
 # 1. Refused before anything changes, with a message naming the cause: a typo'd role and an even server count
 #    (file:line; no host even logged into), an unreachable host (names it), a wrong host key with strict checking
-#    (names the host and the known_hosts file), a user whose sudo wants a password (names the host). After each,
-#    nothing was written on the real hosts. --dry-run prints the plan and writes nothing either.
+#    (names the host and the known_hosts file), a user whose sudo wants a password (names the host), an invalid
+#    cluster.registries file (names the file and line:column; no host logged into). After each, nothing was written
+#    on the real hosts. --dry-run prints the plan (with registries.yaml to write) and writes nothing either.
 # 2. One server (as root) and one agent (as user debian, through sudo): both nodes Ready; a pod on the agent reaches
-#    a pod on the server (which sees the pod's own address), a ClusterIP Service and its DNS name.
+#    a pod on the server (which sees the pod's own address), a ClusterIP Service and its DNS name; the image archive
+#    of cluster.images (the carried busybox renamed) runs on the agent with imagePullPolicy Never; the registries.yaml
+#    of cluster.registries (a mirror with a password; never pulled from) is on both hosts, mode 0600, owner root, and
+#    each node rendered it into containerd's hosts dir.
 #    Prints "BENCH up single+agent: S s".
 # 3. The same inventory again: --output json reports no change on any host; the binary's mtime, the config and the
 #    units' start times are the same. Prints "BENCH up again (no change): S s".
@@ -26,7 +30,26 @@ SCRIPT=e2e/up.sh
 
 up_init
 S=1 A=2                                   # host indexes: the server, the agent
-inventory "$WORK/hosts.yaml" "$S server" "$A agent debian"
+# An image archive under a name no registry has, for cluster.images: up copies it to every host before the nodes
+# start (checked in 2: a pod with imagePullPolicy Never runs it on the agent).
+payload=$("$(dirname "${BASH_SOURCE[0]}")/../bootstrap/build.sh" 2>/dev/null | tail -n 1)
+rm -rf "$WORK/dropped" && mkdir -p "$WORK/dropped" && tar -C "$WORK/dropped" -xf "$payload/images/busybox.tar" ||
+  die "no images/busybox.tar in the payload dir '$payload'"
+sed -i 's|k8s.local/busybox:latest|k8s.local/up-dropped:e2e|; s|"org.opencontainers.image.ref.name":"latest"|"org.opencontainers.image.ref.name":"e2e"|' \
+  "$WORK/dropped/index.json" "$WORK/dropped/manifest.json"
+tar -C "$WORK/dropped" -cf - . | zstd -q -o "$WORK/up-dropped.tar.zst"
+# A registries.yaml for cluster.registries: a mirror of a registry that does not exist (nothing pulls from it), with a
+# password, so the file must land 0600. And one the nodes would refuse (line 3: a misspelt key).
+cat >"$WORK/registries.yaml" <<'EOF_REG'
+mirrors:
+  registry.e2e.invalid:
+    endpoint: ["https://mirror.e2e.invalid:5000"]
+configs:
+  mirror.e2e.invalid:5000:
+    auth: {username: puller, password: e2e-secret}
+EOF_REG
+printf 'mirrors:\n  registry.e2e.invalid:\n    endpoints: ["https://mirror.e2e.invalid:5000"]\n' >"$WORK/bad-registries.yaml"
+inventory "$WORK/hosts.yaml" -i "$WORK/up-dropped.tar.zst" -r "$WORK/registries.yaml" "$S server" "$A agent debian"
 
 # ------------------------------------------------------------------------------------------ 1. refused
 step "bad inventories: refused with file:line, before any host is contacted"
@@ -37,16 +60,20 @@ line=$(grep -n 'role: sever' "$WORK/typo-role.yaml" | cut -d: -f1)
 expect_refused typo-role "a typo'd role (sever)" "$WORK/typo-role.yaml" "typo-role\.yaml:$line:[0-9]+" '"?sever"?' 'server'
 inventory "$WORK/even.yaml" "$S server" "$A server debian"
 expect_refused even "two servers" "$WORK/even.yaml" 'even\.yaml:[0-9]+:[0-9]+' 'even' 'force-even-servers'
+inventory "$WORK/bad-reg.yaml" -r "$WORK/bad-registries.yaml" "$S server" "$A agent debian"
+expect_refused bad-reg "an invalid cluster.registries file" "$WORK/bad-reg.yaml" 'cluster\.registries' \
+  'bad-registries\.yaml:3:5' 'unknown field `endpoints`'
 logins_after="$(ssh_logins $S) $(ssh_logins $A)"
 [[ $logins_after == "$logins_before" ]] && ok "no host was logged into for a bad inventory (sshd logins: $logins_after)" ||
   fail "sshd logins went from $logins_before to $logins_after for an inventory that was refused"
 
 step "--dry-run: the plan, and nothing written"
 run_up dry-run -i "$WORK/hosts.yaml" --dry-run
-if ((UP_RC == 0)) && up_log dry-run | grep -qF "${IP[S]}" && up_log dry-run | grep -qF "${IP[A]}"; then
-  ok "--dry-run exits 0 in $UP_SECS s with a plan naming both hosts"; show_up dry-run 12
+if ((UP_RC == 0)) && up_log dry-run | grep -qF "${IP[S]}" && up_log dry-run | grep -qF "${IP[A]}" &&
+  up_log dry-run | grep -F REGISTRIES >/dev/null && up_log dry-run | grep -F "$WORK/registries.yaml" >/dev/null; then
+  ok "--dry-run exits 0 in $UP_SECS s with a plan naming both hosts and the registries.yaml to write"; show_up dry-run 12
 else
-  fail "--dry-run: exit $UP_RC, or the plan does not name ${IP[S]} and ${IP[A]}"; show_up dry-run
+  fail "--dry-run: exit $UP_RC, or the plan does not name ${IP[S]}, ${IP[A]} and registries.yaml"; show_up dry-run
 fi
 untouched "--dry-run" $S $A
 
@@ -76,6 +103,19 @@ nodes_ready 120 "${HOST[S]}" "${HOST[A]}" && ok "nodes ${HOST[S]} and ${HOST[A]}
 [[ $(hx $A systemctl is-active k8s-agent) == active && $(hx $S systemctl is-active k8s-server) == active ]] &&
   ok "k8s-server active on ${HOST[S]}, k8s-agent active on ${HOST[A]}" || fail "the units are not active"
 pod_traffic "${HOST[S]}" "${HOST[A]}"
+TMO=30 kc -n e2e-up run dropped --image=k8s.local/up-dropped:e2e --image-pull-policy=Never --restart=Never \
+  --overrides="{\"spec\":{\"nodeName\":\"${HOST[A]}\"}}" --command -- sleep 3600 >/dev/null || fail "cannot create the pod dropped"
+TMO=90 kc -n e2e-up wait --for=condition=Ready pod/dropped --timeout=60s >/dev/null &&
+  ok "cluster.images: the archive up copied to the hosts runs on ${HOST[A]} (k8s.local/up-dropped:e2e, imagePullPolicy Never)" ||
+  fail "the image archive of cluster.images did not reach ${HOST[A]}: $(TMO=30 kc -n e2e-up get pod dropped -o jsonpath='{.status.containerStatuses[0].state}' 2>&1)"
+want_sum=$(sha256sum <"$WORK/registries.yaml" | cut -d ' ' -f 1)
+for i in $S $A; do
+  got=$(hx "$i" sh -c 'stat -c "%a %U" /etc/k8s/registries.yaml && sha256sum </etc/k8s/registries.yaml | cut -d " " -f 1 &&
+    grep -F -x -c "[host.\"https://mirror.e2e.invalid:5000\"]" /var/lib/k8s/agent/etc/certs.d/registry.e2e.invalid/hosts.toml' 2>&1 | tr '\n' ' ')
+  [[ $got == "600 root $want_sum 1 " ]] &&
+    ok "cluster.registries: ${HOST[i]} has /etc/k8s/registries.yaml (0600, root, same sha256) rendered as certs.d/registry.e2e.invalid/hosts.toml" ||
+    fail "cluster.registries on ${HOST[i]}: want '600 root $want_sum 1 ' (mode, owner, sha256, the mirror in hosts.toml), got '$got'"
+done
 
 # ------------------------------------------------------------------------------------------ 3. again
 step "up again with the same inventory: nothing changes"

@@ -109,6 +109,8 @@ impl Inventory {
                 pod_network: c.pod_network,
                 profile: c.profile,
                 disable: c.disable,
+                images: c.images,
+                registries: c.registries,
                 version: c.version,
             },
             ssh: draft.ssh,
@@ -130,6 +132,18 @@ impl Inventory {
 
     pub fn agents(&self) -> impl Iterator<Item = &Host> + '_ {
         self.hosts.iter().filter(|h| h.role == Role::Agent)
+    }
+
+    /// `cluster.images` as files on this machine (relative paths from the
+    /// inventory's directory, `~/` from the home directory).
+    pub fn image_archives(&self) -> Result<Vec<PathBuf>, String> {
+        self.cluster.images.iter().map(|raw| expand_path(raw, &self.ssh.base_dir)).collect()
+    }
+
+    /// `cluster.registries` as a file on this machine (resolved as
+    /// [`Inventory::image_archives`]); `None` when the inventory sets none.
+    pub fn registries_file(&self) -> Result<Option<PathBuf>, String> {
+        self.cluster.registries.as_deref().map(|raw| expand_path(raw, &self.ssh.base_dir)).transpose()
     }
 
     /// The server that initializes the cluster.

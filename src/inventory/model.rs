@@ -44,6 +44,12 @@ pub struct Cluster {
     pub profile: Profile,
     /// Built-in addons the servers do not deploy (`disable`).
     pub disable: Vec<Addon>,
+    /// Image archives for every host's images dir (`images`), as written:
+    /// relative to the inventory's directory ([`Inventory::image_archives`]).
+    pub images: Vec<String>,
+    /// A registries.yaml for every host's `/etc/k8s/registries.yaml`
+    /// (`registries`), as written ([`Inventory::registries_file`]).
+    pub registries: Option<String>,
     /// The `k8s` version to install; `None`: the running binary's.
     pub version: Option<String>,
 }

@@ -51,6 +51,8 @@ pub struct ClusterDraft {
     pub pod_network: PodNetwork,
     pub profile: Profile,
     pub disable: Vec<Addon>,
+    pub images: Vec<String>,
+    pub registries: Option<String>,
     pub version: Option<String>,
 }
 
@@ -378,6 +380,8 @@ impl Reader {
             pod_network: PodNetwork::default(),
             profile: Profile::default(),
             disable: vec![],
+            images: vec![],
+            registries: None,
             version: None,
         };
         let Some((v, path)) = section else { return c };
@@ -392,6 +396,8 @@ impl Reader {
             "pod-network",
             "profile",
             "disable",
+            "images",
+            "registries",
             "version",
         ];
         let Some(f) = self.fields(v, &path, "the cluster settings", &known, CLUSTER_HINTS) else {
@@ -472,10 +478,35 @@ impl Reader {
         if let Some((v, p)) = f.get("disable") {
             c.disable = self.addons(v, &p);
         }
+        if let Some((v, p)) = f.get("images") {
+            c.images = self.image_archives(v, &p);
+        }
+        if let Some((v, p)) = f.get("registries") {
+            c.registries = self.checked(v, &p, "the path of a registries.yaml", syntax::check_path);
+        }
         if let Some((v, p)) = f.get("version") {
             c.version = self.checked(v, &p, "a version like v0.1.0", syntax::check_version);
         }
         c
+    }
+
+    /// `images`: image archives on this machine for every host's images dir,
+    /// each named by a file name no other has (they share one directory).
+    fn image_archives(&mut self, v: &Value, path: &FieldPath) -> Vec<String> {
+        let mut out: Vec<String> = vec![];
+        for (s, p) in self.string_list(v, path, "image archive paths (.tar or .tar.zst)") {
+            let name = Path::new(s).file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Err(e) = syntax::check_path(s) {
+                self.error(&p, e);
+            } else if !(name.ends_with(".tar") || name.ends_with(".tar.zst")) || name.starts_with('.') {
+                self.error(&p, format!("{s:?} is not an image archive: a .tar (OCI layout or `docker save`) or .tar.zst file"));
+            } else if out.iter().any(|o| Path::new(o).file_name() == Path::new(s).file_name()) {
+                self.error(&p, format!("{s:?}: another archive has the file name {name}; the hosts keep them in one directory"));
+            } else {
+                out.push(s.to_string());
+            }
+        }
+        out
     }
 
     /// `disable`: a list of built-in addons, each named once.

@@ -406,6 +406,26 @@ fn disabled_addons() {
 }
 
 #[test]
+fn registries_file_from_the_inventorys_dir() {
+    let inv = Inventory::parse(&format!("cluster:\n  registries: fleet/registries.yaml\n{ONE}"), Path::new("/etc/fleet/hosts.yaml")).unwrap();
+    assert_eq!(inv.registries_file().unwrap(), Some(PathBuf::from("/etc/fleet/fleet/registries.yaml")));
+    assert_eq!(ok(ONE).registries_file().unwrap(), None);
+    one(&format!("cluster:\n  registries: [a.yaml]\n{ONE}"), "2:15", &["expected the path of a registries.yaml"]);
+    one(&format!("cluster:\n  registries: ''\n{ONE}"), "2:15", &["is empty; give a file path"]);
+}
+
+#[test]
+fn image_archives_from_the_inventorys_dir() {
+    let text = format!("cluster:\n  images: [app.tar.zst, /srv/base.tar]\n{ONE}");
+    let inv = Inventory::parse(&text, Path::new("/etc/fleet/hosts.yaml")).unwrap();
+    assert_eq!(inv.image_archives().unwrap(), [PathBuf::from("/etc/fleet/app.tar.zst"), PathBuf::from("/srv/base.tar")]);
+    assert!(ok(ONE).image_archives().unwrap().is_empty());
+    one(&format!("cluster:\n  images: [app.tgz]\n{ONE}"), "2:12", &["\"app.tgz\" is not an image archive"]);
+    one(&format!("cluster:\n  images: [a/app.tar, b/app.tar]\n{ONE}"), "2:23", &["another archive has the file name app.tar"]);
+    one(&format!("cluster:\n  images: app.tar\n{ONE}"), "2:11", &["write [app.tar]"]);
+}
+
+#[test]
 fn pod_network_choice() {
     let inv = ok(&format!("cluster:\n  pod-network: vxlan\n{ONE}"));
     assert_eq!(inv.cluster.pod_network, PodNetwork::Vxlan);

@@ -81,7 +81,10 @@ impl Registries {
         }
     }
 
-    fn parse(file: &Path, text: &str) -> Result<Registries, Error> {
+    /// Checks `text`, the content of `file` (named in errors): what
+    /// [`Registries::load`] does after reading it, for a copy elsewhere
+    /// (`k8s up` checks the workstation's before writing it to hosts).
+    pub fn parse(file: &Path, text: &str) -> Result<Registries, Error> {
         if text.trim().is_empty() {
             return Ok(Registries::default());
         }

@@ -117,6 +117,16 @@ impl Session {
     /// `sha256sum` on the host, gets `mode` (and owner root), and replaces
     /// `remote` by a rename; the file it replaces is kept as `<remote>.prev`.
     pub async fn upload(&self, local: &Path, remote: &str, mode: u32) -> Result<Upload, SshError> {
+        self.upload_keeping(local, remote, mode, true).await
+    }
+
+    /// [`Session::upload`] for data whose previous copy is of no use (an
+    /// image archive): nothing is kept beside it.
+    pub async fn upload_data(&self, local: &Path, remote: &str, mode: u32) -> Result<Upload, SshError> {
+        self.upload_keeping(local, remote, mode, false).await
+    }
+
+    async fn upload_keeping(&self, local: &Path, remote: &str, mode: u32, keep_prev: bool) -> Result<Upload, SshError> {
         let sum = local_sha256(local).await.map_err(|e| SshError::Local {
             host: self.r.name.clone(),
             file: local.to_path_buf(),
@@ -134,7 +144,7 @@ impl Session {
             file: local.to_path_buf(),
             error: e.to_string(),
         })?;
-        self.replace(remote, file, &sum, mode, true).await?;
+        self.replace(remote, file, &sum, mode, keep_prev).await?;
         Ok(Upload::Replaced)
     }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use super::fanout;
 use super::nodes::{self, Node};
-use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan};
+use super::plan::{FilePlan, HostPlan, LocalFile, Plan, Service, Stage, TokenPlan, REGISTRIES_MODE};
 use super::progress::Progress;
 use super::remote::Remote;
 use super::render;
@@ -29,6 +29,10 @@ pub struct Ctx<'a> {
     pub concurrency: usize,
     /// A backup archive to restore on the first server before it starts.
     pub restore: Option<&'a Path>,
+    /// Image archives for every host's images dir.
+    pub images: &'a [std::path::PathBuf],
+    /// The registries.yaml the plan writes where it says [`FilePlan::Write`].
+    pub registries: Option<&'a LocalFile>,
 }
 
 impl Ctx<'_> {
@@ -70,26 +74,27 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
     apply_labels(ctx, plan, &nodes, report).await
 }
 
-/// Uploads this binary where it differs, in parallel; nothing else changes yet.
+/// Uploads this binary where it differs, the image archives where they
+/// differ and registries.yaml where the plan writes it, in parallel; nothing
+/// else changes yet. The archives and registries.yaml are in place before a
+/// node starts, so its first start imports and renders them.
 async fn upload_all(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let todo = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.upload);
+    let todo = plan
+        .hosts
+        .iter()
+        .zip(report.hosts.iter_mut())
+        .filter(|(h, _)| h.upload || !ctx.images.is_empty() || h.registries == FilePlan::Write);
     fanout::all(todo, ctx.concurrency, |(h, r)| upload(ctx, h, r)).await.map_err(|f| f.lines())?;
     Ok(())
 }
 
 async fn upload(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Result<()> {
     let t = Instant::now();
-    ctx.progress.step(h.index, "uploading k8s");
-    let res = ctx.remotes[h.index].upload(ctx.exe, render::BINARY).await;
+    let res = upload_files(ctx, h, r).await;
     ctx.progress.step(h.index, "uploaded; waiting for its turn");
     r.seconds += t.elapsed().as_secs_f64();
     match res {
-        Ok(replaced) => {
-            if replaced {
-                r.note("binary");
-            }
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(e) => {
             r.status = Status::Failed;
             r.error = Some(format!("{e:#}"));
@@ -97,6 +102,30 @@ async fn upload(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Resu
             Err(e)
         }
     }
+}
+
+async fn upload_files(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow::Result<()> {
+    let remote = &ctx.remotes[h.index];
+    if h.upload {
+        ctx.progress.step(h.index, "uploading k8s");
+        if remote.upload(ctx.exe, render::BINARY).await? {
+            r.note("binary");
+        }
+    }
+    if h.registries == FilePlan::Write {
+        let file = ctx.registries.context("the plan writes registries.yaml, but there is no file to write")?;
+        ctx.progress.step(h.index, "writing registries.yaml");
+        remote.write(render::REGISTRIES, &file.content, REGISTRIES_MODE).await?;
+        r.note("registries");
+    }
+    for archive in ctx.images {
+        let name = archive.file_name().and_then(|n| n.to_str()).context("an image archive's file name")?;
+        ctx.progress.step(h.index, &format!("uploading {name}"));
+        if remote.upload_data(archive, &format!("{}/{name}", render::IMAGES_DIR)).await? {
+            r.note("images");
+        }
+    }
+    Ok(())
 }
 
 /// One host: token, config and unit, then start or restart its service

@@ -23,6 +23,8 @@ fi
 for f in /etc/k8s/config.yaml /etc/k8s/token; do
   [ -e "$f" ] && echo "mtime:$f=$(stat -c %Y "$f")"
 done
+f=/etc/k8s/registries.yaml
+[ -f "$f" ] && echo "registries=$(stat -c %a "$f") $(sha256sum < "$f" | cut -d ' ' -f 1)"
 for u in k8s-server k8s-agent; do
   f=/etc/systemd/system/$u.service
   [ -e "$f" ] || continue
@@ -74,8 +76,17 @@ pub struct Facts {
     pub config: Option<String>,
     pub unit_text: BTreeMap<String, String>,
     pub token: Option<String>,
+    /// `/etc/k8s/registries.yaml`, if it is there: its mode and sha256.
+    pub registries: Option<FileState>,
     /// What the host check's script saw (see [`check::judge`]).
     pub checks: check::Observations,
+}
+
+/// A file on the host, as far as `up` compares it with its own copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileState {
+    pub mode: u32,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -133,6 +144,12 @@ impl Facts {
                         }
                     }
                     "datastore" => f.datastore = Some(value.to_string()),
+                    "registries" => {
+                        f.registries = value.split_once(' ').map(|(mode, sum)| FileState {
+                            mode: u32::from_str_radix(mode, 8).unwrap_or(0),
+                            sha256: sum.trim().to_string(),
+                        })
+                    }
                     "free_bin" => f.free_bin_kib = value.parse().ok(),
                     "free_var" => f.free_var_kib = value.parse().ok(),
                     _ => {}

@@ -33,7 +33,7 @@ use crate::payload::Payload;
 use crate::ssh;
 use apply::Ctx;
 use facts::Facts;
-use plan::{Local, Running};
+use plan::{Local, LocalFile, Running};
 use progress::{Progress, Style};
 use remote::Remote;
 use report::{Report, Status};
@@ -62,7 +62,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Result<()>) {
     let empty = || Report::empty(&inv.cluster.name, Some(inv.mode()), args.dry_run);
     let prepared = async {
-        let (exe, local) = local_binary().await?;
+        let (exe, mut local) = local_binary().await?;
+        local.images = image_archives(inv)?;
+        local.registries = registries_file(inv)?;
         let mut targets = remote::targets(inv)?;
         // A pruned host is reached with the default settings: its key is
         // prepared (and its passphrase asked) now, before the progress lines.
@@ -84,12 +86,14 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
         Ok(r) => r,
         Err(e) => return (empty(), Err(e)),
     };
-    let outcome = plan_and_apply(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
+    let (mut report, result) = plan_and_apply(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
+    report.images = local.images.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    report.registries = local.registries.as_ref().map(|f| f.path.display().to_string());
     for r in remotes {
         r.close().await;
     }
     progress.clear();
-    outcome
+    (report, result)
 }
 
 /// `--restore FILE`: an archive `k8s restore` will take, and a first
@@ -161,7 +165,8 @@ async fn plan_and_apply(
         }
     }
 
-    let ctx = Ctx { inv, remotes, progress, exe, concurrency, restore: args.restore.as_deref() };
+    let ctx = Ctx { inv, remotes, progress, exe, concurrency, restore: args.restore.as_deref(), images: &local.images,
+        registries: local.registries.as_ref() };
     let mut tokens = running.tokens.clone();
     if plan.upgrade.is_some() {
         let upgraded = match handover::run(&ctx, &plan, local, args).await {
@@ -228,7 +233,38 @@ async fn local_binary() -> anyhow::Result<(PathBuf, Local)> {
     let kubernetes = Payload::of(&exe)?.map(|p| p.manifest()).transpose()?.map(|m| m.kubernetes_version).unwrap_or_default();
     let path = exe.clone();
     let (sha256, size) = tokio::task::spawn_blocking(move || crate::fsutil::sha256_file(&path)).await??;
-    Ok((exe, Local { sha256, size, version: crate::version::VERSION.to_string(), kubernetes }))
+    Ok((exe, Local { sha256, size, version: crate::version::VERSION.to_string(), kubernetes, images: vec![], registries: None }))
+}
+
+/// `cluster.images`, each an existing file here (checked before any host
+/// is touched).
+fn image_archives(inv: &Inventory) -> anyhow::Result<Vec<PathBuf>> {
+    let files = inv.image_archives().map_err(|e| anyhow::anyhow!("{}: cluster.images: {e}", inv.file.display()))?;
+    for f in &files {
+        match std::fs::metadata(f) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => bail!("{}: cluster.images: {} is not a file; give an image archive (.tar or .tar.zst)", inv.file.display(), f.display()),
+            Err(e) => bail!("{}: cluster.images: cannot read {}: {e}; give an existing image archive (.tar or .tar.zst)", inv.file.display(), f.display()),
+        }
+    }
+    Ok(files)
+}
+
+/// `cluster.registries`, read and checked here with the node's own parser
+/// (`node::registries`), before any host is touched: a file the nodes
+/// would refuse is refused now, naming its line.
+fn registries_file(inv: &Inventory) -> anyhow::Result<Option<LocalFile>> {
+    let Some(path) = inv.registries_file().map_err(|e| anyhow::anyhow!("{}: cluster.registries: {e}", inv.file.display()))? else {
+        return Ok(None);
+    };
+    let content = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!("{}: cluster.registries: cannot read {}: {e}; give an existing registries.yaml (docs/registries.md)", inv.file.display(), path.display())
+    })?;
+    let text = String::from_utf8(content.clone())
+        .map_err(|_| anyhow::anyhow!("{}: cluster.registries: {} is not UTF-8 text", inv.file.display(), path.display()))?;
+    crate::node::registries::Registries::parse(&path, &text)
+        .map_err(|e| anyhow::anyhow!("{}: cluster.registries: {e}", inv.file.display()))?;
+    Ok(Some(LocalFile::new(path, content)))
 }
 
 /// The SSH settings a pruned host is reached with (the defaults): only its
@@ -357,6 +393,12 @@ fn print(report: &Report, json: bool, dry_run: bool) {
         if report.problems.is_empty() {
             println!("plan for cluster {} ({} mode); --dry-run: nothing was changed", report.cluster, report.mode.unwrap_or("?"));
             print!("{}", report.plan_table());
+            if let Some(file) = &report.registries {
+                println!("registries.yaml for every host's {} (written where it differs, mode 0600): {file}", render::REGISTRIES);
+            }
+            if !report.images.is_empty() {
+                println!("image archives for every host's {} (copied where they differ): {}", render::IMAGES_DIR, report.images.join(", "));
+            }
             if let Some(u) = &report.upgrade {
                 println!(
                     "the cluster upgrades itself from k8s {} to {}, one node at a time, servers first (UpgradePlan k8s-{}):",

@@ -14,7 +14,8 @@ use crate::inventory::{Host, Inventory, Mode, Role};
 use crate::upgrade::crd::{NodeRow, UpgradePlanSpec};
 use crate::upgrade::preflight::NodeFacts;
 
-/// This binary, as it would be uploaded.
+/// What `up` uploads from this machine: this binary, the image archives of
+/// `cluster.images` and the registries.yaml of `cluster.registries`.
 #[derive(Debug, Clone)]
 pub struct Local {
     pub sha256: String,
@@ -22,6 +23,35 @@ pub struct Local {
     pub version: String,
     /// The Kubernetes version of the components it carries.
     pub kubernetes: String,
+    /// For every host's images dir (copied where they differ).
+    pub images: Vec<std::path::PathBuf>,
+    /// For every host's `/etc/k8s/registries.yaml` (written where it
+    /// differs), checked here as the node checks it.
+    pub registries: Option<LocalFile>,
+}
+
+/// A small file read (and checked) on this machine, written to hosts as is.
+#[derive(Clone)]
+pub struct LocalFile {
+    /// Where it was read, for messages.
+    pub path: std::path::PathBuf,
+    pub content: Vec<u8>,
+    pub sha256: String,
+}
+
+impl LocalFile {
+    pub fn new(path: std::path::PathBuf, content: Vec<u8>) -> LocalFile {
+        use sha2::Digest as _;
+        let sha256 = hex::encode(sha2::Sha256::digest(&content));
+        LocalFile { path, content, sha256 }
+    }
+}
+
+/// Its content may be secret (registry passwords): never printed.
+impl std::fmt::Debug for LocalFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFile").field("path", &self.path).field("sha256", &self.sha256).finish_non_exhaustive()
+    }
 }
 
 /// What the running cluster says, read from the first server when it runs.
@@ -71,6 +101,18 @@ pub enum Service {
     Restart,
 }
 
+/// A file `up` writes from this machine's copy (`cluster.registries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilePlan {
+    /// The inventory names none: the host's file, if any, is left alone.
+    None,
+    /// The host has the same content, mode 0600.
+    Unchanged,
+    /// Missing, another content or another mode: written (0600).
+    Write,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TokenPlan {
@@ -105,6 +147,9 @@ pub struct HostPlan {
     pub unit: Unit,
     pub unit_changed: bool,
     pub token: TokenPlan,
+    /// `/etc/k8s/registries.yaml`; a running node applies a new one
+    /// within seconds (`node::registries::watch`), so no restart.
+    pub registries: FilePlan,
     pub service: Service,
     /// The host is new to the cluster.
     pub join: bool,
@@ -267,6 +312,11 @@ fn host_plan(
         }
     };
     let upload = !upgrade && f.installed_sha256.as_deref() != Some(local.sha256.as_str());
+    let registries = match (&local.registries, &f.registries) {
+        (None, _) => FilePlan::None,
+        (Some(want), Some(has)) if has.sha256 == want.sha256 && has.mode == REGISTRIES_MODE => FilePlan::Unchanged,
+        (Some(_), _) => FilePlan::Write,
+    };
     let state = f.units.get(unit.name);
     let active = state.is_some_and(|u| u.is_active());
     let enabled = state.is_some_and(|u| u.enabled == "enabled");
@@ -300,12 +350,16 @@ fn host_plan(
         unit,
         unit_changed,
         token,
+        registries,
         service,
         join,
         stale,
         upgrade,
     }
 }
+
+/// The mode of the registries.yaml `up` writes: it may hold passwords.
+pub const REGISTRIES_MODE: u32 = 0o600;
 
 /// Node names (given or from hostnames) are valid and distinct.
 fn check_names(inv: &Inventory, names: &[String], problems: &mut Vec<String>) {

@@ -86,6 +86,13 @@ impl Remote {
         Ok(matches!(up, ssh::Upload::Replaced))
     }
 
+    /// Uploads a data file (mode 0600, no previous copy kept); true when it
+    /// was replaced.
+    pub async fn upload_data(&self, local: &Path, remote: &str) -> anyhow::Result<bool> {
+        let up = self.session.upload_data(local, remote, 0o600).await?;
+        Ok(matches!(up, ssh::Upload::Replaced))
+    }
+
     /// Uploads a file only root may read: into a 0700 directory of its own,
     /// so not even the upload's temporary file is readable by others.
     pub async fn upload_private(&self, local: &Path, dir: &str, name: &str) -> anyhow::Result<String> {

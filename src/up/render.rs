@@ -10,7 +10,10 @@ use crate::host::config::{AgentOptions, PodNetwork, Profile, ServerOptions};
 use crate::host::paths;
 use crate::inventory::{Host, Inventory, Mode, Role};
 
-pub use crate::host::paths::{BINARY, CONFIG, TOKEN};
+pub use crate::host::paths::{BINARY, CONFIG, REGISTRIES, TOKEN};
+/// Where image archives go on a host: its default data dir's images dir
+/// (`up` writes no data-dir), imported by the node (`node::images`).
+pub const IMAGES_DIR: &str = "/var/lib/k8s/images";
 pub const HEADER: &str = "# written by k8s up; changes are replaced on the next up\n";
 
 /// A systemd unit `up` installs.

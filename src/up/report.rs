@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::plan::{HostPlan, Plan, Service, Stage, TokenPlan, Upgrade};
+use super::plan::{FilePlan, HostPlan, Plan, Service, Stage, TokenPlan, Upgrade};
 use crate::inventory::{Mode, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +75,9 @@ pub fn planned_changes(p: &HostPlan) -> Vec<String> {
     if matches!(p.token, TokenPlan::Write | TokenPlan::AfterFirstServer) {
         out.push("token".into());
     }
+    if p.registries == FilePlan::Write {
+        out.push("registries".into());
+    }
     match p.service {
         Service::Start => out.push("start".into()),
         Service::Restart => out.push("restart".into()),
@@ -107,6 +110,11 @@ pub struct Report {
     pub kubeconfig: Option<String>,
     /// The upgrade handed to the cluster, as planned.
     pub upgrade: Option<Upgrade>,
+    /// The image archives copied to every host's images dir where they differ.
+    pub images: Vec<String>,
+    /// The registries.yaml (path on this machine) written to every host's
+    /// `/etc/k8s/registries.yaml` where it differs.
+    pub registries: Option<String>,
     pub seconds: f64,
 }
 
@@ -119,6 +127,8 @@ impl Report {
             extra_nodes: plan.extra_nodes.iter().map(|n| n.name.clone()).collect(),
             extra_members: plan.extra_members.iter().map(|m| m.name.clone()).collect(),
             upgrade: plan.upgrade.clone(),
+            images: vec![],
+            registries: None,
             ..Report::empty(cluster, Some(plan.mode), dry_run)
         }
     }
@@ -142,6 +152,8 @@ impl Report {
             pruned: vec![],
             kubeconfig: None,
             upgrade: None,
+            images: vec![],
+            registries: None,
             seconds: 0.0,
         }
     }
@@ -168,8 +180,10 @@ impl Report {
         table(&["HOST", "ADDRESS", "ROLE", "RESULT", "CHANGED", "TIME"], &rows)
     }
 
-    /// The plan, for `--dry-run`.
+    /// The plan, for `--dry-run` (a REGISTRIES column when the inventory
+    /// sets `cluster.registries`).
     pub fn plan_table(&self) -> String {
+        let registries = self.hosts.iter().any(|h| h.plan.registries != FilePlan::None);
         let rows: Vec<Vec<String>> = self
             .hosts
             .iter()
@@ -199,7 +213,7 @@ impl Report {
                     (Service::Restart, _) if p.stale && !p.upload && p.config_changes.is_empty() => "restart (outdated)",
                     (Service::Restart, _) => "restart",
                 };
-                vec![
+                let mut row = vec![
                     p.name.clone(),
                     p.address.clone(),
                     p.role.to_string(),
@@ -207,11 +221,24 @@ impl Report {
                     config,
                     if p.unit_changed { "write".into() } else { "same".into() },
                     token.into(),
-                    service.into(),
-                ]
+                ];
+                if registries {
+                    row.push(match p.registries {
+                        FilePlan::None => "-".into(),
+                        FilePlan::Unchanged => "same".into(),
+                        FilePlan::Write => "write".into(),
+                    });
+                }
+                row.push(service.into());
+                row
             })
             .collect();
-        table(&["HOST", "ADDRESS", "ROLE", "BINARY", "CONFIG", "UNIT", "TOKEN", "SERVICE"], &rows)
+        let mut head = vec!["HOST", "ADDRESS", "ROLE", "BINARY", "CONFIG", "UNIT", "TOKEN"];
+        if registries {
+            head.push("REGISTRIES");
+        }
+        head.push("SERVICE");
+        table(&head, &rows)
     }
 }
 

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use super::facts::{Facts, UnitState};
 use super::nodes::{self, Node};
-use super::plan::{self, Local, Running, Service, Stage, TokenPlan};
+use super::plan::{self, FilePlan, Local, LocalFile, Running, Service, Stage, TokenPlan};
 use super::render;
 use super::report::{planned_changes, Report};
 use crate::inventory::Inventory;
@@ -28,7 +28,7 @@ hosts:
 ";
 
 fn local() -> Local {
-    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into(), kubernetes: "v1.37.1".into() }
+    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into(), kubernetes: "v1.37.1".into(), images: vec![], registries: None }
 }
 
 /// A clean Debian host nothing of ours is on.
@@ -570,4 +570,92 @@ fn another_version_on_running_nodes_is_handed_to_the_cluster() {
     let running = Running { nodes: Some(vec![node("s1", true)]), upgrade_facts: Some(upgrade_facts(&[("s1", Server)], "0.0.1")), ..Default::default() };
     let p = plan::plan(&a, &[facts[0].clone(), fresh_agent], &local(), &running);
     assert!(p.hosts[0].upgrade && !p.hosts[1].upgrade && p.hosts[1].upload);
+}
+
+const REGISTRIES: &str = "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example:5000\"]\n";
+
+fn with_registries(text: &str) -> Local {
+    Local { registries: Some(LocalFile::new("/fleet/registries.yaml".into(), text.as_bytes().to_vec())), ..local() }
+}
+
+#[test]
+fn registries_yaml_is_written_where_it_differs_and_restarts_nothing() {
+    let a = inv(SINGLE);
+    let t = tokens();
+    let running = Running { nodes: None, members: None, tokens: Some(t.clone()), ..Default::default() };
+    let mut facts: Vec<Facts> = (0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect();
+
+    // Not in the inventory: whatever the hosts have is left alone.
+    facts[0].registries = Some(super::facts::FileState { mode: 0o644, sha256: "x".repeat(64) });
+    let p = plan::plan(&a, &facts, &local(), &running);
+    assert!(p.hosts.iter().all(|h| h.registries == FilePlan::None && planned_changes(h).is_empty()), "{:#?}", p.hosts);
+    assert!(!Report::new("demo", &p, true).plan_table().contains("REGISTRIES"));
+
+    // Set: written where it is missing or differs, in content or in mode;
+    // a running node applies it itself, so the services are kept.
+    let local = with_registries(REGISTRIES);
+    let sha256 = local.registries.as_ref().unwrap().sha256.clone();
+    facts[1].registries = None;
+    let p = plan::plan(&a, &facts, &local, &running);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    for h in &p.hosts {
+        assert_eq!((h.registries, h.service), (FilePlan::Write, Service::Keep), "{h:?}");
+        assert_eq!(planned_changes(h), ["registries"]);
+    }
+    facts[0].registries = Some(super::facts::FileState { mode: 0o644, sha256: sha256.clone() });
+    facts[1].registries = Some(super::facts::FileState { mode: 0o600, sha256 });
+    let p = plan::plan(&a, &facts, &local, &running);
+    assert_eq!(p.hosts[0].registries, FilePlan::Write, "a readable copy is made 0600");
+    assert_eq!(p.hosts[1].registries, FilePlan::Unchanged);
+    assert!(planned_changes(&p.hosts[1]).is_empty());
+
+    // --dry-run: a column, and JSON says it per host.
+    let r = Report::new("demo", &p, true);
+    let table = r.plan_table();
+    assert!(table.lines().next().unwrap().contains("REGISTRIES"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("write"), "{table}");
+    let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    assert_eq!((&v["hosts"][0]["plan"]["registries"], &v["hosts"][1]["plan"]["registries"]), (&"write".into(), &"unchanged".into()));
+
+    // Fresh hosts get it before their first start (with everything else).
+    let p = plan::plan(&a, &[fresh("s1"), fresh("w")], &local, &Running::default());
+    assert!(p.hosts.iter().all(|h| h.registries == FilePlan::Write && h.service == Service::Start));
+}
+
+#[test]
+fn registries_facts_parse() {
+    let f = Facts::parse(&format!("registries=600 {}\n", "a".repeat(64)));
+    assert_eq!(f.registries, Some(super::facts::FileState { mode: 0o600, sha256: "a".repeat(64) }));
+    assert_eq!(Facts::parse("hostname=x\n").registries, None);
+}
+
+/// The registries file's content may hold passwords: never in Debug output.
+#[test]
+fn a_local_files_content_stays_out_of_debug() {
+    let l = with_registries("configs:\n  r.example:\n    auth: {username: u, password: hunter2}\n");
+    assert!(!format!("{l:?}").contains("hunter2"));
+}
+
+/// `cluster.registries` is checked on this machine with the node's parser:
+/// a file the nodes would refuse is refused before any host is contacted,
+/// naming the inventory, the file and the line.
+#[test]
+fn registries_file_is_checked_here_first() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let hosts = dir.path().join("hosts.yaml");
+    let with = |setting: &str| {
+        let text = format!("cluster:\n  name: demo\n  registries: {setting}\nhosts:\n  - {{address: 10.0.0.11, role: server}}\n");
+        Inventory::parse(&text, &hosts).unwrap_or_else(|e| panic!("{e}"))
+    };
+    std::fs::write(dir.path().join("good.yaml"), REGISTRIES).unwrap();
+    let file = super::registries_file(&with("good.yaml")).unwrap().expect("a file");
+    assert_eq!((file.path.as_path(), file.content.as_slice()), (dir.path().join("good.yaml").as_path(), REGISTRIES.as_bytes()));
+    assert!(super::registries_file(&inv(SINGLE)).unwrap().is_none());
+
+    std::fs::write(dir.path().join("bad.yaml"), "mirrors:\n  docker.io:\n    endpoints: [x]\n").unwrap();
+    let e = format!("{:#}", super::registries_file(&with("bad.yaml")).unwrap_err());
+    let want = format!("{}: cluster.registries: {}:3:5: ", hosts.display(), dir.path().join("bad.yaml").display());
+    assert!(e.starts_with(&want) && e.contains("unknown field `endpoints`"), "{e}");
+    let e = format!("{:#}", super::registries_file(&with("missing.yaml")).unwrap_err());
+    assert!(e.contains("cluster.registries: cannot read") && e.contains("missing.yaml"), "{e}");
 }
