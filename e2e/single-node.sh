@@ -341,6 +341,12 @@ wait_until 90 "pod dropped Running" dropped_running &&
   ok "an image archive dropped in /var/lib/k8s/images (zstd) was imported and runs (imagePullPolicy Never)" ||
   fail "the dropped image archive was not imported: $(grep 'image archive' "$WORK/server-$NSTART.log" | tail -n 2)"
 kc delete pod dropped --now >/dev/null 2>&1 || true
+# Imported images are pinned: the kubelet's image GC (a disk past 85 %) must not remove what no registry gives back.
+for image in k8s.local/dropped:e2e k8s.local/busybox:latest; do
+  hx "$BIN" ctr images ls "name==$image" | grep 'io.cri-containerd.pinned=pinned' >/dev/null ||
+    fail "$image is not pinned: $(hx "$BIN" ctr images ls "name==$image" 2>&1 | tail -n 1)"
+done
+ok "imported images (the dropped and the carried ones) are pinned against the kubelet's image GC"
 
 # Auto-deployed manifests: a file dropped in server/manifests is applied, an edit applied (and what it dropped
 # deleted), a broken file named in the log with its line, a removed file's objects deleted.

@@ -10,7 +10,9 @@
 //! [`WATCH_INTERVAL`] and imports what was added or replaced there. A bad
 //! archive is named in the log and the start goes on (it is retried when the
 //! file changes); removing an archive does not remove its images
-//! (`k8s kubectl` / the kubelet's image GC own that).
+//! (`k8s ctr images rm` does). Imported images are pinned ([`PINNED`]): the
+//! kubelet's image garbage collection leaves them, as they have no registry
+//! to come back from.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -52,6 +54,14 @@ pub async fn import_carried(c: &Components, p: &Paths) -> anyhow::Result<()> {
         })
     });
     futures::future::try_join_all(imports).await?;
+    // Also those a version before pinning imported.
+    for (part, _) in c.images() {
+        let name = part.image.clone().unwrap_or_else(|| part.name.clone());
+        let out = tokio::process::Command::from(pin(c, p, &name)).output().await.context("running ctr images label")?;
+        if !out.status.success() {
+            bail!("pinning {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
     Ok(())
 }
 
@@ -114,7 +124,7 @@ pub fn watch(c: Components, p: Paths, mut failed: Failed) {
 async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<Vec<String>> {
     let mut cmd = ctr(c, p, &["images", "import", "-"]);
     let mut ls = ctr(c, p, &["images", "ls", "--quiet"]);
-    let file = file.to_path_buf();
+    let (file, c, p) = (file.to_path_buf(), c.clone(), p.clone());
     tokio::task::spawn_blocking(move || {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("running ctr")?;
         let fed = child.stdin.take().context("ctr stdin").and_then(|mut stdin| {
@@ -133,9 +143,26 @@ async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<V
         if names.is_empty() {
             bail!("no image in it (an image archive is an OCI layout or `docker save` tar, with index.json or manifest.json)");
         }
+        for name in &names {
+            let out = pin(&c, &p, name).output().context("running ctr images label")?;
+            if !out.status.success() {
+                bail!("pinning {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+        }
         Ok(names)
     })
     .await?
+}
+
+/// The CRI label that makes an image pinned: the kubelet's image garbage
+/// collection never removes it. Imported images have no registry to come
+/// back from (a disk above the kubelet's 85 % threshold removed the
+/// conformance kit's images before the tests used them); k3s pins its
+/// air-gap images the same way.
+const PINNED: &str = "io.cri-containerd.pinned=pinned";
+
+fn pin(c: &Components, p: &Paths, name: &str) -> std::process::Command {
+    ctr(c, p, &["images", "label", name, PINNED])
 }
 
 /// containerd 2.4's transfer progress has no end: ctr returns when the
