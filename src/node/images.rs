@@ -40,28 +40,26 @@ fn ctr(c: &Components, p: &Paths, args: &[&str]) -> std::process::Command {
 }
 
 /// Imports the carried images into containerd's CRI namespace, skipping
-/// those already there (a restart costs one `ctr images ls`).
+/// those already there (a restart costs one `ctr images ls`, and a pin of
+/// each: a version before pinning imported them unpinned).
 pub async fn import_carried(c: &Components, p: &Paths) -> anyhow::Result<()> {
     let listed = tokio::process::Command::from(ctr(c, p, &["images", "ls", "--quiet"])).output().await.context("running ctr")?;
     let present = String::from_utf8_lossy(&listed.stdout).into_owned();
     // All at once: a fresh node waits for the slowest, not for the sum.
-    let imports = c.images().filter_map(|(part, file)| {
+    let work = c.images().map(|(part, file)| {
         let name = part.image.clone().unwrap_or_else(|| part.name.clone());
-        (!present.lines().any(|l| l == name)).then(|| async move {
+        let imported = present.lines().any(|l| l == name);
+        async move {
+            if imported {
+                let (c, p) = (c.clone(), p.clone());
+                return tokio::task::spawn_blocking(move || pin(&c, &p, &name)).await?;
+            }
             import_file(c, p, &file).await?;
             tracing::info!(image = name, "image imported");
             anyhow::Ok(())
-        })
-    });
-    futures::future::try_join_all(imports).await?;
-    // Also those a version before pinning imported.
-    for (part, _) in c.images() {
-        let name = part.image.clone().unwrap_or_else(|| part.name.clone());
-        let out = tokio::process::Command::from(pin(c, p, &name)).output().await.context("running ctr images label")?;
-        if !out.status.success() {
-            bail!("pinning {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-    }
+    });
+    futures::future::try_join_all(work).await?;
     Ok(())
 }
 
@@ -144,10 +142,7 @@ async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<V
             bail!("no image in it (an image archive is an OCI layout or `docker save` tar, with index.json or manifest.json)");
         }
         for name in &names {
-            let out = pin(&c, &p, name).output().context("running ctr images label")?;
-            if !out.status.success() {
-                bail!("pinning {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
-            }
+            pin(&c, &p, name)?;
         }
         Ok(names)
     })
@@ -161,8 +156,12 @@ async fn import_file(c: &Components, p: &Paths, file: &Path) -> anyhow::Result<V
 /// air-gap images the same way.
 const PINNED: &str = "io.cri-containerd.pinned=pinned";
 
-fn pin(c: &Components, p: &Paths, name: &str) -> std::process::Command {
-    ctr(c, p, &["images", "label", name, PINNED])
+fn pin(c: &Components, p: &Paths, name: &str) -> anyhow::Result<()> {
+    let out = ctr(c, p, &["images", "label", name, PINNED]).output().context("running ctr images label")?;
+    if !out.status.success() {
+        bail!("pinning {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }
 
 /// containerd 2.4's transfer progress has no end: ctr returns when the
