@@ -3,8 +3,8 @@
 # upstream components pinned in versions.env (built from vendored Go modules
 # with patches/ applied) and the node images, into
 #   ${K8S_CACHE_DIR:-~/.cache/k8s}/payload/<key>/{bin/,images/,manifest.json,payload.tar.zst}
-# where <key> is a sha256 over versions.env, patches/, bootstrap/ sources and
-# the Go version. An existing complete payload is reused at once. The last
+# where <key> is a sha256 over versions.env, patches/, bootstrap/ sources, the
+# Go version and the target ARCH (amd64 by default on amd64; ARCH=arm64). An existing complete payload is reused at once. The last
 # line of stdout is the payload directory; logs go to stderr.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -16,6 +16,24 @@ source "$here/lib/go-env.sh"
 log() { echo "[bootstrap $(date +%T)] $*" >&2; }
 die() { echo "bootstrap: error: $*" >&2; exit 1; }
 
+command -v go >/dev/null || die "go not found on PATH (make toolchains installs it; see README.md)"
+# ARCH: the machines the payload runs on, in Go's names (amd64, arm64); this
+# host's by default. Another arch is cross-compiled: Go by itself, cgo (runc,
+# the pause binary) with Debian's cross gcc and the arch's libseccomp.
+ARCH=${ARCH:-$(go env GOHOSTARCH)}
+case $ARCH in
+amd64) GNU_ARCH=x86_64 ;;
+arm64) GNU_ARCH=aarch64 ;;
+*) die "ARCH=$ARCH: the payload is built for amd64 or arm64" ;;
+esac
+# The C compiler and pkg-config dir of the target's programs (gobuild, the pause
+# binary); the build's own tools (imagetool) stay this machine's.
+TARGET_CC=gcc TARGET_PKG_CONFIG_LIBDIR=
+if [[ $ARCH != "$(go env GOHOSTARCH)" ]]; then
+	TARGET_CC=$GNU_ARCH-linux-gnu-gcc
+	TARGET_PKG_CONFIG_LIBDIR=/usr/lib/$GNU_ARCH-linux-gnu/pkgconfig:/usr/share/pkgconfig
+fi
+
 # cache_key: what the payload depends on; docs, tests and pin.sh (its output,
 # go.mod and go.sum, is hashed) are left out.
 cache_key() {
@@ -26,12 +44,12 @@ cache_key() {
 			! -path 'bootstrap/conformance/*' 2>/dev/null |
 			LC_ALL=C sort | xargs sha256sum
 		go env GOVERSION
+		echo "$ARCH"
 	) | sha256sum | cut -d' ' -f1
 }
 
 complete() { [[ -f $1/manifest.json && -f $1/payload.tar.zst ]]; }
 
-command -v go >/dev/null || die "go not found on PATH"
 key=$(cache_key)
 out="$K8S_CACHE_DIR/payload/$key"
 if complete "$out"; then echo "$out"; exit 0; fi
@@ -69,6 +87,7 @@ check_pins() {
 		cni github.com/containernetworking/plugins $CNI_PLUGINS_VERSION
 		coredns github.com/coredns/coredns $COREDNS_VERSION
 		metrics-server sigs.k8s.io/metrics-server $METRICS_SERVER_VERSION
+		crictl sigs.k8s.io/cri-tools $CRICTL_VERSION
 	PINS
 	for m in $CNI_PLUGINS; do
 		grep -q "github.com/containernetworking/plugins/plugins/$m\$" "$here/modules/cni/go.mod" ||
@@ -99,7 +118,7 @@ prune() {
 	done
 }
 
-log "building payload $key (cold build: ~25 min on 2 cores; see bootstrap/README.md)"
+log "building the $ARCH payload $key (cold build: ~25 min on 2 cores; see bootstrap/README.md)"
 start=$SECONDS
 host_deps
 check_pins
@@ -118,6 +137,7 @@ step runc build_runc
 step cni build_cni
 step coredns build_coredns
 step metrics-server build_metrics_server
+step crictl build_crictl
 step imagetool build_imagetool
 step image-pause image_pause
 step image-coredns image_coredns

@@ -98,7 +98,14 @@ pin_metrics_server() {
 	go mod tidy
 }
 
-mods=("$@"); [[ ${#mods[@]} -gt 0 ]] || mods=(kube etcd containerd runc cni coredns metrics-server)
+pin_crictl() {
+	# Its main package is cri-tools' cmd/crictl: a go.mod tool, as runc.
+	fresh_mod crictl k8s.local/bootstrap/crictl
+	go get -tool "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+	go mod tidy
+}
+
+mods=("$@"); [[ ${#mods[@]} -gt 0 ]] || mods=(kube etcd containerd runc cni coredns metrics-server crictl)
 for m in "${mods[@]}"; do
 	echo "pin: $m" >&2
 	"pin_${m//-/_}"

@@ -6,7 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 DIST=${1:-$here/../dist/k8s}
-PLAIN=${2:-$here/../target/release/k8s}
+PLAIN=${2:-$here/../target/x86_64-unknown-linux-gnu/release/k8s}
 source "$here/../bootstrap/versions.env"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -347,6 +347,11 @@ for image in k8s.local/dropped:e2e k8s.local/busybox:latest; do
     fail "$image is not pinned: $(hx "$BIN" ctr images ls "name==$image" 2>&1 | tail -n 1)"
 done
 ok "imported images (the dropped and the carried ones) are pinned against the kubelet's image GC"
+# `k8s crictl`: the carried crictl finds this node's containerd by itself (as `k3s crictl` does).
+out=$(hx "$BIN" crictl ps --name coredns -o json 2>&1) && grep -q '"state": "CONTAINER_RUNNING"' <<<"$out" &&
+  hx "$BIN" crictl images 2>&1 | grep -q "registry.k8s.io/pause" &&
+  ok "k8s crictl ps shows the running CoreDNS container, crictl images the pause image" ||
+  fail "k8s crictl: $(tail -n 3 <<<"$out")"
 
 # Auto-deployed manifests: a file dropped in server/manifests is applied, an edit applied (and what it dropped
 # deleted), a broken file named in the log with its line, a removed file's objects deleted.

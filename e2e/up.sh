@@ -6,7 +6,8 @@
 # 1. Refused before anything changes, with a message naming the cause: a typo'd role and an even server count
 #    (file:line; no host even logged into), an unreachable host (names it), a wrong host key with strict checking
 #    (names the host and the known_hosts file), a user whose sudo wants a password (names the host), an invalid
-#    cluster.registries file (names the file and line:column; no host logged into). After each, nothing was written
+#    cluster.registries file (names the file and line:column; no host logged into), an arm64 host (its uname says so)
+#    with no arm64 binary given (names the host and `make dist ARCH=arm64`). After each, nothing was written
 #    on the real hosts. --dry-run prints the plan (with registries.yaml to write) and writes nothing either.
 # 2. One server (as root) and one agent (as user debian, through sudo): both nodes Ready; a pod on the agent reaches
 #    a pod on the server (which sees the pod's own address), a ClusterIP Service and its DNS name; the image archive
@@ -90,6 +91,15 @@ untouched "wrong host key" $S $A
 inventory "$WORK/pwsudo.yaml" "$S server" "$A agent pwsudo"
 expect_refused pwsudo "sudo that wants a password (user pwsudo)" "$WORK/pwsudo.yaml" "${IP[A]//./\\.}|${HOST[A]}" 'password'
 untouched "sudo wants a password" $S $A
+# An arm64 host and only this amd64 binary: ${HOST[A]}'s `uname -m` says aarch64 (a wrapper first on PATH, for
+# the facts script), and up refuses before any change, naming the host and the binary to build.
+hx $A sh -c 'printf "#!/bin/sh\n[ \"\$1\" = -m ] && { echo aarch64; exit 0; }\nexec /usr/bin/uname \"\$@\"\n" >/usr/local/bin/uname &&
+  chmod 755 /usr/local/bin/uname' || die "cannot make ${HOST[A]} look like arm64"
+mark_hosts $S $A
+expect_refused arm64 "an arm64 host and no arm64 binary" "$WORK/hosts.yaml" "(${IP[A]//./\\.}|${HOST[A]}).*aarch64" \
+  'no k8s binary for arm64 is given; build one \(make dist ARCH=arm64\)'
+untouched "an arm64 host with no arm64 binary" $S $A
+hx $A rm -f /usr/local/bin/uname
 
 # ------------------------------------------------------------------------------------------ 2. the cluster
 step "up: ${HOST[S]} server (root), ${HOST[A]} agent (debian + sudo)"

@@ -9,7 +9,7 @@
 #
 #   e2e/upgrade-k8s.sh       exit 0 = pass, 1 = fail, 77 = skipped (no dist/k8s-next)
 #
-# Environment: K8S_NEXT_BIN (default dist/k8s-next), PREV_KUBERNETES_VERSION. The old binary is target/release/k8s
+# Environment: K8S_NEXT_BIN (default dist/k8s-next), PREV_KUBERNETES_VERSION. The old binary is PLAIN_BIN (make test-upgrade-k8s: the static build)
 # (the code of dist/k8s) with the previous payload attached: dist/k8s-kube-<version>.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +38,7 @@ t=$SECONDS
 payload=$("$tree/bootstrap/build.sh" | tail -n 1)
 echo "e2e/upgrade-k8s.sh: payload $payload ($((SECONDS - t)) s)"
 old=$root/dist/k8s-kube-$prev
-plain=$root/target/release/k8s   # the same code as K8S_BIN, without a payload (make dist builds both)
+plain=${PLAIN_BIN:-$root/target/x86_64-unknown-linux-gnu/release/k8s}   # the same code as K8S_BIN, without a payload (make dist builds both)
 "$plain" attach-payload --exe "$plain" --payload "$payload/payload.tar.zst" --out "$old"
 "$old" version | sed -n '1p;/^kubernetes/p'
 "$K8S_NEXT_BIN" version | sed -n '1p;/^kubernetes/p'

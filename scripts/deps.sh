@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/deps.sh build|test: installs the Debian packages k8s needs, once (only the missing ones).
+# scripts/deps.sh build|build-arm64|test: installs the Debian packages k8s needs, once (only the missing ones).
 #   build  what `make run` and `make dist` need: building the payload (bootstrap/ installs its own
 #          compilers and libraries), and running a single node (iptables, iproute2, zstd)
 #   test   those, plus what only the tests use: etcd and etcdctl (the datastore's differential tests
@@ -20,8 +20,11 @@ build=(zstd iproute2 util-linux iptables openssl)
 test=(protobuf-compiler etcd-server etcd-client sqlite3 jq python3 openssh-server openssh-client sudo curl docker-registry apache2-utils)
 case $profile in
   build) want=("${build[@]}") ;;
+  # Cross-building for arm64 on another machine (make dist ARCH=arm64): Debian's cross gcc and
+  # arm64 libc links the Rust binary; qemu runs its parts in e2e/arm64.sh (bootstrap adds the rest).
+  build-arm64) want=("${build[@]}" gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static) ;;
   test) want=("${build[@]}" "${test[@]}") ;;
-  *) echo "usage: scripts/deps.sh build|test" >&2; exit 2 ;;
+  *) echo "usage: scripts/deps.sh build|build-arm64|test" >&2; exit 2 ;;
 esac
 [[ -n ${DEPS_PACKAGES:-} ]] && read -r -a want <<<"$DEPS_PACKAGES"
 

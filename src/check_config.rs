@@ -13,7 +13,7 @@ pub fn run(a: &CheckConfigArgs) -> anyhow::Result<()> {
         .arg(check::SCRIPT)
         .output()
         .context("running the check script with sh")?;
-    let want = Want { server: a.role == CheckRole::Server, etcd: a.etcd, vxlan: a.pod_network == PodNetwork::Vxlan };
+    let want = Want { server: a.role == CheckRole::Server, etcd: a.etcd, vxlan: a.pod_network == PodNetwork::Vxlan, static_binary: Want::STATIC };
     let findings = check::judge(&Observations::parse(&String::from_utf8_lossy(&out.stdout)), want);
     match a.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&findings)?),

@@ -60,6 +60,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Run the carried crictl against this node's containerd.
+    #[command(disable_help_flag = true)]
+    Crictl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Run the carried ctr against this node's containerd (namespace k8s.io by default).
     #[command(disable_help_flag = true)]
     Ctr {
@@ -75,6 +81,16 @@ pub enum Command {
         payload: PathBuf,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Extract the components attached to a k8s file of any architecture
+    /// into DATA_DIR/bin/<hash>/ and print that directory (`make test-arm64`
+    /// runs an arm64 file's parts under qemu).
+    #[command(hide = true)]
+    ExtractPayload {
+        #[arg(long)]
+        exe: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 
@@ -157,9 +173,11 @@ pub enum UpgradeCommand {
     /// Roll the cluster to a new k8s binary, node by node, health-gated,
     /// rolled back by itself on failure (on a server, as root).
     Apply {
-        /// The new binary (the one `make dist` builds).
-        #[arg(long)]
-        binary: PathBuf,
+        /// The new binary (the one `make dist` builds); repeated, one per
+        /// architecture of the cluster's nodes (`make dist ARCH=arm64`), this
+        /// server's among them.
+        #[arg(long, required = true)]
+        binary: Vec<PathBuf>,
         /// Print the order and the preflight checks; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -370,6 +388,11 @@ pub struct UpArgs {
     /// the other hosts join it (docs/backup.md).
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+    /// The k8s binary for hosts of another architecture than this one's
+    /// (e.g. dist/k8s-arm64 from `make dist ARCH=arm64`; repeatable, the
+    /// architecture is read from the file); like the inventory's `cluster.binaries`.
+    #[arg(long, value_name = "FILE")]
+    pub binary: Vec<PathBuf>,
 }
 
 #[derive(Args)]

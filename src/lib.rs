@@ -5,7 +5,7 @@
 //! Layers, top to bottom (imports point down only; see docs/architecture.md):
 //! `cli` and the small commands → `up` (with `inventory`, `ssh`), `server`,
 //! `agent` → `upgrade` (controllers) → `node`, `join` → `backup`, `encryption`, `kubeclient`,
-//! `etcd`, `datastore`, `pki`, `payload`, `components` → `host`.
+//! `etcd`, `datastore`, `pki`, `payload`, `release`, `components` → `host`.
 
 pub mod agent;
 pub mod backup;
@@ -28,6 +28,7 @@ pub mod node;
 pub mod payload;
 pub mod pki;
 pub mod prompt;
+pub mod release;
 pub mod reset;
 pub mod secrets_encrypt;
 pub mod server;

@@ -40,6 +40,7 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
         }
         cli::Command::Kubectl { args } => tools::kubectl(args),
         cli::Command::Ctr { args } => tools::ctr(args),
+        cli::Command::Crictl { args } => tools::crictl(args),
         cli::Command::Server(args) => {
             let file = host::config::load(args.config.as_deref())?;
             let config = server::Config::resolve(host::config::over(args.options, file))?;
@@ -87,6 +88,11 @@ fn run(command: cli::Command) -> anyhow::Result<()> {
             None => reset::run(&local(a.data_dir)?.data_dir, a.yes),
         },
         cli::Command::AttachPayload { exe, payload, out } => payload::attach(&exe, &payload, &out),
+        cli::Command::ExtractPayload { exe, data_dir } => {
+            let payload = payload::Payload::of(&exe)?.ok_or(payload::PayloadError::Missing)?;
+            println!("{}", payload.extract(&data_dir)?.dir.display());
+            Ok(())
+        }
         cli::Command::Datastore(args) => runtime()?.block_on(datastore::serve(args.into_config())),
     }
 }

@@ -1,6 +1,7 @@
 //! The carried command-line tools, like k3s's: `k8s kubectl …` (with the
-//! admin kubeconfig) and `k8s ctr …` (with this node's containerd socket and
-//! the namespace kubelet's containers live in).
+//! admin kubeconfig), `k8s crictl …` (the CRI client, with this node's
+//! containerd socket) and `k8s ctr …` (the socket and the namespace
+//! kubelet's containers live in).
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -33,6 +34,20 @@ pub fn ctr(args: Vec<OsString>) -> anyhow::Result<()> {
     }
     if std::env::var_os("CONTAINERD_NAMESPACE").is_none() {
         cmd.env("CONTAINERD_NAMESPACE", "k8s.io");
+    }
+    exec(cmd)
+}
+
+/// Replaces this process with crictl; returns only on failure. The socket
+/// goes in crictl's own environment variable, so its flags (and a user's
+/// CONTAINER_RUNTIME_ENDPOINT) still win.
+pub fn crictl(args: Vec<OsString>) -> anyhow::Result<()> {
+    let (local, components) = locate()?;
+    let mut cmd = std::process::Command::new(components.bin("crictl"));
+    cmd.args(&args);
+    if std::env::var_os("CONTAINER_RUNTIME_ENDPOINT").is_none() {
+        let socket = Layout::new(&local.data_dir).node().containerd_socket;
+        cmd.env("CONTAINER_RUNTIME_ENDPOINT", format!("unix://{}", socket.display()));
     }
     exec(cmd)
 }

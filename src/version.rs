@@ -11,6 +11,7 @@ pub const VERSION: &str = match option_env!("K8S_VERSION") {
 
 pub fn print() -> Result<(), PayloadError> {
     println!("k8s {VERSION}");
+    println!("binary: linux/{}, {}", crate::payload::arch_of_machine(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH), linkage());
     println!(
         "datastore: etcd v3 API {} over SQLite {}",
         crate::datastore::ETCD_API_VERSION,
@@ -22,6 +23,7 @@ pub fn print() -> Result<(), PayloadError> {
     };
     let manifest = payload.manifest()?;
     println!("kubernetes: {}", manifest.kubernetes_version);
+    println!("components for: {}", manifest.arch);
     for part in manifest.parts.iter().filter(|p| p.kind != "link") {
         // A multicall binary is shown with the names it answers to.
         let aliases: Vec<&str> = manifest
@@ -37,4 +39,14 @@ pub fn print() -> Result<(), PayloadError> {
         }
     }
     Ok(())
+}
+
+/// Whether this binary was linked statically (`make build`: glibc's libc.a),
+/// so it runs whatever libc the host has, or none.
+fn linkage() -> &'static str {
+    if cfg!(target_feature = "crt-static") {
+        "static"
+    } else {
+        "dynamically linked"
+    }
 }

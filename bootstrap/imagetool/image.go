@@ -9,10 +9,10 @@ import (
 )
 
 type imageOptions struct {
-	Name, Rootfs, User, WorkingDir string
-	Entrypoint, Cmd, Env           []string
-	ExposedPorts                   []string
-	BindCap                        listFlag
+	Name, Rootfs, User, WorkingDir, Arch string
+	Entrypoint, Cmd, Env                 []string
+	ExposedPorts                         []string
+	BindCap                              listFlag
 }
 
 const (
@@ -59,7 +59,7 @@ func writeImage(out string, o imageOptions) error {
 				"io.containerd.image.name":          o.Name,
 				"org.opencontainers.image.ref.name": tagOf(o.Name),
 			},
-			Platform: map[string]string{"architecture": "amd64", "os": "linux"},
+			Platform: map[string]string{"architecture": o.Arch, "os": "linux"},
 		}},
 	})
 	if err != nil {
@@ -136,7 +136,7 @@ func imageConfig(o imageOptions, diffID string) map[string]any {
 	}
 	return map[string]any{
 		"created":      time.Unix(0, 0).UTC().Format(time.RFC3339),
-		"architecture": "amd64",
+		"architecture": o.Arch,
 		"os":           "linux",
 		"config":       cfg,
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{diffID}},

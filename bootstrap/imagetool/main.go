@@ -30,6 +30,7 @@ func main() {
 	flag.StringVar(&opts.Name, "name", "", "full image reference, e.g. registry.k8s.io/pause:3.10.2")
 	flag.StringVar(&opts.Rootfs, "rootfs", "", "directory that becomes the image's only layer")
 	out := flag.String("out", "", "output tar path")
+	flag.StringVar(&opts.Arch, "arch", "amd64", "the rootfs's architecture, in Go's names (amd64, arm64)")
 	flag.StringVar(&entrypoint, "entrypoint", "", `JSON array, e.g. ["/pause"]`)
 	flag.StringVar(&cmd, "cmd", "", `JSON array, e.g. ["sh"]`)
 	flag.Var(&env, "env", "KEY=VALUE (repeatable)")

@@ -72,3 +72,9 @@ build_metrics_server() {
 	CGO_ENABLED=0 gobuild metrics-server "$work/out/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server \
 		-ldflags "-s -w -X $p.gitVersion=$METRICS_SERVER_VERSION -X $p.buildDate=$BUILD_DATE"
 }
+
+# crictl as cri-tools' Makefile builds it (version in pkg/version; no cgo).
+build_crictl() {
+	CGO_ENABLED=0 gobuild crictl "$stage/bin/crictl" sigs.k8s.io/cri-tools/cmd/crictl \
+		-ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}"
+}

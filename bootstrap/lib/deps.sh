@@ -25,15 +25,25 @@ need_root() {
 }
 
 # host_deps: gcc for pause and runc (cgo), static libseccomp for runc,
-# patch for patches/, zstd for the payload archive.
+# patch for patches/, zstd for the payload archive; for another ARCH, Debian's
+# cross gcc and that arch's libseccomp (multiarch: the arch is added to dpkg).
 host_deps() {
-	command -v go >/dev/null || die "go not found (Go >= $GO_LANG_VERSION is needed)"
 	apt_install gcc libc6-dev libseccomp-dev pkg-config patch zstd
+	[[ $ARCH == "$(go env GOHOSTARCH)" ]] && return 0
+	if ! dpkg --print-foreign-architectures | grep -qx "$ARCH"; then
+		need_root "dpkg --add-architecture $ARCH"
+		log "dpkg --add-architecture $ARCH"
+		dpkg --add-architecture "$ARCH"
+		apt_updated=
+	fi
+	# qemu runs the arch's busybox once, to list its applets.
+	apt_install "gcc-$GNU_ARCH-linux-gnu" "libc6-dev-$ARCH-cross" "libseccomp-dev:$ARCH" qemu-user-static
 }
 
-# fetch_deb PKG DIR: the .deb of PKG (candidate version) into DIR, kept across builds.
+# fetch_deb PKG[:ARCH] DIR: the .deb of PKG (candidate version) into DIR, kept across builds.
 fetch_deb() {
-	local pkg=$1 dir=$2 ver deb
+	local pkg=$1 dir=$2 ver deb arch=${1#*:}
+	[[ $arch == "$pkg" ]] && arch=$(dpkg --print-architecture)
 	ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
 	if [[ -z $ver || $ver == "(none)" ]]; then
 		apt_update
@@ -41,12 +51,11 @@ fetch_deb() {
 	fi
 	[[ -n $ver && $ver != "(none)" ]] || die "apt has no candidate for $pkg"
 	mkdir -p "$dir"
-	local prefix="$dir/${pkg}_${ver//:/%3a}_" # apt writes the epoch colon as %3a
-	deb=$(compgen -G "$prefix*.deb" | head -n1 || true)
-	if [[ -z $deb ]]; then
+	deb="$dir/${pkg%%:*}_${ver//:/%3a}_$arch.deb" # apt writes the epoch colon as %3a
+	if [[ ! -f $deb ]]; then
 		log "apt-get download $pkg=$ver"
 		(cd "$dir" && apt-get -o APT::Sandbox::User=root download "$pkg=$ver" >&2) || die "apt-get download $pkg failed"
-		deb=$(compgen -G "$prefix*.deb" | head -n1)
+		[[ -f $deb ]] || die "apt-get download $pkg=$ver wrote no $deb"
 	fi
 	echo "$deb"
 }

@@ -2,7 +2,12 @@
 # Sourced by build.sh: the node images, written as OCI archives by imagetool.
 # Needs: $here, $work, $stage, $K8S_CACHE_DIR; coredns and metrics-server built into $work/out.
 
-imagetool() { "$work/out/imagetool" "$@"; }
+imagetool() { "$work/out/imagetool" -arch "$ARCH" "$@"; }
+
+# run_target CMD...: run one of $ARCH's programs on this host (qemu when cross-building).
+run_target() {
+	if [[ $ARCH == "$(go env GOHOSTARCH)" ]]; then "$@"; else "qemu-$GNU_ARCH-static" "$@"; fi
+}
 
 build_imagetool() {
 	log "build: imagetool"
@@ -26,7 +31,7 @@ write_passwd() {
 image_pause() {
 	local r; r=$(new_rootfs pause)
 	log "image: $PAUSE_IMAGE"
-	gcc -static -Os -s -Wall -Wextra -DVERSION="\"${PAUSE_IMAGE##*:}\"" \
+	"$TARGET_CC" -static -Os -s -Wall -Wextra -DVERSION="\"${PAUSE_IMAGE##*:}\"" \
 		-o "$r/pause" "$here/images/pause/pause.c"
 	imagetool -name "$PAUSE_IMAGE" -rootfs "$r" -out "$stage/images/pause.tar" \
 		-entrypoint '["/pause"]' -user 65535:65535
@@ -61,14 +66,14 @@ image_metrics_server() {
 image_busybox() {
 	local r deb x applet
 	r=$(new_rootfs busybox)
-	deb=$(fetch_deb "$BUSYBOX_DEB" "$K8S_CACHE_DIR/debs")
+	deb=$(fetch_deb "$BUSYBOX_DEB:$ARCH" "$K8S_CACHE_DIR/debs")
 	BUSYBOX_DEB_VERSION=$(dpkg-deb -f "$deb" Version)
 	log "image: $BUSYBOX_IMAGE (busybox-static $BUSYBOX_DEB_VERSION)"
 	x="$work/rootfs/busybox-deb" && rm -rf "$x" && dpkg-deb -x "$deb" "$x"
 	install -D -m 0755 "$x/bin/busybox" "$r/bin/busybox"
 	install -D -m 0644 "$x/usr/share/doc/busybox-static/copyright" "$r/usr/share/doc/busybox-static/copyright"
 	# One link per applet (sh, wget, nslookup, nc, httpd, ...), where busybox installs it.
-	for applet in $("$r/bin/busybox" --list-full); do
+	for applet in $(run_target "$r/bin/busybox" --list-full); do
 		[[ $applet == bin/busybox ]] && continue
 		mkdir -p "$r/$(dirname "$applet")"
 		ln -sf /bin/busybox "$r/$applet"

@@ -10,6 +10,7 @@ part_version() {
 	etcd | etcdutl) echo "$ETCD_VERSION" ;;
 	containerd | ctr | containerd-shim-runc-v2) echo "$CONTAINERD_VERSION" ;;
 	runc) echo "$RUNC_VERSION" ;;
+	crictl) echo "$CRICTL_VERSION" ;;
 	cni/*) echo "$CNI_PLUGINS_VERSION" ;;
 	images/pause.tar) echo "${PAUSE_IMAGE##*:}" ;;
 	images/coredns.tar) echo "$COREDNS_VERSION" ;;
@@ -35,6 +36,7 @@ write_manifest() {
 	{
 		printf '{\n  "schema": 1,\n  "key": "%s",\n' "$key"
 		printf '  "kubernetes_version": "%s",\n' "$KUBERNETES_VERSION"
+		printf '  "arch": "%s",\n' "$ARCH"
 		printf '  "go_version": "%s",\n  "parts": [' "$(go env GOVERSION)"
 		while IFS= read -r rel; do
 			f="$stage/$rel"

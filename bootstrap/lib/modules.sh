@@ -32,9 +32,9 @@ apply_patches() {
 }
 
 # gobuild MODULE OUT PKG [go build args...]: build one binary from the vendored
-# module, stripped and with no local paths in it.
+# module for $ARCH, stripped and with no local paths in it.
 gobuild() {
 	local mod=$1 out=$2 pkg=$3; shift 3
-	log "build: $(basename "$out") ($pkg)"
-	(cd "$work/src/$mod" && go build -mod=vendor -trimpath -o "$out" "$@" "$pkg")
+	log "build: $(basename "$out") ($pkg, $ARCH)"
+	(cd "$work/src/$mod" && env GOARCH="$ARCH" CC="$TARGET_CC" ${TARGET_PKG_CONFIG_LIBDIR:+PKG_CONFIG_LIBDIR="$TARGET_PKG_CONFIG_LIBDIR"} go build -mod=vendor -trimpath -o "$out" "$@" "$pkg")
 }

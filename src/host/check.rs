@@ -76,6 +76,14 @@ pub struct Want {
     /// An HA server: etcd's ports too.
     pub etcd: bool,
     pub vxlan: bool,
+    /// The k8s binary is linked statically (`make dist`), so the host's
+    /// glibc does not matter; a plain `cargo build` needs a recent one.
+    pub static_binary: bool,
+}
+
+impl Want {
+    /// Whether this very binary is static.
+    pub const STATIC: bool = cfg!(target_feature = "crt-static");
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -121,7 +129,7 @@ pub fn judge(obs: &Observations, want: Want) -> Vec<Finding> {
     if !obs.has("arch") {
         return Vec::new();
     }
-    let mut out = vec![arch(obs), glibc(obs)];
+    let mut out = vec![arch(obs), glibc(obs, want.static_binary)];
     out.extend(kernel_features(obs, want));
     out.extend(cgroups(obs));
     out.extend(tools(obs));
@@ -138,16 +146,20 @@ pub fn judge(obs: &Observations, want: Want) -> Vec<Finding> {
 
 fn arch(obs: &Observations) -> Finding {
     match obs.get("arch") {
-        Some("x86_64") => Finding::new("architecture", Level::Ok, "x86_64"),
+        Some(m @ ("x86_64" | "aarch64")) => Finding::new("architecture", Level::Ok, m),
         other => Finding::new("architecture", Level::Fail, format!(
-            "{}: this k8s carries x86_64 (amd64) components only",
+            "{}: k8s is built for x86_64 (amd64) and aarch64 (arm64) only",
             other.unwrap_or("unknown")
         )),
     }
 }
 
-fn glibc(obs: &Observations) -> Finding {
+fn glibc(obs: &Observations, static_binary: bool) -> Finding {
     let found = obs.get("glibc").and_then(|v| v.strip_prefix("glibc ")).map(str::trim);
+    if static_binary {
+        let has = found.map_or_else(|| "no glibc".to_string(), |v| format!("glibc {v}"));
+        return Finding::new("glibc", Level::Ok, format!("not needed: k8s is linked statically ({has} here)"));
+    }
     let version = found.and_then(|v| {
         let (major, minor) = v.split_once('.')?;
         Some((major.parse::<u32>().ok()?, minor.split('.').next()?.parse::<u32>().ok()?))
@@ -323,7 +335,7 @@ mod tests {
         check.tool.ip=yes\ncheck.tool.mount=yes\ncheck.tool.umount=yes\ncheck.listening=22 53 \ncheck.ntp=yes\n\
         check.mem_kib=4000000\ncheck.free_kib=20000000\ncheck.glibc=glibc 2.36\nhostname=other-script\n";
 
-    const SERVER: Want = Want { server: true, etcd: false, vxlan: false };
+    const SERVER: Want = Want { server: true, etcd: false, vxlan: false, static_binary: false };
 
     fn problems(text: &str, want: Want) -> Vec<String> {
         judge(&Observations::parse(text), want)
@@ -335,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_healthy_host_passes_every_check() {
-        assert_eq!(problems(HEALTHY, Want { server: true, etcd: true, vxlan: true }), Vec::<String>::new());
+        assert_eq!(problems(HEALTHY, Want { server: true, etcd: true, vxlan: true, static_binary: false }), Vec::<String>::new());
     }
 
     #[test]
@@ -376,12 +388,17 @@ mod tests {
             .replace("check.tool.iptables-save=yes\n", "")
             .replace("check.tool.ip=yes\n", "")
             .replace("listening=22 53 ", "listening=22 6443 2379 ");
-        assert_eq!(problems(&text, SERVER), [
-            "FAIL architecture: aarch64: this k8s carries x86_64 (amd64) components only",
+        assert_eq!(problems(&text.replace("arch=aarch64", "arch=armv7l"), SERVER), [
+            "FAIL architecture: armv7l: k8s is built for x86_64 (amd64) and aarch64 (arm64) only",
             "FAIL glibc: 2.31: the k8s binary needs glibc 2.34 or newer (Debian 12, Ubuntu 22.04, RHEL 9 or newer)",
             "FAIL host tools: iptables-save, ip not found; install them (Debian/Ubuntu: apt-get install iptables iproute2)",
             "FAIL ports: in use by another program: 6443 (kube-apiserver); stop it (another Kubernetes: k3s, kubeadm's kubelet?) before installing k8s",
         ]);
+        // A static k8s needs no glibc at all; arm64 is built for.
+        let static_k8s = judge(&Observations::parse(&text.replace("check.glibc=glibc 2.31\n", "check.glibc=\n")), Want { static_binary: true, ..SERVER });
+        let line = |check: &str| static_k8s.iter().find(|f| f.check == check).map(|f| (f.level, f.detail.clone()));
+        assert_eq!(line("glibc"), Some((Level::Ok, "not needed: k8s is linked statically (no glibc here)".to_string())));
+        assert_eq!(line("architecture"), Some((Level::Ok, "aarch64".to_string())));
         // An agent does not need the servers' ports; etcd's count for HA servers only.
         assert!(problems(&text, Want { server: false, ..SERVER }).iter().all(|p| !p.contains("ports")));
         assert!(problems(&text, Want { etcd: true, ..SERVER }).iter().any(|p| p.contains("2379 (etcd's clients)")));

@@ -111,6 +111,7 @@ impl Inventory {
                 disable: c.disable,
                 images: c.images,
                 registries: c.registries,
+                binaries: c.binaries,
                 version: c.version,
             },
             ssh: draft.ssh,
@@ -144,6 +145,12 @@ impl Inventory {
     /// [`Inventory::image_archives`]); `None` when the inventory sets none.
     pub fn registries_file(&self) -> Result<Option<PathBuf>, String> {
         self.cluster.registries.as_deref().map(|raw| expand_path(raw, &self.ssh.base_dir)).transpose()
+    }
+
+    /// `cluster.binaries` as files on this machine (resolved as
+    /// [`Inventory::image_archives`]), with their architecture.
+    pub fn binary_files(&self) -> Result<Vec<(String, PathBuf)>, String> {
+        self.cluster.binaries.iter().map(|(arch, raw)| Ok((arch.clone(), expand_path(raw, &self.ssh.base_dir)?))).collect()
     }
 
     /// The server that initializes the cluster.

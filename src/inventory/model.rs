@@ -50,6 +50,9 @@ pub struct Cluster {
     /// A registries.yaml for every host's `/etc/k8s/registries.yaml`
     /// (`registries`), as written ([`Inventory::registries_file`]).
     pub registries: Option<String>,
+    /// The k8s binary for each architecture's hosts (`binaries`: arch → path
+    /// as written, [`Inventory::binary_files`]); the running binary serves its own.
+    pub binaries: Vec<(String, String)>,
     /// The `k8s` version to install; `None`: the running binary's.
     pub version: Option<String>,
 }

@@ -53,6 +53,7 @@ pub struct ClusterDraft {
     pub disable: Vec<Addon>,
     pub images: Vec<String>,
     pub registries: Option<String>,
+    pub binaries: Vec<(String, String)>,
     pub version: Option<String>,
 }
 
@@ -382,6 +383,7 @@ impl Reader {
             disable: vec![],
             images: vec![],
             registries: None,
+            binaries: vec![],
             version: None,
         };
         let Some((v, path)) = section else { return c };
@@ -398,6 +400,7 @@ impl Reader {
             "disable",
             "images",
             "registries",
+            "binaries",
             "version",
         ];
         let Some(f) = self.fields(v, &path, "the cluster settings", &known, CLUSTER_HINTS) else {
@@ -484,10 +487,31 @@ impl Reader {
         if let Some((v, p)) = f.get("registries") {
             c.registries = self.checked(v, &p, "the path of a registries.yaml", syntax::check_path);
         }
+        if let Some((v, p)) = f.get("binaries") {
+            c.binaries = self.binaries(v, &p);
+        }
         if let Some((v, p)) = f.get("version") {
             c.version = self.checked(v, &p, "a version like v0.1.0", syntax::check_version);
         }
         c
+    }
+
+    /// `binaries`: the k8s binary on this machine for each architecture's
+    /// hosts (`amd64: dist/k8s`, `arm64: dist/k8s-arm64`).
+    fn binaries(&mut self, v: &Value, path: &FieldPath) -> Vec<(String, String)> {
+        let hints = [("x86_64", "write amd64"), ("x86-64", "write amd64"), ("aarch64", "write arm64"), ("arm", "k8s is built for amd64 and arm64")];
+        let Some(f) = self.fields(v, path, "the k8s binary of each architecture", &["amd64", "arm64"], &hints) else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for arch in ["amd64", "arm64"] {
+            if let Some((v, p)) = f.get(arch) {
+                if let Some(file) = self.checked(v, &p, "the path of a k8s binary", syntax::check_path) {
+                    out.push((arch.to_string(), file));
+                }
+            }
+        }
+        out
     }
 
     /// `images`: image archives on this machine for every host's images dir,

@@ -406,6 +406,18 @@ fn disabled_addons() {
 }
 
 #[test]
+fn binaries_per_architecture_from_the_inventorys_dir() {
+    let inv = Inventory::parse(&format!("cluster:\n  binaries: {{amd64: dist/k8s, arm64: /opt/k8s-arm64}}\n{ONE}"), Path::new("/etc/fleet/hosts.yaml")).unwrap();
+    assert_eq!(
+        inv.binary_files().unwrap(),
+        vec![("amd64".to_string(), PathBuf::from("/etc/fleet/dist/k8s")), ("arm64".to_string(), PathBuf::from("/opt/k8s-arm64"))]
+    );
+    assert_eq!(ok(ONE).binary_files().unwrap(), vec![]);
+    one(&format!("cluster:\n  binaries: {{aarch64: k8s}}\n{ONE}"), "2:14", &["write arm64"]);
+    one(&format!("cluster:\n  binaries: dist/k8s\n{ONE}"), "2:13", &["expected the k8s binary of each architecture"]);
+}
+
+#[test]
 fn registries_file_from_the_inventorys_dir() {
     let inv = Inventory::parse(&format!("cluster:\n  registries: fleet/registries.yaml\n{ONE}"), Path::new("/etc/fleet/hosts.yaml")).unwrap();
     assert_eq!(inv.registries_file().unwrap(), Some(PathBuf::from("/etc/fleet/fleet/registries.yaml")));

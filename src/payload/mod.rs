@@ -35,7 +35,37 @@ pub enum PayloadError {
 #[derive(Clone, Debug, Deserialize)]
 pub struct Manifest {
     pub kubernetes_version: String,
+    /// The machines the parts run on, in Go's names (`amd64`, `arm64`); payloads
+    /// built before arm64 existed say nothing and are amd64.
+    #[serde(default = "amd64")]
+    pub arch: String,
     pub parts: Vec<Part>,
+}
+
+fn amd64() -> String {
+    "amd64".into()
+}
+
+/// The architecture of an ELF executable, in Go's names (what a payload's
+/// manifest and `uname -m`, through `arch_of_machine`, are compared with).
+pub fn elf_arch(header: &[u8]) -> Option<&'static str> {
+    if header.len() < 20 || &header[..4] != b"\x7fELF" {
+        return None;
+    }
+    match u16::from_le_bytes([header[18], header[19]]) {
+        0x3e => Some("amd64"),
+        0xb7 => Some("arm64"),
+        _ => None,
+    }
+}
+
+/// `uname -m`'s name of a machine in Go's names; None for one k8s is not built for.
+pub fn arch_of_machine(machine: &str) -> Option<&'static str> {
+    match machine {
+        "x86_64" | "amd64" => Some("amd64"),
+        "aarch64" | "arm64" => Some("arm64"),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -95,6 +125,11 @@ impl Payload {
         Ok(footer::read(exe)?.map(|footer| Payload { exe: exe.into(), footer }))
     }
 
+    /// Where the payload starts in the file: the executable is before it.
+    pub fn offset(&self) -> u64 {
+        self.footer.offset
+    }
+
     pub fn hash(&self) -> String {
         hex::encode(self.footer.sha256)
     }
@@ -112,16 +147,7 @@ impl Payload {
 
     /// Reads only the manifest (the first entry), without extracting.
     pub fn manifest(&self) -> Result<Manifest, PayloadError> {
-        let decoder = zstd::Decoder::new(self.reader()?).map_err(|e| self.damaged(e))?;
-        let mut archive = tar::Archive::new(decoder);
-        let mut entries = archive.entries().map_err(|e| self.damaged(e))?;
-        let mut first = entries.next().ok_or_else(|| self.damaged("empty archive"))?.map_err(|e| self.damaged(e))?;
-        if first.path().map_err(|e| self.damaged(e))?.as_ref() != Path::new("manifest.json") {
-            return Err(self.damaged("the archive does not start with manifest.json"));
-        }
-        let mut text = String::new();
-        first.read_to_string(&mut text).map_err(|e| self.damaged(e))?;
-        serde_json::from_str(&text).map_err(|e| self.damaged(format!("manifest.json: {e}")))
+        read_manifest(self.reader()?).map_err(|e| self.damaged(e))
     }
 
     /// Extracts into `<data_dir>/bin/<hash>/` unless that is already there,
@@ -239,7 +265,22 @@ fn remove_stale(root: &Path, keep: &str) {
     }
 }
 
-/// Appends `payload` to `exe`, writing `out`: what `make dist` runs.
+/// The manifest at the start of a payload archive (tar + zstd).
+fn read_manifest(payload: impl Read) -> Result<Manifest, String> {
+    let decoder = zstd::Decoder::new(payload).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut entries = archive.entries().map_err(|e| e.to_string())?;
+    let mut first = entries.next().ok_or("empty archive")?.map_err(|e| e.to_string())?;
+    if first.path().map_err(|e| e.to_string())?.as_ref() != Path::new("manifest.json") {
+        return Err("the archive does not start with manifest.json".into());
+    }
+    let mut text = String::new();
+    first.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("manifest.json: {e}"))
+}
+
+/// Appends `payload` to `exe`, writing `out`: what `make dist` runs. Refuses
+/// a payload built for another architecture than the executable's.
 pub fn attach(exe: &Path, payload: &Path, out: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
@@ -248,6 +289,16 @@ pub fn attach(exe: &Path, payload: &Path, out: &Path) -> anyhow::Result<()> {
         anyhow::bail!("{} already carries a payload; attach to a plain build", exe.display());
     }
     let data = std::fs::read(payload).with_context(|| format!("reading {}", payload.display()))?;
+    let manifest = read_manifest(&data[..]).map_err(|e| anyhow::anyhow!("{}: {e}", payload.display()))?;
+    let exe_arch = elf_arch(&binary).with_context(|| format!("{} is not an amd64 or arm64 executable", exe.display()))?;
+    if manifest.arch != exe_arch {
+        anyhow::bail!(
+            "{} carries {} parts but {} is an {exe_arch} executable; build the payload for {exe_arch} (ARCH={exe_arch} bootstrap/build.sh)",
+            payload.display(),
+            manifest.arch,
+            exe.display()
+        );
+    }
     let footer = Footer { offset: binary.len() as u64, length: data.len() as u64, sha256: Sha256::digest(&data).into() };
     binary.extend_from_slice(&data);
     binary.extend_from_slice(&footer.encode());

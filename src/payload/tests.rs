@@ -6,7 +6,15 @@ use super::*;
 
 /// A payload like bootstrap's: manifest.json first, a binary and an image.
 fn make_payload(dir: &Path) -> PathBuf {
-    let manifest = r#"{"kubernetes_version": "v1.37.2", "parts": [
+    make_payload_for(dir, this_arch())
+}
+
+fn this_arch() -> &'static str {
+    arch_of_machine(std::env::consts::ARCH).unwrap()
+}
+
+fn make_payload_for(dir: &Path, arch: &str) -> PathBuf {
+    let manifest = r#"{"kubernetes_version": "v1.37.2", "arch": "ARCH", "parts": [
         {"name": "kube", "kind": "binary", "path": "bin/kube", "version": "v1.37.2"},
         {"name": "kubectl", "kind": "link", "path": "bin/kubectl", "version": "v1.37.2"},
         {"name": "pause", "kind": "image", "path": "images/pause.tar", "version": "3.10.2", "image": "registry.k8s.io/pause:3.10.2"}]}"#;
@@ -19,7 +27,7 @@ fn make_payload(dir: &Path) -> PathBuf {
         h.set_cksum();
         tar.append_data(&mut h, name, data).unwrap();
     };
-    add("manifest.json", manifest.as_bytes(), 0o644);
+    add("manifest.json", manifest.replace("ARCH", arch).as_bytes(), 0o644);
     add("bin/kube", b"#!/bin/sh\necho kube\n", 0o755);
     add("images/pause.tar", &[1u8; 4096], 0o644);
     let mut link = tar::Header::new_gnu();
@@ -114,4 +122,30 @@ fn concurrent_extraction_is_safe() {
         assert_eq!(d.as_ref().unwrap(), &first);
     }
     assert_eq!(std::fs::read_dir(data.join("bin")).unwrap().count(), 1);
+}
+
+#[test]
+fn a_payload_of_another_arch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = if this_arch() == "amd64" { "arm64" } else { "amd64" };
+    let payload = make_payload_for(dir.path(), other);
+    let err = attach(&std::env::current_exe().unwrap(), &payload, &dir.path().join("k8s")).unwrap_err().to_string();
+    assert!(err.contains(&format!("carries {other} parts")) && err.contains(&format!("ARCH={}", this_arch())), "{err}");
+    assert!(!dir.path().join("k8s").exists());
+}
+
+#[test]
+fn elf_machines() {
+    let mut header = [0u8; 64];
+    header[..4].copy_from_slice(b"\x7fELF");
+    header[18] = 0xb7;
+    assert_eq!(elf_arch(&header), Some("arm64"));
+    header[18] = 0x3e;
+    assert_eq!(elf_arch(&header), Some("amd64"));
+    header[18] = 0x28; // 32-bit ARM
+    assert_eq!(elf_arch(&header), None);
+    assert_eq!(elf_arch(b"#!/bin/sh"), None);
+    assert_eq!(elf_arch(&std::fs::read(std::env::current_exe().unwrap()).unwrap()), Some(this_arch()));
+    assert_eq!(arch_of_machine("aarch64"), Some("arm64"));
+    assert_eq!(arch_of_machine("armv7l"), None);
 }

@@ -3,6 +3,7 @@
 //! and taints. A failure stops the run before the next stage, so hosts not
 //! yet reached stay as they were.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use super::remote::Remote;
 use super::render;
 use super::report::{HostReport, Report, Status};
 use crate::inventory::{Inventory, Role};
+use crate::release::Release;
 
 /// How long every node may take to be Ready once its service runs.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -25,7 +27,8 @@ pub struct Ctx<'a> {
     /// Indexed like `inv.hosts`.
     pub remotes: &'a [Remote],
     pub progress: &'a Progress,
-    pub exe: &'a Path,
+    /// The k8s binary of each architecture (`HostPlan::arch`).
+    pub binaries: &'a BTreeMap<String, Release>,
     pub concurrency: usize,
     /// A backup archive to restore on the first server before it starts.
     pub restore: Option<&'a Path>,
@@ -108,7 +111,8 @@ async fn upload_files(ctx: &Ctx<'_>, h: &HostPlan, r: &mut HostReport) -> anyhow
     let remote = &ctx.remotes[h.index];
     if h.upload {
         ctx.progress.step(h.index, "uploading k8s");
-        if remote.upload(ctx.exe, render::BINARY).await? {
+        let binary = ctx.binaries.get(&h.arch).with_context(|| format!("{}: no k8s binary for {}", h.name, h.arch))?;
+        if remote.upload(&binary.path, render::BINARY).await? {
             r.note("binary");
         }
     }

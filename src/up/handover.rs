@@ -3,8 +3,9 @@
 //! upgrade controller and follows it.
 //!
 //! ```text
-//! upload this binary to every installed server's binaries dir (each serves it to the nodes)
-//!   ─▶ on the first server: `k8s upgrade apply --binary <it> --output json` (its running,
+//! upload the binary of each architecture to every installed server's binaries dir
+//! (each serves them to the nodes)
+//!   ─▶ on the first server: `k8s upgrade apply --binary <each> --output json` (its running,
 //!      older binary creates the UpgradePlan: its preflight and skew rules decide)
 //!   ─▶ each JSON line: every node's phase on its progress line
 //!   ─▶ Complete: go on with the usual converge (config changes, new hosts);
@@ -36,13 +37,23 @@ struct Line {
 /// Uploads, creates the plan and follows it to its end; an error unless
 /// it completed. Returns the nodes that committed.
 pub async fn run(ctx: &Ctx<'_>, plan: &Plan, local: &Local, args: &UpArgs) -> anyhow::Result<Vec<String>> {
-    let binary = format!("{}/{}", crate::upgrade::swap::binaries_dir(std::path::Path::new(crate::host::paths::DATA_DIR)).display(), local.sha256);
+    let dir = crate::upgrade::swap::binaries_dir(std::path::Path::new(crate::host::paths::DATA_DIR));
+    // Where each architecture's binary goes on the servers (by its sha256).
+    let binaries: Vec<(&std::path::Path, String)> = local
+        .binaries
+        .iter()
+        .filter(|(arch, _)| plan.hosts.iter().any(|h| &h.arch == *arch))
+        .map(|(_, b)| (b.path.as_path(), format!("{}/{}", dir.display(), b.sha256)))
+        .collect();
     // Installed servers only: a server that is new to the cluster gets the
     // binary as its own when it joins.
     let servers = plan.hosts.iter().filter(|h| h.role == Role::Server && h.installed.is_some());
     fanout::all(servers, ctx.concurrency, |h| async {
         ctx.progress.step(h.index, "uploading k8s for the upgrade");
-        ctx.remotes[h.index].upload(ctx.exe, &binary).await
+        for (file, to) in &binaries {
+            ctx.remotes[h.index].upload(file, to).await?;
+        }
+        anyhow::Ok(true)
     })
     .await
     .map_err(|f| f.under("cannot copy the binary to the servers; no node was upgraded"))?;
@@ -51,10 +62,13 @@ pub async fn run(ctx: &Ctx<'_>, plan: &Plan, local: &Local, args: &UpArgs) -> an
     for h in plan.hosts.iter().filter(|h| h.upgrade) {
         ctx.progress.step(h.index, &format!("upgrade to k8s {}: waiting for its turn", local.version));
     }
+    // One --binary per architecture (a server older than arm64 support
+    // takes one only; a cluster with one architecture never gives it more).
+    let flags: Vec<String> = binaries.iter().map(|(_, to)| format!("--binary {}", quote(to))).collect();
     let cmd = format!(
-        "{} upgrade apply --binary {} --output json --ready-timeout {} --soak {} --drain {}",
+        "{} upgrade apply {} --output json --ready-timeout {} --soak {} --drain {}",
         crate::host::paths::BINARY,
-        quote(&binary),
+        flags.join(" "),
         args.ready_timeout,
         args.soak,
         quote(&args.drain)

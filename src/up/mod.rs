@@ -22,6 +22,7 @@ pub mod reset;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ use anyhow::{bail, Context};
 
 use crate::cli::{OutputFormat, UpArgs};
 use crate::inventory::Inventory;
-use crate::payload::Payload;
+use crate::release;
 use crate::ssh;
 use apply::Ctx;
 use facts::Facts;
@@ -62,7 +63,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Result<()>) {
     let empty = || Report::empty(&inv.cluster.name, Some(inv.mode()), args.dry_run);
     let prepared = async {
-        let (exe, mut local) = local_binary().await?;
+        let mut local = local_binaries(inv, &args.binary).await?;
         local.images = image_archives(inv)?;
         local.registries = registries_file(inv)?;
         let mut targets = remote::targets(inv)?;
@@ -73,9 +74,9 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
         }
         let keys = ssh::Keys::prepare(&targets.iter().collect::<Vec<_>>())?;
         targets.truncate(inv.hosts.len());
-        anyhow::Ok((exe, local, targets, keys))
+        anyhow::Ok((local, targets, keys))
     };
-    let (exe, local, targets, keys) = match prepared.await {
+    let (local, targets, keys) = match prepared.await {
         Ok(p) => p,
         Err(e) => return (empty(), Err(e)),
     };
@@ -86,7 +87,7 @@ async fn up(args: &UpArgs, inv: &Inventory, json: bool) -> (Report, anyhow::Resu
         Ok(r) => r,
         Err(e) => return (empty(), Err(e)),
     };
-    let (mut report, result) = plan_and_apply(args, inv, &exe, &local, &remotes, &keys, &progress, concurrency).await;
+    let (mut report, result) = plan_and_apply(args, inv, &local, &remotes, &keys, &progress, concurrency).await;
     report.images = local.images.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
     report.registries = local.registries.as_ref().map(|f| f.path.display().to_string());
     for r in remotes {
@@ -115,7 +116,6 @@ fn check_restore(archive: &Path, first: &str, facts: &facts::Facts, problems: &m
 async fn plan_and_apply(
     args: &UpArgs,
     inv: &Inventory,
-    exe: &Path,
     local: &Local,
     remotes: &[Remote],
     keys: &ssh::Keys,
@@ -165,7 +165,7 @@ async fn plan_and_apply(
         }
     }
 
-    let ctx = Ctx { inv, remotes, progress, exe, concurrency, restore: args.restore.as_deref(), images: &local.images,
+    let ctx = Ctx { inv, remotes, progress, binaries: &local.binaries, concurrency, restore: args.restore.as_deref(), images: &local.images,
         registries: local.registries.as_ref() };
     let mut tokens = running.tokens.clone();
     if plan.upgrade.is_some() {
@@ -221,19 +221,48 @@ async fn plan_and_apply(
     (report, result)
 }
 
-/// This executable (uploaded as is) with its sha256 and size.
-async fn local_binary() -> anyhow::Result<(PathBuf, Local)> {
+/// This executable (uploaded as is) for hosts of its architecture, and the
+/// binaries `cluster.binaries` and `--binary` name for the others: each
+/// checked here (architecture, components, the same release as this one)
+/// before any host is touched.
+async fn local_binaries(inv: &Inventory, named: &[PathBuf]) -> anyhow::Result<Local> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
-    if Payload::of(&exe)?.is_none() {
-        bail!(
-            "{} has no components attached; `k8s up` installs this very binary on the hosts, so run the one-file build (`make dist` → dist/k8s)",
-            exe.display()
-        );
-    }
-    let kubernetes = Payload::of(&exe)?.map(|p| p.manifest()).transpose()?.map(|m| m.kubernetes_version).unwrap_or_default();
-    let path = exe.clone();
-    let (sha256, size) = tokio::task::spawn_blocking(move || crate::fsutil::sha256_file(&path)).await??;
-    Ok((exe, Local { sha256, size, version: crate::version::VERSION.to_string(), kubernetes, images: vec![], registries: None }))
+    // (where it was named, the architecture it was named for, the file)
+    let mut files: Vec<(String, Option<String>, PathBuf)> = inv
+        .binary_files()
+        .map_err(|e| anyhow::anyhow!("{}: cluster.binaries: {e}", inv.file.display()))?
+        .into_iter()
+        .map(|(arch, path)| (format!("{}: cluster.binaries.{arch}", inv.file.display()), Some(arch), path))
+        .collect();
+    files.extend(named.iter().map(|p| ("--binary".to_string(), None, p.clone())));
+    tokio::task::spawn_blocking(move || {
+        let this = release::inspect(&exe).map_err(|e| {
+            anyhow::anyhow!("{e:#}; `k8s up` installs this very binary on the hosts of its architecture, so run the one-file build (`make dist` → dist/k8s)")
+        })?;
+        let mut binaries = BTreeMap::from([(this.arch.to_string(), this.clone())]);
+        for (source, expected, path) in files {
+            let other = release::inspect(&path).map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
+            if let Some(arch) = expected.filter(|a| a != other.arch) {
+                bail!("{source}: {} is an {} binary, not {arch}", path.display(), other.arch);
+            }
+            release::check_same_release(&this, &other).map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
+            match binaries.get(other.arch) {
+                Some(known) if known.sha256 != other.sha256 => bail!(
+                    "{source}: {} and {} are two different {} binaries; name one per architecture (this one, {}, serves its own)",
+                    path.display(),
+                    known.path.display(),
+                    other.arch,
+                    this.path.display()
+                ),
+                Some(_) => {}
+                None => {
+                    binaries.insert(other.arch.to_string(), other);
+                }
+            }
+        }
+        Ok(Local { version: this.version.clone(), kubernetes: this.kubernetes.clone(), binaries, images: vec![], registries: None })
+    })
+    .await?
 }
 
 /// `cluster.images`, each an existing file here (checked before any host

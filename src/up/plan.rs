@@ -11,15 +11,19 @@ use super::nodes::{Member, Node};
 use super::render::{self, Unit};
 use crate::host::check;
 use crate::inventory::{Host, Inventory, Mode, Role};
+use crate::payload::arch_of_machine;
+use crate::release::Release;
 use crate::upgrade::crd::{NodeRow, UpgradePlanSpec};
 use crate::upgrade::preflight::NodeFacts;
 
-/// What `up` uploads from this machine: this binary, the image archives of
-/// `cluster.images` and the registries.yaml of `cluster.registries`.
+/// What `up` uploads from this machine: the k8s binary of each host's
+/// architecture (this one, and those `cluster.binaries` or `--binary` name:
+/// one release), the image archives of `cluster.images` and the
+/// registries.yaml of `cluster.registries`.
 #[derive(Debug, Clone)]
 pub struct Local {
-    pub sha256: String,
-    pub size: u64,
+    /// By Go's name of the architecture (`amd64`, `arm64`).
+    pub binaries: BTreeMap<String, Release>,
     pub version: String,
     /// The Kubernetes version of the components it carries.
     pub kubernetes: String,
@@ -28,6 +32,13 @@ pub struct Local {
     /// For every host's `/etc/k8s/registries.yaml` (written where it
     /// differs), checked here as the node checks it.
     pub registries: Option<LocalFile>,
+}
+
+impl Local {
+    /// The binary for a host whose `uname -m` says `machine`.
+    pub fn binary_for(&self, machine: &str) -> Option<&Release> {
+        self.binaries.get(arch_of_machine(machine)?)
+    }
 }
 
 /// A small file read (and checked) on this machine, written to hosts as is.
@@ -135,7 +146,10 @@ pub struct HostPlan {
     #[serde(serialize_with = "role_name")]
     pub role: Role,
     pub stage: Stage,
-    /// Upload this binary (the installed one differs or is missing).
+    /// The machine's architecture in Go's names (`amd64`, `arm64`): which
+    /// of [`Local::binaries`] it gets.
+    pub arch: String,
+    /// Upload the binary (the installed one differs or is missing).
     pub upload: bool,
     /// The installed `k8s version` line, if any.
     pub installed: Option<String>,
@@ -272,7 +286,7 @@ fn upgrade_spec(local: &Local, first_server: &str) -> UpgradePlanSpec {
     UpgradePlanSpec {
         version: local.version.clone(),
         kubernetes_version: local.kubernetes.clone(),
-        sha256: [("amd64".to_string(), local.sha256.clone())].into(),
+        sha256: local.binaries.iter().map(|(arch, b)| (arch.clone(), b.sha256.clone())).collect(),
         source: format!("https://{first_server}:{}", crate::join::DEFAULT_PORT),
         ..Default::default()
     }
@@ -311,7 +325,8 @@ fn host_plan(
             if f.token.as_ref() == Some(want) { TokenPlan::Unchanged } else { TokenPlan::Write }
         }
     };
-    let upload = !upgrade && f.installed_sha256.as_deref() != Some(local.sha256.as_str());
+    let binary = local.binary_for(&f.arch);
+    let upload = !upgrade && f.installed_sha256.as_deref() != binary.map(|b| b.sha256.as_str());
     let registries = match (&local.registries, &f.registries) {
         (None, _) => FilePlan::None,
         (Some(want), Some(has)) if has.sha256 == want.sha256 && has.mode == REGISTRIES_MODE => FilePlan::Unchanged,
@@ -343,6 +358,7 @@ fn host_plan(
         address: host.address.clone(),
         role: host.role,
         stage,
+        arch: arch_of_machine(&f.arch).unwrap_or_default().to_string(),
         upload,
         installed: f.installed_version.clone(),
         config,
@@ -453,6 +469,8 @@ fn judge_host(who: &str, inv: &Inventory, host: &Host, f: &Facts, problems: &mut
         server,
         etcd: server && matches!(inv.mode(), Mode::Ha { .. }),
         vxlan: inv.cluster.pod_network == crate::host::config::PodNetwork::Vxlan,
+        // The binaries of one release are linked alike (make dist: statically).
+        static_binary: check::Want::STATIC,
     };
     for finding in check::judge(&f.checks, want) {
         if matches!(finding.check.as_str(), "architecture" | "disk" | "cgroup version") {
@@ -468,11 +486,17 @@ fn judge_host(who: &str, inv: &Inventory, host: &Host, f: &Facts, problems: &mut
 }
 
 fn check_host(who: &str, host: &Host, f: &Facts, local: &Local, upgrade: bool, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
-    if f.arch != "x86_64" {
-        problems.push(format!(
-            "{who}: the machine is {}; this k8s carries amd64 (x86_64) components only",
+    let binary = local.binary_for(&f.arch);
+    match (arch_of_machine(&f.arch), binary) {
+        (_, Some(_)) => {}
+        (Some(arch), None) => problems.push(format!(
+            "{who}: the machine is {} ({arch}) and no k8s binary for {arch} is given; build one (make dist ARCH={arch}) and name it in the inventory's cluster.binaries.{arch} or with --binary",
+            f.arch
+        )),
+        (None, None) => problems.push(format!(
+            "{who}: the machine is {}; k8s is built for amd64 (x86_64) and arm64 (aarch64)",
             if f.arch.is_empty() { "of an unknown architecture" } else { &f.arch }
-        ));
+        )),
     }
     if !f.systemd {
         problems.push(format!("{who}: systemd is not running (no /run/systemd/system); k8s up installs systemd units"));
@@ -487,14 +511,15 @@ fn check_host(who: &str, host: &Host, f: &Facts, local: &Local, upgrade: bool, p
             ));
         }
     }
-    let upload = upgrade || f.installed_sha256.as_deref() != Some(local.sha256.as_str());
+    let size = binary.map_or(0, |b| b.size);
+    let upload = upgrade || f.installed_sha256.as_deref() != binary.map(|b| b.sha256.as_str());
     // The new binary is written beside the old one before it replaces it.
-    if let Some(free) = f.free_bin_kib.filter(|_| upload) {
-        if free * 1024 < local.size + (16 << 20) {
+    if let Some(free) = f.free_bin_kib.filter(|_| upload && binary.is_some()) {
+        if free * 1024 < size + (16 << 20) {
             problems.push(format!(
                 "{who}: {} MiB free in /usr/local/bin, the k8s binary needs {} MiB",
                 free / 1024,
-                local.size / (1 << 20) + 16
+                size / (1 << 20) + 16
             ));
         }
     }

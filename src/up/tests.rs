@@ -28,7 +28,25 @@ hosts:
 ";
 
 fn local() -> Local {
-    Local { sha256: "a".repeat(64), size: 80 << 20, version: crate::version::VERSION.into(), kubernetes: "v1.37.1".into(), images: vec![], registries: None }
+    Local {
+        binaries: [("amd64".to_string(), release("amd64", "a"))].into(),
+        version: crate::version::VERSION.into(),
+        kubernetes: "v1.37.1".into(),
+        images: vec![],
+        registries: None,
+    }
+}
+
+/// A k8s binary of `arch` whose sha256 is `fill` repeated.
+fn release(arch: &'static str, fill: &str) -> crate::release::Release {
+    crate::release::Release {
+        path: format!("/dist/k8s-{arch}").into(),
+        arch,
+        version: crate::version::VERSION.into(),
+        kubernetes: "v1.37.1".into(),
+        sha256: fill.repeat(64),
+        size: 80 << 20,
+    }
 }
 
 /// A clean Debian host nothing of ours is on.
@@ -44,7 +62,7 @@ fn installed(inv: &Inventory, i: usize, hostname: &str, tokens: &(String, String
     let host = &inv.hosts[i];
     let name = plan::node_name(host, &f);
     f.installed_version = Some(format!("k8s {}", crate::version::VERSION));
-    f.installed_sha256 = Some(local().sha256);
+    f.installed_sha256 = Some(local().binaries["amd64"].sha256.clone());
     f.config = Some(render::config(inv, host, &name));
     let unit = render::unit(host.role);
     f.unit_text.insert(unit.name.into(), unit.text.into());
@@ -197,7 +215,7 @@ fn a_changed_setting_restarts_only_that_host() {
 
     // A new binary restarts every host; a new token only its agent.
     let mut other = local();
-    other.sha256 = "b".repeat(64);
+    other.binaries.insert("amd64".into(), release("amd64", "b"));
     let p = plan::plan(&a, &(0..2).map(|i| installed(&a, i, &format!("h{i}"), &t)).collect::<Vec<_>>(), &other, &Running::default());
     assert!(p.hosts.iter().all(|h| h.upload && h.service == Service::Restart));
     let new_tokens = ("K10x::a.b\n".to_string(), "K10x::c.d\n".to_string());
@@ -258,7 +276,10 @@ fn problems_name_their_host_and_stop_everything() {
     facts[1].systemd = false;
     let p = plan::plan(&a, &facts, &local(), &Running::default());
     let all = p.problems.join("\n");
-    assert!(all.contains("s1 (10.0.0.11): the machine is aarch64"), "{all}");
+    assert!(
+        all.contains("s1 (10.0.0.11): the machine is aarch64 (arm64) and no k8s binary for arm64 is given; build one (make dist ARCH=arm64)"),
+        "{all}"
+    );
     assert!(all.contains("10.0.0.21: systemd is not running"), "{all}");
     // hosts[1] has no name and the same hostname as hosts[0]'s node name.
     assert!(all.contains("10.0.0.21: node name \"s1\" is also that of 10.0.0.11"), "{all}");
@@ -658,4 +679,25 @@ fn registries_file_is_checked_here_first() {
     assert!(e.starts_with(&want) && e.contains("unknown field `endpoints`"), "{e}");
     let e = format!("{:#}", super::registries_file(&with("missing.yaml")).unwrap_err());
     assert!(e.contains("cluster.registries: cannot read") && e.contains("missing.yaml"), "{e}");
+}
+
+#[test]
+fn each_host_gets_the_binary_of_its_architecture() {
+    let a = inv(SINGLE);
+    let mut facts = vec![fresh("s1"), fresh("w1")];
+    facts[1].arch = "aarch64".into();
+    let mut both = local();
+    both.binaries.insert("arm64".into(), release("arm64", "c"));
+    let p = plan::plan(&a, &facts, &both, &Running::default());
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let archs: Vec<(&str, bool)> = p.hosts.iter().map(|h| (h.arch.as_str(), h.upload)).collect();
+    assert_eq!(archs, vec![("amd64", true), ("arm64", true)]);
+    // Installed with the arm64 binary: nothing to upload there.
+    facts[1].installed_sha256 = Some("c".repeat(64));
+    let p = plan::plan(&a, &facts, &both, &Running::default());
+    assert!(!p.hosts[1].upload);
+    // A machine k8s is not built for is refused, whatever binaries there are.
+    facts[1].arch = "armv7l".into();
+    let p = plan::plan(&a, &facts, &both, &Running::default());
+    assert!(p.problems.iter().any(|m| m.contains("10.0.0.21: the machine is armv7l; k8s is built for amd64 (x86_64) and arm64 (aarch64)")), "{:?}", p.problems);
 }

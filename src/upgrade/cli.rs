@@ -3,7 +3,7 @@
 //! server's join endpoint serves it to the nodes, creates the plan, and
 //! follows it to its end.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -18,6 +18,8 @@ use super::{controller, preflight, rollout, swap};
 use crate::host::config::{Local, ServerOptions};
 use crate::host::{config, net};
 use crate::kubeclient;
+use crate::payload::{arch_of_machine, elf_arch};
+use crate::release::{self, Release};
 use crate::version::VERSION;
 
 /// How `apply` shows its progress: lines for a person, or one JSON object
@@ -37,22 +39,33 @@ pub struct ApplyOptions {
     pub output: Output,
 }
 
-/// `k8s upgrade apply --binary FILE [--dry-run]`. When the plan for that
-/// version exists already with the same binary (an earlier run that
+/// `k8s upgrade apply --binary FILE... [--dry-run]`. When the plan for that
+/// version exists already with the same binaries (an earlier run that
 /// stopped following it), follows it instead.
-pub async fn apply(binary: &Path, opts: ApplyOptions, local: &Local) -> anyhow::Result<()> {
+pub async fn apply(binaries: &[PathBuf], opts: ApplyOptions, local: &Local) -> anyhow::Result<()> {
+    let (native, others) = by_architecture(binaries)?;
+    let binary = native.as_path();
     let versions = swap::versions_of(binary)?;
     let kubernetes = versions.kubernetes.with_context(|| {
         format!("{} carries no components (a plain cargo build?); use the one `make dist` builds", binary.display())
     })?;
     let version = versions.k8s;
-    let (sha256, _) = crate::fsutil::sha256_file(binary)?;
+    let (sha256, size) = crate::fsutil::sha256_file(binary)?;
+    // The other architectures' binaries cannot run here: read, and checked
+    // to be the same release.
+    let this = Release { path: native.clone(), arch: arch(), version: version.clone(), kubernetes: kubernetes.clone(), sha256: sha256.clone(), size };
+    let mut all = vec![this.clone()];
+    for other in others {
+        let other = release::inspect(&other)?;
+        release::check_same_release(&this, &other)?;
+        all.push(other);
+    }
     let client = admin(&local.admin_kubeconfig).await?;
     let spec = UpgradePlanSpec {
         version: version.clone(),
         kubernetes_version: kubernetes,
         etcd_version: versions.etcd.unwrap_or_default(),
-        sha256: [(arch().to_string(), sha256.clone())].into(),
+        sha256: all.iter().map(|r| (r.arch.to_string(), r.sha256.clone())).collect(),
         source: own_join_url()?,
         drain: DrainSpec { mode: opts.drain, ..Default::default() },
         health_gates: opts.health_gates,
@@ -85,11 +98,13 @@ pub async fn apply(binary: &Path, opts: ApplyOptions, local: &Local) -> anyhow::
     if opts.dry_run {
         return Ok(());
     }
-    let binaries = swap::binaries_dir(&local.data_dir);
-    std::fs::create_dir_all(&binaries)?;
-    let kept = binaries.join(&sha256);
-    if !kept.exists() {
-        swap::install(binary, &kept)?;
+    let dir = swap::binaries_dir(&local.data_dir);
+    std::fs::create_dir_all(&dir)?;
+    for r in &all {
+        let kept = dir.join(&r.sha256);
+        if !kept.exists() {
+            swap::install(&r.path, &kept)?;
+        }
     }
     let plan = UpgradePlan { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, spec, status: None };
     plans.create(&PostParams::default(), &plan).await?;
@@ -213,11 +228,31 @@ async fn admin(kubeconfig: &Path) -> anyhow::Result<Client> {
 
 /// Kubernetes' name for this machine's architecture.
 fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
+    arch_of_machine(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH)
+}
+
+/// This machine's binary (run to check it) and the others, one per
+/// architecture, from their ELF headers. One binary alone is this
+/// machine's: running it says whether it is.
+fn by_architecture(binaries: &[PathBuf]) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    if let [only] = binaries {
+        return Ok((only.clone(), vec![]));
     }
+    let mut seen: Vec<(&'static str, &PathBuf)> = vec![];
+    for b in binaries {
+        let mut header = [0u8; 64];
+        let n = std::fs::File::open(b).and_then(|mut f| std::io::Read::read(&mut f, &mut header)).with_context(|| format!("cannot read {}", b.display()))?;
+        let a = elf_arch(&header[..n]).with_context(|| format!("{} is not a Linux executable for amd64 or arm64", b.display()))?;
+        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == a) {
+            bail!("{} and {} are both {a} binaries; give one per architecture", first.display(), b.display());
+        }
+        seen.push((a, b));
+    }
+    let native = seen.iter().position(|(a, _)| *a == arch()).with_context(|| {
+        format!("no --binary is for this server's architecture ({}); give it too, it is checked here by running it", arch())
+    })?;
+    let native = seen.remove(native).1.clone();
+    Ok((native, seen.into_iter().map(|(_, b)| b.clone()).collect()))
 }
 
 /// This server's join endpoint, from its config file (as `k8s server`

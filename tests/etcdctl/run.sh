@@ -6,7 +6,7 @@
 # 127.0.0.1:PORT; a representative set of cases (NAME@http, NAME@unix) runs
 # again with http://127.0.0.1:PORT and unix:///path.
 #
-#   tests/etcdctl/run.sh [path/to/k8s]        (default: target/release/k8s)
+#   tests/etcdctl/run.sh [path/to/k8s]        (default: target/x86_64-unknown-linux-gnu/release/k8s, make build)
 #
 # Environment:
 #   ONLY=REGEX     run only the cases whose name matches REGEX
@@ -25,7 +25,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-K8S=${1:-$ROOT/target/release/k8s}
+K8S=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/k8s}
 [[ $K8S == /* ]] || K8S=$PWD/$K8S
 ONLY=${ONLY:-}
 export ETCDCTL_API=3
