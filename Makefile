@@ -160,12 +160,12 @@ test-cis:
 
 # Figures, not tests: the datastore against real etcd and kine (built from its pinned Go
 # module, cached in ~/.cache/k8s/bench), and a node's start time and memory.
-bench: deps-test build
+bench: deps-test toolchains
 	kine=$$(benches/kine/build.sh | tail -n 1) && KINE_BIN=$$kine $(CARGO) bench --bench datastore
 
 # The layer above: the payload's kube-apiserver on each of the three stores in turn, under one
 # kube-rs load generator (benches/api.rs; the payload comes from bootstrap/build.sh's cache).
-bench-api: deps-test build
+bench-api: deps-test toolchains
 	kine=$$(benches/kine/build.sh | tail -n 1) && payload=$$(./bootstrap/build.sh | tail -n 1) && \
 	KINE_BIN=$$kine K8S_PAYLOAD_DIR=$$payload $(CARGO) bench --bench api
 
