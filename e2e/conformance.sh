@@ -15,6 +15,10 @@
 #   CONFORMANCE_PROCS=2                   parallel ginkgo processes for the non-serial tests
 #   RESULTS=/var/tmp/k8s-conformance      where the reports go (emptied first)
 #   CONFORMANCE_CLUSTER=single            single (1 server + 1 agent) or ha (3 servers + 1 agent)
+#   CONFORMANCE_MIRROR=                   1: a registry in its own test host (cf-reg: Debian's docker-registry,
+#                                         TLS from a CA made here) holds the kit's images, and every node's
+#                                         /etc/k8s/registries.yaml mirrors registry.k8s.io to it; the tests
+#                                         e2e/conformance-skip.txt marks "[mirror]" (they pull with Always) run
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 FOCUS=${CONFORMANCE_FOCUS:-'\[Conformance\]'}
@@ -28,6 +32,8 @@ case $CLUSTER in
   ha) HOSTS=("$SERVER" cf-s2 cf-s3 "$AGENT") ;;
   *) echo "CONFORMANCE_CLUSTER must be single or ha, not $CLUSTER" >&2; exit 2 ;;
 esac
+MIRROR=${CONFORMANCE_MIRROR:-}
+[[ -n $MIRROR ]] && HOSTS+=(cf-reg)
 # shellcheck source=e2e/lib/servers.sh
 source "$here/lib/servers.sh"
 exec 7>/var/tmp/k8s-e2e-conformance.lock
@@ -40,9 +46,39 @@ rm -rf "$RESULTS" && mkdir -p "$RESULTS"
 
 # The suite's images on both nodes before they start: imported with the carried ones.
 for h in "${HOSTS[@]}"; do
+  [[ $h == cf-reg ]] && continue
   mkdir -p "$($T dir "$h")/fs/var-lib-k8s/images"
   cp "$kit"/images/*.tar "$($T dir "$h")/fs/var-lib-k8s/images/"
 done
+
+# mirror_up: the kit's images in a registry of their own, and every node's registries.yaml pointing
+# registry.k8s.io at it (with its CA), before the nodes start.
+mirror_up() {
+  local ip reg f h
+  ip=$($T ip cf-reg) && reg=$ip:5000
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$shared/ca.key" -out "$shared/ca.pem" -days 1 -subj /CN=e2e-mirror-ca 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$shared/reg.key" -out "$shared/reg.csr" -subj /CN=cf-reg 2>/dev/null
+  openssl x509 -req -in "$shared/reg.csr" -CA "$shared/ca.pem" -CAkey "$shared/ca.key" -CAcreateserial -days 1 \
+    -extfile <(echo "subjectAltName=IP:$ip") -out "$shared/reg.pem" 2>/dev/null
+  printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: /tmp/registry}}\nhttp:\n  addr: %s\n  tls: {certificate: %s, key: %s}\n' \
+    "$reg" "$shared/reg.pem" "$shared/reg.key" >"$shared/registry.yml"
+  setsid "$T" exec cf-reg docker-registry serve "$shared/registry.yml" </dev/null >"$shared/registry.log" 2>&1 &
+  disown
+  for _ in $(seq 30); do on cf-reg curl -sf --cacert "$shared/ca.pem" "https://$reg/v2/" >/dev/null && break; sleep 1; done
+  for f in "$kit"/images/*.tar; do
+    on cf-reg python3 "$here/lib/registry-push.py" "$f" "$reg" - - "$shared/ca.pem" - >/dev/null ||
+      fail "pushing $(basename "$f") to the mirror $reg"
+  done
+  for h in "${HOSTS[@]}"; do
+    [[ $h == cf-reg ]] && continue
+    mkdir -p "$($T dir "$h")/fs/etc-k8s"
+    cp "$shared/ca.pem" "$($T dir "$h")/fs/etc-k8s/mirror-ca.pem"
+    printf 'mirrors:\n  registry.k8s.io:\n    endpoint: ["https://%s"]\nconfigs:\n  "%s":\n    tls: {ca_file: /etc/k8s/mirror-ca.pem}\n' \
+      "$reg" "$reg" >"$($T dir "$h")/fs/etc-k8s/registries.yaml"
+  done
+  ok "mirror: registry.k8s.io served by https://$reg ($(ls "$kit"/images/*.tar | wc -l) kit images pushed)"
+}
+[[ -n $MIRROR ]] && mirror_up
 
 if [[ $CLUSTER == ha ]]; then
   # The carried etcd on three servers: the first starts it, the others join as learners, promoted.
@@ -65,7 +101,9 @@ ok "${#HOSTS[@]} nodes Ready ($CLUSTER: $((SECONDS - t0)) s since the start)"
 kubeconfig=$shared/admin.kubeconfig
 sed "s#https://127.0.0.1:6443#https://$($T ip "$SERVER"):6443#" "$($T dir "$SERVER")/fs/etc-k8s/admin.kubeconfig" >"$kubeconfig"
 kubectl=$(ls "$($T dir "$SERVER")"/fs/var-lib-k8s/bin/*/bin/kubectl | head -n 1)
-skip=$(grep -v '^#' "$here/conformance-skip.txt" | grep -v '^$' | cut -f1 | paste -sd'|' || true)
+# Lines of the skip file whose reason starts "[mirror]" are the tests a registry mirror lets run.
+skip=$(grep -v '^#' "$here/conformance-skip.txt" | grep -v '^$' | { if [[ -n $MIRROR ]]; then grep -vF $'\t[mirror]'; else cat; fi; } |
+  cut -f1 | paste -sd'|' || true)
 skip=${skip}${CONFORMANCE_SKIP:+${skip:+|}$CONFORMANCE_SKIP}
 suite_args=(--kubeconfig="$kubeconfig" --kubectl-path="$kubectl" --provider=skeleton --report-dir="$RESULTS"
   --e2e-output-dir="$RESULTS/output" --dump-logs-on-failure=false)
@@ -88,6 +126,7 @@ python3 "$here/lib/junit-summary.py" "$RESULTS"/junit_*.xml | tee "$RESULTS/summ
 echo "time: $((SECONDS - t0)) s (cluster up to summary), results in $RESULTS"
 if ((rc != 0)); then
   for h in "${HOSTS[@]}"; do cp -r "$($T dir "$h")/fs/var-lib-k8s/logs" "$RESULTS/logs-$h" 2>/dev/null || true; done
+  [[ -z $MIRROR ]] || cp "$shared/registry.log" "$RESULTS/" 2>/dev/null || true
   cp "$shared"/*.log "$RESULTS/" 2>/dev/null || true
   fail "conformance: some tests failed (see $RESULTS/summary.txt)"
 fi

@@ -127,12 +127,10 @@ impl Session {
     }
 
     async fn upload_keeping(&self, local: &Path, remote: &str, mode: u32, keep_prev: bool) -> Result<Upload, SshError> {
-        let sum = local_sha256(local).await.map_err(|e| SshError::Local {
-            host: self.r.name.clone(),
-            file: local.to_path_buf(),
-            error: e.to_string(),
-        })?;
-        let state = self.remote_state(remote).await?;
+        // The local hash and the host's (of the installed copy) at once.
+        let (sum, state) = tokio::join!(local_sha256(local), self.remote_state(remote));
+        let sum = sum.map_err(|e| SshError::Local { host: self.r.name.clone(), file: local.to_path_buf(), error: e.to_string() })?;
+        let state = state?;
         if let Some(s) = &state {
             if s.sha256 == sum {
                 self.fix_attributes(remote, s, mode).await?;
@@ -374,13 +372,36 @@ fn short(cmd: &str) -> String {
     }
 }
 
+/// The sha256 of a local file, computed once per file as it is now (path,
+/// size, mtime) in this process, also when asked for several hosts at once:
+/// `k8s up` sends one binary to every host.
 async fn local_sha256(path: &Path) -> std::io::Result<String> {
+    type Key = (std::path::PathBuf, u64, std::time::SystemTime);
+    type Sum = std::sync::Arc<std::sync::OnceLock<Result<String, String>>>;
+    static KNOWN: std::sync::Mutex<Vec<(Key, Sum)>> = std::sync::Mutex::new(Vec::new());
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path)?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h)?;
-        Ok(hex::encode(h.finalize()))
+        let meta = f.metadata()?;
+        let key = (path, meta.len(), meta.modified()?);
+        let sum = {
+            let mut known = KNOWN.lock().unwrap();
+            match known.iter().find(|(k, _)| *k == key) {
+                Some((_, sum)) => sum.clone(),
+                None => {
+                    let sum = Sum::default();
+                    known.push((key, sum.clone()));
+                    sum
+                }
+            }
+        };
+        // The first caller hashes; the others wait for its result.
+        sum.get_or_init(|| {
+            let mut h = Sha256::new();
+            std::io::copy(&mut f, &mut h).map(|_| hex::encode(h.finalize())).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(std::io::Error::other)
     })
     .await
     .map_err(std::io::Error::other)?
