@@ -301,9 +301,16 @@ pod_traffic() {
   TMO=30 kc -n e2e-up logs "web-$s" 2>/dev/null | grep -qF "ffff:$agent_pod]:" &&
     ok "the server's pod saw the client pod's own address ($agent_pod): no NAT between pods" ||
     fail "the pod on $s did not see $agent_pod as the source: $(TMO=30 kc -n e2e-up logs "web-$s" 2>&1 | tail -n 2)"
-  out=$(fetch "http://$svc/")
-  [[ $out == "hello-from-$s" ]] && ok "pod on $a reaches the Service by its ClusterIP ($svc)" ||
-    fail "pod on $a cannot reach Service $svc: $out"
+  # A new Service reaches each node's kube-proxy a moment after it exists (as in upstream's e2e, poll):
+  # a connection tried before the rules keeps its un-NATed conntrack entry, so each try is a new one.
+  local try
+  for try in 1 2 3 4 5 6; do
+    out=$(fetch "http://$svc/")
+    [[ $out == "hello-from-$s" ]] && break
+    sleep 2
+  done
+  [[ $out == "hello-from-$s" ]] && ok "pod on $a reaches the Service by its ClusterIP ($svc; try $try)" ||
+    fail "pod on $a cannot reach Service $svc in 6 tries: $out"
   out=$(fetch "http://web.e2e-up.svc.cluster.local/")
   [[ $out == "hello-from-$s" ]] && ok "pod on $a reaches the Service by DNS (web.e2e-up.svc.cluster.local)" ||
     fail "pod on $a cannot reach the Service by DNS: $out"
