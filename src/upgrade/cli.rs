@@ -267,3 +267,37 @@ fn own_join_url() -> anyhow::Result<String> {
         v4 => format!("https://{v4}:{port}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with just an ELF header for `machine` (0x3e amd64, 0xb7 arm64).
+    fn elf(dir: &Path, name: &str, machine: u8) -> PathBuf {
+        let mut header = [0u8; 64];
+        header[..4].copy_from_slice(b"\x7fELF");
+        header[18] = machine;
+        let path = dir.join(name);
+        std::fs::write(&path, header).unwrap();
+        path
+    }
+
+    #[test]
+    fn one_binary_per_architecture_this_machines_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (native_machine, other_machine) = if arch() == "amd64" { (0x3e, 0xb7) } else { (0xb7, 0x3e) };
+        let native = elf(dir.path(), "k8s", native_machine);
+        let other = elf(dir.path(), "k8s-other", other_machine);
+        // One alone is taken as this machine's (running it tells).
+        assert_eq!(by_architecture(std::slice::from_ref(&other)).unwrap(), (other.clone(), vec![]));
+        assert_eq!(by_architecture(&[other.clone(), native.clone()]).unwrap(), (native.clone(), vec![other.clone()]));
+        let twice = by_architecture(&[native.clone(), elf(dir.path(), "again", native_machine)]).unwrap_err().to_string();
+        assert!(twice.contains(&format!("are both {} binaries", arch())), "{twice}");
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let none = by_architecture(&[other.clone(), script]).unwrap_err().to_string();
+        assert!(none.contains("is not a Linux executable for amd64 or arm64"), "{none}");
+        let two_others = by_architecture(&[other, elf(dir.path(), "k8s-third", other_machine)]).unwrap_err().to_string();
+        assert!(two_others.contains("are both"), "{two_others}");
+    }
+}
