@@ -17,9 +17,8 @@ ARCH ?= $(HOST_ARCH)
 rust_target = $(if $(filter arm64,$(1)),aarch64,x86_64)-unknown-linux-gnu
 RUST_TARGET := $(call rust_target,$(ARCH))
 CARGO_STATIC := RUSTFLAGS="-C target-feature=+crt-static" $(CARGO)
-# The plain binary (no payload) of ARCH, and the host's, which the tests run.
+# The plain binary (no payload) of ARCH (the tests run the host's: ARCH unset).
 BIN := $(CURDIR)/target/$(RUST_TARGET)/release/k8s
-HOST_BIN := $(CURDIR)/target/$(call rust_target,$(HOST_ARCH))/release/k8s
 K8S := $(CURDIR)/dist/k8s$(if $(filter-out $(HOST_ARCH),$(ARCH)),-$(ARCH))
 # Runs a binary of ARCH here (attaching the payload): qemu's user mode when cross-building.
 RUN_ARCH := $(if $(filter-out $(HOST_ARCH),$(ARCH)),qemu-$(firstword $(subst -, ,$(RUST_TARGET)))-static)
