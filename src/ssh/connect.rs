@@ -94,6 +94,7 @@ fn unreachable(r: &Resolved, via: Option<&Connection>, reason: String) -> SshErr
 fn client_config(r: &Resolved) -> client::Config {
     let mut preferred = russh::Preferred::default();
     preferred.key = known_types_first(&known_hosts::known_algorithms(&r.known_hosts, &r.host, r.port)).into();
+    preferred.cipher = aes_gcm_first().into();
     client::Config {
         // A host that answers no keepalive for about `timeout` is gone.
         keepalive_interval: Some((r.timeout / 3).max(Duration::from_secs(1))),
@@ -102,6 +103,14 @@ fn client_config(r: &Resolved) -> client::Config {
         preferred,
         ..Default::default()
     }
+}
+
+/// russh's ciphers with AES-256-GCM first: with the CPU's AES instructions it
+/// moves a binary faster than ChaCha20-Poly1305, russh's first choice.
+fn aes_gcm_first() -> Vec<russh::cipher::Name> {
+    let mut all = russh::Preferred::DEFAULT.cipher.to_vec();
+    all.sort_by_key(|c| *c != russh::cipher::AES_256_GCM);
+    all
 }
 
 /// Our host key algorithms with the ones known_hosts has for the host first.
