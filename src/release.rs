@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
 
 use crate::payload::{elf_arch, Payload};
 use crate::version::VERSION;
@@ -40,8 +41,8 @@ pub fn inspect(path: &Path) -> anyhow::Result<Release> {
     let executable = &data[..(payload.offset() as usize).min(data.len())];
     let version = release_of(executable)
         .with_context(|| format!("{} has no k8s release marker (a k8s binary older than arm64 support?)", path.display()))?;
-    let (sha256, size) = crate::fsutil::sha256_file(path)?;
-    Ok(Release { path: path.to_path_buf(), arch, version, kubernetes: manifest.kubernetes_version, sha256, size })
+    let sha256 = hex::encode(Sha256::digest(&data));
+    Ok(Release { path: path.to_path_buf(), arch, version, kubernetes: manifest.kubernetes_version, sha256, size: data.len() as u64 })
 }
 
 /// Checks that `other` is the same k8s as `this` (version and Kubernetes),

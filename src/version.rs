@@ -11,7 +11,7 @@ pub const VERSION: &str = match option_env!("K8S_VERSION") {
 
 pub fn print() -> Result<(), PayloadError> {
     println!("k8s {VERSION}");
-    println!("binary: linux/{}, {}", crate::payload::arch_of_machine(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH), linkage());
+    println!("binary: linux/{}, {}", crate::payload::this_arch(), linkage());
     println!(
         "datastore: etcd v3 API {} over SQLite {}",
         crate::datastore::ETCD_API_VERSION,

@@ -68,6 +68,12 @@ pub fn arch_of_machine(machine: &str) -> Option<&'static str> {
     }
 }
 
+/// This binary's architecture in Go's names (Rust's own name for one k8s
+/// is not built for, which nothing then matches).
+pub fn this_arch() -> &'static str {
+    arch_of_machine(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH)
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Part {
     pub name: String,

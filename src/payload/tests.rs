@@ -9,10 +9,6 @@ fn make_payload(dir: &Path) -> PathBuf {
     make_payload_for(dir, this_arch())
 }
 
-fn this_arch() -> &'static str {
-    arch_of_machine(std::env::consts::ARCH).unwrap()
-}
-
 fn make_payload_for(dir: &Path, arch: &str) -> PathBuf {
     let manifest = r#"{"kubernetes_version": "v1.37.2", "arch": "ARCH", "parts": [
         {"name": "kube", "kind": "binary", "path": "bin/kube", "version": "v1.37.2"},

@@ -18,7 +18,7 @@ use super::{controller, preflight, rollout, swap};
 use crate::host::config::{Local, ServerOptions};
 use crate::host::{config, net};
 use crate::kubeclient;
-use crate::payload::{arch_of_machine, elf_arch};
+use crate::payload::{elf_arch, this_arch};
 use crate::release::{self, Release};
 use crate::version::VERSION;
 
@@ -53,7 +53,7 @@ pub async fn apply(binaries: &[PathBuf], opts: ApplyOptions, local: &Local) -> a
     let (sha256, size) = crate::fsutil::sha256_file(binary)?;
     // The other architectures' binaries cannot run here: read, and checked
     // to be the same release.
-    let this = Release { path: native.clone(), arch: arch(), version: version.clone(), kubernetes: kubernetes.clone(), sha256: sha256.clone(), size };
+    let this = Release { path: native.clone(), arch: this_arch(), version: version.clone(), kubernetes: kubernetes.clone(), sha256: sha256.clone(), size };
     let mut all = vec![this.clone()];
     for other in others {
         let other = release::inspect(&other)?;
@@ -226,11 +226,6 @@ async fn admin(kubeconfig: &Path) -> anyhow::Result<Client> {
     kubeclient::client(kubeconfig).await.context("k8s upgrade runs on a server, as root")
 }
 
-/// Kubernetes' name for this machine's architecture.
-fn arch() -> &'static str {
-    arch_of_machine(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH)
-}
-
 /// This machine's binary (run to check it) and the others, one per
 /// architecture, from their ELF headers. One binary alone is this
 /// machine's: running it says whether it is.
@@ -248,8 +243,8 @@ fn by_architecture(binaries: &[PathBuf]) -> anyhow::Result<(PathBuf, Vec<PathBuf
         }
         seen.push((a, b));
     }
-    let native = seen.iter().position(|(a, _)| *a == arch()).with_context(|| {
-        format!("no --binary is for this server's architecture ({}); give it too, it is checked here by running it", arch())
+    let native = seen.iter().position(|(a, _)| *a == this_arch()).with_context(|| {
+        format!("no --binary is for this server's architecture ({}); give it too, it is checked here by running it", this_arch())
     })?;
     let native = seen.remove(native).1.clone();
     Ok((native, seen.into_iter().map(|(_, b)| b.clone()).collect()))
@@ -285,14 +280,14 @@ mod tests {
     #[test]
     fn one_binary_per_architecture_this_machines_run() {
         let dir = tempfile::tempdir().unwrap();
-        let (native_machine, other_machine) = if arch() == "amd64" { (0x3e, 0xb7) } else { (0xb7, 0x3e) };
+        let (native_machine, other_machine) = if this_arch() == "amd64" { (0x3e, 0xb7) } else { (0xb7, 0x3e) };
         let native = elf(dir.path(), "k8s", native_machine);
         let other = elf(dir.path(), "k8s-other", other_machine);
         // One alone is taken as this machine's (running it tells).
         assert_eq!(by_architecture(std::slice::from_ref(&other)).unwrap(), (other.clone(), vec![]));
         assert_eq!(by_architecture(&[other.clone(), native.clone()]).unwrap(), (native.clone(), vec![other.clone()]));
         let twice = by_architecture(&[native.clone(), elf(dir.path(), "again", native_machine)]).unwrap_err().to_string();
-        assert!(twice.contains(&format!("are both {} binaries", arch())), "{twice}");
+        assert!(twice.contains(&format!("are both {} binaries", this_arch())), "{twice}");
         let script = dir.path().join("script");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         let none = by_architecture(&[other.clone(), script]).unwrap_err().to_string();
