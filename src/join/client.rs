@@ -49,7 +49,7 @@ pub async fn join_server(server: &str, token: &Token, node_name: &str, node_ip: 
         match post(server, token, "/v1/join/server", &req, "server").await {
             Err(e) if e.downcast_ref::<Busy>().is_some() && tokio::time::Instant::now() < deadline => {
                 tracing::info!("{e}; asking again");
-                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             other => return other,
         }

@@ -1,6 +1,6 @@
 //! Carrying out a plan: upload in parallel → the first server → the other
-//! servers one at a time → agents in parallel → every node Ready → labels
-//! and taints. A failure stops the run before the next stage, so hosts not
+//! servers of the cluster one at a time → new servers and agents in
+//! parallel → every node Ready → labels and taints. A failure stops the run before the next stage, so hosts not
 //! yet reached stay as they were.
 
 use std::collections::BTreeMap;
@@ -69,8 +69,8 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
         }
     }
 
-    let agents = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| h.stage == Stage::Agent);
-    fanout::all(agents, ctx.concurrency, |(h, r)| apply_host(ctx, h, token_for(h), r)).await.map_err(|f| f.lines())?;
+    let joining = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| matches!(h.stage, Stage::NewServer | Stage::Agent));
+    fanout::all(joining, ctx.concurrency, |(h, r)| apply_host(ctx, h, token_for(h), r)).await.map_err(|f| f.lines())?;
 
     let nodes: Vec<&HostPlan> = plan.hosts.iter().filter(|h| ctx.inv.hosts[h.index].is_node()).collect();
     let nodes = wait_ready(ctx, plan, &nodes).await?;

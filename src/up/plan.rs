@@ -97,8 +97,14 @@ pub struct Upgrade {
 pub enum Stage {
     /// The first server: starts (or is) the cluster.
     FirstServer,
-    /// The other servers, one at a time.
+    /// The other servers of the cluster, one at a time (a restart keeps
+    /// etcd's quorum).
     Server,
+    /// HA servers with nothing installed, in parallel with each other and
+    /// the agents: a joining server is an etcd learner, which counts for no
+    /// quorum, and the join endpoint admits one learner at a time (the
+    /// others are told to ask again).
+    NewServer,
     /// Agents, in parallel.
     Agent,
 }
@@ -306,6 +312,7 @@ fn host_plan(
     let host = &inv.hosts[index];
     let stage = match host.role {
         Role::Server if render::is_first_server(inv, host) => Stage::FirstServer,
+        Role::Server if f.installed_role().is_none() && matches!(inv.mode(), Mode::Ha { .. }) => Stage::NewServer,
         Role::Server => Stage::Server,
         Role::Agent => Stage::Agent,
     };
@@ -316,7 +323,7 @@ fn host_plan(
     };
     let unit = render::unit(host.role);
     let unit_changed = f.unit_text.get(unit.name).map(String::as_str) != Some(unit.text);
-    let joins_with_token = host.role == Role::Agent || (stage == Stage::Server && matches!(inv.mode(), Mode::Ha { .. }));
+    let joins_with_token = host.role == Role::Agent || (stage != Stage::FirstServer && matches!(inv.mode(), Mode::Ha { .. }));
     let token = match (&running.tokens, joins_with_token) {
         (_, false) => TokenPlan::None,
         (None, true) => TokenPlan::AfterFirstServer,

@@ -163,9 +163,25 @@ fn order_is_first_server_then_servers_then_agents() {
     let order: Vec<(&str, Stage)> = p.hosts.iter().map(|h| (h.name.as_str(), h.stage)).collect();
     assert_eq!(
         order,
-        [("s1", Stage::FirstServer), ("s2", Stage::Server), ("s3", Stage::Server), ("w1", Stage::Agent)]
+        [("s1", Stage::FirstServer), ("s2", Stage::NewServer), ("s3", Stage::NewServer), ("w1", Stage::Agent)]
     );
     assert!(p.problems.is_empty(), "{:?}", p.problems);
+}
+
+#[test]
+fn servers_of_the_cluster_go_one_at_a_time_and_new_ones_join_with_the_agents() {
+    let a = inv(HA);
+    let t = tokens();
+    let facts = vec![fresh("w1"), installed(&a, 1, "s1", &t), installed(&a, 2, "s2", &t), fresh("s3")];
+    let p = plan::plan(&a, &facts, &local(), &Running::default());
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let order: Vec<(&str, Stage)> = p.hosts.iter().map(|h| (h.name.as_str(), h.stage)).collect();
+    assert_eq!(
+        order,
+        [("s1", Stage::FirstServer), ("s2", Stage::Server), ("s3", Stage::NewServer), ("w1", Stage::Agent)]
+    );
+    let s3 = &p.hosts[2];
+    assert!(s3.join && s3.token != TokenPlan::None, "{s3:?}");
 }
 
 #[test]
@@ -317,7 +333,7 @@ hosts:
     let (s1, s2) = (&p.hosts[0], &p.hosts[1]);
     assert_eq!((s1.stage, s1.service), (plan::Stage::FirstServer, plan::Service::Restart), "s1 restarts with cluster-init: its data moves into etcd");
     assert!(s1.config_changes.iter().any(|c| c == "+cluster-init"), "{:?}", s1.config_changes);
-    assert_eq!((s2.stage, s2.service, s2.join), (plan::Stage::Server, plan::Service::Start, true));
+    assert_eq!((s2.stage, s2.service, s2.join), (plan::Stage::NewServer, plan::Service::Start, true));
 
     // The pod network is the cluster's for good.
     let vxlan = inv(&SINGLE.replace("cluster: {name: demo}", "cluster: {name: demo, pod-network: vxlan}"));
