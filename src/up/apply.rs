@@ -1,7 +1,7 @@
 //! Carrying out a plan: upload in parallel → the first server → the other
 //! servers of the cluster one at a time → new servers and agents in
-//! parallel → every node Ready → labels and taints. A failure stops the run before the next stage, so hosts not
-//! yet reached stay as they were.
+//! parallel → every node Ready → labels and taints. A failure stops the run
+//! before the next stage, so hosts not yet reached stay as they were.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,7 +61,7 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
     };
 
     // One at a time, each Ready before the next: etcd keeps its quorum
-    // while a member joins or restarts.
+    // while a member restarts.
     for (i, h) in plan.hosts.iter().enumerate().filter(|(_, h)| h.stage == Stage::Server) {
         apply_host(ctx, h, token_for(h), &mut report.hosts[i]).await?;
         if ctx.inv.hosts[h.index].is_node() {
@@ -69,6 +69,7 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, report: &mut Report, tokens: Opti
         }
     }
 
+    // Learners and agents count for no quorum (Stage::NewServer).
     let joining = plan.hosts.iter().zip(report.hosts.iter_mut()).filter(|(h, _)| matches!(h.stage, Stage::NewServer | Stage::Agent));
     fanout::all(joining, ctx.concurrency, |(h, r)| apply_host(ctx, h, token_for(h), r)).await.map_err(|f| f.lines())?;
 
