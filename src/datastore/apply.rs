@@ -48,7 +48,7 @@ impl<'c> Applier<'c> {
 
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Status> {
         // Reads inside a Txn see the Txn's earlier writes.
-        query::range(self.conn, req, Revs { current: self.rev(), ..self.revs })
+        query::range(self.conn, req, Revs { current: self.rev(), ..self.revs }, None)
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, Status> {

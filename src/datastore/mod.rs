@@ -3,11 +3,12 @@
 //!
 //! Layout: `schema` (the file), `query` (reads), `apply` (writes inside a
 //! transaction), `writer` (the one writer thread, group commit), `reader`
-//! (the read pool), `watch` (streams fed by the writer), `lease`,
+//! (the read pool), `counts` (what a paged range's next page counts), `watch` (streams fed by the writer), `lease`,
 //! `compact`, `service` (the gRPC services) and `server` (listeners, TLS).
 
 mod apply;
 mod compact;
+mod counts;
 mod errors;
 mod keyrange;
 mod lease;
@@ -152,6 +153,8 @@ pub struct Ids {
 pub struct Store {
     writer: WriterHandle,
     readers: Arc<Readers>,
+    /// What the next pages of paged ranges count (readers only).
+    pages: Arc<counts::PageCounts>,
     hub: broadcast::Sender<Arc<Batch>>,
     leases: Arc<Leases>,
     progress: Arc<Progress>,
@@ -192,6 +195,7 @@ impl Store {
         let store = Arc::new(Store {
             writer,
             readers: Arc::new(Readers::new(data_dir.clone())),
+            pages: Arc::default(),
             hub,
             leases,
             progress,

@@ -7,6 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, Row};
 use tonic::Status;
 
+use super::counts::PageCounts;
 use super::errors;
 use super::keyrange::KeyRange;
 use super::pb::{compare, range_request, Compare, Event, EventType, KeyValue, RangeRequest, RangeResponse};
@@ -245,7 +246,10 @@ pub fn latest_with_ids(conn: &Connection, kr: &KeyRange) -> rusqlite::Result<Vec
 /// etcd's Range, including its limit/sort/filter rules: when sorting or
 /// filtering, everything is fetched first and the limit applies afterwards;
 /// `count` is the size of the whole range, unaffected by limit and filters.
-pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs) -> Result<RangeResponse, Status> {
+/// `pages`: the counts earlier pages of a paged range left (see
+/// [`PageCounts`]); None for reads that may see uncommitted writes (a Txn's).
+pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs, pages: Option<&PageCounts>)
+    -> Result<RangeResponse, Status> {
     if req.key.is_empty() {
         return Err(errors::empty_key());
     }
@@ -273,7 +277,17 @@ pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs) -> Result<RangeR
     let by_value = matches!(order, Some((range_request::SortTarget::Value, _)));
     let mut kvs = fetch(conn, &kr, &view, fetch_limit, !req.keys_only || by_value).map_err(storage)?;
     resp.count = match fetch_limit {
-        Some(n) if kvs.len() as i64 >= n => count(conn, &kr, &view).map_err(storage)?,
+        Some(n) if kvs.len() as i64 >= n => {
+            let known = pages.and_then(|p| p.take(&req.key, &req.range_end, rev));
+            let total = match known {
+                Some(total) => total,
+                None => count(conn, &kr, &view).map_err(storage)?,
+            };
+            if let Some(p) = pages {
+                p.after_page(&kvs[req.limit as usize - 1].key, &req.range_end, rev, total, req.limit);
+            }
+            total
+        }
         _ => kvs.len() as i64,
     };
     if filtered {
@@ -497,6 +511,31 @@ mod tests {
                         fetch_history(&conn, kr, bound, limit, true).unwrap(),
                         "{kr:?} at log id {bound}, limit {limit:?}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Paging through a range as the API server does (the next page from
+    /// the last key + "\0", later pages at the first page's revision), the
+    /// counts the pages leave for each other are the counts of a fresh walk,
+    /// at every revision, for pages of every size; a revision that never
+    /// paged (or a Txn, which passes none) counts afresh.
+    #[test]
+    fn paged_ranges_count_what_a_fresh_count_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store_with_history(dir.path());
+        let revs = revs(&conn).unwrap();
+        let pages = PageCounts::default();
+        for rev in 1..=revs.current {
+            for limit in [1, 2, 5] {
+                let mut req = RangeRequest { key: b"c/".to_vec(), range_end: b"c0".to_vec(), revision: rev, limit, ..Default::default() };
+                loop {
+                    let kept = range(&conn, &req, revs, Some(&pages)).unwrap();
+                    let fresh = range(&conn, &req, revs, None).unwrap();
+                    assert_eq!((kept.count, &kept.kvs, kept.more), (fresh.count, &fresh.kvs, fresh.more), "rev {rev}, limit {limit}, from {:?}", req.key);
+                    let Some(last) = kept.kvs.last().filter(|_| kept.more) else { break };
+                    req.key = [last.key.as_slice(), b"\0"].concat();
                 }
             }
         }

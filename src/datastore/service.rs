@@ -77,12 +77,13 @@ fn fill_txn_headers(resp: &mut TxnResponse, header: &Option<ResponseHeader>) {
 impl kv_server::Kv for Service {
     async fn range(&self, req: Request<RangeRequest>) -> Res<RangeResponse> {
         let req = req.into_inner();
+        let pages = self.0.pages.clone();
         let (mut resp, rev) = self
             .0
             .readers
             .with(move |c| {
                 let revs = query::revs(c).map_err(|e| errors::storage(&e))?;
-                Ok((query::range(c, &req, revs)?, revs.current))
+                Ok((query::range(c, &req, revs, Some(&pages))?, revs.current))
             })
             .await?;
         let bytes: usize = resp.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
@@ -352,7 +353,7 @@ impl Service {
             .with(move |c| {
                 let revs = query::revs(c).map_err(|e| errors::storage(&e))?;
                 let req = RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() };
-                let resp = query::range(c, &req, revs)?;
+                let resp = query::range(c, &req, revs, None)?;
                 let mut h: u32 = 0x811c_9dc5;
                 for kv in &resp.kvs {
                     for b in kv.key.iter().chain(&kv.value).chain(&kv.mod_revision.to_le_bytes()) {
