@@ -46,9 +46,9 @@ impl Readers {
                 .map_err(|e| Status::unavailable(e.to_string()))?,
         };
         let result = (|| {
-            conn.execute_batch("BEGIN").map_err(|e| errors::storage(&e))?;
+            schema::exec(&conn, "BEGIN").map_err(|e| errors::storage(&e))?;
             let out = f(&conn);
-            conn.execute_batch("COMMIT").map_err(|e| errors::storage(&e))?;
+            schema::exec(&conn, "COMMIT").map_err(|e| errors::storage(&e))?;
             out
         })();
         if result.is_err() {

@@ -128,6 +128,11 @@ pub fn open_writer(data_dir: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
+/// Statements each connection keeps prepared: the shapes of range
+/// (bounds, values, limits, past revisions) and the writer's own, with
+/// room to spare (rusqlite's default is 16).
+const STATEMENT_CACHE: usize = 64;
+
 /// A connection for concurrent reads; WAL mode gives each read transaction
 /// a consistent snapshot while the writer goes on.
 pub fn open_reader(data_dir: &Path) -> Result<Connection, OpenError> {
@@ -138,10 +143,12 @@ pub fn open_reader(data_dir: &Path) -> Result<Connection, OpenError> {
     // mmap: compaction truncates the file, which a mapping turns into SIGBUS.)
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -4096;")
         .map_err(|e| classify(&path, e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
 fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // WAL with synchronous=FULL fsyncs the log on every commit: an
     // acknowledged write survives kill -9 and power loss. The writer groups
     // concurrent writes into one commit so the fsync is shared.
@@ -214,15 +221,23 @@ fn is_read_only(path: &Path) -> bool {
 /// Small integers kept in `meta`.
 pub fn meta_get(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
     use rusqlite::OptionalExtension;
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional()
+    conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()
+}
+
+/// Runs one statement of no parameters (BEGIN, COMMIT, SAVEPOINT, …) from
+/// the connection's statement cache rather than parsing it on every request
+/// (the writer parsed four per commit: ~4% of its time in a profile; 5% less
+/// CPU per put in `make bench` without them).
+pub fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 pub fn meta_set(conn: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO meta (name, value) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        rusqlite::params![name, value],
-    )?;
+    )?
+    .execute(rusqlite::params![name, value])?;
     Ok(())
 }
 

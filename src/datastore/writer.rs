@@ -254,17 +254,17 @@ impl Writer {
         let mut published = Vec::new();
         let mut lease_changes = Vec::new();
         let outcome = (|| -> rusqlite::Result<()> {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            schema::exec(&self.conn, "BEGIN IMMEDIATE")?;
             for job in &batch {
                 if let Err(status) = self.admit(&job.op)? {
                     results.push(Err(status));
                     continue;
                 }
-                self.conn.execute_batch("SAVEPOINT op")?;
+                schema::exec(&self.conn, "SAVEPOINT op")?;
                 let before = lease_changes.len();
                 match self.apply(&job.op, &mut lease_changes) {
                     Ok((done, events)) => {
-                        self.conn.execute_batch("RELEASE op")?;
+                        schema::exec(&self.conn, "RELEASE op")?;
                         if !events.is_empty() {
                             self.revs.current += 1;
                             published.push(Batch { rev: self.revs.current, events });
@@ -280,7 +280,7 @@ impl Writer {
             }
             schema::meta_set(&self.conn, "rev", self.revs.current)?;
             schema::meta_set(&self.conn, "compact_rev", self.revs.compacted)?;
-            self.conn.execute_batch("COMMIT")
+            schema::exec(&self.conn, "COMMIT")
         })();
 
         if let Err(e) = outcome {
