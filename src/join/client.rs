@@ -45,17 +45,11 @@ pub async fn join_server(server: &str, token: &Token, node_name: &str, node_ip: 
     patience: std::time::Duration) -> anyhow::Result<ServerBundle> {
     let req = ServerRequest { token: token.to_string(), node_name: node_name.into(), node_ip };
     let deadline = tokio::time::Instant::now() + patience;
-    let mut waited = false;
     loop {
         match post(server, token, "/v1/join/server", &req, "server").await {
             Err(e) if e.downcast_ref::<Busy>().is_some() && tokio::time::Instant::now() < deadline => {
-                if !waited {
-                    tracing::info!("{e}; asking again until it is not (up to {patience:?})");
-                }
-                waited = true;
-                // The cluster is free once the server before this one is
-                // promoted: asking often joins right after it.
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                tracing::info!("{e}; asking again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             other => return other,
         }
