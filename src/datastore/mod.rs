@@ -3,8 +3,9 @@
 //!
 //! Layout: `schema` (the file), `query` (reads), `apply` (writes inside a
 //! transaction), `writer` (the one writer thread, group commit), `reader`
-//! (the read pool), `counts` (what a paged range's next page counts), `watch` (streams fed by the writer), `lease`,
-//! `compact`, `service` (the gRPC services) and `server` (listeners, TLS).
+//! (the read pool), `counts` (what a paged range's next page counts),
+//! `watch` (streams fed by the writer), `lease`, `compact`, `service` (the
+//! gRPC services) and `server` (listeners, TLS).
 
 mod apply;
 mod compact;

@@ -278,8 +278,7 @@ pub fn range(conn: &Connection, req: &RangeRequest, revs: Revs, pages: Option<&P
     let mut kvs = fetch(conn, &kr, &view, fetch_limit, !req.keys_only || by_value).map_err(storage)?;
     resp.count = match fetch_limit {
         Some(n) if kvs.len() as i64 >= n => {
-            let known = pages.and_then(|p| p.take(&req.key, &req.range_end, rev));
-            let total = match known {
+            let total = match pages.and_then(|p| p.take(&req.key, &req.range_end, rev)) {
                 Some(total) => total,
                 None => count(conn, &kr, &view).map_err(storage)?,
             };
