@@ -406,6 +406,22 @@ fn is_false(b: &bool) -> bool {
 /// Keys that say one thing two ways.
 const ONE_SETTING: [[&str; 2]; 1] = [["token", "token-file"]];
 
+/// Extra flags for a component (`kube-apiserver-arg`, `kubelet-arg`), each
+/// `name=value`; written `--name=value`, as the component's own docs spell
+/// it, it is taken the same (as k3s does), rather than passed on as
+/// `----name` for the component to refuse at start.
+pub fn extra_args(option: &str, args: Vec<String>) -> anyhow::Result<Vec<String>> {
+    args.into_iter()
+        .map(|arg| {
+            let bare = arg.trim_start_matches('-');
+            match bare.split_once('=') {
+                Some((name, _)) if !name.is_empty() => Ok(bare.to_string()),
+                _ => anyhow::bail!("{option} {arg:?} must look like name=value (e.g. {option}: [\"v=2\"])"),
+            }
+        })
+        .collect()
+}
+
 /// Flags (and their environment variables) win over the file: every key
 /// the flags set (a value, a non-empty list, a true switch) replaces the
 /// file's. Either key of a pair in [`ONE_SETTING`] replaces both: the
@@ -510,6 +526,16 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), text).unwrap();
         f
+    }
+
+    #[test]
+    fn extra_args_take_the_components_own_spelling_too() {
+        let given = vec!["v=2".to_string(), "--profiling=true".into(), "-a=b=c".into()];
+        assert_eq!(extra_args("kube-apiserver-arg", given).unwrap(), ["v=2", "profiling=true", "a=b=c"]);
+        for bad in ["profiling", "--profiling", "=true", "--=x"] {
+            let err = extra_args("kubelet-arg", vec![bad.into()]).unwrap_err().to_string();
+            assert!(err.contains("kubelet-arg") && err.contains("name=value"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -66,18 +66,15 @@ impl Config {
         if advertise.is_loopback() || advertise.is_unspecified() {
             bail!("the API server must advertise a routable address, not {advertise}; set node-ip or advertise-address");
         }
-        for arg in o.kube_apiserver_arg.iter().chain(&o.kubelet_arg) {
-            if !arg.contains('=') {
-                bail!("extra component argument {arg:?} must look like name=value");
-            }
-        }
+        let kube_apiserver_arg = crate::host::config::extra_args("kube-apiserver-arg", o.kube_apiserver_arg)?;
         let datastore = datastore_choice(o.cluster_init, o.server, TokenSource::pick(o.token, o.token_file)?)?;
         // `o` holds the file's data-dir already, under the flag's.
         let data_dir = crate::host::config::data_dir(o.data_dir, None);
         let backup_dir = o.backup_dir.unwrap_or_else(|| crate::backup::default_dir(&data_dir));
         let storage_dir = o.default_local_storage_path.unwrap_or_else(|| crate::host::Layout::new(&data_dir).storage_dir());
         let backups = crate::backup::Schedule::parse(o.backup_schedule.as_deref(), o.backup_retention, backup_dir)?;
-        let kubelet_arg = crate::node::kubelet_registration_args(o.kubelet_arg, &o.node_label, &o.node_taint)?;
+        let kubelet_arg = crate::host::config::extra_args("kubelet-arg", o.kubelet_arg)?;
+        let kubelet_arg = crate::node::kubelet_registration_args(kubelet_arg, &o.node_label, &o.node_taint)?;
         Ok(Config {
             data_dir,
             node_name: crate::host::net::node_name(o.node_name.as_deref())?,
@@ -99,7 +96,7 @@ impl Config {
             components_dir: o.components_dir,
             admin_kubeconfig: o.write_kubeconfig.unwrap_or_else(|| paths::ADMIN_KUBECONFIG.into()),
             admin_kubeconfig_mode: o.write_kubeconfig_mode.map_or(0o600, |m| m.0),
-            kube_apiserver_arg: o.kube_apiserver_arg,
+            kube_apiserver_arg,
             kubelet_arg,
             datastore,
             backups,
