@@ -113,12 +113,12 @@ pub struct ServerOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_kubeconfig_mode: Option<FileMode>,
-    /// Extra kube-apiserver flags (`name=value`); repeatable.
+    /// Extra kube-apiserver flags (`name=value` or `--name=value`); repeatable.
     #[arg(long)]
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kube_apiserver_arg: Vec<String>,
-    /// Extra kubelet flags (`name=value`); repeatable.
+    /// Extra kubelet flags (`name=value` or `--name=value`); repeatable.
     #[arg(long)]
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -206,7 +206,7 @@ pub struct AgentOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_local_storage_path: Option<PathBuf>,
-    /// Extra kubelet flags (`name=value`); repeatable.
+    /// Extra kubelet flags (`name=value` or `--name=value`); repeatable.
     #[arg(long)]
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
