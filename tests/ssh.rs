@@ -435,6 +435,17 @@ fn upload_write_and_read_files() {
         let e = s.upload(&w.path("absent"), r, 0o755).await.unwrap_err().to_string();
         assert!(e.contains("files") && e.contains("absent"), "{e}");
 
+        // The host cannot write the copy (here its .tmp is a directory; a full
+        // disk goes the same way): the command ends before reading all it is
+        // sent, and the upload ends with the host's own reason (it used to
+        // wait forever for room to send the rest); nothing is replaced.
+        std::fs::write(&local, &v1).unwrap();
+        std::fs::create_dir(format!("{r}.tmp")).unwrap();
+        let e = s.upload(&local, r, 0o755).await.unwrap_err().to_string();
+        assert!(e.contains("files") && e.contains("Is a directory") && !e.contains("damaged"), "{e}");
+        assert_eq!(std::fs::read(&remote).unwrap(), v2, "a failed upload replaced the file");
+        std::fs::remove_dir(format!("{r}.tmp")).unwrap();
+
         let cfg = w.path("remote/etc/k8s/config.yaml");
         let c = cfg.to_str().unwrap();
         assert_eq!(s.read_file(c).await.unwrap(), None);

@@ -318,11 +318,18 @@ impl Session {
             }
             (out, status)
         };
-        let (sent, (mut out, status)) = tokio::join!(send, receive);
+        // A command that ends before reading all its input (a write to a
+        // full disk failed) closes the channel while input is still being
+        // sent, and no window for more will come: its answer ends the send.
+        tokio::pin!(send, receive);
+        let (sent, (mut out, status)) = tokio::select! {
+            sent = &mut send => (Some(sent), (&mut receive).await),
+            received = &mut receive => (None, received),
+        };
         let Some(status) = status else {
             let reason = match sent {
-                Err(e) => e.to_string(),
-                Ok(()) => "no exit status (the host stopped answering, or sshd ended)".into(),
+                Some(Err(e)) => e.to_string(),
+                _ => "no exit status (the host stopped answering, or sshd ended)".into(),
             };
             return Err(SshError::Lost { host: self.r.name.clone(), what: format!("`{}`", short(cmd)), reason });
         };
