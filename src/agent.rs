@@ -25,8 +25,7 @@ pub async fn run(o: AgentOptions) -> anyhow::Result<()> {
     let data_dir = crate::host::config::data_dir(o.data_dir.clone(), None);
     let node_name = net::node_name(o.node_name.as_deref())?;
     let node_ip = net::node_ip(o.node_ip)?;
-    let kubelet_args = crate::host::config::extra_args("kubelet-arg", o.kubelet_arg.clone())?;
-    let kubelet_args = node::kubelet_registration_args(kubelet_args, &o.node_label, &o.node_taint)?;
+    let kubelet_args = node::kubelet_registration_args(o.kubelet_arg.clone(), &o.node_label, &o.node_taint)?;
     // Checked before anything is created; read again when containerd starts.
     node::registries::Registries::load(Path::new(paths::REGISTRIES))?;
     let layout = Layout::new(&data_dir);

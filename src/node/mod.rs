@@ -378,9 +378,11 @@ fn private_ipam_lock(ipam_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `node-label`/`node-taint` become kubelet's registration flags (the
-/// same keys for `k8s server` and `k8s agent`).
-pub fn kubelet_registration_args(mut args: Vec<String>, labels: &[String], taints: &[String]) -> anyhow::Result<Vec<String>> {
+/// `kubelet-arg` (checked, leading dashes dropped) with `node-label` and
+/// `node-taint` as kubelet's registration flags (the same keys for
+/// `k8s server` and `k8s agent`).
+pub fn kubelet_registration_args(args: Vec<String>, labels: &[String], taints: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut args = crate::host::config::extra_args("kubelet-arg", args)?;
     for l in labels {
         if !l.contains('=') {
             bail!("node-label {l:?} must look like key=value");

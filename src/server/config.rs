@@ -73,8 +73,7 @@ impl Config {
         let backup_dir = o.backup_dir.unwrap_or_else(|| crate::backup::default_dir(&data_dir));
         let storage_dir = o.default_local_storage_path.unwrap_or_else(|| crate::host::Layout::new(&data_dir).storage_dir());
         let backups = crate::backup::Schedule::parse(o.backup_schedule.as_deref(), o.backup_retention, backup_dir)?;
-        let kubelet_arg = crate::host::config::extra_args("kubelet-arg", o.kubelet_arg)?;
-        let kubelet_arg = crate::node::kubelet_registration_args(kubelet_arg, &o.node_label, &o.node_taint)?;
+        let kubelet_arg = crate::node::kubelet_registration_args(o.kubelet_arg, &o.node_label, &o.node_taint)?;
         Ok(Config {
             data_dir,
             node_name: crate::host::net::node_name(o.node_name.as_deref())?,
