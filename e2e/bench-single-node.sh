@@ -169,9 +169,10 @@ say "settling for ${SETTLE} s"
 sleep "$SETTLE"
 
 # ------------------------------------------------------------------------------------------ measure
-# measure ROWS: one line per process of the host into ROWS ("rss pss pid name", KiB, largest RSS first)
+# measure ROWS: one line per process of the host into ROWS ("rss pss anon pid name", KiB, largest RSS first;
+# anon: the anonymous part of the PSS, what the kernel cannot drop and read again from a file)
 measure() {
-  local rows=$1 p rss pss argv0 name cg uid holder
+  local rows=$1 p rss pss anon argv0 name cg uid holder
   declare -A podname
   while read -r uid name; do [ -n "$uid" ] && podname[$uid]=$name; done < <(
     kc get pods -A -o jsonpath='{range .items[*]}{.metadata.uid} {.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null)
@@ -181,7 +182,7 @@ measure() {
     [ "$p" = "$holder" ] && continue
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
     [ -n "$rss" ] || continue             # gone, or a kernel thread
-    pss=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
+    read -r pss anon < <(awk '/^Pss:/ { p = $2 } /^Pss_Anon:/ { a = $2 } END { print p + 0, a + 0 }' "/proc/$p/smaps_rollup" 2>/dev/null)
     argv0=$(tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | head -n 1); name=${argv0##*/}
     [ "$p" = "$SPID" ] && name="k8s (supervisor + datastore)"
     cg=$(grep -m1 -o 'kubepods[^ ]*' "/proc/$p/cgroup" 2>/dev/null || true)
@@ -189,7 +190,7 @@ measure() {
       uid=$(grep -o 'pod[0-9a-f_-]\{36\}' <<<"$cg" | head -n 1); uid=${uid#pod}; uid=${uid//_/-}
       name="pod ${podname[$uid]:-?}: $name"
     fi
-    echo "$rss ${pss:-0} $p $name" >>"$rows"
+    echo "$rss ${pss:-0} ${anon:-0} $p $name" >>"$rows"
   done
   sort -rn "$rows" -o "$rows"
 }
@@ -197,11 +198,12 @@ rows=$WORK/rows
 measure "$rows"
 total_rss=$(awk '{ s += $1 } END { print s }' "$rows")
 total_pss=$(awk '{ s += $2 } END { print s }' "$rows")
-# group RE [ROWS]: the RSS and PSS sums of the processes whose name matches RE
-group() { awk -v re="$1" '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", n) } n ~ re { r += $1; p += $2; c++ } END { printf "%d %d %d\n", r, p, c }' "${2:-$rows}"; }
-read -r cp_rss cp_pss _ < <(group '^(k8s |kube-apiserver|kube-controller-manager|kube-scheduler)')
-read -r node_rss node_pss _ < <(group '^(containerd|kubelet|kube-proxy)')
-read -r pod_rss pod_pss _ < <(group '^pod ')
+total_anon=$(awk '{ s += $3 } END { print s }' "$rows")
+# group RE [ROWS]: the RSS, PSS and anonymous PSS sums and the count of the processes whose name matches RE
+group() { awk -v re="$1" '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /, "", n) } n ~ re { r += $1; p += $2; a += $3; c++ } END { printf "%d %d %d %d\n", r, p, a, c }' "${2:-$rows}"; }
+read -r cp_rss cp_pss cp_anon _ < <(group '^(k8s |kube-apiserver|kube-controller-manager|kube-scheduler)')
+read -r node_rss node_pss node_anon _ < <(group '^(containerd|kubelet|kube-proxy)')
+read -r pod_rss pod_pss pod_anon _ < <(group '^pod ')
 mcg=/sys/fs/cgroup/memory/k8s-e2e/$H
 cg_usage=""; cg_rss=""; cg_cache=""
 if [ -f "$mcg/memory.usage_in_bytes" ]; then
@@ -260,8 +262,8 @@ fi
 density_rows() {
   local label re r p c
   while IFS='|' read -r label re; do
-    read -r r p c < <(group "$re" "$WORK/rows-density")
-    [ "$c" -gt 0 ] && echo "| $label | $c | $(mib "$r") MiB | $(mib "$p") MiB |"
+    read -r r p a c < <(group "$re" "$WORK/rows-density")
+    [ "$c" -gt 0 ] && echo "| $label | $c | $(mib "$r") MiB | $(mib "$p") MiB | $(mib "$a") MiB |"
   done <<'ROWS'
 kube-apiserver|^kube-apiserver
 kube-controller-manager|^kube-controller-manager
@@ -295,20 +297,21 @@ Binary: \`$K8S_BIN\` (payload attached: $attached${SERVER_ARGS:+; server args: $
 
 Steady memory with the 2-replica busybox httpd Deployment + Service running, ${SETTLE} s after it was ready
 (every process in the host's cgroup; RSS counts shared pages in every process that maps them, PSS splits them;
-kube-apiserver, controller-manager, scheduler, kubelet and kube-proxy are one multicall binary):
+kube-apiserver, controller-manager, scheduler, kubelet and kube-proxy are one multicall binary; anonymous: the part
+of the PSS that is heaps and stacks, the rest being the binaries' pages, which the kernel can drop and read again):
 
-| | RSS | PSS |
-| --- | ---: | ---: |
-| **total, $(wc -l <"$rows") processes** | **$(mib "$total_rss") MiB** | **$(mib "$total_pss") MiB** |
-| control plane: k8s (supervisor + datastore), kube-apiserver, controller-manager, scheduler | $(mib "$cp_rss") MiB | $(mib "$cp_pss") MiB |
-| node: containerd + shims, kubelet, kube-proxy | $(mib "$node_rss") MiB | $(mib "$node_pss") MiB |
-| pods (coredns, 2 × httpd, pause) | $(mib "$pod_rss") MiB | $(mib "$pod_pss") MiB |
+| | RSS | PSS | PSS anonymous |
+| --- | ---: | ---: | ---: |
+| **total, $(wc -l <"$rows") processes** | **$(mib "$total_rss") MiB** | **$(mib "$total_pss") MiB** | **$(mib "$total_anon") MiB** |
+| control plane: k8s (supervisor + datastore), kube-apiserver, controller-manager, scheduler | $(mib "$cp_rss") MiB | $(mib "$cp_pss") MiB | $(mib "$cp_anon") MiB |
+| node: containerd + shims, kubelet, kube-proxy | $(mib "$node_rss") MiB | $(mib "$node_pss") MiB | $(mib "$node_anon") MiB |
+| pods (coredns, 2 × httpd, pause) | $(mib "$pod_rss") MiB | $(mib "$pod_pss") MiB | $(mib "$pod_anon") MiB |
 $([ -n "$cg_usage" ] && echo "| memory cgroup of the host: usage (rss + page cache) | $(mib "$cg_usage") MiB${cg_rss:+ (rss $(mib "$cg_rss") MiB, cache $(mib "$cg_cache") MiB)} | |")
 | data dir on disk (datastore) | $(mib "${datadir_kb:-0}") MiB ($(mib "${db_kb:-0}") MiB) | |
 
-| process | pid | RSS MiB | PSS MiB |
-| --- | ---: | ---: | ---: |
-$(awk '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", n); printf "| %s | %s | %.1f | %.1f |\n", n, $3, $1 / 1024, $2 / 1024 }' "$rows")
+| process | pid | RSS MiB | PSS MiB | PSS anonymous MiB |
+| --- | ---: | ---: | ---: | ---: |
+$(awk '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /, "", n); printf "| %s | %s | %.1f | %.1f | %.1f |\n", n, $4, $1 / 1024, $2 / 1024, $3 / 1024 }' "$rows")
 
 For comparison, k3s publishes about 1.6 GB for a server with a small workload.
 EOF
@@ -317,9 +320,9 @@ EOF
 Density: the node filled to $DENSITY pods ($want sleeping busybox pods of one Deployment, beside the ones above):
 all Running $(secs "$density_ms") after the apply; memory 20 s later:
 
-| processes | count | RSS | PSS |
-| --- | ---: | ---: | ---: |
-| **total** | **$(wc -l <"$WORK/rows-density")** | **$(mib "$(awk '{ s += $1 } END { print s }' "$WORK/rows-density")") MiB** | **$(mib "$(awk '{ s += $2 } END { print s }' "$WORK/rows-density")") MiB** |
+| processes | count | RSS | PSS | PSS anonymous |
+| --- | ---: | ---: | ---: | ---: |
+| **total** | **$(wc -l <"$WORK/rows-density")** | **$(mib "$(awk '{ s += $1 } END { print s }' "$WORK/rows-density")") MiB** | **$(mib "$(awk '{ s += $2 } END { print s }' "$WORK/rows-density")") MiB** | **$(mib "$(awk '{ s += $3 } END { print s }' "$WORK/rows-density")") MiB** |
 $(density_rows)
 EOF
 exit 0
