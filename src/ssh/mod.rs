@@ -16,5 +16,5 @@ mod target;
 
 pub use error::SshError;
 pub use keys::{Keys, PASSPHRASE_ENV};
-pub use session::{sh_quote, Output, Session, Upload, Written};
+pub use session::{sh_quote, Output, Session, Upload, Written, SHA256_FN};
 pub use target::{HostKeyChecking, Sudo, Target};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::host::check;
 use crate::host::paths;
+use crate::ssh;
 
 /// The script prints `key=value` lines; it changes nothing. Run as root
 /// (through [`script`]).
@@ -17,14 +18,14 @@ echo "arch=$(uname -m)"
 echo "cgroup=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 if [ -x /usr/local/bin/k8s ]; then
   echo "k8s_version=$(/usr/local/bin/k8s version 2>/dev/null | head -n 1)"
-  echo "k8s_sha256=$(sha256sum /usr/local/bin/k8s | cut -d ' ' -f 1)"
+  echo "k8s_sha256=$(sha256 /usr/local/bin/k8s | cut -d ' ' -f 1)"
   echo "k8s_mtime=$(stat -c %Y /usr/local/bin/k8s)"
 fi
 for f in /etc/k8s/config.yaml /etc/k8s/token; do
   [ -e "$f" ] && echo "mtime:$f=$(stat -c %Y "$f")"
 done
 f=/etc/k8s/registries.yaml
-[ -f "$f" ] && echo "registries=$(stat -c %a "$f") $(sha256sum < "$f" | cut -d ' ' -f 1)"
+[ -f "$f" ] && echo "registries=$(stat -c %a "$f") $(sha256 "$f" | cut -d ' ' -f 1)"
 for u in k8s-server k8s-agent; do
   f=/etc/systemd/system/$u.service
   [ -e "$f" ] || continue
@@ -42,9 +43,10 @@ d=/var/lib/k8s; [ -d $d ] || d=/var/lib
 echo "free_var=$(df -Pk $d | awk 'NR==2 {print $4}')"
 "#;
 
-/// [`SCRIPT`] and the host check's, in one round trip.
+/// [`SCRIPT`] (with the `sha256` function it calls) and the host check's,
+/// in one round trip.
 pub fn script() -> String {
-    format!("{SCRIPT}{}", check::SCRIPT)
+    format!("{}{SCRIPT}{}", ssh::SHA256_FN, check::SCRIPT)
 }
 
 /// Free space `up` wants: the binary, a temporary copy beside it, and the
