@@ -6,6 +6,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// The program `name` as the shell would find it on `PATH` (a default
+/// system PATH when unset).
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
 /// Writes a file so readers see the old or the new content, never a mix,
 /// and a crash never leaves it empty. Creates the parent directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {

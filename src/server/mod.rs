@@ -112,7 +112,7 @@ fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
             }
         }
     }
-    if !cfg.disable_agent && which("iptables").is_none() {
+    if !cfg.disable_agent && crate::fsutil::which("iptables").is_none() {
         bail!("iptables is not installed; kube-proxy needs it (Debian/Ubuntu: apt-get install iptables)");
     }
     if !cfg.disable_agent {
@@ -122,11 +122,6 @@ fn preflight(cfg: &Config, layout: &Layout) -> anyhow::Result<()> {
     // Last: it creates the data dir.
     layout.check_writable()
 
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 async fn locate_components(cfg: &Config) -> anyhow::Result<Components> {

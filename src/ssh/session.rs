@@ -440,6 +440,7 @@ mod tests {
     /// (where this machine has one) and with a PATH holding only coreutils.
     #[test]
     fn sha256_fn_with_and_without_openssl() {
+        use crate::fsutil::which;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("it's a file");
         std::fs::write(&file, b"hello\n").unwrap();
@@ -466,9 +467,5 @@ mod tests {
         let plain = run(coreutils_only.as_os_str());
         assert_eq!(plain.split_whitespace().next(), Some(want.as_str()), "{plain}");
         assert!(!plain.contains('*'), "sha256sum's answer expected: {plain}");
-    }
-
-    fn which(program: &str) -> Option<std::path::PathBuf> {
-        std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
     }
 }
