@@ -4,8 +4,8 @@
 #
 #   - time from `k8s server` start to "k8s server ready" (node Ready): a first start on a fresh data dir
 #     (with dist/k8s that includes extracting the payload) and restarts (SIGTERM, start again)
-#   - the steady memory of everything in the host (its cgroup: k8s, kube-apiserver, controller-manager,
-#     scheduler, containerd, shims, kubelet, kube-proxy, pods) with the 2-replica test deployment running,
+#   - the steady memory of everything in the host (its cgroup: k8s, kube-control-plane (kube-apiserver,
+#     controller-manager and scheduler), containerd, shims, kubelet, kube-proxy, pods) with the 2-replica test deployment running,
 #     after a settle time: RSS and PSS per process, and the memory cgroup's own figures
 #   - density: the node filled to 110 pods (the kubelet's max-pods) with sleeping busybox pods: the time from
 #     the apply to all Running, and the memory per kind of process again
@@ -201,7 +201,7 @@ total_pss=$(awk '{ s += $2 } END { print s }' "$rows")
 total_anon=$(awk '{ s += $3 } END { print s }' "$rows")
 # group RE [ROWS]: the RSS, PSS and anonymous PSS sums and the count of the processes whose name matches RE
 group() { awk -v re="$1" '{ n = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /, "", n) } n ~ re { r += $1; p += $2; a += $3; c++ } END { printf "%d %d %d %d\n", r, p, a, c }' "${2:-$rows}"; }
-read -r cp_rss cp_pss cp_anon _ < <(group '^(k8s |kube-apiserver|kube-controller-manager|kube-scheduler)')
+read -r cp_rss cp_pss cp_anon _ < <(group '^(k8s |kube-control-plane|kube-apiserver|kube-controller-manager|kube-scheduler)')
 read -r node_rss node_pss node_anon _ < <(group '^(containerd|kubelet|kube-proxy)')
 read -r pod_rss pod_pss pod_anon _ < <(group '^pod ')
 mcg=/sys/fs/cgroup/memory/k8s-e2e/$H
@@ -265,6 +265,7 @@ density_rows() {
     read -r r p a c < <(group "$re" "$WORK/rows-density")
     [ "$c" -gt 0 ] && echo "| $label | $c | $(mib "$r") MiB | $(mib "$p") MiB | $(mib "$a") MiB |"
   done <<'ROWS'
+kube-control-plane (kube-apiserver, controller-manager, scheduler)|^kube-control-plane
 kube-apiserver|^kube-apiserver
 kube-controller-manager|^kube-controller-manager
 kube-scheduler|^kube-scheduler
@@ -297,13 +298,13 @@ Binary: \`$K8S_BIN\` (payload attached: $attached${SERVER_ARGS:+; server args: $
 
 Steady memory with the 2-replica busybox httpd Deployment + Service running, ${SETTLE} s after it was ready
 (every process in the host's cgroup; RSS counts shared pages in every process that maps them, PSS splits them;
-kube-apiserver, controller-manager, scheduler, kubelet and kube-proxy are one multicall binary; anonymous: the part
+kube-control-plane (kube-apiserver, controller-manager and scheduler in one process), kubelet and kube-proxy are one multicall binary; anonymous: the part
 of the PSS that is heaps and stacks, the rest being the binaries' pages, which the kernel can drop and read again):
 
 | | RSS | PSS | PSS anonymous |
 | --- | ---: | ---: | ---: |
 | **total, $(wc -l <"$rows") processes** | **$(mib "$total_rss") MiB** | **$(mib "$total_pss") MiB** | **$(mib "$total_anon") MiB** |
-| control plane: k8s (supervisor + datastore), kube-apiserver, controller-manager, scheduler | $(mib "$cp_rss") MiB | $(mib "$cp_pss") MiB | $(mib "$cp_anon") MiB |
+| control plane: k8s (supervisor + datastore), kube-control-plane | $(mib "$cp_rss") MiB | $(mib "$cp_pss") MiB | $(mib "$cp_anon") MiB |
 | node: containerd + shims, kubelet, kube-proxy | $(mib "$node_rss") MiB | $(mib "$node_pss") MiB | $(mib "$node_anon") MiB |
 | pods (coredns, 2 × httpd, pause) | $(mib "$pod_rss") MiB | $(mib "$pod_pss") MiB | $(mib "$pod_anon") MiB |
 $([ -n "$cg_usage" ] && echo "| memory cgroup of the host: usage (rss + page cache) | $(mib "$cg_usage") MiB${cg_rss:+ (rss $(mib "$cg_rss") MiB, cache $(mib "$cg_cache") MiB)} | |")

@@ -14,7 +14,7 @@
 #   3. kube-bench run --targets master,controlplane,node,policies inside the host, --json to the results
 #      dir, in a mount namespace of its own where `ps` shows this host's processes only (there is no PID
 #      namespace: the machine's `ps` would show every other cluster running on this machine, and the
-#      checks grep the first kube-apiserver they see) and /bin/sh is bash (as in kube-bench's image)
+#      checks grep the first kube-control-plane they see) and /bin/sh is bash (as in kube-bench's image)
 #   4. the summary per section (also <results>/summary.txt), every FAIL and WARN with its id, text, what
 #      kube-bench expected and what it found; FAILs that cannot apply to a single server (NOT_APPLICABLE
 #      below, with the reasons) are shown and marked, and do not fail the test
@@ -264,14 +264,15 @@ kc -n kube-system get pods -o wide 2>&1 | indent
 CBIN=${CDIR:+$CDIR/bin}
 [ -z "$CBIN" ] && CBIN=$(hx sh -c 'ls -d /var/lib/k8s/bin/*/bin | head -n 1')
 hx test -x "$CBIN/kubectl" || die "no kubectl in $CBIN inside $H"
-# the ps kube-bench gets sees this host's kube-apiserver, and no other
-seen=$(in_bench /bin/ps -C kube-apiserver -o pid= | tr -s ' \n' ' ')
-mine=$(hx cat /run/k8s/status.json 2>/dev/null | jq -r '.components[] | select(.name == "kube-apiserver") | .pid' 2>/dev/null)
-machine=$(ps -C kube-apiserver -o pid= | tr -s ' \n' ' ')
+# the ps kube-bench gets sees this host's control plane (kube-apiserver, kube-controller-manager and
+# kube-scheduler in one process, e2e/cis/config.yaml), and no other
+seen=$(in_bench /bin/ps -C kube-control-pl -o pid= | tr -s ' \n' ' ')
+mine=$(hx cat /run/k8s/status.json 2>/dev/null | jq -r '.components[] | select(.name == "kube-control-plane") | .pid' 2>/dev/null)
+machine=$(ps -C kube-control-pl -o pid= | tr -s ' \n' ' ')
 if [ -n "$mine" ] && [ "$(echo $seen)" = "$mine" ]; then
-  ok "ps inside kube-bench's namespace shows kube-apiserver $mine only (the machine runs: ${machine:-none})"
+  ok "ps inside kube-bench's namespace shows kube-control-plane $mine only (the machine runs: ${machine:-none})"
 else
-  die "ps for kube-bench shows kube-apiserver '$seen', want this host's '$mine' (machine: $machine)"
+  die "ps for kube-bench shows kube-control-plane '$seen', want this host's '$mine' (machine: $machine)"
 fi
 
 # ========================================================================================== 3

@@ -290,7 +290,7 @@ check_status() {   # `k8s status`: ready, every component running
   out=$(k8s status 2>&1); echo "$out" | indent
   grep -q "^k8s server: pid $SPID, ready" <<<"$out" && ok "k8s status: server pid $SPID, ready" ||
     fail "k8s status does not say 'k8s server: pid $SPID, ready'"
-  for c in kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
+  for c in kube-control-plane containerd kubelet kube-proxy; do
     grep -Eq "^$c +[0-9]+ +running" <<<"$out" && ok "k8s status: $c running" || fail "k8s status: $c is not running"
   done
   for c in datastore join-endpoint upgrade-controller pod-routes; do   # in-process services: the server's own pid

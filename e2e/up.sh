@@ -174,7 +174,7 @@ for i in $S $A; do
     for d in /var/lib/k8s /var/lib/kubelet; do
       [ -z "$(ls -A $d 2>/dev/null)" ] || echo "$d: $(ls -A $d | tr "\n" " ")"
     done
-    for c in k8s kube-apiserver kubelet containerd kube-proxy etcd; do pgrep -x "$c" >/dev/null && echo "process $c"; done
+    for c in k8s kube-control-pl kubelet containerd kube-proxy etcd; do pgrep -x "$c" >/dev/null && echo "process $c"; done
     true' 2>&1)
   [[ -z $left ]] && ok "${HOST[i]}: no binary, unit, config, data or process left" || { fail "${HOST[i]}: reset left:"; indent <<<"$left"; }
 done

@@ -7,7 +7,7 @@
 # (selinux,notest,grpcnotrace), plus providerless, which drops in-tree cloud
 # providers where any code still has the tag (none left in 1.37; harmless).
 KUBE_TAGS=providerless,selinux,notest,grpcnotrace
-KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kube-control-plane kubelet kube-proxy kubectl)
 
 build_kube() {
 	local v=$KUBERNETES_VERSION minor x pkg

@@ -80,7 +80,7 @@ impl Follower {
             let loaded = super::loaded_hash(&self.api).await?.unwrap_or_default();
             if loaded == want || tokio::time::Instant::now() >= deadline {
                 if loaded != want {
-                    tracing::warn!(file = %self.file.display(), "the API server has not loaded the secrets encryption config in {:?}; see kube-apiserver.log", super::RELOAD_TIMEOUT);
+                    tracing::warn!(file = %self.file.display(), "the API server has not loaded the secrets encryption config in {:?}; see kube-control-plane.log", super::RELOAD_TIMEOUT);
                 }
                 return Ok(loaded);
             }

@@ -131,7 +131,7 @@ async fn wait_loaded(cluster: &Cluster, config: &EncryptionConfig, what: &str) -
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "not every server loaded {what}, {} (see configmap {}/{}): {}; is `k8s server` running there? see its kube-apiserver.log. \
+                "not every server loaded {what}, {} (see configmap {}/{}): {}; is `k8s server` running there? see its kube-control-plane.log. \
                  Every Secret stays readable where the rotation stopped; run `k8s secrets-encrypt rotate-keys` again to continue from there",
                 short(&want),
                 super::NAMESPACE,

@@ -73,9 +73,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// under `sup` once what it needs is ready (see [`crate::components`] for
 /// the lifecycle every component follows):
 ///
-/// datastore → kube-apiserver (ready) → controller-manager, scheduler →
-/// addons → join endpoint → node (containerd, kubelet, kube-proxy, Ready)
-/// → pod routes.
+/// datastore → kube-apiserver (ready) → controller-manager, scheduler (the
+/// three in one process) → addons → join endpoint → node (containerd,
+/// kubelet, kube-proxy, Ready) → pod routes.
 async fn start(cfg: &Config, layout: &Layout, components: &Components, sup: &mut Supervisor,
     status: &status::Writer) -> anyhow::Result<()> {
     let joined = store::join_if_needed(cfg, layout).await?;
@@ -240,7 +240,9 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
         audit_policy: &audit_policy,
         admission_config: &admission_config,
     };
-    sup.start(control_plane::apiserver(c, pki, cfg, &inputs));
+    // kube-apiserver now, kube-controller-manager and kube-scheduler once it
+    // is ready: one process (control_plane).
+    sup.start(control_plane::spec(c, pki, cfg, &inputs));
     status.refresh(sup);
     if !cfg.disable_agent {
         // containerd and the images do not need the API server: ready by the time it is.
@@ -250,7 +252,7 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     let t = Instant::now();
     kubeclient::wait_ready(&client, API_READY_TIMEOUT)
         .await
-        .with_context(|| format!("the API server did not become ready; see {}", logs.join("kube-apiserver.log").display()))?;
+        .with_context(|| format!("the API server did not become ready; see {}", logs.join("kube-control-plane.log").display()))?;
     tracing::info!(ms = t.elapsed().as_millis() as u64, "kube-apiserver ready");
     let ca = pki.ca_cert();
     let settings = node::Settings {
@@ -272,8 +274,6 @@ async fn bring_up(cfg: &Config, layout: &Layout, c: &Components, pki: &Pki, kc: 
     };
     // The kubelet registers while the rest of the control plane starts.
     let kubelet = if cfg.disable_agent { None } else { Some(node::start(sup, c, &layout.node(), &settings).await?) };
-    sup.start(control_plane::controller_manager(c, pki, cfg, &inputs));
-    sup.start(control_plane::scheduler(c, &inputs));
     status.refresh(sup);
     deploy_manifests(cfg, layout, c, pki, &client, sup).await?;
     start_controllers(cfg, &client, sup);

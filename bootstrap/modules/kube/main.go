@@ -24,6 +24,8 @@ var components = map[string]func() int{
 	"kubelet":                 kubelet,
 	"kube-proxy":              proxy,
 	"kubectl":                 kubectl,
+	// The first three in one process: controlplane.go.
+	"kube-control-plane": controlPlane,
 }
 
 func main() {

@@ -7,7 +7,9 @@
 //! - [`follow`] starts with the kubelet, before any pod runs: it watches
 //!   Pods, Namespaces and NetworkPolicies (the node identity reads them
 //!   through the `k8s:network-policy-node` ClusterRole of the
-//!   `network-policy` addon) and, once all three are listed and after
+//!   `network-policy` addon, which a fresh server applies a moment after
+//!   its kubelet starts: until the identity may list them [`follow`] waits
+//!   quietly, warning only after [`ACCESS_PATIENCE`]) and, once all three are listed and after
 //!   every change (gathered for [`SETTLE`]), renders the rules and
 //!   installs them in one `iptables-restore` transaction when they differ
 //!   from what is installed; every [`RESYNC`] it installs them again, so a
@@ -45,10 +47,15 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// How often the rules are installed again even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(60);
 const JUMP_COMMENT: &str = "k8s network policies";
+/// How long the node identity may be refused NetworkPolicies and
+/// Namespaces before that is a warning (a fresh server grants it ~0.5 s
+/// after its kubelet starts).
+const ACCESS_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Enforces the cluster's NetworkPolicies on the pods of `node` until
 /// stopped (see the module doc).
 pub async fn follow(kubelet: Client, node: String) {
+    wait_for_access(&kubelet).await;
     let pods = kubeclient::follow(Api::<Pod>::all(kubelet.clone()), watcher::Config::default(), None).map(Update::Pods);
     let spaces = kubeclient::follow(Api::<Namespace>::all(kubelet.clone()), watcher::Config::default(), None).map(Update::Namespaces);
     let policies = kubeclient::follow(Api::<NetworkPolicy>::all(kubelet), watcher::Config::default(), Some(RESYNC)).map(Update::Policies);
@@ -78,6 +85,28 @@ pub async fn follow(kubelet: Client, node: String) {
             Ok(Err(e)) => tracing::warn!("installing the network policies: {e:#}"),
             Err(e) => tracing::warn!("installing the network policies: {e}"),
         }
+    }
+}
+
+/// Returns once the node identity may list NetworkPolicies and Namespaces
+/// (the watchers would log every refusal as a warning); after
+/// [`ACCESS_PATIENCE`] it warns once and keeps trying.
+async fn wait_for_access(kubelet: &Client) {
+    let started = Instant::now();
+    let mut warned = false;
+    let one = kube::api::ListParams::default().limit(1);
+    loop {
+        let policies = Api::<NetworkPolicy>::all(kubelet.clone()).list_metadata(&one).await;
+        let spaces = Api::<Namespace>::all(kubelet.clone()).list_metadata(&one).await;
+        match policies.and(spaces) {
+            Ok(_) => return,
+            Err(e) if !warned && started.elapsed() > ACCESS_PATIENCE => {
+                tracing::warn!("this node may not list NetworkPolicies and Namespaces yet ({e}); is the network-policy addon's ClusterRole applied? waiting");
+                warned = true;
+            }
+            Err(e) => tracing::debug!("waiting to list NetworkPolicies and Namespaces: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
