@@ -34,6 +34,16 @@ serves() { # through the Service's ClusterIP, from one of the pods
   ip=$(TMO=30 kc -n grow get svc web -o jsonpath='{.spec.clusterIP}')
   TMO=40 kc -n grow exec deploy/web -- timeout 10 wget -qO- "http://$ip/" 2>&1
 }
+# serves_within SECS: "ok" once the Service answers, else its last answer. A rollout is done when the pods are
+# Ready; kube-proxy programs their endpoints a moment later (at most one sync period, 1 s, after the EndpointSlice).
+serves_within() {
+  local end=$((SECONDS + $1)) got
+  while :; do
+    got=$(serves)
+    [[ $got == ok ]] || ((SECONDS >= end)) && { echo "$got"; return; }
+    sleep 1
+  done
+}
 
 # ------------------------------------------------------------------------------------------ 1. one server
 step "up: one server ${HOST[S1]} (SQLite)"
@@ -47,7 +57,8 @@ TMO=30 kc -n grow expose deployment web --port=80 --target-port=8080 >/dev/null
 TMO=30 kc -n grow create configmap c --from-literal=k=v1 >/dev/null
 TMO=30 kc -n grow create secret generic s --from-literal=password=hunter2 >/dev/null
 TMO=200 kc -n grow rollout status deployment/web --timeout=180s >/dev/null || die "the Deployment did not roll out"
-[[ $(serves) == ok ]] || die "the Service does not answer: $(serves)"
+answer=$(serves_within 30)
+[[ $answer == ok ]] || die "the Service does not answer within 30 s of the rollout: $answer"
 before=$(objects) pods_before=$(pods)
 ok "one server on SQLite: $(wc -l <<<"$before") objects, 2 pods serving through a Service"
 
@@ -68,6 +79,7 @@ added=$(comm -13 <(echo "$before") <(echo "$after") | grep -v '^secret/k8s-join-
 [[ -z $lost && -z $added ]] && ok "every one of the $(wc -l <<<"$before") objects is there, nothing else but the new servers' join tokens" ||
   fail "objects lost: ${lost:-none}; unexpected new ones: ${added:-none}"
 [[ $(pods) == "$pods_before" ]] && ok "the same 2 pods, never restarted" || fail "the pods changed: before $pods_before, after $(pods)"
-[[ $(serves) == ok ]] && ok "and they still serve through the Service" || fail "the Service does not answer: $(serves)"
+answer=$(serves_within 30)
+[[ $answer == ok ]] && ok "and they still serve through the Service" || fail "the Service does not answer within 30 s: $answer"
 [[ $(TMO=30 kc -n grow get secret s -o jsonpath='{.data.password}' | base64 -d) == hunter2 ]] && ok "the Secret reads back" ||
   fail "the Secret does not read back"
