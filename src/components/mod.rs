@@ -1,7 +1,7 @@
 //! The components of a running `k8s server` or `k8s agent`, under one
 //! owner. Two kinds, one lifecycle:
 //!
-//! - **child processes** (the upstream parts: kube-apiserver, kubelet,
+//! - **child processes** (the upstream parts: kube-control-plane, kubelet,
 //!   containerd, …; [`Supervisor::start`]): each has its own log file, is
 //!   restarted with backoff when it dies, and gets SIGKILL when `k8s`
 //!   itself dies, so a `kill -9` of `k8s` never leaves a control plane

@@ -114,6 +114,8 @@ pub struct ServerOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_kubeconfig_mode: Option<FileMode>,
     /// Extra kube-apiserver flags (`name=value` or `--name=value`); repeatable.
+    /// The logging flags (v, vmodule, logging-format, log-*) and feature-gates
+    /// reach the controller-manager and scheduler too: the three share a process.
     #[arg(long)]
     #[serde(default)]
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -75,15 +75,18 @@ K8S=$TMP/bin/k8s-under-test
 
 # ---------------------------------------------------------------- servers
 
+# free_port VAR: a port no socket uses and not handed out before in this run, into VAR. A function that
+# sets VAR, not $(free_port): in a subshell USED_PORTS is forgotten, and two servers of one pair once got
+# the same port (etcd took it, ours could not bind, and both transcripts came from that one etcd).
 USED_PORTS=" "
 free_port() {
-  local p
+  local _port
   while :; do
-    p=$((20000 + RANDOM % 30000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    [[ -z $(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null) ]] || continue
-    USED_PORTS+="$p "
-    echo "$p"
+    _port=$((20000 + RANDOM % 30000))
+    [[ $USED_PORTS == *" $_port "* ]] && continue
+    [[ -z $(ss -Htan "( sport = :$_port or dport = :$_port )" 2>/dev/null) ]] || continue
+    USED_PORTS+="$_port "
+    printf -v "$1" '%s' "$_port"
     return
   done
 }
@@ -128,7 +131,7 @@ SPELL=plain
 start_pair() {
   local d=$1 c p o
   mkdir -p "$d"
-  c=$(free_port); p=$(free_port); o=$(free_port)
+  free_port c; free_port p; free_port o
   local e_listen="http://127.0.0.1:$c" o_listen="http://127.0.0.1:$o"
   if [[ $SPELL == unix ]]; then e_listen=unix://etcd.sock:1 o_listen=unix://$d/ours.sock; fi
   (cd "$d" && exec etcd --name default --data-dir "$d/etcd" \
@@ -961,7 +964,7 @@ check_tls() {
   openssl req -newkey rsa:2048 -nodes -keyout rogue.key -out rogue.csr -subj /CN=rogue 2>/dev/null
   openssl x509 -req -in rogue.csr -CA other-ca.crt -CAkey other-ca.key -CAcreateserial -out rogue.crt -days 2 -extfile client.ext 2>/dev/null
   echo "certs:" ./*.crt
-  p=$(free_port)
+  free_port p
   "$K8S" datastore --data-dir "$d/data" --listen "https://127.0.0.1:$p" \
     --cert-file server.crt --key-file server.key --trusted-ca-file ca.crt >server.log 2>&1 &
   pid=$!; track "$pid"
@@ -993,7 +996,7 @@ check_tls() {
 
 check_unix_socket() {
   local d=$1 p pid sock=$1/ds.sock rc
-  p=$(free_port)
+  free_port p
   "$K8S" datastore --data-dir "$d/data" --listen "unix://$sock" --listen "http://127.0.0.1:$p" >"$d/server.log" 2>&1 &
   pid=$!; track "$pid"
   if ! wait_ready "k8s datastore (unix)" "$pid" "127.0.0.1:$p"; then
