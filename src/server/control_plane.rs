@@ -65,10 +65,15 @@ fn p(path: impl AsRef<Path>) -> String {
     path.as_ref().display().to_string()
 }
 
+/// The name of an extra `name=value` argument.
+fn flag_name(extra: &str) -> &str {
+    extra.split_once('=').map_or(extra, |(n, _)| n)
+}
+
 /// Extra `name=value` arguments replace defaults of the same name.
 fn with_extra(mut args: Vec<String>, extra: &[String]) -> Vec<String> {
     for e in extra {
-        let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
+        let name = flag_name(e);
         args.retain(|a| !a.starts_with(&format!("--{name}=")));
         args.push(format!("--{e}"));
     }
@@ -105,7 +110,7 @@ fn process_wide(extra: &[String]) -> Vec<String> {
         "v", "vmodule", "logging-format", "log-flush-frequency", "log-text-split-stream",
         "log-text-info-buffer-size", "log-json-split-stream", "log-json-info-buffer-size", "feature-gates",
     ];
-    extra.iter().filter(|e| PROCESS_WIDE.contains(&e.split_once('=').map_or(e.as_str(), |(n, _)| n))).cloned().collect()
+    extra.iter().filter(|e| PROCESS_WIDE.contains(&flag_name(e))).cloned().collect()
 }
 
 fn apiserver(pki: &Pki, cfg: &Config, i: &Inputs) -> Vec<String> {
